@@ -1,0 +1,121 @@
+/// Why a server refuses an opening handshake, and the HTTP response it sends.
+public struct HandshakeError: Error, Hashable, Sendable, CustomStringConvertible {
+    @usableFromInline
+    enum Kind: UInt8, Sendable, CaseIterable {
+        case malformed, tooLarge, tooManyHeaders, notGet, httpVersion, missingHost, notUpgrade
+        case invalidKey, unsupportedVersion, originRefused, invalidExtensions, invalidSubprotocols
+        case serviceUnavailable, timeout
+    }
+
+    @usableFromInline let kind: Kind
+    /// A detail for the response body and logs.
+    public let message: String
+
+    @usableFromInline
+    init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public static func malformed(_ detail: String) -> HandshakeError { HandshakeError(.malformed, detail) }
+    public static func headersTooLarge(limit: Int) -> HandshakeError {
+        HandshakeError(.tooLarge, "request header exceeds \(limit) bytes")
+    }
+    public static func tooManyHeaders(limit: Int) -> HandshakeError {
+        HandshakeError(.tooManyHeaders, "more than \(limit) header fields")
+    }
+    public static let notGet = HandshakeError(.notGet, "WebSocket upgrade requires GET")
+    public static let httpVersion = HandshakeError(.httpVersion, "WebSocket upgrade requires HTTP/1.1")
+    public static let missingHost = HandshakeError(.missingHost, "missing or repeated Host header")
+    public static let notUpgrade = HandshakeError(
+        .notUpgrade, "expected Upgrade: websocket and Connection: Upgrade")
+    public static let invalidKey = HandshakeError(
+        .invalidKey, "Sec-WebSocket-Key must be one base64 value of 16 bytes")
+    public static let unsupportedVersion = HandshakeError(
+        .unsupportedVersion, "unsupported Sec-WebSocket-Version (this server speaks 13)")
+    public static let originRefused = HandshakeError(.originRefused, "origin not allowed")
+    public static let invalidExtensions = HandshakeError(.invalidExtensions, "malformed Sec-WebSocket-Extensions")
+    public static let invalidSubprotocols = HandshakeError(.invalidSubprotocols, "malformed Sec-WebSocket-Protocol")
+    public static let serviceUnavailable = HandshakeError(.serviceUnavailable, "server is at its connection limit")
+    public static let timeout = HandshakeError(.timeout, "handshake not completed in time")
+
+    /// The HTTP status of the refusal.
+    public var status: Int {
+        switch self.kind {
+        case .tooLarge, .tooManyHeaders: return 431
+        case .notUpgrade, .unsupportedVersion: return 426
+        case .originRefused: return 403
+        case .serviceUnavailable: return 503
+        case .timeout: return 408
+        default: return 400
+        }
+    }
+
+    /// The C status (`PETREL_E_*`, -2xx band after the protocol errors).
+    public var cStatus: Int32 { -240 - Int32(self.kind.rawValue) }
+
+    public var description: String { "\(self.status): \(self.message)" }
+
+    /// The complete HTTP response to send before closing the connection.
+    public var response: [UInt8] {
+        var headers: [HTTPField] = []
+        switch self.kind {
+        case .unsupportedVersion: headers.append(HTTPField(name: "Sec-WebSocket-Version", value: "13"))
+        case .notUpgrade: headers.append(HTTPField(name: "Upgrade", value: "websocket"))
+        default: break
+        }
+        return HTTPResponse.error(status: self.status, body: self.message, headers: headers)
+    }
+}
+
+/// Why a client rejects a server's handshake response. Each failure is distinct.
+public struct ClientHandshakeError: Error, Hashable, Sendable, CustomStringConvertible {
+    @usableFromInline
+    enum Kind: UInt8, Sendable, CaseIterable {
+        case malformedResponse, responseTooLarge, unexpectedStatus, missingUpgrade, missingConnection
+        case acceptMismatch, unexpectedSubprotocol, unexpectedExtension, invalidExtensionParameters
+    }
+
+    @usableFromInline let kind: Kind
+    /// The HTTP status for `unexpectedStatus`, else 101 or 0.
+    public let httpStatus: Int
+    public let message: String
+
+    @usableFromInline
+    init(_ kind: Kind, status: Int = 0, _ message: String) {
+        self.kind = kind
+        self.httpStatus = status
+        self.message = message
+    }
+
+    public static func malformedResponse(_ detail: String) -> ClientHandshakeError {
+        ClientHandshakeError(.malformedResponse, "malformed handshake response: \(detail)")
+    }
+    public static func responseTooLarge(limit: Int) -> ClientHandshakeError {
+        ClientHandshakeError(.responseTooLarge, "handshake response exceeds \(limit) bytes")
+    }
+    public static func unexpectedStatus(_ status: Int, reason: String) -> ClientHandshakeError {
+        ClientHandshakeError(.unexpectedStatus, status: status, "server answered \(status) \(reason), not 101")
+    }
+    public static let missingUpgrade = ClientHandshakeError(.missingUpgrade, "response lacks Upgrade: websocket")
+    public static let missingConnection = ClientHandshakeError(.missingConnection, "response lacks Connection: Upgrade")
+    public static let acceptMismatch = ClientHandshakeError(
+        .acceptMismatch, "Sec-WebSocket-Accept does not match the key sent")
+    public static func unexpectedSubprotocol(_ name: String) -> ClientHandshakeError {
+        ClientHandshakeError(.unexpectedSubprotocol, "server chose subprotocol '\(name)', which was not offered")
+    }
+    public static func unexpectedExtension(_ name: String) -> ClientHandshakeError {
+        ClientHandshakeError(.unexpectedExtension, "server accepted extension '\(name)', which was not offered")
+    }
+    public static func invalidExtensionParameters(_ detail: String) -> ClientHandshakeError {
+        ClientHandshakeError(.invalidExtensionParameters, "server's extension parameters are invalid: \(detail)")
+    }
+
+    /// Compares the failure, not its detail text.
+    public func matches(_ other: ClientHandshakeError) -> Bool { self.kind == other.kind }
+
+    /// The C status (`PETREL_E_*`, -26x band).
+    public var cStatus: Int32 { -260 - Int32(self.kind.rawValue) }
+
+    public var description: String { self.message }
+}
