@@ -3,41 +3,34 @@
 /// Invariant: `0 <= start <= end <= capacity`; `base` is nil only while `capacity == 0`.
 /// It is `~Copyable` so that its storage has one owner and is freed in `deinit`: pointers
 /// handed out by `readable` stay valid until the next mutating call.
-@usableFromInline
 struct ByteBuffer: ~Copyable {
-    @usableFromInline var base: UnsafeMutableRawPointer?
-    @usableFromInline var capacity: Int = 0
-    @usableFromInline var start: Int = 0
-    @usableFromInline var end: Int = 0
+    var base: UnsafeMutableRawPointer?
+    var capacity: Int = 0
+    var start: Int = 0
+    var end: Int = 0
 
-    @usableFromInline
     init() {}
 
     deinit {
         self.base?.deallocate()
     }
 
-    @inlinable
     var count: Int { self.end - self.start }
 
-    @inlinable
     var isEmpty: Bool { self.end == self.start }
 
     /// The unread bytes. Valid until the next mutating call.
-    @inlinable
     var readable: UnsafeRawBufferPointer {
         guard let base = self.base else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         return UnsafeRawBufferPointer(start: base + self.start, count: self.end - self.start)
     }
 
     /// Makes room for `extra` more bytes after `end`, compacting or growing as needed.
-    @inlinable
     mutating func reserve(_ extra: Int) {
         if self.capacity - self.end >= extra { return }
         self.grow(extra)
     }
 
-    @usableFromInline
     mutating func grow(_ extra: Int) {
         let live = self.end - self.start
         // Compact when the unread bytes are few and the dead prefix is worth reclaiming.
@@ -61,7 +54,6 @@ struct ByteBuffer: ~Copyable {
     }
 
     /// Appends `count` bytes whose content the caller writes through the returned pointer.
-    @inlinable
     mutating func appendUninitialized(_ count: Int) -> UnsafeMutableRawPointer {
         self.reserve(count)
         let at = self.base.unsafelyUnwrapped + self.end
@@ -69,19 +61,16 @@ struct ByteBuffer: ~Copyable {
         return at
     }
 
-    @inlinable
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0, let src = bytes.baseAddress else { return }
         self.appendUninitialized(bytes.count).copyMemory(from: src, byteCount: bytes.count)
     }
 
     /// Gives back bytes appended by `appendUninitialized` that were not written.
-    @inlinable
     mutating func trimEnd(_ count: Int) {
         self.end -= count
     }
 
-    @inlinable
     mutating func consume(_ count: Int) {
         self.start += count
         if self.start == self.end {
@@ -91,7 +80,6 @@ struct ByteBuffer: ~Copyable {
     }
 
     /// Empties the buffer; storage above `keep` bytes is released so idle sessions stay small.
-    @inlinable
     mutating func clear(keepingUpTo keep: Int) {
         self.start = 0
         self.end = 0

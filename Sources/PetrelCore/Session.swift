@@ -65,38 +65,38 @@ public struct Session: ~Copyable {
     /// Whether the connection failed (a protocol error, or the transport ended before the close handshake).
     public private(set) var failed = false
 
-    @usableFromInline var entropy: EntropySource
+    var entropy: EntropySource
 
     // Receive side.
-    @usableFromInline enum Phase { case header, payload }
-    @usableFromInline var phase: Phase = .header
-    @usableFromInline var spill: (UInt64, UInt64) = (0, 0)
-    @usableFromInline var spillCount = 0
-    @usableFromInline var readClosed = false
+    enum Phase { case header, payload }
+    var phase: Phase = .header
+    var spill: (UInt64, UInt64) = (0, 0)
+    var spillCount = 0
+    var readClosed = false
     /// The last event lent out the message (or control) buffer: empty it on the next call.
-    @usableFromInline var releaseMessage = false
-    @usableFromInline var releaseControl = false
+    var releaseMessage = false
+    var releaseControl = false
 
-    @usableFromInline var frameFin = false
-    @usableFromInline var frameOpcode = Opcode.continuation
-    @usableFromInline var frameMasked = false
-    @usableFromInline var frameKey: UInt32 = 0
-    @usableFromInline var frameLength = 0
-    @usableFromInline var frameReceived = 0
+    var frameFin = false
+    var frameOpcode = Opcode.continuation
+    var frameMasked = false
+    var frameKey: UInt32 = 0
+    var frameLength = 0
+    var frameReceived = 0
 
     /// The opcode of the message being received (text or binary), or continuation when none is.
-    @usableFromInline var messageOpcode = Opcode.continuation
-    @usableFromInline var messageSize = 0
-    @usableFromInline var utf8 = UTF8Validator()
-    @usableFromInline var message = ByteBuffer()
-    @usableFromInline var control = ByteBuffer()
+    var messageOpcode = Opcode.continuation
+    var messageSize = 0
+    var utf8 = UTF8Validator()
+    var message = ByteBuffer()
+    var control = ByteBuffer()
 
     // Send side.
-    @usableFromInline var out = ByteBuffer()
-    @usableFromInline var sendingFragmented = false
+    var out = ByteBuffer()
+    var sendingFragmented = false
 
     /// Buffers above this size are released once their message is delivered, so an idle session is small.
-    @usableFromInline static let keepBufferBytes = 64 * 1024
+    static let keepBufferBytes = 64 * 1024
 
     public init(role: Role, configuration: SessionConfiguration = SessionConfiguration(), entropy: EntropySource = .system) {
         self.role = role
@@ -188,23 +188,23 @@ public struct Session: ~Copyable {
     }
 
     @inline(__always)
-    @usableFromInline static func headerLength(_ b1: UInt8) -> Int {
+    static func headerLength(_ b1: UInt8) -> Int {
         let len7 = b1 & 0x7F
         return 2 + (len7 == 126 ? 2 : (len7 == 127 ? 8 : 0)) + (b1 & 0x80 != 0 ? 4 : 0)
     }
 
-    @usableFromInline func spillByte(_ i: Int) -> UInt8 {
+    func spillByte(_ i: Int) -> UInt8 {
         withUnsafeBytes(of: self.spill) { $0[i] }
     }
 
-    @usableFromInline mutating func stash(_ p: UnsafeRawPointer, count: Int) {
+    mutating func stash(_ p: UnsafeRawPointer, count: Int) {
         let at = self.spillCount
         withUnsafeMutableBytes(of: &self.spill) { $0.baseAddress!.advanced(by: at).copyMemory(from: p, byteCount: count) }
         self.spillCount += count
     }
 
     /// The checks that need only the first two header bytes, so a bad frame fails before its length arrives.
-    @usableFromInline func checkStart(_ b0: UInt8, _ b1: UInt8) -> ProtocolError? {
+    func checkStart(_ b0: UInt8, _ b1: UInt8) -> ProtocolError? {
         let opcode = Opcode(rawValue: b0)
         // §5.2: reserved opcodes; RSV bits without an extension that defines them.
         if opcode.isReserved { return .reservedOpcode }
@@ -227,7 +227,7 @@ public struct Session: ~Copyable {
     }
 
     /// Reads a complete header (already checked by `checkStart`) and sets up the frame and message.
-    @usableFromInline mutating func readHeader(_ p: UnsafeRawPointer) -> ProtocolError? {
+    mutating func readHeader(_ p: UnsafeRawPointer) -> ProtocolError? {
         let b0 = p.load(as: UInt8.self)
         let b1 = p.load(fromByteOffset: 1, as: UInt8.self)
         var length: UInt64 = UInt64(b1 & 0x7F)
@@ -264,7 +264,7 @@ public struct Session: ~Copyable {
     }
 
     /// Handles payload bytes of the current frame as they arrive (already unmasked).
-    @usableFromInline mutating func payloadChunk(_ chunk: UnsafeMutableRawBufferPointer, first: Bool, last: Bool) -> Event? {
+    mutating func payloadChunk(_ chunk: UnsafeMutableRawBufferPointer, first: Bool, last: Bool) -> Event? {
         let bytes = UnsafeRawBufferPointer(chunk)
         if self.frameOpcode.isControl {
             if first && last { return self.controlFrame(bytes) }
@@ -286,7 +286,7 @@ public struct Session: ~Copyable {
         return self.finishMessage(self.message.readable)
     }
 
-    @usableFromInline mutating func finishMessage(_ payload: UnsafeRawBufferPointer) -> Event {
+    mutating func finishMessage(_ payload: UnsafeRawBufferPointer) -> Event {
         let opcode = self.messageOpcode
         self.messageOpcode = .continuation
         if opcode == .text {
@@ -296,7 +296,7 @@ public struct Session: ~Copyable {
         return .binary(payload)
     }
 
-    @usableFromInline mutating func controlFrame(_ payload: UnsafeRawBufferPointer) -> Event {
+    mutating func controlFrame(_ payload: UnsafeRawBufferPointer) -> Event {
         switch self.frameOpcode {
         case .ping:
             if self.configuration.autoPong && self.closeCodeSent == nil {
@@ -311,7 +311,7 @@ public struct Session: ~Copyable {
     }
 
     /// §5.5.1 and §7.4: a close frame is empty, or a valid code plus a UTF-8 reason.
-    @usableFromInline mutating func closeFrame(_ payload: UnsafeRawBufferPointer) -> Event {
+    mutating func closeFrame(_ payload: UnsafeRawBufferPointer) -> Event {
         var code: CloseCode? = nil
         var reason = UnsafeRawBufferPointer(start: payload.baseAddress, count: 0)
         if payload.count == 1 { return self.fail(.closePayloadOneByte) }
@@ -339,7 +339,7 @@ public struct Session: ~Copyable {
     }
 
     /// §7.1.7: fail the connection: send a close frame (unless one was sent) and read nothing more.
-    @usableFromInline mutating func fail(_ error: ProtocolError) -> Event {
+    mutating func fail(_ error: ProtocolError) -> Event {
         self.readClosed = true
         self.failed = true
         if self.closeCodeSent == nil {
@@ -403,11 +403,11 @@ public struct Session: ~Copyable {
         self.state = self.closeCodeReceived == nil ? .closing : .closed
     }
 
-    @usableFromInline func checkCanSend() throws(UsageError) {
+    func checkCanSend() throws(UsageError) {
         if self.closeCodeSent != nil || self.state == .closed { throw .closing }
     }
 
-    @usableFromInline mutating func queueClose(code: CloseCode, reason: String) {
+    mutating func queueClose(code: CloseCode, reason: String) {
         self.closeCodeSent = code
         var payload: [UInt8] = [UInt8(code.rawValue >> 8), UInt8(code.rawValue & 0xFF)]
         payload.append(contentsOf: reason.utf8.prefix(123))
@@ -415,7 +415,7 @@ public struct Session: ~Copyable {
     }
 
     /// Encodes one frame into the output, masked with a fresh key in the client role.
-    @usableFromInline mutating func writeFrame(fin: Bool, rsv1: Bool = false, opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
+    mutating func writeFrame(fin: Bool, rsv1: Bool = false, opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
         let key: UInt32? = self.role == .client ? self.entropy.next32() : nil
         let headerSize = FrameHeader.size(payloadLength: payload.count, masked: key != nil)
         let p = self.out.appendUninitialized(headerSize + payload.count)
