@@ -3,8 +3,8 @@
 #include <zlib.h>
 
 /* deflateInit2/inflateInit2 are macros that Swift cannot import. */
-static inline int petrel_deflate_init2(z_streamp strm, int level, int window_bits, int mem_level) {
-    return deflateInit2(strm, level, Z_DEFLATED, window_bits, mem_level, Z_DEFAULT_STRATEGY);
+static inline int petrel_deflate_init2(z_streamp strm, int level, int window_bits, int mem_level, int strategy) {
+    return deflateInit2(strm, level, Z_DEFLATED, window_bits, mem_level, strategy);
 }
 static inline int petrel_inflate_init2(z_streamp strm, int window_bits) {
     return inflateInit2(strm, window_bits);

@@ -91,6 +91,15 @@ public struct Session: ~Copyable {
     var message = ByteBuffer()
     var control = ByteBuffer()
 
+    /// Set when a compressed message is being received.
+    var messageCompressed = false
+    /// The inflated size of the compressed message being received.
+    var messageInflated = 0
+    /// permessage-deflate, when negotiated.
+    var codec: DeflateCodec?
+    /// Holds a message while it is compressed.
+    var scratch = ByteBuffer()
+
     // Send side.
     var out = ByteBuffer()
     var sendingFragmented = false
@@ -98,11 +107,23 @@ public struct Session: ~Copyable {
     /// Buffers above this size are released once their message is delivered, so an idle session is small.
     static let keepBufferBytes = 64 * 1024
 
-    public init(role: Role, configuration: SessionConfiguration = SessionConfiguration(), entropy: EntropySource = .system) {
+    /// - Parameters:
+    ///   - compression: permessage-deflate as negotiated in the handshake, or nil.
+    ///   - zlibPool: where streams of sides without context takeover are kept between messages
+    ///     (one pool per thread). Without a pool such streams are reset and kept by the session.
+    ///   - entropy: the source of mask keys (`.system` on a network).
+    public init(
+        role: Role, configuration: SessionConfiguration = SessionConfiguration(), compression: Compression? = nil,
+        zlibPool: ZlibPool? = nil, entropy: EntropySource = .system
+    ) {
         self.role = role
         self.configuration = configuration
         self.entropy = entropy
+        if let compression { self.codec = DeflateCodec(compression: compression, pool: zlibPool) }
     }
+
+    /// Whether permessage-deflate is in use.
+    public var isCompressing: Bool { self.codec != nil }
 
     // MARK: Receiving
 
@@ -208,7 +229,9 @@ public struct Session: ~Copyable {
         let opcode = Opcode(rawValue: b0)
         // §5.2: reserved opcodes; RSV bits without an extension that defines them.
         if opcode.isReserved { return .reservedOpcode }
-        if b0 & 0x70 != 0 { return .reservedBits }
+        if b0 & 0x30 != 0 { return .reservedBits }
+        // RFC 7692 §6: RSV1 marks a compressed message, on its first frame only.
+        if b0 & 0x40 != 0 && (self.codec == nil || opcode.isControl || opcode == .continuation) { return .reservedBits }
         if opcode.isControl {
             // §5.5: control frames are never fragmented and carry at most 125 bytes.
             if b0 & 0x80 == 0 { return .fragmentedControlFrame }
@@ -253,9 +276,14 @@ public struct Session: ~Copyable {
             if self.frameOpcode != .continuation {
                 self.messageOpcode = self.frameOpcode
                 self.messageSize = 0
+                self.messageCompressed = b0 & 0x40 != 0
+                self.messageInflated = 0
                 self.utf8.reset()
             }
-            if self.frameLength > limits.maxMessageSize - self.messageSize {
+            // Compressed data is inflated as it arrives and the inflated size is what the limit
+            // counts; the compressed size is bounded too (stored blocks add 5 bytes per 64 KiB).
+            let limit = self.messageCompressed ? limits.maxMessageSize + limits.maxMessageSize / 4096 + 1024 : limits.maxMessageSize
+            if self.frameLength > limit - self.messageSize {
                 return .messageTooBig(limit: limits.maxMessageSize)
             }
             self.messageSize += self.frameLength
@@ -273,14 +301,34 @@ public struct Session: ~Copyable {
             self.releaseControl = true
             return self.controlFrame(self.control.readable)
         }
+        let endsMessage = last && self.frameFin
+        if self.messageCompressed { return self.compressedChunk(bytes, endsMessage: endsMessage) }
         // §8.1: fail at the first invalid byte, even mid-frame.
         if self.messageOpcode == .text, self.utf8.validate(bytes) != nil { return self.fail(.invalidUTF8) }
-        let endsMessage = last && self.frameFin
         if first && endsMessage && self.frameOpcode != .continuation {
             // An unfragmented message that arrived in one read: hand out the caller's bytes, no copy.
             return self.finishMessage(bytes)
         }
         self.message.append(bytes)
+        guard endsMessage else { return nil }
+        self.releaseMessage = true
+        return self.finishMessage(self.message.readable)
+    }
+
+    /// Inflates a piece of a compressed message into the message buffer (RFC 7692 §7.2.2).
+    mutating func compressedChunk(_ bytes: UnsafeRawBufferPointer, endsMessage: Bool) -> Event? {
+        let limit = self.configuration.maxMessageSize
+        let isText = self.messageOpcode == .text
+        if var codec = self.codec.take() {
+            var error = codec.inflate(
+                bytes, into: &self.message, produced: &self.messageInflated, limit: limit, utf8: &self.utf8, isText: isText)
+            if error == nil && endsMessage {
+                error = codec.finishInflating(
+                    into: &self.message, produced: &self.messageInflated, limit: limit, utf8: &self.utf8, isText: isText)
+            }
+            self.codec = codec
+            if let error { return self.fail(error) }
+        }
         guard endsMessage else { return nil }
         self.releaseMessage = true
         return self.finishMessage(self.message.readable)
@@ -351,34 +399,59 @@ public struct Session: ~Copyable {
 
     // MARK: Sending
 
-    /// Queues a complete message as one frame.
-    public mutating func send(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer) throws(UsageError) {
-        try self.checkCanSend()
-        if self.sendingFragmented { throw .messageInProgress }
-        self.writeFrame(fin: true, opcode: kind.opcode, payload)
+    /// Queues a complete message as one frame. With permessage-deflate it is compressed unless it
+    /// is shorter than the configured minimum or `compress` is false.
+    public mutating func send(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer, compress: Bool = true) throws(UsageError) {
+        try self.send(kind, payload, fragmentSize: Int.max, compress: compress)
     }
 
-    /// Queues a complete message as fragments of at most `fragmentSize` bytes (at least one frame).
-    public mutating func send(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer, fragmentSize: Int) throws(UsageError) {
+    /// Queues a complete message as fragments of at most `fragmentSize` payload bytes (at least
+    /// one frame). A compressed message is compressed whole, then fragmented (RSV1 on the first).
+    public mutating func send(
+        _ kind: MessageKind, _ payload: UnsafeRawBufferPointer, fragmentSize: Int, compress: Bool = true
+    ) throws(UsageError) {
         try self.checkCanSend()
         if self.sendingFragmented { throw .messageInProgress }
+        if compress, var codec = self.codec.take() {
+            if payload.count >= codec.minimumSize {
+                codec.compressMessage(payload, into: &self.scratch)
+                self.codec = codec
+                self.writeFragments(kind, self.scratch.readable, fragmentSize: fragmentSize, compressed: true)
+                self.scratch.clear(keepingUpTo: Session.keepBufferBytes)
+                return
+            }
+            self.codec = codec
+        }
+        self.writeFragments(kind, payload, fragmentSize: fragmentSize, compressed: false)
+    }
+
+    mutating func writeFragments(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer, fragmentSize: Int, compressed: Bool) {
         let size = max(1, fragmentSize)
         var offset = 0
         repeat {
-            let end = min(payload.count, offset + size)
+            let end = payload.count - offset > size ? offset + size : payload.count
             let piece = UnsafeRawBufferPointer(rebasing: payload[offset..<end])
-            self.writeFrame(fin: end == payload.count, opcode: offset == 0 ? kind.opcode : .continuation, piece)
+            let first = offset == 0
+            self.writeFrame(fin: end == payload.count, rsv1: first && compressed, opcode: first ? kind.opcode : .continuation, piece)
             offset = end
         } while offset < payload.count
     }
 
     /// Streams a message in pieces: the first call starts it (as `kind`), later ones continue it,
-    /// and the call with `isFinal` ends it. Control frames may be sent in between.
+    /// and the call with `isFinal` ends it. Control frames may be sent in between. With
+    /// permessage-deflate each piece is compressed as it comes (sync-flushed).
     public mutating func sendFragment(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer, isFinal: Bool) throws(UsageError) {
         try self.checkCanSend()
-        let opcode = self.sendingFragmented ? Opcode.continuation : kind.opcode
+        let first = !self.sendingFragmented
         self.sendingFragmented = !isFinal
-        self.writeFrame(fin: isFinal, opcode: opcode, payload)
+        if var codec = self.codec.take() {
+            codec.compressFragment(payload, isFinal: isFinal, into: &self.scratch)
+            self.codec = codec
+            self.writeFrame(fin: isFinal, rsv1: first, opcode: first ? kind.opcode : .continuation, self.scratch.readable)
+            self.scratch.clear(keepingUpTo: Session.keepBufferBytes)
+            return
+        }
+        self.writeFrame(fin: isFinal, opcode: first ? kind.opcode : .continuation, payload)
     }
 
     public mutating func sendPing(_ payload: UnsafeRawBufferPointer) throws(UsageError) {

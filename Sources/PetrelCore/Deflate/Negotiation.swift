@@ -1,0 +1,201 @@
+/// RFC 7692 permessage-deflate: negotiation (§5, §7.1).
+///
+/// Parameters are named from this endpoint's point of view: *local* is our compressor (the
+/// `server_*` parameters when we are the server, `client_*` when the client); *remote* is the
+/// peer's compressor, whose output we inflate.
+
+/// What this endpoint allows and prefers.
+public struct DeflateOptions: Hashable, Sendable {
+    /// Reset our compressor after every message (less memory, less compression). A server also
+    /// agrees to this whenever a client asks for it.
+    public var localNoContextTakeover = false
+    /// Ask the peer to reset its compressor after every message, so we hold no inflate state between messages.
+    public var remoteNoContextTakeover = false
+    /// Our compressor's LZ77 window, 8–15 bits. A window of 8 is honoured with Huffman-only
+    /// coding (zlib's raw deflate has no 256-byte window).
+    public var localMaxWindowBits = 15
+    /// The largest window we ask the peer to compress with, 8–15 bits.
+    public var remoteMaxWindowBits = 15
+    /// zlib memLevel for our compressor, 1–9 (memory is `2^(memLevel+9)` bytes plus the window).
+    public var memoryLevel = 8
+    /// zlib compression level, 1 (fastest) – 9 (smallest). 1 suits small, repetitive messages.
+    public var compressionLevel = 1
+    /// Messages shorter than this are sent uncompressed (RSV1 clear).
+    public var minimumSize = 32
+
+    public init() {}
+}
+
+/// The parameters both ends agreed to.
+public struct DeflateParameters: Hashable, Sendable {
+    public var localNoContextTakeover = false
+    public var remoteNoContextTakeover = false
+    public var localMaxWindowBits = 15
+    public var remoteMaxWindowBits = 15
+
+    public init(
+        localNoContextTakeover: Bool = false, remoteNoContextTakeover: Bool = false, localMaxWindowBits: Int = 15,
+        remoteMaxWindowBits: Int = 15
+    ) {
+        self.localNoContextTakeover = localNoContextTakeover
+        self.remoteNoContextTakeover = remoteNoContextTakeover
+        self.localMaxWindowBits = localMaxWindowBits
+        self.remoteMaxWindowBits = remoteMaxWindowBits
+    }
+}
+
+/// permessage-deflate as negotiated for one connection: the agreed parameters plus our tuning.
+public struct Compression: Hashable, Sendable {
+    public var parameters: DeflateParameters
+    public var options: DeflateOptions
+
+    public init(parameters: DeflateParameters, options: DeflateOptions = DeflateOptions()) {
+        self.parameters = parameters
+        self.options = options
+    }
+}
+
+public enum PerMessageDeflate {
+    public static let name = "permessage-deflate"
+
+    /// The four parameters of one offer or response, checked for §7.1's rules: no unknown or
+    /// repeated parameter, no value on the `*_no_context_takeover` ones, window bits a decimal 8–15
+    /// (`client_max_window_bits` may have no value in an offer).
+    struct Params {
+        var serverNoContextTakeover = false
+        var clientNoContextTakeover = false
+        var serverMaxWindowBits: Int? = nil
+        /// `.some(nil)`: present without a value.
+        var clientMaxWindowBits: Int?? = nil
+
+        init?(_ ext: ExtensionOffer, isOffer: Bool) {
+            var seen = Set<String>()
+            for p in ext.parameters {
+                let name = p.name.lowercasedASCII
+                guard seen.insert(name).inserted else { return nil }
+                switch name {
+                case "server_no_context_takeover":
+                    guard p.value == nil else { return nil }
+                    self.serverNoContextTakeover = true
+                case "client_no_context_takeover":
+                    guard p.value == nil else { return nil }
+                    self.clientNoContextTakeover = true
+                case "server_max_window_bits":
+                    guard let bits = Params.windowBits(p.value) else { return nil }
+                    self.serverMaxWindowBits = bits
+                case "client_max_window_bits":
+                    if let v = p.value {
+                        guard let bits = Params.windowBits(v) else { return nil }
+                        self.clientMaxWindowBits = .some(bits)
+                    } else {
+                        guard isOffer else { return nil }  // a response must give a value
+                        self.clientMaxWindowBits = .some(nil)
+                    }
+                default:
+                    return nil
+                }
+            }
+        }
+
+        /// 1*DIGIT without leading zeros, 8–15 (§7.1.2).
+        static func windowBits(_ value: String?) -> Int? {
+            guard let v = value, (1...2).contains(v.utf8.count), v.utf8.first != UInt8(ascii: "0"),
+                v.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(v), (8...15).contains(n)
+            else { return nil }
+            return n
+        }
+    }
+
+    // MARK: Server
+
+    /// Reads the client's offers in order and accepts the first acceptable one (§5.1); the rest
+    /// are declined. Offers with unknown or repeated parameters or invalid values are declined.
+    /// - Returns: the extension to put in the response and the agreed compression, or nil when
+    ///   every offer is declined (the connection then goes on uncompressed).
+    public static func negotiate(offers: [ExtensionOffer], options: DeflateOptions) -> (
+        response: ExtensionOffer, compression: Compression
+    )? {
+        for offer in offers where offer.name.lowercasedASCII == self.name {
+            guard let p = Params(offer, isOffer: true) else { continue }
+            var response = ExtensionOffer(name: self.name)
+            var agreed = DeflateParameters()
+            // §7.1.1.1: honour server_no_context_takeover; we may also add it ourselves.
+            if p.serverNoContextTakeover || options.localNoContextTakeover {
+                response.parameters.append(ExtensionParameter("server_no_context_takeover"))
+                agreed.localNoContextTakeover = true
+            }
+            // §7.1.1.2: the server may always ask the client not to keep context.
+            if p.clientNoContextTakeover || options.remoteNoContextTakeover {
+                response.parameters.append(ExtensionParameter("client_no_context_takeover"))
+                agreed.remoteNoContextTakeover = true
+            }
+            // §7.1.2.1: answer a server_max_window_bits limit with the same or a smaller value. Without
+            // one we still compress with our own (smaller or equal) window, which any inflater accepts.
+            agreed.localMaxWindowBits = min(options.localMaxWindowBits, p.serverMaxWindowBits ?? 15)
+            if p.serverMaxWindowBits != nil {
+                response.parameters.append(ExtensionParameter("server_max_window_bits", String(agreed.localMaxWindowBits)))
+            }
+            // §7.1.2.2: client_max_window_bits may be answered only if offered; a value offered caps ours.
+            if case .some(let offered) = p.clientMaxWindowBits {
+                let bits = min(options.remoteMaxWindowBits, offered ?? 15)
+                if bits < 15 || offered != nil {
+                    response.parameters.append(ExtensionParameter("client_max_window_bits", String(bits)))
+                }
+                agreed.remoteMaxWindowBits = bits
+            }
+            return (response, Compression(parameters: agreed, options: options))
+        }
+        return nil
+    }
+
+    // MARK: Client
+
+    /// The offer a client sends for `options`.
+    public static func offer(options: DeflateOptions) -> ExtensionOffer {
+        var offer = ExtensionOffer(name: self.name)
+        if options.remoteNoContextTakeover { offer.parameters.append(ExtensionParameter("server_no_context_takeover")) }
+        if options.localNoContextTakeover { offer.parameters.append(ExtensionParameter("client_no_context_takeover")) }
+        if options.remoteMaxWindowBits < 15 {
+            offer.parameters.append(ExtensionParameter("server_max_window_bits", String(options.remoteMaxWindowBits)))
+        }
+        // Always say we can limit our window (the value, when below 15, caps it ourselves).
+        offer.parameters.append(
+            ExtensionParameter("client_max_window_bits", options.localMaxWindowBits < 15 ? String(options.localMaxWindowBits) : nil))
+        return offer
+    }
+
+    /// Validates the server's answer to `offer(options:)`: only parameters we allow, values within
+    /// what we offered.
+    public static func accept(response: ExtensionOffer, options: DeflateOptions) -> Result<Compression, ClientHandshakeError> {
+        guard response.name.lowercasedASCII == self.name else {
+            return .failure(.unexpectedExtension(response.name))
+        }
+        guard let p = Params(response, isOffer: false) else {
+            return .failure(.invalidExtensionParameters("'\(response)' has an unknown, repeated or invalid parameter"))
+        }
+        var agreed = DeflateParameters()
+        agreed.remoteNoContextTakeover = p.serverNoContextTakeover
+        // The server may require us to drop context, whether or not we offered to.
+        agreed.localNoContextTakeover = p.clientNoContextTakeover || options.localNoContextTakeover
+        if let bits = p.serverMaxWindowBits {
+            if options.remoteMaxWindowBits < 15 && bits > options.remoteMaxWindowBits {
+                return .failure(.invalidExtensionParameters("server_max_window_bits=\(bits) exceeds the \(options.remoteMaxWindowBits) offered"))
+            }
+            agreed.remoteMaxWindowBits = bits
+        }
+        agreed.localMaxWindowBits = options.localMaxWindowBits
+        if case .some(.some(let bits)) = p.clientMaxWindowBits {
+            if bits > options.localMaxWindowBits {
+                return .failure(.invalidExtensionParameters("client_max_window_bits=\(bits) exceeds the \(options.localMaxWindowBits) offered"))
+            }
+            agreed.localMaxWindowBits = bits
+        }
+        return .success(Compression(parameters: agreed, options: options))
+    }
+}
+
+extension String {
+    var lowercasedASCII: String {
+        String(decoding: self.utf8.map(ASCII.lower), as: UTF8.self)
+    }
+}
