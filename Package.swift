@@ -9,6 +9,9 @@ let package = Package(
     name: "Petrel",
     products: [
         .library(name: "PetrelCore", targets: ["PetrelCore"]),
+        .library(name: "PetrelRuntime", targets: ["PetrelRuntime"]),
+        .executable(name: "petrel-echo", targets: ["petrel-echo"]),
+        .executable(name: "petrel-autobahn-client", targets: ["petrel-autobahn-client"]),
     ],
     targets: [
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -17,6 +20,18 @@ let package = Package(
         .target(
             name: "PetrelCore",
             dependencies: ["CZlib", "COpenSSL", "CLinux"],
+            swiftSettings: coreSettings
+        ),
+        .target(
+            name: "PetrelRuntime",
+            dependencies: ["PetrelCore", "CLinux"],
+            swiftSettings: coreSettings
+        ),
+        .executableTarget(name: "petrel-echo", dependencies: ["PetrelRuntime"]),
+        .executableTarget(name: "petrel-autobahn-client", dependencies: ["PetrelRuntime"]),
+        .testTarget(
+            name: "PetrelRuntimeTests",
+            dependencies: ["PetrelRuntime"],
             swiftSettings: coreSettings
         ),
         .testTarget(

@@ -1,8 +1,79 @@
 #ifndef PETREL_CLINUX_SHIM_H
 #define PETREL_CLINUX_SHIM_H
-/* Linux APIs that Swift's Glibc module does not bring in. */
+/* Linux APIs that Swift's Glibc module does not bring in, and thin wrappers for the ones whose
+   flags Swift imports awkwardly (enum-typed socket flags, packed epoll_event). */
 #include <sys/random.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/resource.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <errno.h>
+#include <string.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+
+static inline int petrel_socket(int family) {
+    return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+static inline int petrel_accept(int fd, struct sockaddr_storage *addr, socklen_t *len) {
+    return accept4(fd, (struct sockaddr *)addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+static inline int petrel_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+/* epoll_event is packed on x86_64; these read it without Swift having to know. */
+static inline size_t petrel_epoll_event_size(void) { return sizeof(struct epoll_event); }
+static inline uint32_t petrel_epoll_event_events(const struct epoll_event *events, int i) { return events[i].events; }
+static inline uint64_t petrel_epoll_event_data(const struct epoll_event *events, int i) { return events[i].data.u64; }
+
+static inline int petrel_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+static inline int petrel_timerfd(long interval_ms) {
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (fd < 0) return fd;
+    struct itimerspec spec;
+    spec.it_interval.tv_sec = interval_ms / 1000;
+    spec.it_interval.tv_nsec = (interval_ms % 1000) * 1000000L;
+    spec.it_value = spec.it_interval;
+    if (timerfd_settime(fd, 0, &spec, NULL) < 0) { close(fd); return -1; }
+    return fd;
+}
+
+static inline int petrel_set_int_option(int fd, int level, int name, int value) {
+    return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+/* MSG_NOSIGNAL: a write to a reset connection returns EPIPE instead of raising SIGPIPE. */
+static inline ssize_t petrel_send(int fd, const void *buf, size_t len) {
+    return send(fd, buf, len, MSG_NOSIGNAL);
+}
+
+static inline uint64_t petrel_monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static inline uint64_t petrel_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 #endif

@@ -125,6 +125,9 @@ public struct Session: ~Copyable {
     /// Whether permessage-deflate is in use.
     public var isCompressing: Bool { self.codec != nil }
 
+    /// permessage-deflate as negotiated, or nil.
+    public var compression: Compression? { self.codec?.compression }
+
     // MARK: Receiving
 
     /// Parses `input` in place (unmasking it) up to and including the next event.
@@ -498,6 +501,15 @@ public struct Session: ~Copyable {
         if let key {
             Masking.apply(key: key, offset: 0, to: UnsafeMutableRawBufferPointer(start: p + headerSize, count: payload.count))
         }
+    }
+
+    /// Appends bytes encoded elsewhere to the output, in order with everything else: an HTTP
+    /// response before the first frame, or a frame encoded once and shared by many connections.
+    /// The caller vouches that they are whole frames valid for this connection (unmasked in the
+    /// server role, RSV1 only with permessage-deflate) or a handshake response.
+    public mutating func queueEncoded(_ bytes: UnsafeRawBufferPointer) throws(UsageError) {
+        try self.checkCanSend()
+        self.out.append(bytes)
     }
 
     // MARK: Output

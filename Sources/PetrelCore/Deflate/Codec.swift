@@ -134,3 +134,26 @@ struct DeflateCodec {
         return error
     }
 }
+
+extension PerMessageDeflate {
+    /// Encodes a whole unmasked frame (server role) whose payload is compressed on its own, with no
+    /// context before or after: decodable by any peer that agreed to permessage-deflate with a
+    /// window of at least `windowBits`, whatever its context. The runtime's pub/sub uses it to
+    /// compress a published message once for every subscriber whose server side keeps no context.
+    public static func encodeStandaloneFrame(
+        _ kind: MessageKind, _ payload: UnsafeRawBufferPointer, windowBits: Int, options: DeflateOptions, pool: ZlibPool
+    ) -> [UInt8] {
+        let key = DeflateStream.Key(windowBits: windowBits, memoryLevel: options.memoryLevel, level: options.compressionLevel)
+        let d = pool.takeDeflater(key)
+        var body = ByteBuffer()
+        d.compressMessage(payload, into: &body)
+        pool.give(d)
+        let compressed = body.readable
+        var out = [UInt8](repeating: 0, count: FrameHeader.size(payloadLength: compressed.count, masked: false) + compressed.count)
+        out.withUnsafeMutableBytes { p in
+            let n = FrameHeader.encode(fin: true, rsv1: true, opcode: kind.opcode, payloadLength: compressed.count, maskKey: nil, into: p.baseAddress!)
+            if compressed.count > 0 { (p.baseAddress! + n).copyMemory(from: compressed.baseAddress!, byteCount: compressed.count) }
+        }
+        return out
+    }
+}

@@ -1,0 +1,62 @@
+import CLinux
+import Glibc
+import PetrelCore
+import Synchronization
+
+/// The loop thread that client connections run on, started on first use and kept for the life of
+/// the process. Client callbacks run on it.
+final class ClientLoop: @unchecked Sendable {
+    static let shared: ClientLoop = ClientLoop()
+
+    let loop: EventLoop
+
+    private init() {
+        do {
+            self.loop = try EventLoop(index: 0, timerResolution: 50)
+            let loop = self.loop
+            // Work queued before the thread reaches epoll_wait waits in the eventfd.
+            _ = try spawnThread { loop.run() }
+        } catch {
+            fatalError("cannot start the client loop: \(error)")
+        }
+    }
+}
+
+/// Opening client connections.
+public enum WebSocketClient {
+    /// Starts connecting to `url` (`ws://host[:port]/path?query`). The name is resolved on the
+    /// calling thread; the connect and the handshake run on the client loop, which then calls
+    /// `handlers.onOpen`, or `handlers.onConnectFailed` with the reason.
+    public static func connect(
+        to url: String, configuration: ClientConfiguration = ClientConfiguration(), handlers: Handlers
+    ) throws(RuntimeError) -> Connection {
+        let target = try WebSocketURL(url)
+        if target.secure {
+            throw RuntimeError(.invalidURL, "wss:// is not supported by this build: TLS is not compiled in")
+        }
+        var addresses = try SocketAddress.resolve(host: target.host, port: target.port)
+        var entropy = EntropySource.system
+        let handshake = ClientHandshake(
+            host: target.hostHeader, target: target.target, origin: configuration.origin,
+            subprotocols: configuration.subprotocols,
+            extensions: configuration.compression.map { [PerMessageDeflate.offer(options: $0)] } ?? [],
+            headers: configuration.headers, entropy: &entropy)
+        let loop = ClientLoop.shared.loop
+        while true {
+            let address = addresses.removeFirst()
+            let fd = petrel_socket(address.family)
+            guard fd >= 0 else { throw .system(.socket, "socket") }
+            let rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
+            if rc != 0 && errno != EINPROGRESS {
+                let error = RuntimeError.system(.connect, "connect to \(address)")
+                Sys.close(fd)
+                if addresses.isEmpty { throw error }
+                continue
+            }
+            let c = Connection(clientOn: loop, fd: fd, peer: address, configuration: configuration, handlers: handlers, handshake: handshake)
+            c.pendingAddresses = addresses
+            loop.execute(.attach(c))
+            return c
+        }
+    }
+}

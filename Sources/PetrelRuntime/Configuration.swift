@@ -1,0 +1,172 @@
+import PetrelCore
+
+/// Milliseconds, as every timeout in the runtime is given (0 disables the timer where noted).
+public typealias Milliseconds = Int
+
+/// What happens to a subscriber that cannot keep up with a topic.
+public enum SlowConsumerPolicy: Sendable, Hashable {
+    /// Keep the newest messages: the oldest queued one is dropped for each new one.
+    case dropOldest
+    /// Keep the oldest: new messages are dropped while the queue is full.
+    case dropNewest
+    /// Keep only the newest message per key (a publish names its key, e.g. a ticker): what a
+    /// price feed wants. Messages published without a key are queued and never coalesced.
+    case coalesceByKey
+    /// Close the subscriber with this code (1008 or 1013) and a reason saying why.
+    case close(CloseCode)
+}
+
+/// Per-topic behaviour.
+public struct TopicPolicy: Sendable, Hashable {
+    public var slowConsumer: SlowConsumerPolicy = .close(.policyViolation)
+    /// Messages a slow subscriber may have queued (beyond its socket buffer limit) before the
+    /// policy applies.
+    public var maxQueuedMessages = 1024
+    /// Recent messages kept for replay to clients that resume with a last event id (0 = none).
+    public var replayCapacity = 0
+
+    public init(slowConsumer: SlowConsumerPolicy = .close(.policyViolation), maxQueuedMessages: Int = 1024, replayCapacity: Int = 0) {
+        self.slowConsumer = slowConsumer
+        self.maxQueuedMessages = maxQueuedMessages
+        self.replayCapacity = replayCapacity
+    }
+}
+
+/// Limits, timers and protocol options shared by servers and clients.
+public struct ConnectionOptions: Sendable {
+    /// Frame and message limits, auto-pong (see PetrelCore).
+    public var session = SessionConfiguration()
+    /// The opening handshake must complete within this time (slowloris-proof: it counts from accept).
+    public var handshakeTimeout: Milliseconds = 10_000
+    /// Close a connection that received nothing for this long (0 = never).
+    public var idleTimeout: Milliseconds = 0
+    /// Send a ping after this much silence from the peer (0 = never); the pong must come within `pongTimeout`.
+    public var pingInterval: Milliseconds = 0
+    public var pongTimeout: Milliseconds = 10_000
+    /// After our close frame, how long to wait for the peer's, and then for the TCP close.
+    public var closeTimeout: Milliseconds = 5_000
+    /// Outgoing bytes a connection may have buffered; a send beyond it returns `.backpressure`.
+    public var maxBackpressure = 1024 * 1024
+    /// Close a connection with 1008 when a send finds its buffer over `maxBackpressure`,
+    /// instead of returning `.backpressure` to the caller.
+    public var closeOnBackpressure = false
+    /// Largest HTTP head accepted, and the most header fields.
+    public var maxHeaderBytes = 16 * 1024
+    public var maxHeaderCount = 100
+
+    public init() {}
+}
+
+/// A server's configuration. Defaults are the README's limits table.
+public struct ServerConfiguration: Sendable {
+    public var host = "0.0.0.0"
+    public var port: UInt16 = 8080
+    /// Loop threads, each with its own listening socket (SO_REUSEPORT). 0 = one per core.
+    public var threads = 0
+    public var backlog: Int32 = 1024
+    /// Open connections (of every kind) beyond which a request is answered 503.
+    public var maxConnections = 100_000
+    public var options = ConnectionOptions()
+    /// permessage-deflate, or nil to decline it. By default the server does not keep its
+    /// compression context between messages (256 KiB less per connection, and pub/sub frames
+    /// can be compressed once for every subscriber).
+    public var compression: DeflateOptions? = {
+        var o = DeflateOptions()
+        o.localNoContextTakeover = true
+        return o
+    }()
+    /// Subprotocols in order of preference; the first one the client also offers is chosen.
+    public var subprotocols: [String] = []
+    /// If set, only these `Origin` values may connect (403 otherwise).
+    public var allowedOrigins: [String]? = nil
+    public var defaultTopicPolicy = TopicPolicy()
+    public var topicPolicies: [String: TopicPolicy] = [:]
+    /// How often the timers are checked. Timeouts are accurate to about this much.
+    public var timerResolution: Milliseconds = 100
+
+    public init(host: String = "0.0.0.0", port: UInt16 = 8080) {
+        self.host = host
+        self.port = port
+    }
+
+    func policy(for topic: String) -> TopicPolicy { self.topicPolicies[topic] ?? self.defaultTopicPolicy }
+}
+
+/// A client's configuration.
+public struct ClientConfiguration: Sendable {
+    public var options = ConnectionOptions()
+    /// TCP connect timeout.
+    public var connectTimeout: Milliseconds = 10_000
+    /// permessage-deflate to offer, or nil not to offer it.
+    public var compression: DeflateOptions? = DeflateOptions()
+    public var subprotocols: [String] = []
+    public var origin: String? = nil
+    public var headers: [HTTPField] = []
+
+    public init() {}
+}
+
+/// A `ws://` or `wss://` URL.
+public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
+    public var secure: Bool
+    /// The host without brackets.
+    public var host: String
+    public var port: UInt16
+    /// Path and query, starting with `/`.
+    public var target: String
+
+    /// Parses `ws://host[:port][/path][?query]`; IPv6 literals go in brackets. Default ports 80 and 443.
+    public init(_ string: String) throws(RuntimeError) {
+        let lower = string.lowercasedASCII
+        let rest: Substring
+        if lower.hasPrefix("ws://") {
+            self.secure = false
+            rest = string.dropFirst(5)
+        } else if lower.hasPrefix("wss://") {
+            self.secure = true
+            rest = string.dropFirst(6)
+        } else {
+            throw RuntimeError(.invalidURL, "URL must start with ws:// or wss://: \(string)")
+        }
+        let slash = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        var authority = rest[..<slash]
+        var target = String(rest[slash...])
+        if let hash = target.firstIndex(of: "#") { target = String(target[..<hash]) }  // fragments are not sent
+        if target.isEmpty || target.first == "?" { target = "/" + target }
+        if authority.contains("@") { throw RuntimeError(.invalidURL, "user info in a WebSocket URL is not supported: \(string)") }
+        var port: UInt16 = self.secure ? 443 : 80
+        if authority.first == "[" {
+            guard let close = authority.firstIndex(of: "]") else { throw RuntimeError(.invalidURL, "unclosed [ in \(string)") }
+            self.host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.first == ":", let p = UInt16(after.dropFirst()) else { throw RuntimeError(.invalidURL, "bad port in \(string)") }
+                port = p
+            }
+        } else {
+            if let colon = authority.lastIndex(of: ":") {
+                guard let p = UInt16(authority[authority.index(after: colon)...]) else {
+                    throw RuntimeError(.invalidURL, "bad port in \(string)")
+                }
+                port = p
+                authority = authority[..<colon]
+            }
+            self.host = String(authority)
+        }
+        if self.host.isEmpty { throw RuntimeError(.invalidURL, "no host in \(string)") }
+        self.port = port
+        self.target = target
+    }
+
+    /// The `Host` header value.
+    public var hostHeader: String {
+        let h = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return self.port == (self.secure ? 443 : 80) ? h : "\(h):\(self.port)"
+    }
+
+    public var description: String { "\(self.secure ? "wss" : "ws")://\(self.hostHeader)\(self.target)" }
+}
+
+extension String {
+    var lowercasedASCII: String { String(decoding: self.utf8.map(ASCII.lower), as: UTF8.self) }
+}

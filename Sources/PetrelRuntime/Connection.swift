@@ -1,0 +1,925 @@
+import CLinux
+import Glibc
+import PetrelCore
+import Synchronization
+
+/// A connection's id: never reused in the process. The low 8 bits name its loop.
+public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    var loopIndex: Int { Int(self.rawValue & 0xFF) }
+
+    private static let counter = Atomic<UInt64>(1)
+
+    static func next(loop: Int) -> ConnectionID {
+        let n = counter.add(1, ordering: .relaxed).oldValue
+        return ConnectionID(rawValue: n << 8 | UInt64(loop & 0xFF))
+    }
+
+    public var description: String { String(self.rawValue) }
+}
+
+/// The outcome of a send.
+public enum SendStatus: Sendable, Equatable {
+    /// Queued.
+    case ok
+    /// Not queued: the connection's outgoing buffer is over `maxBackpressure`. `onDrain` fires
+    /// when it has been written out.
+    case backpressure
+    /// Not queued: the connection is closing or closed.
+    case closed
+}
+
+/// The request a server sees before it upgrades, for authentication and routing.
+public struct UpgradeRequest: Sendable {
+    public let request: HandshakeRequest
+    public let peer: SocketAddress
+}
+
+/// An accept hook's answer.
+public enum UpgradeDecision: Sendable {
+    /// Upgrade, optionally choosing the subprotocol (else the configured preference decides) and
+    /// attaching user data to the connection.
+    case accept(subprotocol: String? = nil, userData: UInt = 0, headers: [HTTPField] = [])
+    /// Refuse with an HTTP status and a text body.
+    case reject(status: Int, body: String)
+}
+
+/// Callbacks. Each runs on the connection's loop thread, never concurrently for one connection.
+/// Payload pointers are borrowed until the callback returns. Set them before starting.
+public final class Handlers: @unchecked Sendable {
+    public var onOpen: ((Connection) -> Void)?
+    public var onMessage: ((Connection, MessageKind, UnsafeRawBufferPointer) -> Void)?
+    /// The connection is gone: the code from the peer's close frame, or the code we failed it
+    /// with, or 1006 when the transport ended without a closing handshake; and the reason.
+    public var onClose: ((Connection, CloseCode, String) -> Void)?
+    /// The outgoing buffer, which was over its limit, has been written out.
+    public var onDrain: ((Connection) -> Void)?
+    public var onPong: ((Connection, UnsafeRawBufferPointer) -> Void)?
+    /// Server: decides, before the upgrade, whether a request may connect.
+    public var onUpgrade: ((UpgradeRequest) -> UpgradeDecision)?
+    /// Server: answers requests that are not WebSocket upgrades; nil answers 426.
+    public var onHTTPRequest: ((HTTPRequestHead, Connection) -> HTTPAnswer)?
+    /// Client: the connection or its handshake failed.
+    public var onConnectFailed: ((Connection, RuntimeError) -> Void)?
+
+    public init() {}
+}
+
+/// How the server answers a plain HTTP request on its port.
+public enum HTTPAnswer: Sendable {
+    /// A complete response; the connection closes after it.
+    case respond([UInt8])
+    /// Keep the connection as a server-sent event stream: `head` is written, then what the
+    /// application sends with `Connection.sendRaw`.
+    case stream(head: [UInt8])
+}
+
+enum Phase {
+    case connecting, handshaking, open, draining, closed
+}
+
+enum QueuedFrame {
+    case shared(SharedFrame)
+    case direct(MessageKind, [UInt8])
+    case raw([UInt8])
+
+    var byteCount: Int {
+        switch self {
+        case .shared(let f): return f.encoded.count
+        case .direct(_, let b), .raw(let b): return b.count
+        }
+    }
+}
+
+/// One connection, pinned to one loop thread for life. Its methods are safe from any thread:
+/// called off the loop, they are queued to it.
+public final class Connection: @unchecked Sendable {
+    public let id: ConnectionID
+    public let role: Role
+    public private(set) var peerAddress: SocketAddress
+    unowned let loop: EventLoop
+    var fd: Int32
+    let handlers: Handlers
+    let options: ConnectionOptions
+    unowned(unsafe) let server: Server?
+
+    var phase: Phase
+    var head: HTTPHeadReader?
+    var session: Session
+    /// The upgrade request (server side), for the application's routing and authentication.
+    public private(set) var request: HandshakeRequest?
+    /// The plain HTTP request of a streaming (SSE) connection.
+    public private(set) var httpRequest: HTTPRequestHead?
+    public private(set) var subprotocol: String?
+    /// Whatever the application attached (the accept hook may set it).
+    public var userData: UInt = 0
+    /// True for a connection kept open by `HTTPAnswer.stream` (Server-Sent Events).
+    public private(set) var isStream = false
+
+    var backlog: [QueuedFrame] = []
+    var backlogHead = 0
+    var backlogBytes = 0
+    var subscriptions: [String] = []
+    var deadline: UInt64 = 0
+    var lastReceive: UInt64 = 0
+    var lastPing: UInt64 = 0
+    var pingQueued = false
+    var pingSentAt: UInt64 = 0
+    var awaitingPong = false
+    var isDirty = false
+    var writeInterest = false
+    var readPaused = false
+    var stash: [UInt8] = []
+    var overLimit = false
+    var closeAfterFlush = false
+    var wantsDrain = false
+    var openNotified = false
+    var closeCode: CloseCode = .abnormalClosure
+    var closeReason = ""
+    /// We sent the first close frame: `onClose` reports our code and reason, not the peer's echo.
+    var closedFirst = false
+
+    let bufferedBytes = Atomic<Int>(0)
+    let inFlight = Atomic<Int>(0)
+    let closedFlag = Atomic<Bool>(false)
+    let rtt = Atomic<Int>(-1)
+    let dropped = Atomic<Int>(0)
+    let coalesced = Atomic<Int>(0)
+
+    // Client side.
+    var clientHandshake: ClientHandshake?
+    var clientConfiguration: ClientConfiguration?
+    var pendingAddresses: [SocketAddress] = []
+
+    init(serverSideOf server: Server, loop: EventLoop, fd: Int32, peer: SocketAddress) {
+        self.id = .next(loop: loop.index)
+        self.role = .server
+        self.peerAddress = peer
+        self.loop = loop
+        self.fd = fd
+        self.handlers = server.handlers
+        self.options = server.configuration.options
+        self.server = server
+        self.phase = .handshaking
+        self.head = HTTPHeadReader(limit: server.configuration.options.maxHeaderBytes)
+        self.session = Session(role: .server)
+        self.deadline = loop.now + UInt64(self.options.handshakeTimeout)
+        self.lastReceive = loop.now
+        self.overLimit = !server.connectionOpened()
+    }
+
+    init(clientOn loop: EventLoop, fd: Int32, peer: SocketAddress, configuration: ClientConfiguration, handlers: Handlers, handshake: ClientHandshake) {
+        self.id = .next(loop: loop.index)
+        self.role = .client
+        self.peerAddress = peer
+        self.loop = loop
+        self.fd = fd
+        self.handlers = handlers
+        self.options = configuration.options
+        self.server = nil
+        self.phase = .connecting
+        self.session = Session(role: .client)
+        self.clientConfiguration = configuration
+        self.clientHandshake = handshake
+    }
+
+    // MARK: Public API (any thread)
+
+    /// Queues a message. Safe from any thread; off the loop thread the payload is copied.
+    @discardableResult
+    public func send(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer) -> SendStatus {
+        if self.loop.isCurrentThread { return self.sendOnLoop(kind, payload) }
+        if self.closedFlag.load(ordering: .relaxed) { return .closed }
+        if self.bufferedAmount >= self.options.maxBackpressure {
+            if self.options.closeOnBackpressure { self.close(code: .policyViolation, reason: self.backpressureReason) }
+            self.wantsDrainFlag()
+            return .backpressure
+        }
+        self.inFlight.add(payload.count, ordering: .relaxed)
+        self.loop.enqueue(.send(self.id, kind, [UInt8](payload)))
+        return .ok
+    }
+
+    @discardableResult
+    public func send(text: String) -> SendStatus {
+        var s = text
+        return s.withUTF8 { self.send(.text, UnsafeRawBufferPointer($0)) }
+    }
+
+    @discardableResult
+    public func send(binary: [UInt8]) -> SendStatus {
+        binary.withUnsafeBytes { self.send(.binary, $0) }
+    }
+
+    /// Starts the closing handshake (or, before the upgrade, just closes). Safe from any thread.
+    public func close(code: CloseCode = .normalClosure, reason: String = "") {
+        self.loop.execute(.close(self.id, code, reason))
+    }
+
+    /// Sends a ping. Safe from any thread.
+    public func ping(_ payload: [UInt8] = []) {
+        self.loop.execute(.ping(self.id, payload))
+    }
+
+    /// Adds the connection to `topic`'s subscribers. Safe from any thread.
+    public func subscribe(_ topic: String) { self.loop.execute(.subscribe(self.id, topic)) }
+
+    public func unsubscribe(_ topic: String) { self.loop.execute(.unsubscribe(self.id, topic)) }
+
+    /// Bytes queued but not yet written to the socket (including sends still on their way to the loop).
+    public var bufferedAmount: Int { self.bufferedBytes.load(ordering: .relaxed) + self.inFlight.load(ordering: .relaxed) }
+
+    /// The last measured ping round trip in milliseconds, or nil before the first pong.
+    public var roundTripTime: Int? {
+        let v = self.rtt.load(ordering: .relaxed)
+        return v < 0 ? nil : v
+    }
+
+    public var isClosed: Bool { self.closedFlag.load(ordering: .relaxed) }
+
+    /// Messages of topics dropped, and coalesced away, because this subscriber was slow.
+    public var droppedMessages: Int { self.dropped.load(ordering: .relaxed) }
+    public var coalescedMessages: Int { self.coalesced.load(ordering: .relaxed) }
+
+    var backpressureReason: String { "send buffer over \(self.options.maxBackpressure) bytes" }
+
+    private func wantsDrainFlag() {
+        self.loop.execute(.call { [self] in self.wantsDrain = true })
+    }
+
+    // MARK: Loop-thread operations
+
+    func sendOnLoop(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer) -> SendStatus {
+        guard self.phase == .open, !self.isStream, self.session.state == .open else { return .closed }
+        if self.queuedBytes >= self.options.maxBackpressure {
+            self.wantsDrain = true
+            if self.options.closeOnBackpressure { self.closeOnLoop(code: .policyViolation, reason: self.backpressureReason) }
+            return .backpressure
+        }
+        if self.backlogHead < self.backlog.count {
+            // Keep order behind queued topic messages.
+            self.pushBacklog(.direct(kind, [UInt8](payload)))
+        } else {
+            do { try self.session.send(kind, payload) } catch { return .closed }
+        }
+        self.loop.markDirty(self)
+        return .ok
+    }
+
+    /// Writes bytes that are already encoded (an SSE event, a shared frame). Loop thread only.
+    func sendRawOnLoop(_ bytes: UnsafeRawBufferPointer) -> SendStatus {
+        guard self.phase == .open, self.session.state == .open else { return .closed }
+        if self.queuedBytes >= self.options.maxBackpressure {
+            self.wantsDrain = true
+            return .backpressure
+        }
+        if self.backlogHead < self.backlog.count {
+            self.pushBacklog(.raw([UInt8](bytes)))
+        } else {
+            do { try self.session.queueEncoded(bytes) } catch { return .closed }
+        }
+        self.loop.markDirty(self)
+        return .ok
+    }
+
+    /// Writes already-encoded bytes (for an SSE stream). Safe from any thread.
+    @discardableResult
+    public func sendRaw(_ bytes: [UInt8]) -> SendStatus {
+        if self.loop.isCurrentThread { return bytes.withUnsafeBytes { self.sendRawOnLoop($0) } }
+        if self.closedFlag.load(ordering: .relaxed) { return .closed }
+        self.loop.enqueue(.call { [self] in _ = bytes.withUnsafeBytes { self.sendRawOnLoop($0) } })
+        return .ok
+    }
+
+    func pingOnLoop(_ payload: UnsafeRawBufferPointer) -> SendStatus {
+        guard self.phase == .open, !self.isStream else { return .closed }
+        do { try self.session.sendPing(payload) } catch { return .closed }
+        self.pingQueued = true
+        self.lastPing = self.loop.now
+        self.loop.markDirty(self)
+        return .ok
+    }
+
+    func closeOnLoop(code: CloseCode, reason: String) {
+        switch self.phase {
+        case .open where !self.isStream:
+            guard self.session.state == .open else { return }
+            self.moveBacklogIntoOutput(all: true)
+            var r = reason
+            while r.utf8.count > 123 { r.removeLast() }
+            do { try self.session.close(code: code, reason: r) } catch { return }
+            self.closeCode = code
+            self.closeReason = r
+            self.closedFirst = true
+            self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
+            self.loop.markDirty(self)
+        case .open:
+            self.closeCode = code
+            self.closeReason = reason
+            self.closeAfterFlush = true
+            self.loop.markDirty(self)
+        case .connecting, .handshaking:
+            self.closeTransport(reason: code, message: reason)
+        case .draining, .closed:
+            break
+        }
+    }
+
+    func subscribeOnLoop(_ topic: String) {
+        guard self.phase == .open, !self.subscriptions.contains(topic) else { return }
+        self.subscriptions.append(topic)
+        self.loop.topics[topic, default: []].append(self)
+    }
+
+    func unsubscribeOnLoop(_ topic: String) {
+        guard let i = self.subscriptions.firstIndex(of: topic) else { return }
+        self.subscriptions.remove(at: i)
+        self.loop.topics[topic]?.removeAll { $0 === self }
+        if self.loop.topics[topic]?.isEmpty == true { self.loop.topics.removeValue(forKey: topic) }
+    }
+
+    var queuedBytes: Int { self.session.pendingOutputCount + self.backlogBytes }
+
+    // MARK: Reading
+
+    func readable() {
+        switch self.phase {
+        case .closed:
+            return
+        case .connecting:
+            self.connectCompleted()
+            return
+        default:
+            break
+        }
+        if self.readPaused { return }
+        let buffer = self.loop.readBuffer
+        while true {
+            switch Sys.read(self.fd, buffer) {
+            case .wouldBlock:
+                return
+            case .eof:
+                self.endOfStream()
+                return
+            case .failed(let e):
+                self.closeTransport(reason: .abnormalClosure, message: "read failed: \(String(cString: strerror(e)))")
+                return
+            case .done(let n):
+                self.lastReceive = self.loop.now
+                self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+                if self.phase == .closed || self.readPaused || n < buffer.count { return }
+            }
+        }
+    }
+
+    private func consume(_ bytes: UnsafeMutableRawBufferPointer) {
+        switch self.phase {
+        case .handshaking:
+            if self.role == .server { self.serverHandshake(bytes) } else { self.clientHandshakeBytes(bytes) }
+        case .open:
+            if self.isStream { return }  // an SSE client has nothing more to say
+            self.parseFrames(bytes)
+        default:
+            break  // draining: discard until the peer closes
+        }
+    }
+
+    private func parseFrames(_ bytes: UnsafeMutableRawBufferPointer) {
+        var offset = 0
+        while offset < bytes.count {
+            if self.queuedBytes >= self.options.maxBackpressure && self.session.wantsRead {
+                // The peer is not reading what we send: stop reading what it sends (TCP pushes
+                // back), keeping the unparsed rest, until our buffer drains.
+                self.stash.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                self.pauseReading()
+                break
+            }
+            let (used, event) = self.session.parse(UnsafeMutableRawBufferPointer(rebasing: bytes[offset...]))
+            offset += used
+            if let event { self.dispatch(event) }
+            if self.phase != .open { return }
+        }
+        if self.session.pendingOutputCount > 0 || self.session.state != .open { self.loop.markDirty(self) }
+    }
+
+    private func dispatch(_ event: Event) {
+        switch event {
+        case .text(let p):
+            self.handlers.onMessage?(self, .text, p)
+        case .binary(let p):
+            self.handlers.onMessage?(self, .binary, p)
+        case .ping:
+            self.loop.markDirty(self)
+        case .pong(let p):
+            if self.awaitingPong {
+                self.awaitingPong = false
+                self.rtt.store(Int(self.loop.now - self.pingSentAt), ordering: .relaxed)
+            }
+            self.handlers.onPong?(self, p)
+        case .close(let code, let reason):
+            if !self.closedFirst {
+                self.closeCode = code ?? .noStatusReceived
+                self.closeReason = String(decoding: reason, as: UTF8.self)
+            }
+            self.moveBacklogIntoOutput(all: false)
+            self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
+        case .failed(let error):
+            self.closeCode = error.closeCode
+            self.closeReason = error.description
+            self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
+        }
+    }
+
+    private func pauseReading() {
+        guard !self.readPaused else { return }
+        self.readPaused = true
+        self.updateInterest()
+    }
+
+    private func resumeReading() {
+        guard self.readPaused else { return }
+        self.readPaused = false
+        self.updateInterest()
+        if !self.stash.isEmpty {
+            var pending = self.stash
+            self.stash = []
+            pending.withUnsafeMutableBytes { self.parseFrames($0) }
+        }
+    }
+
+    private func endOfStream() {
+        switch self.phase {
+        case .open where !self.isStream:
+            if let error = self.session.receiveEndOfStream() {
+                self.closeCode = error.closeCode
+                self.closeReason = error.description
+            }
+            self.closeTransport(reason: self.closeCode, message: self.closeReason)
+        case .handshaking where self.role == .client:
+            self.failConnect(RuntimeError(.handshake, "server closed the connection during the handshake"))
+        default:
+            self.closeTransport(reason: self.closeCode, message: self.closeReason)
+        }
+    }
+
+    // MARK: Server handshake
+
+    private func serverHandshake(_ bytes: UnsafeMutableRawBufferPointer) {
+        guard var reader = self.head else { return }
+        let progress = reader.feed(UnsafeRawBufferPointer(bytes))
+        self.head = reader
+        switch progress {
+        case .needMore:
+            return
+        case .tooLarge:
+            self.reject(HandshakeError.headersTooLarge(limit: self.options.maxHeaderBytes).response)
+        case .complete(let consumed):
+            self.head = nil
+            switch HTTPRequestHead.parse(reader.bytes, maxFieldCount: self.options.maxHeaderCount) {
+            case .failure(let e):
+                self.reject(e.response)
+            case .success(let head):
+                self.route(head, leftover: UnsafeMutableRawBufferPointer(rebasing: bytes[consumed...]))
+            }
+        }
+    }
+
+    private func route(_ head: HTTPRequestHead, leftover: UnsafeMutableRawBufferPointer) {
+        guard let server = self.server else { return }
+        if self.overLimit { return self.reject(HandshakeError.serviceUnavailable.response) }
+        guard HandshakeRequest.isUpgrade(head) else {
+            guard let answer = self.handlers.onHTTPRequest?(head, self) else {
+                return self.reject(HandshakeError.notUpgrade.response)
+            }
+            switch answer {
+            case .respond(let bytes):
+                self.reject(bytes)
+            case .stream(let responseHead):
+                self.httpRequest = head
+                self.isStream = true
+                self.phase = .open
+                self.deadline = 0
+                _ = responseHead.withUnsafeBytes { try? self.session.queueEncoded($0) }
+                self.loop.markDirty(self)
+            }
+            return
+        }
+        let request: HandshakeRequest
+        switch HandshakeRequest.validate(head, allowedOrigins: server.configuration.allowedOrigins) {
+        case .failure(let e): return self.reject(e.response)
+        case .success(let r): request = r
+        }
+        var chosen: String? = nil
+        var extraHeaders: [HTTPField] = []
+        if let hook = self.handlers.onUpgrade {
+            switch hook(UpgradeRequest(request: request, peer: self.peerAddress)) {
+            case .reject(let status, let body):
+                return self.reject(HTTPResponse.error(status: status, body: body))
+            case .accept(let subprotocol, let userData, let headers):
+                if let s = subprotocol, !request.subprotocols.contains(s) {
+                    return self.reject(HTTPResponse.error(status: 500, body: "accept hook chose a subprotocol the client did not offer"))
+                }
+                chosen = subprotocol
+                self.userData = userData
+                extraHeaders = headers
+            }
+        }
+        let subprotocol = chosen ?? request.selectSubprotocol(from: server.configuration.subprotocols)
+        let negotiated = server.configuration.compression.flatMap {
+            PerMessageDeflate.negotiate(offers: request.extensions, options: $0)
+        }
+        let response = request.acceptResponse(
+            subprotocol: subprotocol, extensions: negotiated.map { [$0.response] } ?? [], headers: extraHeaders)
+        self.session = Session(
+            role: .server, configuration: self.options.session, compression: negotiated?.compression, zlibPool: self.loop.zlibPool)
+        _ = response.withUnsafeBytes { try? self.session.queueEncoded($0) }
+        self.request = request
+        self.subprotocol = subprotocol
+        self.open(leftover: leftover)
+    }
+
+    private func open(leftover: UnsafeMutableRawBufferPointer) {
+        self.phase = .open
+        self.deadline = 0
+        self.lastReceive = self.loop.now
+        self.lastPing = self.loop.now
+        self.openNotified = true
+        self.loop.markDirty(self)
+        self.handlers.onOpen?(self)
+        if self.phase == .open && leftover.count > 0 { self.parseFrames(leftover) }
+    }
+
+    /// Answers an HTTP error (or a plain response) and closes once it is written.
+    private func reject(_ response: [UInt8]) {
+        self.session = Session(role: .server)
+        _ = response.withUnsafeBytes { try? self.session.queueEncoded($0) }
+        self.closeAfterFlush = true
+        self.loop.markDirty(self)
+    }
+
+    // MARK: Client connect and handshake
+
+    /// Registers a connecting client socket with the loop (on the loop thread).
+    func attach() {
+        self.loop.adopt(self)
+        self.deadline = self.loop.now + UInt64(self.clientConfiguration?.connectTimeout ?? 10_000)
+        self.loop.register(fd: self.fd, slot: .connection(self), events: UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue))
+        self.writeInterest = true
+    }
+
+    private func connectCompleted() {
+        var err: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(self.fd, SOL_SOCKET, SO_ERROR, &err, &len)
+        if err != 0 {
+            if !self.pendingAddresses.isEmpty {
+                self.retryNextAddress()
+            } else {
+                self.failConnect(.system(.connect, "connect to \(self.peerAddress)", err))
+            }
+            return
+        }
+        Sys.noDelay(self.fd)
+        guard let handshake = self.clientHandshake else { return }
+        self.phase = .handshaking
+        self.head = HTTPHeadReader(limit: self.options.maxHeaderBytes)
+        self.deadline = self.loop.now + UInt64(self.options.handshakeTimeout)
+        _ = handshake.request.withUnsafeBytes { try? self.session.queueEncoded($0) }
+        self.loop.markDirty(self)
+    }
+
+    private func retryNextAddress() {
+        let next = self.pendingAddresses.removeFirst()
+        self.loop.unregister(fd: self.fd)
+        Sys.close(self.fd)
+        let fd = petrel_socket(next.family)
+        guard fd >= 0 else { return self.failConnect(.system(.socket, "socket")) }
+        self.fd = fd
+        self.peerAddress = next
+        let rc = next.withSockaddr { Glibc.connect(fd, $0, $1) }
+        if rc != 0 && errno != EINPROGRESS { return self.connectCompleted() }
+        self.loop.register(fd: fd, slot: .connection(self), events: UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue))
+    }
+
+    private func clientHandshakeBytes(_ bytes: UnsafeMutableRawBufferPointer) {
+        guard var reader = self.head, let handshake = self.clientHandshake, let config = self.clientConfiguration else { return }
+        let progress = reader.feed(UnsafeRawBufferPointer(bytes))
+        self.head = reader
+        switch progress {
+        case .needMore:
+            return
+        case .tooLarge:
+            self.failConnect(RuntimeError(.handshake, ClientHandshakeError.responseTooLarge(limit: self.options.maxHeaderBytes).message))
+        case .complete(let consumed):
+            self.head = nil
+            let accepted: ClientHandshake.Accepted
+            switch HTTPResponseHead.parse(reader.bytes, maxFieldCount: self.options.maxHeaderCount).flatMap(handshake.validate) {
+            case .failure(let e): return self.failConnect(RuntimeError(.handshake, e.message))
+            case .success(let a): accepted = a
+            }
+            var compression: Compression? = nil
+            if let ext = accepted.extensions.first {
+                guard let offered = config.compression else {
+                    return self.failConnect(RuntimeError(.handshake, ClientHandshakeError.unexpectedExtension(ext.name).message))
+                }
+                switch PerMessageDeflate.accept(response: ext, options: offered) {
+                case .failure(let e): return self.failConnect(RuntimeError(.handshake, e.message))
+                case .success(let c): compression = c
+                }
+            }
+            self.session = Session(role: .client, configuration: self.options.session, compression: compression, zlibPool: self.loop.zlibPool)
+            self.subprotocol = accepted.subprotocol
+            self.clientHandshake = nil
+            self.open(leftover: UnsafeMutableRawBufferPointer(rebasing: bytes[consumed...]))
+        }
+    }
+
+    private func failConnect(_ error: RuntimeError) {
+        guard self.phase != .closed else { return }
+        self.closeTransport(reason: .abnormalClosure, message: error.message)
+        self.handlers.onConnectFailed?(self, error)
+    }
+
+    // MARK: Writing
+
+    func writable() {
+        if self.phase == .connecting {
+            self.connectCompleted()
+            return
+        }
+        self.flush()
+    }
+
+    func flush() {
+        guard self.phase != .closed, self.phase != .connecting else { return }
+        while true {
+            while self.session.pendingOutputCount > 0 {
+                let result = self.session.withPendingOutput { Sys.write(self.fd, $0) }
+                switch result {
+                case .done(let n):
+                    self.session.consumeOutput(n)
+                case .wouldBlock:
+                    self.setWriteInterest(true)
+                    self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+                    return
+                case .failed(let e):
+                    self.closeTransport(reason: .abnormalClosure, message: "write failed: \(String(cString: strerror(e)))")
+                    return
+                case .eof:
+                    return
+                }
+            }
+            if self.pingQueued {
+                self.pingQueued = false
+                self.awaitingPong = true
+                self.pingSentAt = self.loop.now
+            }
+            if !self.moveBacklogIntoOutput(all: false) { break }
+        }
+        self.setWriteInterest(false)
+        self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+        if self.readPaused { self.resumeReading() }
+        if self.wantsDrain && self.queuedBytes == 0 && self.phase == .open {
+            self.wantsDrain = false
+            self.handlers.onDrain?(self)
+            if self.session.pendingOutputCount > 0 { return self.loop.markDirty(self) }
+        }
+        self.afterOutputWritten()
+    }
+
+    /// With everything written: close the transport if the protocol says so.
+    private func afterOutputWritten() {
+        if self.closeAfterFlush {
+            self.closeAfterFlush = false
+            return self.beginDrain()
+        }
+        guard self.phase == .open, self.session.state == .closed else { return }
+        if self.session.shouldCloseTransport {
+            // §7.1.1: the server closes TCP first; after a failure, either side does.
+            self.beginDrain()
+        } else {
+            // A client that completed the closing handshake waits for the server's FIN.
+            self.phase = .draining
+            self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
+        }
+    }
+
+    /// Half-closes (FIN after our last bytes) and reads until the peer closes, so that unread
+    /// input does not turn our close into a reset that could destroy what we sent.
+    private func beginDrain() {
+        guard self.phase != .closed, self.phase != .draining else { return }
+        shutdown(self.fd, Int32(SHUT_WR))
+        self.phase = .draining
+        self.readPaused = false
+        self.updateInterest()
+        self.deadline = self.loop.now + UInt64(min(self.options.closeTimeout, 2_000))
+    }
+
+    private func setWriteInterest(_ on: Bool) {
+        guard on != self.writeInterest else { return }
+        self.writeInterest = on
+        self.updateInterest()
+    }
+
+    private func updateInterest() {
+        guard self.phase != .closed else { return }
+        var events: UInt32 = 0
+        if !self.readPaused { events |= UInt32(EPOLLIN.rawValue) }
+        if self.writeInterest { events |= UInt32(EPOLLOUT.rawValue) }
+        self.loop.modify(fd: self.fd, events: events)
+    }
+
+    // MARK: Pub/sub delivery
+
+    func deliver(_ frame: SharedFrame) {
+        guard self.phase == .open, self.session.state == .open else { return }
+        if self.backlogHead == self.backlog.count && self.session.pendingOutputCount < self.options.maxBackpressure {
+            self.write(frame)
+            self.loop.markDirty(self)
+            return
+        }
+        let policy = self.server?.configuration.policy(for: frame.topic) ?? TopicPolicy()
+        let queued = self.backlog.count - self.backlogHead
+        switch policy.slowConsumer {
+        case .coalesceByKey:
+            if let key = frame.key,
+                let i = self.backlog[self.backlogHead...].lastIndex(where: {
+                    if case .shared(let f) = $0 { return f.topic == frame.topic && f.key == key }
+                    return false
+                })
+            {
+                self.backlogBytes += frame.encoded.count - self.backlog[i].byteCount
+                self.backlog[i] = .shared(frame)
+                self.coalesced.add(1, ordering: .relaxed)
+                self.server?.countCoalesced(topic: frame.topic)
+                return
+            }
+            if queued >= policy.maxQueuedMessages { self.dropOldest(topic: frame.topic) }
+        case .dropOldest:
+            if queued >= policy.maxQueuedMessages { self.dropOldest(topic: frame.topic) }
+        case .dropNewest:
+            if queued >= policy.maxQueuedMessages {
+                self.dropped.add(1, ordering: .relaxed)
+                self.server?.countDropped(topic: frame.topic)
+                return
+            }
+        case .close(let code):
+            if queued >= policy.maxQueuedMessages {
+                self.dropped.add(1, ordering: .relaxed)
+                self.server?.countDropped(topic: frame.topic)
+                self.backlog.removeAll()
+                self.backlogHead = 0
+                self.backlogBytes = 0
+                return self.closeOnLoop(code: code, reason: "subscriber too slow: \(queued) messages queued on \(frame.topic)")
+            }
+        }
+        self.pushBacklog(.shared(frame))
+    }
+
+    private func dropOldest(topic: String) {
+        guard let i = self.backlog[self.backlogHead...].firstIndex(where: { if case .shared = $0 { return true } else { return false } }) else {
+            return
+        }
+        if case .shared(let f) = self.backlog[i] { self.server?.countDropped(topic: f.topic) }
+        self.backlogBytes -= self.backlog[i].byteCount
+        self.backlog.remove(at: i)
+        self.dropped.add(1, ordering: .relaxed)
+    }
+
+    private func pushBacklog(_ item: QueuedFrame) {
+        self.backlog.append(item)
+        self.backlogBytes += item.byteCount
+        self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+    }
+
+    /// Moves queued frames into the session's output while it is under the limit (or all of
+    /// them). Returns whether anything moved.
+    @discardableResult
+    private func moveBacklogIntoOutput(all: Bool) -> Bool {
+        var moved = false
+        while self.backlogHead < self.backlog.count && (all || self.session.pendingOutputCount < self.options.maxBackpressure) {
+            let item = self.backlog[self.backlogHead]
+            self.backlogHead += 1
+            self.backlogBytes -= item.byteCount
+            switch item {
+            case .shared(let f): self.write(f)
+            case .direct(let kind, let bytes): _ = bytes.withUnsafeBytes { try? self.session.send(kind, $0) }
+            case .raw(let bytes): _ = bytes.withUnsafeBytes { try? self.session.queueEncoded($0) }
+            }
+            moved = true
+        }
+        if self.backlogHead == self.backlog.count {
+            self.backlog.removeAll(keepingCapacity: self.backlog.count < 64)
+            self.backlogHead = 0
+        }
+        return moved
+    }
+
+    /// Writes a shared frame: its shared compressed form when this connection's compressor keeps
+    /// no context, compressed by the session when it does, or as encoded.
+    private func write(_ frame: SharedFrame) {
+        if self.isStream {
+            _ = frame.sseEvent.withUnsafeBytes { try? self.session.queueEncoded($0) }
+            return
+        }
+        if let c = self.session.compression, frame.payload.count >= c.options.minimumSize {
+            if c.parameters.localNoContextTakeover {
+                let bytes = frame.compressedFrame(windowBits: c.parameters.localMaxWindowBits, options: c.options, pool: self.loop.zlibPool)
+                _ = bytes.withUnsafeBytes { try? self.session.queueEncoded($0) }
+            } else {
+                _ = frame.payload.withUnsafeBytes { try? self.session.send(frame.kind, $0) }
+            }
+            return
+        }
+        _ = frame.encoded.withUnsafeBytes { try? self.session.queueEncoded($0) }
+    }
+
+    // MARK: Timers
+
+    func checkTimers(now: UInt64) {
+        switch self.phase {
+        case .connecting:
+            if now >= self.deadline { self.failConnect(RuntimeError(.connectTimeout, "connect to \(self.peerAddress) timed out")) }
+        case .handshaking:
+            guard now >= self.deadline else { return }
+            if self.role == .client {
+                self.failConnect(RuntimeError(.handshake, "handshake not completed in \(self.options.handshakeTimeout) ms"))
+            } else if !self.closeAfterFlush {
+                self.reject(HandshakeError.timeout.response)
+            } else {
+                self.closeTransport(reason: .abnormalClosure, message: "handshake timeout")
+            }
+        case .open:
+            if self.isStream {
+                if self.closeAfterFlush && now >= self.deadline && self.deadline != 0 { self.closeTransport(reason: self.closeCode, message: self.closeReason) }
+                return
+            }
+            if self.session.state != .open {
+                if self.deadline != 0 && now >= self.deadline {
+                    self.closeTransport(reason: self.closeCode, message: self.closeReason.isEmpty ? "close timeout" : self.closeReason)
+                }
+                return
+            }
+            let idle = self.options.idleTimeout
+            if idle > 0 && now - self.lastReceive >= UInt64(idle) {
+                return self.closeOnLoop(code: .goingAway, reason: "idle for \(idle) ms")
+            }
+            let interval = self.options.pingInterval
+            guard interval > 0 else { return }
+            if self.awaitingPong {
+                if now - self.pingSentAt >= UInt64(self.options.pongTimeout) {
+                    self.closeOnLoop(code: .internalError, reason: "no pong within \(self.options.pongTimeout) ms")
+                }
+            } else if !self.pingQueued && now - max(self.lastReceive, self.lastPing) >= UInt64(interval) {
+                _ = self.pingOnLoop(UnsafeRawBufferPointer(start: nil, count: 0))
+            }
+        case .draining:
+            if now >= self.deadline { self.closeTransport(reason: self.closeCode, message: self.closeReason) }
+        case .closed:
+            break
+        }
+    }
+
+    /// Server stop: close 1001 to a WebSocket peer, end everything else.
+    func shutdownForStop() {
+        switch self.phase {
+        case .open where !self.isStream:
+            self.closeOnLoop(code: .goingAway, reason: "server shutting down")
+        case .open:
+            self.closeAfterFlush = true
+            self.loop.markDirty(self)
+        default:
+            self.closeTransport(reason: .goingAway, message: "server shutting down")
+        }
+    }
+
+    // MARK: Closing
+
+    /// Closes the socket and forgets the connection; calls `onClose` if it had opened.
+    func closeTransport(reason: CloseCode, message: String) {
+        guard self.phase != .closed else { return }
+        let wasOpen = self.openNotified
+        self.phase = .closed
+        self.closedFlag.store(true, ordering: .relaxed)
+        self.loop.unregister(fd: self.fd)
+        Sys.close(self.fd)
+        self.loop.forget(self)
+        for t in self.subscriptions {
+            self.loop.topics[t]?.removeAll { $0 === self }
+            if self.loop.topics[t]?.isEmpty == true { self.loop.topics.removeValue(forKey: t) }
+        }
+        self.subscriptions = []
+        self.backlog = []
+        self.backlogHead = 0
+        self.backlogBytes = 0
+        self.stash = []
+        self.bufferedBytes.store(0, ordering: .relaxed)
+        if self.role == .server { self.server?.connectionClosed() }
+        if self.closeReason.isEmpty && self.closeCode == .abnormalClosure { self.closeReason = message }
+        if wasOpen { self.handlers.onClose?(self, self.closeCode, self.closeReason) }
+        self.session = Session(role: self.role)
+    }
+}

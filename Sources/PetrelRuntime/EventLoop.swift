@@ -1,0 +1,331 @@
+import CLinux
+import Glibc
+import PetrelCore
+import Synchronization
+
+/// Work handed to a loop from another thread.
+enum Command {
+    case send(ConnectionID, MessageKind, [UInt8])
+    case close(ConnectionID, CloseCode, String)
+    case ping(ConnectionID, [UInt8])
+    case subscribe(ConnectionID, String)
+    case unsubscribe(ConnectionID, String)
+    case publish(SharedFrame)
+    case attach(Connection)
+    case stop(graceMilliseconds: Int)
+    case call(@Sendable () -> Void)
+}
+
+/// What an epoll registration refers to.
+enum Slot {
+    case empty
+    case wake
+    case timer
+    case listener(Listener)
+    case connection(Connection)
+}
+
+final class Listener {
+    let fd: Int32
+    var paused = false
+
+    init(fd: Int32) { self.fd = fd }
+}
+
+/// One event-loop thread: an epoll set, an eventfd through which other threads hand it work, a
+/// timerfd that ticks the coarse timers, and the connections pinned to it for life. Everything
+/// here is touched only by the loop's own thread, except `enqueue` and `registry`.
+final class EventLoop: @unchecked Sendable {
+    let index: Int
+    let epfd: Int32
+    let wakeFd: Int32
+    let timerFd: Int32
+    let timerResolution: Int
+
+    private let queue = Mutex<[Command]>([])
+    /// Cross-thread view of the connections, for sends and lookups from other threads.
+    let registry = Mutex<[ConnectionID: Connection]>([:])
+    private let threadID = Atomic<UInt>(0)
+
+    var connections: [ConnectionID: Connection] = [:]
+    var slots: [Slot] = []
+    var dirty: [Connection] = []
+    var topics: [String: [Connection]] = [:]
+    var listeners: [Listener] = []
+    let zlibPool = ZlibPool()
+    /// One receive buffer per loop (uWS): every connection reads into it and parses in place.
+    let readBuffer: UnsafeMutableRawBufferPointer
+    var now: UInt64 = monotonicMilliseconds()
+
+    /// The server this loop serves, or nil for a client loop.
+    unowned(unsafe) var server: Server?
+    var stopping = false
+    var stopDeadline: UInt64 = 0
+    private(set) var finished = false
+
+    static let readBufferSize = 256 * 1024
+
+    init(index: Int, timerResolution: Int) throws(RuntimeError) {
+        self.index = index
+        self.timerResolution = max(10, timerResolution)
+        let ep = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard ep >= 0 else { throw .system(.thread, "epoll_create1") }
+        let wake = petrel_eventfd()
+        guard wake >= 0 else {
+            Sys.close(ep)
+            throw .system(.thread, "eventfd")
+        }
+        let timer = petrel_timerfd(self.timerResolution)
+        guard timer >= 0 else {
+            Sys.close(ep)
+            Sys.close(wake)
+            throw .system(.thread, "timerfd")
+        }
+        self.epfd = ep
+        self.wakeFd = wake
+        self.timerFd = timer
+        self.readBuffer = .allocate(byteCount: EventLoop.readBufferSize, alignment: 64)
+        self.register(fd: wake, slot: .wake, events: UInt32(EPOLLIN.rawValue))
+        self.register(fd: timer, slot: .timer, events: UInt32(EPOLLIN.rawValue))
+    }
+
+    deinit {
+        Sys.close(self.epfd)
+        Sys.close(self.wakeFd)
+        Sys.close(self.timerFd)
+        self.readBuffer.deallocate()
+    }
+
+    // MARK: Threads
+
+    var isCurrentThread: Bool { self.threadID.load(ordering: .acquiring) == UInt(pthread_self()) }
+
+    /// Runs the loop on the calling thread until it is stopped.
+    func run() {
+        self.threadID.store(UInt(pthread_self()), ordering: .releasing)
+        let maxEvents: Int32 = 512
+        let events = UnsafeMutableRawPointer.allocate(byteCount: Int(maxEvents) * petrel_epoll_event_size(), alignment: 16)
+        defer { events.deallocate() }
+        let typed = events.assumingMemoryBound(to: epoll_event.self)
+        while !self.finished {
+            let n = epoll_wait(self.epfd, typed, maxEvents, -1)
+            self.now = monotonicMilliseconds()
+            if n < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for i in 0..<Int(n) {
+                let fd = Int(petrel_epoll_event_data(typed, Int32(i)))
+                let ev = petrel_epoll_event_events(typed, Int32(i))
+                guard fd < self.slots.count else { continue }
+                switch self.slots[fd] {
+                case .empty: break
+                case .wake: self.drainCommands()
+                case .timer: self.tick()
+                case .listener(let l): self.accept(l)
+                case .connection(let c):
+                    if ev & UInt32(EPOLLOUT.rawValue) != 0 { c.writable() }
+                    if ev & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { c.readable() }
+                }
+            }
+            self.flushDirty()
+            if self.stopping { self.checkStopped() }
+        }
+        self.threadID.store(0, ordering: .releasing)
+    }
+
+    /// Hands `command` to the loop from any thread.
+    func enqueue(_ command: Command) {
+        let wasEmpty = self.queue.withLock { q in
+            q.append(command)
+            return q.count == 1
+        }
+        if wasEmpty {
+            var one: UInt64 = 1
+            _ = Glibc.write(self.wakeFd, &one, 8)
+        }
+    }
+
+    /// Runs `command` now if called on the loop's thread, else queues it.
+    func execute(_ command: Command) {
+        if self.isCurrentThread { self.handle(command) } else { self.enqueue(command) }
+    }
+
+    private func drainCommands() {
+        var counter: UInt64 = 0
+        _ = Glibc.read(self.wakeFd, &counter, 8)
+        let batch = self.queue.withLock { q -> [Command] in
+            let b = q
+            q.removeAll(keepingCapacity: true)
+            return b
+        }
+        for c in batch { self.handle(c) }
+    }
+
+    private func handle(_ command: Command) {
+        switch command {
+        case .send(let id, let kind, let bytes):
+            if let c = self.connections[id] {
+                c.inFlight.subtract(bytes.count, ordering: .relaxed)
+                _ = bytes.withUnsafeBytes { c.sendOnLoop(kind, $0) }
+            }
+        case .close(let id, let code, let reason):
+            self.connections[id]?.closeOnLoop(code: code, reason: reason)
+        case .ping(let id, let payload):
+            if let c = self.connections[id] { _ = payload.withUnsafeBytes { c.pingOnLoop($0) } }
+        case .subscribe(let id, let topic):
+            self.connections[id]?.subscribeOnLoop(topic)
+        case .unsubscribe(let id, let topic):
+            self.connections[id]?.unsubscribeOnLoop(topic)
+        case .publish(let frame):
+            guard let subscribers = self.topics[frame.topic] else { return }
+            for c in subscribers { c.deliver(frame) }
+        case .attach(let c):
+            c.attach()
+        case .stop(let grace):
+            self.beginStop(grace: grace)
+        case .call(let body):
+            body()
+        }
+    }
+
+    // MARK: Registration
+
+    func register(fd: Int32, slot: Slot, events: UInt32) {
+        let i = Int(fd)
+        if i >= self.slots.count { self.slots.append(contentsOf: repeatElement(.empty, count: i + 1 - self.slots.count)) }
+        self.slots[i] = slot
+        _ = petrel_epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, events, UInt64(fd))
+    }
+
+    func modify(fd: Int32, events: UInt32) {
+        _ = petrel_epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, events, UInt64(fd))
+    }
+
+    func unregister(fd: Int32) {
+        _ = petrel_epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, 0, 0)
+        if Int(fd) < self.slots.count { self.slots[Int(fd)] = .empty }
+    }
+
+    func adopt(_ c: Connection) {
+        self.connections[c.id] = c
+        self.registry.withLock { $0[c.id] = c }
+    }
+
+    func forget(_ c: Connection) {
+        self.connections.removeValue(forKey: c.id)
+        self.registry.withLock { _ = $0.removeValue(forKey: c.id) }
+    }
+
+    func lookup(_ id: ConnectionID) -> Connection? {
+        self.registry.withLock { $0[id] }
+    }
+
+    func markDirty(_ c: Connection) {
+        if !c.isDirty {
+            c.isDirty = true
+            self.dirty.append(c)
+        }
+    }
+
+    private func flushDirty() {
+        // Flushing can dirty more connections (a drain callback sends): loop until quiet.
+        while !self.dirty.isEmpty {
+            let batch = self.dirty
+            self.dirty.removeAll(keepingCapacity: true)
+            for c in batch {
+                c.isDirty = false
+                c.flush()
+            }
+        }
+    }
+
+    // MARK: Accepting
+
+    func addListener(fd: Int32) {
+        let l = Listener(fd: fd)
+        self.listeners.append(l)
+        self.register(fd: fd, slot: .listener(l), events: UInt32(EPOLLIN.rawValue))
+    }
+
+    private func accept(_ l: Listener) {
+        guard let server = self.server else { return }
+        for _ in 0..<64 {
+            var storage = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = petrel_accept(l.fd, &storage, &len)
+            if fd < 0 {
+                let e = errno
+                if e == EINTR || e == ECONNABORTED { continue }
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    // Out of descriptors: stop listening until the next tick rather than spin.
+                    l.paused = true
+                    _ = petrel_epoll_ctl(self.epfd, EPOLL_CTL_DEL, l.fd, 0, 0)
+                }
+                return
+            }
+            var peer = SocketAddress()
+            peer.storage = storage
+            peer.length = len
+            Sys.noDelay(fd)
+            let c = Connection(serverSideOf: server, loop: self, fd: fd, peer: peer)
+            self.adopt(c)
+            self.register(fd: fd, slot: .connection(c), events: UInt32(EPOLLIN.rawValue))
+        }
+    }
+
+    // MARK: Timers and stopping
+
+    private func tick() {
+        var expirations: UInt64 = 0
+        _ = Glibc.read(self.timerFd, &expirations, 8)
+        for l in self.listeners where l.paused {
+            l.paused = false
+            _ = petrel_epoll_ctl(self.epfd, EPOLL_CTL_ADD, l.fd, UInt32(EPOLLIN.rawValue), UInt64(l.fd))
+        }
+        for c in Array(self.connections.values) { c.checkTimers(now: self.now) }
+    }
+
+    private func beginStop(grace: Int) {
+        if self.stopping { return }
+        self.stopping = true
+        self.stopDeadline = self.now + UInt64(max(0, grace))
+        for l in self.listeners {
+            self.unregister(fd: l.fd)
+            Sys.close(l.fd)
+        }
+        self.listeners.removeAll()
+        for c in Array(self.connections.values) { c.shutdownForStop() }
+        self.checkStopped()
+    }
+
+    private func checkStopped() {
+        if self.connections.isEmpty {
+            self.finished = true
+        } else if self.now >= self.stopDeadline {
+            for c in Array(self.connections.values) { c.closeTransport(reason: .abnormalClosure, message: "server stopped") }
+            self.finished = true
+        }
+    }
+}
+
+/// Starts a detached-joinable pthread running `body`.
+func spawnThread(_ body: @escaping () -> Void) throws(RuntimeError) -> pthread_t {
+    final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(
+        &thread, nil,
+        { arg in
+            Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
+            return nil
+        }, box)
+    guard rc == 0 else {
+        Unmanaged<Box>.fromOpaque(box).release()
+        throw .system(.thread, "pthread_create", rc)
+    }
+    return thread
+}

@@ -1,0 +1,207 @@
+import CLinux
+import Glibc
+import PetrelCore
+import Synchronization
+
+/// A WebSocket server: N loop threads, each with its own listening socket on the same port.
+///
+/// `send`, `close`, `publish`, `subscribe` and `stop` are safe from any thread. Callbacks run on
+/// the loop thread that owns the connection.
+public final class Server: @unchecked Sendable {
+    public let configuration: ServerConfiguration
+    public let handlers: Handlers
+    let topics = TopicRegistry()
+    private(set) var loops: [EventLoop] = []
+    private let openConnections = Atomic<Int>(0)
+    private let lifecycle = Mutex<Lifecycle>(.idle)
+    private var threads: [pthread_t] = []
+    private let stoppedLoops = Atomic<Int>(0)
+    /// The port actually bound (useful with port 0).
+    public private(set) var port: UInt16 = 0
+    public let startedAt = monotonicMilliseconds()
+
+    enum Lifecycle { case idle, running, stopping, stopped }
+
+    public init(configuration: ServerConfiguration, handlers: Handlers) {
+        self.configuration = configuration
+        self.handlers = handlers
+    }
+
+    /// Binds and starts every loop on background threads; returns once the server is listening.
+    public func start() throws(RuntimeError) {
+        try self.prepare()
+        for loop in self.loops { try self.spawn(loop) }
+    }
+
+    /// Binds and runs the server on the calling thread (plus background threads for the other
+    /// loops) until `stop` is called from another thread or a callback.
+    public func run() throws(RuntimeError) {
+        try self.prepare()
+        for loop in self.loops.dropFirst() { try self.spawn(loop) }
+        self.loops[0].run()
+        self.stoppedLoops.add(1, ordering: .releasing)
+        self.waitForLoops()
+    }
+
+    private func prepare() throws(RuntimeError) {
+        try self.lifecycle.withLock { (state: inout Lifecycle) throws(RuntimeError) in
+            guard state == .idle else { throw RuntimeError(.stopped, "a server can be started once") }
+            state = .running
+        }
+        let count = self.configuration.threads > 0 ? self.configuration.threads : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        guard count <= 255 else { throw RuntimeError(.thread, "at most 255 loop threads") }
+        let address: SocketAddress
+        do throws(RuntimeError) {
+            guard let first = try SocketAddress.resolve(host: self.configuration.host, port: self.configuration.port).first else {
+                throw RuntimeError(.resolve, "no address for \(self.configuration.host)")
+            }
+            address = first
+        } catch {
+            self.lifecycle.withLock { $0 = .stopped }
+            throw error
+        }
+        var fds: [Int32] = []
+        do throws(RuntimeError) {
+            var bindAddress = address
+            for _ in 0..<count {
+                let fd = try Sys.listen(bindAddress, backlog: self.configuration.backlog)
+                fds.append(fd)
+                // With port 0 the first bind picks the port; the others must share it.
+                bindAddress = Sys.localAddress(fds[0])
+            }
+            self.port = Sys.localAddress(fds[0]).port
+            for i in 0..<count {
+                let loop = try EventLoop(index: i, timerResolution: self.configuration.timerResolution)
+                loop.server = self
+                loop.addListener(fd: fds[i])
+                self.loops.append(loop)
+            }
+        } catch {
+            if self.loops.isEmpty { for fd in fds { Sys.close(fd) } }
+            self.lifecycle.withLock { $0 = .stopped }
+            throw error
+        }
+    }
+
+    private func spawn(_ loop: EventLoop) throws(RuntimeError) {
+        let t = try spawnThread { [self] in
+            loop.run()
+            self.stoppedLoops.add(1, ordering: .releasing)
+        }
+        self.threads.append(t)
+    }
+
+    /// Stops accepting, sends close 1001 to every WebSocket peer, waits up to `grace`
+    /// milliseconds for them to close, then closes what is left and ends the loop threads.
+    /// From a non-loop thread it returns when everything is stopped; from a callback it only
+    /// starts the shutdown (it cannot wait for its own thread).
+    public func stop(grace: Milliseconds = 5_000) {
+        let first = self.lifecycle.withLock { (state: inout Lifecycle) -> Bool in
+            guard state == .running else { return false }
+            state = .stopping
+            return true
+        }
+        if first {
+            for loop in self.loops { loop.enqueue(.stop(graceMilliseconds: grace)) }
+        }
+        if self.loops.contains(where: { $0.isCurrentThread }) { return }
+        self.waitForLoops()
+    }
+
+    private func waitForLoops() {
+        while self.stoppedLoops.load(ordering: .acquiring) < self.loops.count {
+            var ts = timespec(tv_sec: 0, tv_nsec: 1_000_000)
+            nanosleep(&ts, nil)
+        }
+        let join = self.lifecycle.withLock { (state: inout Lifecycle) -> Bool in
+            guard state != .stopped else { return false }
+            state = .stopped
+            return true
+        }
+        if join {
+            for t in self.threads { pthread_join(t, nil) }
+            self.threads = []
+        }
+    }
+
+    /// Whether the server is accepting and serving.
+    public var isRunning: Bool { self.lifecycle.withLock { $0 == .running } }
+
+    // MARK: Connections
+
+    /// Open sockets (WebSocket, SSE, or still in their handshake).
+    public var connectionCount: Int { self.openConnections.load(ordering: .relaxed) }
+
+    /// Counts a new socket; false when it is over `maxConnections` (it will be answered 503).
+    func connectionOpened() -> Bool {
+        self.openConnections.add(1, ordering: .relaxed).newValue <= self.configuration.maxConnections
+    }
+
+    func connectionClosed() {
+        self.openConnections.subtract(1, ordering: .relaxed)
+    }
+
+    /// The connection with this id, if it is still open. Safe from any thread.
+    public func connection(_ id: ConnectionID) -> Connection? {
+        guard id.loopIndex < self.loops.count else { return nil }
+        return self.loops[id.loopIndex].lookup(id)
+    }
+
+    /// Sends to a connection by id. Safe from any thread.
+    @discardableResult
+    public func send(to id: ConnectionID, _ kind: MessageKind, _ payload: UnsafeRawBufferPointer) -> SendStatus {
+        guard let c = self.connection(id) else { return .closed }
+        return c.send(kind, payload)
+    }
+
+    // MARK: Pub/sub
+
+    /// Publishes to every subscriber of `topic`, on every loop. Safe from any thread. The frame is
+    /// encoded once; per topic, subscribers receive messages in publish order.
+    /// - Parameter key: for `coalesceByKey` topics, the key whose older queued message this replaces.
+    /// - Returns: the message's event id.
+    @discardableResult
+    public func publish(_ topic: String, _ kind: MessageKind, _ payload: [UInt8], key: String? = nil) -> UInt64 {
+        let capacity = self.configuration.policy(for: topic).replayCapacity
+        return self.topics.publish(topic: topic, key: key, kind: kind, payload: payload, replayCapacity: capacity) { frame in
+            for loop in self.loops { loop.enqueue(.publish(frame)) }
+        }
+    }
+
+    @discardableResult
+    public func publish(_ topic: String, text: String, key: String? = nil) -> UInt64 {
+        self.publish(topic, .text, Array(text.utf8), key: key)
+    }
+
+    /// The messages published to `topic` after `eventID` that the replay ring still holds, oldest
+    /// first; nil when some were already dropped from the ring (the caller should resynchronise).
+    public func replay(topic: String, after eventID: UInt64) -> [SharedFrame]? {
+        self.topics.replay(topic: topic, after: eventID)
+    }
+
+    public func statistics(topic: String) -> TopicStatistics { self.topics.statistics(topic) }
+
+    func countDropped(topic: String) { self.topics.count(topic: topic, dropped: 1) }
+    func countCoalesced(topic: String) { self.topics.count(topic: topic, coalesced: 1) }
+}
+
+/// Number of open file descriptors of this process (for leak tests and health).
+public func openFileDescriptorCount() -> Int { Sys.openFileCount() }
+
+extension Server {
+    /// Stops the server gracefully on SIGINT or SIGTERM. Call it before `start`/`run` on the main
+    /// thread: it blocks the two signals in the calling thread (the loop threads inherit that) and
+    /// waits for them on a thread of its own.
+    public func stopOnSignals(grace: Milliseconds = 5_000) throws(RuntimeError) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        _ = try spawnThread { [self] in
+            var sig: Int32 = 0
+            sigwait(&set, &sig)
+            self.stop(grace: grace)
+        }
+    }
+}

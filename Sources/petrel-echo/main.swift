@@ -1,0 +1,52 @@
+// petrel-echo: echoes every message back, as conformance, interop and benchmark runs need.
+// Flags: --host H --port P --threads N --no-compression --max-message-size BYTES
+import Glibc
+import PetrelCore
+import PetrelRuntime
+
+func usage() -> Never {
+    print("usage: petrel-echo [--host H] [--port P] [--threads N] [--no-compression] [--max-message-size BYTES]")
+    exit(2)
+}
+
+var configuration = ServerConfiguration(host: "127.0.0.1", port: 9001)
+configuration.options.session.maxMessageSize = 64 * 1024 * 1024
+configuration.options.session.maxFrameSize = 64 * 1024 * 1024
+// An echo server answers at the rate it reads; let big messages through without backpressure refusals.
+configuration.options.maxBackpressure = 256 * 1024 * 1024
+var args = CommandLine.arguments.dropFirst()
+while let flag = args.popFirst() {
+    func value() -> String {
+        guard let v = args.popFirst() else { usage() }
+        return v
+    }
+    switch flag {
+    case "--host": configuration.host = value()
+    case "--port": configuration.port = UInt16(value()) ?? { usage() }()
+    case "--threads": configuration.threads = Int(value()) ?? { usage() }()
+    case "--no-compression": configuration.compression = nil
+    case "--max-message-size":
+        let n = Int(value()) ?? { usage() }()
+        configuration.options.session.maxMessageSize = n
+        configuration.options.session.maxFrameSize = n
+    case "-h", "--help": usage()
+    default: usage()
+    }
+}
+
+let handlers = Handlers()
+handlers.onMessage = { connection, kind, payload in
+    connection.send(kind, payload)
+}
+let server = Server(configuration: configuration, handlers: handlers)
+
+do {
+    try server.stopOnSignals(grace: 2_000)
+    try server.start()
+    print("petrel-echo listening on \(configuration.host):\(server.port)")
+    fflush(nil)
+    while server.isRunning { sleep(1) }
+} catch {
+    print("petrel-echo: \(error)")
+    exit(1)
+}
