@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .library(name: "PetrelCore", targets: ["PetrelCore"]),
         .library(name: "PetrelRuntime", targets: ["PetrelRuntime"]),
+        .library(name: "Petrel", targets: ["Petrel"]),
         .executable(name: "petrel-echo", targets: ["petrel-echo"]),
         .executable(name: "petrel-autobahn-client", targets: ["petrel-autobahn-client"]),
     ],
@@ -27,6 +28,8 @@ let package = Package(
             dependencies: ["PetrelCore", "CLinux"],
             swiftSettings: coreSettings
         ),
+        .target(name: "Petrel", dependencies: ["PetrelRuntime"], swiftSettings: coreSettings),
+        .testTarget(name: "PetrelTests", dependencies: ["Petrel"], swiftSettings: coreSettings),
         .executableTarget(name: "petrel-echo", dependencies: ["PetrelRuntime"]),
         .executableTarget(name: "petrel-autobahn-client", dependencies: ["PetrelRuntime"]),
         .testTarget(

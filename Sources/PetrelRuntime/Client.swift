@@ -23,7 +23,7 @@ final class ClientLoop: @unchecked Sendable {
 }
 
 /// Opening client connections.
-public enum WebSocketClient {
+public enum ClientConnector {
     /// Starts connecting to `url` (`ws://host[:port]/path?query`). The name is resolved on the
     /// calling thread; the connect and the handshake run on the client loop, which then calls
     /// `handlers.onOpen`, or `handlers.onConnectFailed` with the reason.

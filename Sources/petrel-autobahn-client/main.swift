@@ -38,7 +38,7 @@ func session(_ path: String, echo: Bool) -> String? {
         done.signal()
     }
     do {
-        _ = try WebSocketClient.connect(to: base + path, configuration: configuration, handlers: handlers)
+        _ = try ClientConnector.connect(to: base + path, configuration: configuration, handlers: handlers)
     } catch {
         print("connect \(path) failed: \(error)")
         return nil

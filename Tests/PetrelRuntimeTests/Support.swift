@@ -33,7 +33,7 @@ final class TestClient: @unchecked Sendable {
             c.lock.withLock { c.failure = error }
             c.opened.signal()
         }
-        c.connection = try WebSocketClient.connect(to: url, configuration: configuration, handlers: handlers)
+        c.connection = try ClientConnector.connect(to: url, configuration: configuration, handlers: handlers)
         guard c.opened.wait(timeout: .now() + timeout) == .success else { throw RuntimeError(.connectTimeout, "test: no open") }
         if let f = c.lock.withLock({ c.failure }) { throw f }
         return c
