@@ -29,6 +29,7 @@ let package = Package(
             swiftSettings: coreSettings
         ),
         .target(name: "Petrel", dependencies: ["PetrelRuntime"], swiftSettings: coreSettings),
+
         .testTarget(name: "PetrelTests", dependencies: ["Petrel"], swiftSettings: coreSettings),
         .executableTarget(name: "petrel-echo", dependencies: ["PetrelRuntime"]),
         .executableTarget(name: "petrel-autobahn-client", dependencies: ["PetrelRuntime"]),

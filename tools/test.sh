@@ -3,32 +3,62 @@
 # This is the README's test command (`make test`); .ci/run calls it and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 need=()
-for pkg in pkg-config zlib1g-dev libssl-dev python3; do
+for pkg in pkg-config zlib1g-dev libssl-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+step "python venv (.venv, pinned in tools/requirements.txt)"
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+export PETREL_PYTHON="$root/.venv/bin/python"
+
 step "source rules"
 # PetrelCore is sans-I/O and portable: no Foundation, and no existentials on its paths.
-if grep -rn "import Foundation" Sources/PetrelCore; then
-    echo "error: PetrelCore must not import Foundation" >&2
-    exit 1
-fi
+# PetrelRuntime's hot paths use Glibc and Synchronization only.
+for dir in Sources/PetrelCore Sources/PetrelRuntime; do
+    if grep -rn "import Foundation" "$dir"; then
+        echo "error: $dir must not import Foundation" >&2
+        exit 1
+    fi
+done
 if grep -rnE "\bany [A-Z]" Sources/PetrelCore --include=*.swift | grep -v '^\s*///'; then
     echo "error: PetrelCore must not use existentials (any P)" >&2
     exit 1
 fi
 echo "ok"
 
-step "swift test"
+step "swift test (unit, runtime, interop with websockets)"
 swift build --build-tests
 swift test --skip-build
+
+step "release build of the conformance peers"
+swift build -c release --product petrel-echo
+swift build -c release --product petrel-autobahn-client
+
+step "Autobahn conformance via kosoku: the Petrel server (fuzzingclient)"
+export KOSOKU="$root/.venv/bin/kosoku"
+log=$(mktemp)
+.build/release/petrel-echo --port 0 >"$log" 2>&1 &
+echo_pid=$!
+trap 'kill $echo_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q listening "$log" && break; sleep 0.1; done
+port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$log")
+[ -n "$port" ] || { cat "$log"; echo "petrel-echo did not start" >&2; exit 1; }
+bash Tests/Conformance/run.sh server "$port"
+kill "$echo_pid"
+trap - EXIT
+
+step "Autobahn conformance via kosoku: the Petrel client (fuzzingserver)"
+bash Tests/Conformance/run.sh client .build/release/petrel-autobahn-client

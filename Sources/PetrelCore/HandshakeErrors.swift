@@ -39,6 +39,30 @@ public struct HandshakeError: Error, Hashable, Sendable, CustomStringConvertible
     public static let serviceUnavailable = HandshakeError(.serviceUnavailable, "server is at its connection limit")
     public static let timeout = HandshakeError(.timeout, "handshake not completed in time")
 
+    /// Every kind once, for tables and tests.
+    public static var allCases: [HandshakeError] {
+        Kind.allCases.map { HandshakeError($0, HandshakeError.defaultMessage($0)) }
+    }
+
+    static func defaultMessage(_ kind: Kind) -> String {
+        switch kind {
+        case .malformed: return "malformed request"
+        case .tooLarge: return "request header too large"
+        case .tooManyHeaders: return "too many header fields"
+        case .notGet: return HandshakeError.notGet.message
+        case .httpVersion: return HandshakeError.httpVersion.message
+        case .missingHost: return HandshakeError.missingHost.message
+        case .notUpgrade: return HandshakeError.notUpgrade.message
+        case .invalidKey: return HandshakeError.invalidKey.message
+        case .unsupportedVersion: return HandshakeError.unsupportedVersion.message
+        case .originRefused: return HandshakeError.originRefused.message
+        case .invalidExtensions: return HandshakeError.invalidExtensions.message
+        case .invalidSubprotocols: return HandshakeError.invalidSubprotocols.message
+        case .serviceUnavailable: return HandshakeError.serviceUnavailable.message
+        case .timeout: return HandshakeError.timeout.message
+        }
+    }
+
     /// The HTTP status of the refusal.
     public var status: Int {
         switch self.kind {
@@ -109,6 +133,23 @@ public struct ClientHandshakeError: Error, Hashable, Sendable, CustomStringConve
     }
     public static func invalidExtensionParameters(_ detail: String) -> ClientHandshakeError {
         ClientHandshakeError(.invalidExtensionParameters, "server's extension parameters are invalid: \(detail)")
+    }
+
+    /// Every kind once, for tables and tests.
+    public static var allCases: [ClientHandshakeError] {
+        Kind.allCases.map { kind in
+            switch kind {
+            case .malformedResponse: return .malformedResponse("not HTTP")
+            case .responseTooLarge: return ClientHandshakeError(.responseTooLarge, "handshake response too large")
+            case .unexpectedStatus: return ClientHandshakeError(.unexpectedStatus, "the server answered with a status other than 101")
+            case .missingUpgrade: return .missingUpgrade
+            case .missingConnection: return .missingConnection
+            case .acceptMismatch: return .acceptMismatch
+            case .unexpectedSubprotocol: return ClientHandshakeError(.unexpectedSubprotocol, "the server chose a subprotocol that was not offered")
+            case .unexpectedExtension: return ClientHandshakeError(.unexpectedExtension, "the server accepted an extension that was not offered")
+            case .invalidExtensionParameters: return ClientHandshakeError(.invalidExtensionParameters, "the server's extension parameters are invalid")
+            }
+        }
     }
 
     /// Compares the failure, not its detail text.

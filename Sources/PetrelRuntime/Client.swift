@@ -39,7 +39,7 @@ public enum ClientConnector {
         let handshake = ClientHandshake(
             host: target.hostHeader, target: target.target, origin: configuration.origin,
             subprotocols: configuration.subprotocols,
-            extensions: configuration.compression.map { [PerMessageDeflate.offer(options: $0)] } ?? [],
+            extensions: configuration.compression.map { PerMessageDeflate.offers(options: $0) } ?? [],
             headers: configuration.headers, entropy: &entropy)
         let loop = ClientLoop.shared.loop
         while true {

@@ -145,6 +145,7 @@ public final class Connection: @unchecked Sendable {
     let bufferedBytes = Atomic<Int>(0)
     let inFlight = Atomic<Int>(0)
     let closedFlag = Atomic<Bool>(false)
+    let compressing = Atomic<Bool>(false)
     let rtt = Atomic<Int>(-1)
     let dropped = Atomic<Int>(0)
     let coalesced = Atomic<Int>(0)
@@ -239,6 +240,9 @@ public final class Connection: @unchecked Sendable {
     }
 
     public var isClosed: Bool { self.closedFlag.load(ordering: .relaxed) }
+
+    /// Whether permessage-deflate was negotiated (set once, before `onOpen`).
+    public var isCompressing: Bool { self.compressing.load(ordering: .acquiring) }
 
     /// Messages of topics dropped, and coalesced away, because this subscriber was slow.
     public var droppedMessages: Int { self.dropped.load(ordering: .relaxed) }
@@ -542,6 +546,7 @@ public final class Connection: @unchecked Sendable {
     }
 
     private func open(leftover: UnsafeMutableRawBufferPointer) {
+        self.compressing.store(self.session.isCompressing, ordering: .releasing)
         self.phase = .open
         self.deadline = 0
         self.lastReceive = self.loop.now

@@ -124,6 +124,9 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    /// Whether the calling thread is one of this server's loop threads (a callback is running).
+    public var isCurrentLoopThread: Bool { self.loops.contains { $0.isCurrentThread } }
+
     /// Whether the server is accepting and serving.
     public var isRunning: Bool { self.lifecycle.withLock { $0 == .running } }
 

@@ -19,6 +19,7 @@ let configuration: ClientConfiguration = {
     c.options.session.maxMessageSize = 64 * 1024 * 1024
     c.options.session.maxFrameSize = 64 * 1024 * 1024
     c.options.maxBackpressure = 256 * 1024 * 1024
+    c.compression?.minimumSize = 0  // compress every echo, however short
     return c
 }()
 

@@ -1,11 +1,11 @@
 // petrel-echo: echoes every message back, as conformance, interop and benchmark runs need.
-// Flags: --host H --port P --threads N --no-compression --max-message-size BYTES
+// Flags: --host H --port P --threads N --no-compression --max-message-size BYTES --compress-min BYTES
 import Glibc
 import PetrelCore
 import PetrelRuntime
 
 func usage() -> Never {
-    print("usage: petrel-echo [--host H] [--port P] [--threads N] [--no-compression] [--max-message-size BYTES]")
+    print("usage: petrel-echo [--host H] [--port P] [--threads N] [--no-compression] [--max-message-size BYTES] [--compress-min BYTES]")
     exit(2)
 }
 
@@ -14,6 +14,8 @@ configuration.options.session.maxMessageSize = 64 * 1024 * 1024
 configuration.options.session.maxFrameSize = 64 * 1024 * 1024
 // An echo server answers at the rate it reads; let big messages through without backpressure refusals.
 configuration.options.maxBackpressure = 256 * 1024 * 1024
+// Compress every message, however short (the library default skips those under 32 bytes).
+configuration.compression?.minimumSize = 0
 var args = CommandLine.arguments.dropFirst()
 while let flag = args.popFirst() {
     func value() -> String {
@@ -29,6 +31,7 @@ while let flag = args.popFirst() {
         let n = Int(value()) ?? { usage() }()
         configuration.options.session.maxMessageSize = n
         configuration.options.session.maxFrameSize = n
+    case "--compress-min": configuration.compression?.minimumSize = Int(value()) ?? { usage() }()
     case "-h", "--help": usage()
     default: usage()
     }

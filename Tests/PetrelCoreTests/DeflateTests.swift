@@ -165,6 +165,10 @@ struct DeflateNegotiationTests {
     func client() throws {
         var options = DeflateOptions()
         #expect(PerMessageDeflate.offer(options: options).description == "permessage-deflate; client_max_window_bits")
+        #expect(ExtensionOffer.format(PerMessageDeflate.offers(options: options)) == "permessage-deflate; client_max_window_bits, permessage-deflate; client_no_context_takeover; client_max_window_bits")
+        // A server that wants no client context takeover takes the fallback; others take the first.
+        let offered = ExtensionOffer.parse([ExtensionOffer.format(PerMessageDeflate.offers(options: options))])!
+        #expect(PerMessageDeflate.negotiate(offers: offered, options: DeflateOptions())?.response.description == "permessage-deflate")
         options.remoteMaxWindowBits = 10
         options.remoteNoContextTakeover = true
         options.localMaxWindowBits = 12

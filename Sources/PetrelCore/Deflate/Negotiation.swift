@@ -164,7 +164,19 @@ public enum PerMessageDeflate {
         return offer
     }
 
-    /// Validates the server's answer to `offer(options:)`: only parameters we allow, values within
+    /// The offers a client sends, in order of preference: `offer(options:)`, then (unless we
+    /// already give up context takeover) the same with `client_no_context_takeover`, so that a
+    /// server that accepts compression only without client context takeover can pick it while
+    /// every other server keeps the better-compressing first offer.
+    public static func offers(options: DeflateOptions) -> [ExtensionOffer] {
+        let first = self.offer(options: options)
+        guard !options.localNoContextTakeover else { return [first] }
+        var fallback = options
+        fallback.localNoContextTakeover = true
+        return [first, self.offer(options: fallback)]
+    }
+
+    /// Validates the server's answer to `offers(options:)`: only parameters we allow, values within
     /// what we offered.
     public static func accept(response: ExtensionOffer, options: DeflateOptions) -> Result<Compression, ClientHandshakeError> {
         guard response.name.lowercasedASCII == self.name else {
