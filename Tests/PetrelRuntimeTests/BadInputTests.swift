@@ -188,6 +188,24 @@ extension RuntimeTests {
             #expect(server.connectionCount == 0)
         }
 
+        @Test("starting and stopping servers leaves no thread behind")
+        func noThreadLeak() throws {
+            func threads() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1 }
+            // One round first, so lazily started threads (the client loop) exist before counting.
+            let warm = try startEchoServer()
+            _ = try TestClient.connect("ws://127.0.0.1:\(warm.port)/")
+            warm.stop(grace: 100)
+            let before = threads()
+            for _ in 0..<5 {
+                let server = try startEchoServer { c, _ in c.threads = 4 }
+                let c = try TestClient.connect("ws://127.0.0.1:\(server.port)/")
+                c.send("x")
+                #expect(c.receive() == .text("x"))
+                server.stop(grace: 100)
+            }
+            #expect(waitUntil { threads() == before }, "threads: \(before) -> \(threads())")
+        }
+
         @Test("after 10,000 connections open and close, the fd count is back where it started")
         func noFDLeak() throws {
             let server = try startEchoServer()
