@@ -1,7 +1,24 @@
-# Petrel: `make test` runs every test (what CI runs); see README.md.
-.PHONY: test microbench
+# Petrel. `make test` runs every test (what CI runs); see README.md.
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^\#define PETREL_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)/\2/p' include/petrel.h | paste -sd.)
+# libpetrel.so is built with the Swift runtime linked in statically, in a build folder of its own.
+LIB_BUILD := .build-static
+LIB := $(LIB_BUILD)/release/libpetrel.so
+
+.PHONY: test lib install microbench
 test:
 	bash tools/test.sh
+
+# The version script exports petrel_* only; the Swift runtime is linked in and kept private.
+lib:
+	swift build -c release --product petrel --scratch-path $(LIB_BUILD) -Xswiftc -static-stdlib \
+		-Xlinker --version-script=$(CURDIR)/include/libpetrel.map -Xlinker --strip-debug
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/petrel.h $(DESTDIR)$(PREFIX)/include/petrel.h
+	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libpetrel.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' include/petrel.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/petrel.pc
 
 microbench:
 	cd Benchmarks && swift run -c release petrel-microbench

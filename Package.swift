@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "PetrelCore", targets: ["PetrelCore"]),
         .library(name: "PetrelRuntime", targets: ["PetrelRuntime"]),
         .library(name: "Petrel", targets: ["Petrel"]),
+        // libpetrel.so: the C ABI of include/petrel.h (`make lib` links the Swift runtime in statically).
+        .library(name: "petrel", type: .dynamic, targets: ["PetrelC"]),
         .executable(name: "petrel-echo", targets: ["petrel-echo"]),
         .executable(name: "petrel-autobahn-client", targets: ["petrel-autobahn-client"]),
     ],
@@ -29,7 +31,8 @@ let package = Package(
             swiftSettings: coreSettings
         ),
         .target(name: "Petrel", dependencies: ["PetrelRuntime"], swiftSettings: coreSettings),
-
+        .systemLibrary(name: "CPetrelABI", path: "include"),
+        .target(name: "PetrelC", dependencies: ["PetrelRuntime", "CPetrelABI"], swiftSettings: coreSettings),
         .testTarget(name: "PetrelTests", dependencies: ["Petrel"], swiftSettings: coreSettings),
         .executableTarget(name: "petrel-echo", dependencies: ["PetrelRuntime"]),
         .executableTarget(name: "petrel-autobahn-client", dependencies: ["PetrelRuntime"]),

@@ -9,7 +9,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 need=()
-for pkg in pkg-config zlib1g-dev libssl-dev; do
+for pkg in pkg-config zlib1g-dev libssl-dev valgrind binutils g++; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -42,6 +42,18 @@ echo "ok"
 step "swift test (unit, runtime, interop with websockets)"
 swift build --build-tests
 swift test --skip-build
+
+step "C ABI: libpetrel.so, the header contract, C tests under valgrind, the C example"
+make lib
+prefix="$root/.build/c-prefix"
+rm -rf "$prefix"
+make install PREFIX="$prefix" >/dev/null
+bash Tests/C/contract.sh "$prefix"
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_petrel.c $(pkg-config --libs petrel) \
+    -Wl,-rpath,"$prefix/lib" -o .build/c-tests
+valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-tests
+bash Tests/C/example.sh "$prefix"
 
 step "release build of the conformance peers"
 swift build -c release --product petrel-echo

@@ -1,0 +1,254 @@
+import CPetrelABI
+import Glibc
+import PetrelCore
+import PetrelRuntime
+
+/// A mutex and condition variable, for the blocking calls of the C client.
+final class Monitor: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    init() {
+        pthread_mutex_init(self.mutex, nil)
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(self.cond, &attr)
+        pthread_condattr_destroy(&attr)
+    }
+
+    deinit {
+        pthread_cond_destroy(self.cond)
+        pthread_mutex_destroy(self.mutex)
+        self.cond.deallocate()
+        self.mutex.deallocate()
+    }
+
+    func locked<R>(_ body: () -> R) -> R {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        return body()
+    }
+
+    /// Calls `ready` under the lock until it returns a value or `timeoutMs` passes (negative: forever).
+    func wait<R>(timeoutMs: Int32, _ ready: () -> R?) -> R? {
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        if timeoutMs >= 0 {
+            deadline.tv_sec += Int(timeoutMs / 1000)
+            deadline.tv_nsec += Int(timeoutMs % 1000) * 1_000_000
+            if deadline.tv_nsec >= 1_000_000_000 {
+                deadline.tv_sec += 1
+                deadline.tv_nsec -= 1_000_000_000
+            }
+        }
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        while true {
+            if let r = ready() { return r }
+            if timeoutMs < 0 {
+                pthread_cond_wait(self.cond, self.mutex)
+            } else if pthread_cond_timedwait(self.cond, self.mutex, &deadline) == ETIMEDOUT {
+                return ready()
+            }
+        }
+    }
+
+    func signal(_ body: () -> Void) {
+        pthread_mutex_lock(self.mutex)
+        body()
+        pthread_cond_broadcast(self.cond)
+        pthread_mutex_unlock(self.mutex)
+    }
+}
+
+/// What a `petrel_client *` points to.
+final class CClient: @unchecked Sendable {
+    let monitor = Monitor()
+    var connection: Connection?
+    var opened = false
+    var failure: RuntimeError?
+    var inbox: [(Int32, [UInt8])] = []
+    var inboxHead = 0
+    var closed: (UInt16, String)?
+    /// Set by petrel_client_destroy: no user callback runs after it.
+    var destroyed = false
+    let usesCallbacks: Bool
+
+    init(usesCallbacks: Bool) { self.usesCallbacks = usesCallbacks }
+
+    var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
+
+    static func from(_ p: OpaquePointer?) -> CClient? {
+        guard let p else { return nil }
+        return Unmanaged<CClient>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+    }
+}
+
+@_cdecl("petrel_client_config_init")
+public func petrel_client_config_init(_ config: UnsafeMutablePointer<petrel_client_config>?) {
+    guard let config else { return }
+    let d = ClientConfiguration()
+    var c = petrel_client_config()
+    c.size = MemoryLayout<petrel_client_config>.size
+    c.connect_timeout_ms = UInt32(d.connectTimeout)
+    c.handshake_timeout_ms = UInt32(d.options.handshakeTimeout)
+    c.max_message_size = UInt64(d.options.session.maxMessageSize)
+    c.compression = 1
+    config.pointee = c
+}
+
+@_cdecl("petrel_client_callbacks_init")
+public func petrel_client_callbacks_init(_ callbacks: UnsafeMutablePointer<petrel_client_callbacks>?) {
+    guard let callbacks else { return }
+    var c = petrel_client_callbacks()
+    c.size = MemoryLayout<petrel_client_callbacks>.size
+    callbacks.pointee = c
+}
+
+@_cdecl("petrel_client_connect")
+public func petrel_client_connect(
+    _ url: UnsafePointer<CChar>?, _ config: UnsafePointer<petrel_client_config>?, _ callbacks: UnsafePointer<petrel_client_callbacks>?,
+    _ clientOut: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+    guard let url, let clientOut else { return PETREL_E_NULL }
+    guard let target = string(url) else { return PETREL_E_INVALID_ARGUMENT }
+    var c = petrel_client_config()
+    petrel_client_config_init(&c)
+    if let config {
+        guard readSized(config, size: config.pointee.size, into: &c) else { return PETREL_E_CONFIG_SIZE }
+    }
+    var cb = petrel_client_callbacks()
+    petrel_client_callbacks_init(&cb)
+    if let callbacks {
+        guard readSized(callbacks, size: callbacks.pointee.size, into: &cb) else { return PETREL_E_CONFIG_SIZE }
+    }
+    var configuration = ClientConfiguration()
+    guard let maxMessage = Int(exactly: c.max_message_size), maxMessage > 0 else { return PETREL_E_INVALID_ARGUMENT }
+    configuration.connectTimeout = Int(c.connect_timeout_ms)
+    configuration.options.handshakeTimeout = Int(c.handshake_timeout_ms)
+    configuration.options.session.maxMessageSize = maxMessage
+    configuration.options.session.maxFrameSize = maxMessage
+    if c.compression == 0 { configuration.compression = nil }
+    if c.subprotocols != nil {
+        guard let list = commaList(c.subprotocols), list.allSatisfy(ASCII.isToken) else { return PETREL_E_INVALID_ARGUMENT }
+        configuration.subprotocols = list
+    }
+    if let origin = c.origin {
+        guard let o = string(origin) else { return PETREL_E_INVALID_ARGUMENT }
+        configuration.origin = o
+    }
+    let client = CClient(usesCallbacks: callbacks != nil)
+    let handle = client.handle
+    let userdata = cb.userdata
+    let onMessage = cb.on_message
+    let onClose = cb.on_close
+    let handlers = Handlers()
+    handlers.onOpen = { _ in client.monitor.signal { client.opened = true } }
+    handlers.onConnectFailed = { _, error in client.monitor.signal { client.failure = error } }
+    handlers.onMessage = { _, kind, payload in
+        if client.usesCallbacks {
+            if client.monitor.locked({ client.destroyed }) { return }
+            onMessage?(userdata, handle, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+        } else {
+            let copy = [UInt8](payload)
+            client.monitor.signal { client.inbox.append((Int32(kind.rawValue), copy)) }
+        }
+    }
+    handlers.onClose = { _, code, reason in
+        client.monitor.signal { client.closed = (code.rawValue, reason) }
+        if client.usesCallbacks, let onClose, !client.monitor.locked({ client.destroyed }) {
+            var r = reason
+            r.withUTF8 { onClose(userdata, handle, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
+        }
+    }
+    do throws(RuntimeError) {
+        client.connection = try ClientConnector.connect(to: target, configuration: configuration, handlers: handlers)
+    } catch {
+        return Status.of(error)
+    }
+    let outcome = client.monitor.wait(timeoutMs: -1) { () -> Int32? in
+        if client.opened { return PETREL_OK }
+        if let f = client.failure { return Status.of(f) }
+        return nil
+    }
+    guard outcome == PETREL_OK else { return outcome ?? PETREL_E_CONNECT }
+    clientOut.pointee = OpaquePointer(Unmanaged.passRetained(client).toOpaque())
+    return PETREL_OK
+}
+
+@_cdecl("petrel_client_send")
+public func petrel_client_send(_ client: OpaquePointer?, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
+    guard let c = CClient.from(client), let conn = c.connection, data != nil || len == 0 else { return PETREL_E_NULL }
+    guard kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
+    let payload = UnsafeRawBufferPointer(start: data, count: len)
+    if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
+    return Status.of(conn.send(k, payload))
+}
+
+@_cdecl("petrel_client_receive")
+public func petrel_client_receive(
+    _ client: OpaquePointer?, _ timeoutMs: Int32, _ kindOut: UnsafeMutablePointer<Int32>?, _ buf: UnsafeMutableRawPointer?, _ cap: Int,
+    _ lenOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guard let c = CClient.from(client), let kindOut, let lenOut else { return PETREL_E_NULL }
+    if c.usesCallbacks { return PETREL_E_STATE }
+    return c.monitor.wait(timeoutMs: timeoutMs) { () -> Int32? in
+        if c.inboxHead < c.inbox.count {
+            let (kind, bytes) = c.inbox[c.inboxHead]
+            lenOut.pointee = bytes.count
+            guard bytes.count <= cap, buf != nil || bytes.isEmpty else { return PETREL_E_BUFFER_TOO_SMALL }
+            if let buf, !bytes.isEmpty { bytes.withUnsafeBytes { buf.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) } }
+            kindOut.pointee = kind
+            c.inboxHead += 1
+            if c.inboxHead == c.inbox.count {
+                c.inbox.removeAll()
+                c.inboxHead = 0
+            }
+            return PETREL_OK
+        }
+        return c.closed != nil ? PETREL_E_CLOSED : nil
+    } ?? PETREL_E_TIMEOUT
+}
+
+@_cdecl("petrel_client_close")
+public func petrel_client_close(_ client: OpaquePointer?, _ code: UInt16, _ reason: UnsafePointer<CChar>?) -> Int32 {
+    guard let c = CClient.from(client), let conn = c.connection else { return PETREL_E_NULL }
+    var text = ""
+    if let reason {
+        guard let r = string(reason) else { return PETREL_E_INVALID_ARGUMENT }
+        text = r
+    }
+    guard CloseCode(code).isValidOnWire, text.utf8.count <= 123 else { return PETREL_E_INVALID_ARGUMENT }
+    if conn.isClosed { return PETREL_E_CLOSED }
+    conn.close(code: CloseCode(code), reason: text)
+    return PETREL_OK
+}
+
+@_cdecl("petrel_client_close_status")
+public func petrel_client_close_status(
+    _ client: OpaquePointer?, _ codeOut: UnsafeMutablePointer<UInt16>?, _ reason: UnsafeMutablePointer<CChar>?, _ cap: Int,
+    _ lenOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guard let c = CClient.from(client), let codeOut, let lenOut else { return PETREL_E_NULL }
+    guard let (code, text) = c.monitor.locked({ c.closed }) else { return PETREL_E_AGAIN }
+    let status = copyOut(text, reason, cap, lenOut)
+    if status == PETREL_OK { codeOut.pointee = code }
+    return status
+}
+
+@_cdecl("petrel_client_destroy")
+public func petrel_client_destroy(_ client: OpaquePointer?) {
+    guard let client, let c = CClient.from(client) else { return }
+    if let conn = c.connection, !conn.isClosed {
+        conn.close(code: .goingAway, reason: "client destroyed")
+        _ = c.monitor.wait(timeoutMs: 2_000) { c.closed != nil ? true : nil }
+    }
+    // The connection's handlers hold the client; dropping our hold on the connection breaks the
+    // cycle, so both are freed once the loop forgets the connection.
+    c.monitor.signal {
+        c.destroyed = true
+        c.connection = nil
+    }
+    Unmanaged<CClient>.fromOpaque(UnsafeRawPointer(client)).release()
+}

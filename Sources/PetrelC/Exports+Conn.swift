@@ -1,0 +1,115 @@
+import CPetrelABI
+import Glibc
+import PetrelCore
+import PetrelRuntime
+
+// Connection operations by id. Safe from any thread: the runtime queues them to the loop.
+
+private func lookup(_ server: OpaquePointer?, _ conn: UInt64) -> Result<Connection, CStatusError> {
+    guard let s = CServer.from(server) else { return .failure(CStatusError(PETREL_E_NULL)) }
+    guard let c = s.server.connection(ConnectionID(rawValue: conn)) else {
+        return .failure(CStatusError(PETREL_E_UNKNOWN_CONNECTION))
+    }
+    return .success(c)
+}
+
+@_cdecl("petrel_conn_send")
+public func petrel_conn_send(_ server: OpaquePointer?, _ conn: UInt64, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
+    guard data != nil || len == 0 else { return PETREL_E_NULL }
+    guard kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
+    let c: Connection
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let found): c = found
+    }
+    let payload = UnsafeRawBufferPointer(start: data, count: len)
+    if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
+    if let s = CServer.from(server), len > s.server.configuration.options.session.maxMessageSize { return PETREL_E_TOO_BIG }
+    return Status.of(c.send(k, payload))
+}
+
+@_cdecl("petrel_conn_close")
+public func petrel_conn_close(_ server: OpaquePointer?, _ conn: UInt64, _ code: UInt16, _ reason: UnsafePointer<CChar>?) -> Int32 {
+    var text = ""
+    if let reason {
+        guard let r = string(reason) else { return PETREL_E_INVALID_ARGUMENT }
+        text = r
+    }
+    guard CloseCode(code).isValidOnWire, text.utf8.count <= 123 else { return PETREL_E_INVALID_ARGUMENT }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        c.close(code: CloseCode(code), reason: text)
+        return PETREL_OK
+    }
+}
+
+private func topicCall(_ server: OpaquePointer?, _ conn: UInt64, _ topic: UnsafePointer<CChar>?, _ body: (Connection, String) -> Void) -> Int32 {
+    guard let topic else { return PETREL_E_NULL }
+    guard let t = string(topic) else { return PETREL_E_INVALID_ARGUMENT }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        body(c, t)
+        return PETREL_OK
+    }
+}
+
+@_cdecl("petrel_conn_subscribe")
+public func petrel_conn_subscribe(_ server: OpaquePointer?, _ conn: UInt64, _ topic: UnsafePointer<CChar>?) -> Int32 {
+    topicCall(server, conn, topic) { $0.subscribe($1) }
+}
+
+@_cdecl("petrel_conn_unsubscribe")
+public func petrel_conn_unsubscribe(_ server: OpaquePointer?, _ conn: UInt64, _ topic: UnsafePointer<CChar>?) -> Int32 {
+    topicCall(server, conn, topic) { $0.unsubscribe($1) }
+}
+
+@_cdecl("petrel_conn_buffered_amount")
+public func petrel_conn_buffered_amount(_ server: OpaquePointer?, _ conn: UInt64, _ bytesOut: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    guard let bytesOut else { return PETREL_E_NULL }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        bytesOut.pointee = UInt64(max(0, c.bufferedAmount))
+        return PETREL_OK
+    }
+}
+
+private func requestField(
+    _ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?,
+    _ field: (Connection) -> String?
+) -> Int32 {
+    guard lenOut != nil else { return PETREL_E_NULL }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        guard let value = field(c) else { return PETREL_E_AGAIN }
+        return copyOut(value, buf, cap, lenOut)
+    }
+}
+
+@_cdecl("petrel_conn_path")
+public func petrel_conn_path(_ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
+    requestField(server, conn, buf, cap, lenOut) { $0.request?.path }
+}
+
+@_cdecl("petrel_conn_query")
+public func petrel_conn_query(_ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
+    requestField(server, conn, buf, cap, lenOut) { $0.request?.query }
+}
+
+@_cdecl("petrel_conn_header")
+public func petrel_conn_header(
+    _ server: OpaquePointer?, _ conn: UInt64, _ name: UnsafePointer<CChar>?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+    _ lenOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guard let name else { return PETREL_E_NULL }
+    guard let n = string(name) else { return PETREL_E_INVALID_ARGUMENT }
+    return requestField(server, conn, buf, cap, lenOut) { $0.request?.headers.first(n) }
+}
+
+@_cdecl("petrel_conn_peer_address")
+public func petrel_conn_peer_address(_ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
+    requestField(server, conn, buf, cap, lenOut) { $0.peerAddress.description }
+}

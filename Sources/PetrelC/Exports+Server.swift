@@ -1,0 +1,231 @@
+import CPetrelABI
+import Glibc
+import PetrelCore
+import PetrelRuntime
+
+// The server half of petrel.h: each export checks its arguments, finds the handle, calls the
+// runtime and maps the outcome to a status. No protocol logic lives here.
+
+nonisolated(unsafe) private let versionString: UnsafePointer<CChar> = UnsafePointer(strdup("\(PETREL_VERSION_MAJOR).\(PETREL_VERSION_MINOR).\(PETREL_VERSION_PATCH)")!)
+
+@_cdecl("petrel_version")
+public func petrel_version() -> UnsafePointer<CChar> { versionString }
+
+@_cdecl("petrel_version_number")
+public func petrel_version_number() -> UInt32 {
+    // PETREL_VERSION_NUMBER is a macro expression Swift cannot import; the same formula.
+    UInt32(PETREL_VERSION_MAJOR * 10000 + PETREL_VERSION_MINOR * 100 + PETREL_VERSION_PATCH)
+}
+
+@_cdecl("petrel_strerror")
+public func petrel_strerror(_ status: Int32) -> UnsafePointer<CChar> {
+    Status.cTexts[status] ?? Status.unknown
+}
+
+@_cdecl("petrel_server_config_init")
+public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_server_config>?) {
+    guard let config else { return }
+    let d = ServerConfiguration()
+    var c = petrel_server_config()
+    c.size = MemoryLayout<petrel_server_config>.size
+    c.host = nil
+    c.port = d.port
+    c.threads = 0
+    c.max_connections = UInt32(d.maxConnections)
+    c.max_message_size = UInt64(d.options.session.maxMessageSize)
+    c.max_frame_size = UInt64(d.options.session.maxFrameSize)
+    c.max_backpressure = UInt64(d.options.maxBackpressure)
+    c.handshake_timeout_ms = UInt32(d.options.handshakeTimeout)
+    c.idle_timeout_ms = UInt32(d.options.idleTimeout)
+    c.ping_interval_ms = UInt32(d.options.pingInterval)
+    c.pong_timeout_ms = UInt32(d.options.pongTimeout)
+    c.close_timeout_ms = UInt32(d.options.closeTimeout)
+    c.compression = 1
+    c.close_on_backpressure = 0
+    c.subprotocols = nil
+    c.allowed_origins = nil
+    c.topic_slow_consumer = Int32(PETREL_SLOW_CLOSE)
+    c.topic_max_queued = UInt32(d.defaultTopicPolicy.maxQueuedMessages)
+    c.topic_replay = 0
+    config.pointee = c
+}
+
+@_cdecl("petrel_server_callbacks_init")
+public func petrel_server_callbacks_init(_ callbacks: UnsafeMutablePointer<petrel_server_callbacks>?) {
+    guard let callbacks else { return }
+    var c = petrel_server_callbacks()
+    c.size = MemoryLayout<petrel_server_callbacks>.size
+    callbacks.pointee = c
+}
+
+/// Builds the runtime configuration from a C config, or returns the status that refuses it.
+private func configuration(from c: petrel_server_config) -> Result<ServerConfiguration, CStatusError> {
+    var config = ServerConfiguration()
+    if let host = c.host {
+        guard let h = string(host), !h.isEmpty else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+        config.host = h
+    }
+    config.port = c.port
+    config.threads = Int(c.threads)
+    guard c.threads <= 255, c.max_message_size > 0, c.max_frame_size > 0,
+        let maxMessage = Int(exactly: c.max_message_size), let maxFrame = Int(exactly: c.max_frame_size),
+        let backpressure = Int(exactly: c.max_backpressure), c.max_connections > 0
+    else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+    config.maxConnections = Int(c.max_connections)
+    config.options.session.maxMessageSize = maxMessage
+    config.options.session.maxFrameSize = min(maxFrame, maxMessage)
+    config.options.maxBackpressure = backpressure
+    config.options.handshakeTimeout = Int(c.handshake_timeout_ms)
+    config.options.idleTimeout = Int(c.idle_timeout_ms)
+    config.options.pingInterval = Int(c.ping_interval_ms)
+    config.options.pongTimeout = Int(c.pong_timeout_ms)
+    config.options.closeTimeout = Int(c.close_timeout_ms)
+    config.options.closeOnBackpressure = c.close_on_backpressure != 0
+    if c.compression == 0 { config.compression = nil }
+    if c.subprotocols != nil {
+        guard let list = commaList(c.subprotocols), list.allSatisfy(ASCII.isToken) else {
+            return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+        }
+        config.subprotocols = list
+    }
+    if c.allowed_origins != nil {
+        guard let list = commaList(c.allowed_origins) else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+        config.allowedOrigins = list
+    }
+    let policy: SlowConsumerPolicy
+    switch c.topic_slow_consumer {
+    case Int32(PETREL_SLOW_CLOSE): policy = .close(.policyViolation)
+    case Int32(PETREL_SLOW_DROP_OLDEST): policy = .dropOldest
+    case Int32(PETREL_SLOW_DROP_NEWEST): policy = .dropNewest
+    case Int32(PETREL_SLOW_COALESCE): policy = .coalesceByKey
+    default: return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+    }
+    config.defaultTopicPolicy = TopicPolicy(slowConsumer: policy, maxQueuedMessages: max(1, Int(c.topic_max_queued)), replayCapacity: Int(c.topic_replay))
+    return .success(config)
+}
+
+struct CStatusError: Error {
+    let status: petrel_status
+    init(_ s: Int32) { self.status = s }
+}
+
+@_cdecl("petrel_server_create")
+public func petrel_server_create(
+    _ config: UnsafePointer<petrel_server_config>?, _ callbacks: UnsafePointer<petrel_server_callbacks>?,
+    _ serverOut: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+    guard let config, let serverOut else { return PETREL_E_NULL }
+    var c = petrel_server_config()
+    petrel_server_config_init(&c)
+    guard readSized(config, size: config.pointee.size, into: &c) else { return PETREL_E_CONFIG_SIZE }
+    var cb = petrel_server_callbacks()
+    petrel_server_callbacks_init(&cb)
+    if let callbacks {
+        guard readSized(callbacks, size: callbacks.pointee.size, into: &cb) else { return PETREL_E_CONFIG_SIZE }
+    }
+    let runtimeConfig: ServerConfiguration
+    switch configuration(from: c) {
+    case .failure(let e): return e.status
+    case .success(let r): runtimeConfig = r
+    }
+    let handlers = Handlers()
+    let server = Server(configuration: runtimeConfig, handlers: handlers)
+    let box = CServer(server: server, callbacks: cb)
+    let handle = box.handle
+    let userdata = cb.userdata
+    if let onOpen = cb.on_open {
+        handlers.onOpen = { conn in onOpen(userdata, handle, conn.id.rawValue) }
+    }
+    if let onMessage = cb.on_message {
+        handlers.onMessage = { conn, kind, payload in
+            onMessage(userdata, handle, conn.id.rawValue, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+        }
+    }
+    if let onClose = cb.on_close {
+        handlers.onClose = { conn, code, reason in
+            var r = reason
+            r.withUTF8 { onClose(userdata, handle, conn.id.rawValue, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
+        }
+    }
+    if let onDrain = cb.on_drain {
+        handlers.onDrain = { conn in onDrain(userdata, handle, conn.id.rawValue) }
+    }
+    serverOut.pointee = OpaquePointer(Unmanaged.passRetained(box).toOpaque())
+    return PETREL_OK
+}
+
+@_cdecl("petrel_server_start")
+public func petrel_server_start(_ server: OpaquePointer?) -> Int32 {
+    guard let s = CServer.from(server) else { return PETREL_E_NULL }
+    do throws(RuntimeError) {
+        try s.server.start()
+        return PETREL_OK
+    } catch {
+        return Status.of(error)
+    }
+}
+
+@_cdecl("petrel_server_run")
+public func petrel_server_run(_ server: OpaquePointer?) -> Int32 {
+    guard let s = CServer.from(server) else { return PETREL_E_NULL }
+    do throws(RuntimeError) {
+        try s.server.run()
+        return PETREL_OK
+    } catch {
+        return Status.of(error)
+    }
+}
+
+@_cdecl("petrel_server_stop")
+public func petrel_server_stop(_ server: OpaquePointer?, _ graceMs: UInt32) -> Int32 {
+    guard let s = CServer.from(server) else { return PETREL_E_NULL }
+    guard s.server.isRunning else { return PETREL_E_STOPPED }
+    s.server.stop(grace: Int(graceMs))
+    return PETREL_OK
+}
+
+@_cdecl("petrel_server_destroy")
+public func petrel_server_destroy(_ server: OpaquePointer?) -> Int32 {
+    guard let server, let s = CServer.from(server) else { return PETREL_OK }
+    if s.server.isCurrentLoopThread { return PETREL_E_WRONG_THREAD }
+    if s.server.isRunning { s.server.stop(grace: 1_000) }
+    Unmanaged<CServer>.fromOpaque(UnsafeRawPointer(server)).release()
+    return PETREL_OK
+}
+
+@_cdecl("petrel_server_port")
+public func petrel_server_port(_ server: OpaquePointer?, _ portOut: UnsafeMutablePointer<UInt16>?) -> Int32 {
+    guard let s = CServer.from(server), let portOut else { return PETREL_E_NULL }
+    guard s.server.port != 0 else { return PETREL_E_STOPPED }
+    portOut.pointee = s.server.port
+    return PETREL_OK
+}
+
+@_cdecl("petrel_server_connection_count")
+public func petrel_server_connection_count(_ server: OpaquePointer?, _ countOut: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    guard let s = CServer.from(server), let countOut else { return PETREL_E_NULL }
+    countOut.pointee = UInt64(max(0, s.server.connectionCount))
+    return PETREL_OK
+}
+
+@_cdecl("petrel_server_publish")
+public func petrel_server_publish(
+    _ server: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int,
+    _ key: UnsafePointer<CChar>?, _ eventIDOut: UnsafeMutablePointer<UInt64>?
+) -> Int32 {
+    guard let s = CServer.from(server), let topic, data != nil || len == 0 else { return PETREL_E_NULL }
+    guard let t = string(topic), let k = MessageKind(rawValue: UInt8(truncatingIfNeeded: kind)), kind == 1 || kind == 2 else {
+        return PETREL_E_INVALID_ARGUMENT
+    }
+    let payload = UnsafeRawBufferPointer(start: data, count: len)
+    if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
+    var keyString: String? = nil
+    if let key {
+        guard let ks = string(key) else { return PETREL_E_INVALID_ARGUMENT }
+        keyString = ks
+    }
+    guard s.server.isRunning else { return PETREL_E_STOPPED }
+    let id = s.server.publish(t, k, [UInt8](payload), key: keyString)
+    eventIDOut?.pointee = id
+    return PETREL_OK
+}

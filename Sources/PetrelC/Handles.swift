@@ -1,0 +1,72 @@
+import CPetrelABI
+import Glibc
+import PetrelCore
+import PetrelRuntime
+
+/// What a `petrel_server *` points to: the runtime server plus the caller's callbacks.
+final class CServer: @unchecked Sendable {
+    let server: Server
+    let callbacks: petrel_server_callbacks
+
+    init(server: Server, callbacks: petrel_server_callbacks) {
+        self.server = server
+        self.callbacks = callbacks
+    }
+
+    var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
+
+    static func from(_ p: OpaquePointer?) -> CServer? {
+        guard let p else { return nil }
+        return Unmanaged<CServer>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+    }
+}
+
+/// Copies a caller's config struct that carries its size: fields the caller did not know about
+/// keep their defaults, and a size of 0 means the caller never called the _init function.
+func readSized<T>(_ p: UnsafePointer<T>, size: Int, into value: inout T) -> Bool {
+    guard size > 0 else { return false }
+    let n = min(size, MemoryLayout<T>.size)
+    withUnsafeMutableBytes(of: &value) { dst in
+        dst.baseAddress!.copyMemory(from: UnsafeRawPointer(p), byteCount: n)
+    }
+    return true
+}
+
+/// A C string as Swift, or nil if it is not valid UTF-8.
+func string(_ p: UnsafePointer<CChar>) -> String? {
+    String(validatingCString: p)
+}
+
+/// Splits "a, b,c" into ["a", "b", "c"].
+func commaList(_ p: UnsafePointer<CChar>?) -> [String]? {
+    guard let p, let s = string(p) else { return nil }
+    return s.split(separator: ",").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        var s = self
+        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
+        while s.last == " " || s.last == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+/// Copies `s` into a caller buffer with the wslay/rustls conventions: *len_out always gets the
+/// length; PETREL_E_BUFFER_TOO_SMALL if it does not fit; NUL-terminated when there is room.
+func copyOut(_ s: String, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> petrel_status {
+    guard let lenOut else { return PETREL_E_NULL }
+    let bytes = Array(s.utf8)
+    if bytes.count > cap || (bytes.count > 0 && buf == nil) {
+        lenOut.pointee = bytes.count
+        return PETREL_E_BUFFER_TOO_SMALL
+    }
+    if let buf {
+        bytes.withUnsafeBytes { src in
+            if let base = src.baseAddress { UnsafeMutableRawPointer(buf).copyMemory(from: base, byteCount: bytes.count) }
+        }
+        if bytes.count < cap { buf[bytes.count] = 0 }
+    }
+    lenOut.pointee = bytes.count
+    return PETREL_OK
+}

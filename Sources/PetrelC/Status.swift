@@ -1,0 +1,74 @@
+import CPetrelABI
+import Glibc
+import PetrelCore
+import PetrelRuntime
+
+/// The C status of each error type, and the text `petrel_strerror` gives for each status. The
+/// protocol and handshake codes come from PetrelCore's error table (Errors.swift).
+enum Status {
+    static func of(_ e: RuntimeError) -> petrel_status {
+        switch e.kind {
+        case .resolve: return PETREL_E_RESOLVE
+        case .socket: return PETREL_E_SOCKET
+        case .bind, .listen: return PETREL_E_BIND
+        case .connect: return PETREL_E_CONNECT
+        case .connectTimeout: return PETREL_E_CONNECT_TIMEOUT
+        case .thread: return PETREL_E_THREAD
+        case .stopped: return PETREL_E_STATE
+        case .invalidURL: return PETREL_E_URL
+        case .handshake: return PETREL_E_HANDSHAKE
+        case .closed: return PETREL_E_CLOSED
+        }
+    }
+
+    static func of(_ s: SendStatus) -> petrel_status {
+        switch s {
+        case .ok: return PETREL_OK
+        case .backpressure: return PETREL_E_BACKPRESSURE
+        case .closed: return PETREL_E_CLOSED
+        }
+    }
+
+    /// Every status the library can return, with its text: the runtime's and the C layer's
+    /// own, then every case of PetrelCore's error table.
+    static let texts: [Int32: String] = {
+        var t: [Int32: String] = [
+            PETREL_OK: "success",
+            PETREL_E_AGAIN: "nothing available now; try again later",
+            PETREL_E_BACKPRESSURE: "not queued: the connection's send buffer is over its limit (wait for on_drain)",
+            PETREL_E_TIMEOUT: "the operation timed out",
+            PETREL_E_NULL: "a required pointer argument was NULL",
+            PETREL_E_INVALID_ARGUMENT: "an argument is out of range or not valid UTF-8",
+            PETREL_E_UNKNOWN_CONNECTION: "no open connection has this id",
+            PETREL_E_STOPPED: "the server is not running",
+            PETREL_E_WRONG_THREAD: "not allowed from this thread (a callback cannot destroy its own server)",
+            PETREL_E_CLOSED: "the connection is closing or closed",
+            PETREL_E_STATE: "not allowed in the current state",
+            PETREL_E_BUFFER_TOO_SMALL: "the buffer is too small; *len_out says how much is needed",
+            PETREL_E_CONFIG_SIZE: "the config struct's size field is not set: call its _init function",
+            PETREL_E_NOMEM: "out of memory",
+            PETREL_E_TOO_BIG: "the message is larger than the configured maximum",
+            PETREL_E_RESOLVE: "the host name could not be resolved",
+            PETREL_E_SOCKET: "a socket could not be created",
+            PETREL_E_BIND: "the address could not be bound (in use, or not local)",
+            PETREL_E_CONNECT: "the connection was refused or the host is unreachable",
+            PETREL_E_CONNECT_TIMEOUT: "the connection attempt timed out",
+            PETREL_E_URL: "not a valid ws:// URL",
+            PETREL_E_THREAD: "a loop thread could not be started",
+            PETREL_E_HANDSHAKE: "the opening handshake failed",
+        ]
+        for e in ProtocolError.allCases {
+            t[e.status] = e.limit == 0 && e.closeCode == .messageTooBig
+                ? (e == .frameTooBig(limit: 0) ? "frame over the configured maximum size" : "message over the configured maximum size")
+                : e.description
+        }
+        for e in UsageError.allCases { t[e.status] = e.description }
+        for e in HandshakeError.allCases { t[e.cStatus] = "handshake refused (\(e.status)): \(e.message)" }
+        for e in ClientHandshakeError.allCases { t[e.cStatus] = e.message }
+        return t
+    }()
+
+    /// The same texts as C strings, made once and never freed: static storage for `petrel_strerror`.
+    nonisolated(unsafe) static let cTexts: [Int32: UnsafePointer<CChar>] = texts.mapValues { UnsafePointer(strdup($0)!) }
+    nonisolated(unsafe) static let unknown: UnsafePointer<CChar> = UnsafePointer(strdup("unknown error")!)
+}

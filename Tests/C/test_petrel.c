@@ -1,0 +1,324 @@
+/* C tests of petrel.h: an in-process server and clients over loopback, built against the
+ * installed header and library with -Wall -Wextra -Werror, run under valgrind by the test command.
+ * Prints "N passed, N failed". */
+#define _POSIX_C_SOURCE 200809L
+#include <petrel.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static int passed, failed;
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            passed++;                                                                \
+        } else {                                                                     \
+            failed++;                                                                \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+#define CHECK_STATUS(expr, want)                                                                              \
+    do {                                                                                                      \
+        petrel_status s_ = (expr);                                                                            \
+        if (s_ == (want)) {                                                                                   \
+            passed++;                                                                                         \
+        } else {                                                                                              \
+            failed++;                                                                                         \
+            fprintf(stderr, "%s:%d: %s returned %d (%s), wanted %d\n", __FILE__, __LINE__, #expr, (int)s_, \
+                    petrel_strerror(s_), (int)(want));                                                        \
+        }                                                                                                     \
+    } while (0)
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Server state, written by the loop threads. */
+static atomic_int opens, closes, last_close_code, wrong_thread_seen, path_ok;
+
+static void on_open(void *userdata, petrel_server *server, uint64_t conn) {
+    (void)userdata;
+    char path[64];
+    size_t len = 0;
+    if (petrel_conn_path(server, conn, path, sizeof path, &len) == PETREL_OK && strcmp(path, "/sub") == 0) {
+        petrel_conn_subscribe(server, conn, "ticks");
+    }
+    char agent[8];
+    size_t need = 0;
+    /* A header into a buffer that is too small reports the size it needs. */
+    if (petrel_conn_header(server, conn, "host", agent, 2, &need) == PETREL_E_BUFFER_TOO_SMALL && need > 2) {
+        atomic_fetch_add(&path_ok, 1);
+    }
+    atomic_fetch_add(&opens, 1);
+}
+
+static void on_message(void *userdata, petrel_server *server, uint64_t conn, int32_t kind, const uint8_t *data, size_t len) {
+    (void)userdata;
+    if (kind == PETREL_TEXT && len == 5 && memcmp(data, "close", 5) == 0) {
+        petrel_conn_close(server, conn, 4001, "bye");
+        return;
+    }
+    if (kind == PETREL_TEXT && len == 7 && memcmp(data, "destroy", 7) == 0) {
+        /* Destroying the server from its own callback must be refused, not deadlock. */
+        if (petrel_server_destroy(server) == PETREL_E_WRONG_THREAD) atomic_fetch_add(&wrong_thread_seen, 1);
+    }
+    petrel_conn_send(server, conn, kind, data, len);
+}
+
+static void on_close(void *userdata, petrel_server *server, uint64_t conn, uint16_t code, const char *reason, size_t reason_len) {
+    (void)userdata, (void)server, (void)conn, (void)reason, (void)reason_len;
+    atomic_store(&last_close_code, code);
+    atomic_fetch_add(&closes, 1);
+}
+
+static petrel_server *start_server(uint16_t *port) {
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    config.threads = 2;
+    config.topic_slow_consumer = PETREL_SLOW_DROP_OLDEST;
+    petrel_server_callbacks callbacks;
+    petrel_server_callbacks_init(&callbacks);
+    callbacks.on_open = on_open;
+    callbacks.on_message = on_message;
+    callbacks.on_close = on_close;
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_E_STATE);
+    CHECK_STATUS(petrel_server_port(server, port), PETREL_OK);
+    return server;
+}
+
+static petrel_client *connect_client(uint16_t port, const char *path) {
+    char url[128];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%u%s", port, path);
+    petrel_client *client = NULL;
+    CHECK_STATUS(petrel_client_connect(url, NULL, NULL, &client), PETREL_OK);
+    return client;
+}
+
+static void test_echo(uint16_t port) {
+    petrel_client *client = connect_client(port, "/echo");
+    if (!client) return;
+    /* On the heap: a 2 MiB stack frame is more than valgrind's stack tracking accepts. */
+    enum { BUF = 2 * 1024 * 1024 };
+    uint8_t *buf = malloc(BUF);
+    int32_t kind = 0;
+    size_t len = 0;
+
+    CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "hello", 5), PETREL_OK);
+    CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, BUF, &len), PETREL_OK);
+    CHECK(kind == PETREL_TEXT && len == 5 && memcmp(buf, "hello", 5) == 0);
+
+    static const uint8_t bin[] = {0, 1, 2, 255};
+    CHECK_STATUS(petrel_client_send(client, PETREL_BINARY, bin, sizeof bin), PETREL_OK);
+    CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, BUF, &len), PETREL_OK);
+    CHECK(kind == PETREL_BINARY && len == 4 && memcmp(buf, bin, 4) == 0);
+
+    CHECK_STATUS(petrel_client_send(client, PETREL_BINARY, NULL, 0), PETREL_OK);
+    CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, BUF, &len), PETREL_OK);
+    CHECK(kind == PETREL_BINARY && len == 0);
+
+    /* A large message, and a receive buffer that is too small for it. */
+    size_t big = 1024 * 1024 + 7;
+    uint8_t *large = malloc(big);
+    for (size_t i = 0; i < big; i++) large[i] = (uint8_t)(i * 31);
+    CHECK_STATUS(petrel_client_send(client, PETREL_BINARY, large, big), PETREL_OK);
+    CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, 100, &len), PETREL_E_BUFFER_TOO_SMALL);
+    CHECK(len == big);
+    CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, BUF, &len), PETREL_OK);
+    CHECK(len == big && memcmp(buf, large, big) == 0);
+    free(large);
+
+    /* Nothing more is coming. */
+    CHECK_STATUS(petrel_client_receive(client, 50, &kind, buf, BUF, &len), PETREL_E_TIMEOUT);
+
+    /* Invalid arguments. */
+    CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "\xff\xfe", 2), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_client_send(client, 7, "x", 1), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_client_send(client, PETREL_BINARY, NULL, 3), PETREL_E_NULL);
+    CHECK_STATUS(petrel_client_close(client, 1005, NULL), PETREL_E_INVALID_ARGUMENT);
+
+    /* The server closes when asked: 4001 "bye". */
+    CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "close", 5), PETREL_OK);
+    CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, BUF, &len), PETREL_E_CLOSED);
+    uint16_t code = 0;
+    char reason[32];
+    CHECK_STATUS(petrel_client_close_status(client, &code, reason, sizeof reason, &len), PETREL_OK);
+    CHECK(code == 4001 && len == 3 && strcmp(reason, "bye") == 0);
+    CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "late", 4), PETREL_E_CLOSED);
+    petrel_client_destroy(client);
+    free(buf);
+}
+
+static void test_client_close(uint16_t port) {
+    petrel_client *client = connect_client(port, "/echo");
+    if (!client) return;
+    int before = atomic_load(&closes);
+    CHECK_STATUS(petrel_client_close(client, 4002, "client leaving"), PETREL_OK);
+    int32_t kind;
+    size_t len;
+    uint8_t buf[16];
+    CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, sizeof buf, &len), PETREL_E_CLOSED);
+    for (int i = 0; i < 200 && atomic_load(&closes) == before; i++) sleep_ms(10);
+    CHECK(atomic_load(&last_close_code) == 4002);
+    petrel_client_destroy(client);
+}
+
+/* Fragments sent over a raw socket are reassembled and echoed whole. */
+static void test_fragments(uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0);
+    const char *req = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    char resp[512];
+    ssize_t n = 0, r;
+    while ((r = read(fd, resp + n, sizeof resp - 1 - (size_t)n)) > 0) {
+        n += r;
+        resp[n] = 0;
+        if (strstr(resp, "\r\n\r\n")) break;
+    }
+    CHECK(n > 12 && memcmp(resp, "HTTP/1.1 101", 12) == 0);
+    /* "Hel" + "lo", masked with a zero key. */
+    static const uint8_t frames[] = {0x01, 0x83, 0, 0, 0, 0, 'H', 'e', 'l', 0x80, 0x82, 0, 0, 0, 0, 'l', 'o'};
+    CHECK(write(fd, frames, sizeof frames) == (ssize_t)sizeof frames);
+    uint8_t echo[16];
+    n = 0;
+    while (n < 7 && (r = read(fd, echo + n, sizeof echo - (size_t)n)) > 0) n += r;
+    CHECK(n == 7 && echo[0] == 0x81 && echo[1] == 5 && memcmp(echo + 2, "Hello", 5) == 0);
+    close(fd);
+}
+
+static void test_pubsub(petrel_server *server, uint16_t port) {
+    enum { CLIENTS = 20, MESSAGES = 100 };
+    petrel_client *clients[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) clients[i] = connect_client(port, "/sub");
+    /* The subscription happens in on_open, before the client's connect returns. */
+    for (int m = 0; m < MESSAGES; m++) {
+        char text[32];
+        int len = snprintf(text, sizeof text, "tick %d", m);
+        uint64_t event_id = 0;
+        CHECK_STATUS(petrel_server_publish(server, "ticks", PETREL_TEXT, text, (size_t)len, NULL, &event_id), PETREL_OK);
+        if (event_id != (uint64_t)m + 1) CHECK(event_id == (uint64_t)m + 1);
+    }
+    for (int i = 0; i < CLIENTS; i++) {
+        int in_order = 1;
+        for (int m = 0; m < MESSAGES && clients[i]; m++) {
+            char buf[64], want[32];
+            int32_t kind;
+            size_t len;
+            snprintf(want, sizeof want, "tick %d", m);
+            if (petrel_client_receive(clients[i], 5000, &kind, buf, sizeof buf - 1, &len) != PETREL_OK) {
+                in_order = 0;
+                break;
+            }
+            buf[len] = 0;
+            if (strcmp(buf, want) != 0) in_order = 0;
+        }
+        CHECK(in_order);
+        petrel_client_destroy(clients[i]);
+    }
+    CHECK_STATUS(petrel_server_publish(server, "ticks", PETREL_TEXT, "\xc0\xaf", 2, NULL, NULL), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_server_publish(server, NULL, PETREL_TEXT, "x", 1, NULL, NULL), PETREL_E_NULL);
+}
+
+static void test_errors(petrel_server *server) {
+    uint64_t bytes;
+    char buf[8];
+    size_t len;
+    CHECK_STATUS(petrel_conn_send(server, 12345, PETREL_TEXT, "x", 1), PETREL_E_UNKNOWN_CONNECTION);
+    CHECK_STATUS(petrel_conn_close(server, 12345, 1000, NULL), PETREL_E_UNKNOWN_CONNECTION);
+    CHECK_STATUS(petrel_conn_subscribe(server, 12345, "t"), PETREL_E_UNKNOWN_CONNECTION);
+    CHECK_STATUS(petrel_conn_buffered_amount(server, 12345, &bytes), PETREL_E_UNKNOWN_CONNECTION);
+    CHECK_STATUS(petrel_conn_path(server, 12345, buf, sizeof buf, &len), PETREL_E_UNKNOWN_CONNECTION);
+    CHECK_STATUS(petrel_conn_send(NULL, 1, PETREL_TEXT, "x", 1), PETREL_E_NULL);
+    CHECK_STATUS(petrel_conn_buffered_amount(server, 1, NULL), PETREL_E_NULL);
+    CHECK_STATUS(petrel_server_port(NULL, NULL), PETREL_E_NULL);
+
+    petrel_server_config zeroed;
+    memset(&zeroed, 0, sizeof zeroed);
+    petrel_server *never = NULL;
+    CHECK_STATUS(petrel_server_create(&zeroed, NULL, &never), PETREL_E_CONFIG_SIZE);
+    CHECK(never == NULL);
+    petrel_server_config bad;
+    petrel_server_config_init(&bad);
+    bad.topic_slow_consumer = 99;
+    CHECK_STATUS(petrel_server_create(&bad, NULL, &never), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_server_create(NULL, NULL, &never), PETREL_E_NULL);
+
+    petrel_client *client = NULL;
+    CHECK_STATUS(petrel_client_connect("http://127.0.0.1/", NULL, NULL, &client), PETREL_E_URL);
+    CHECK_STATUS(petrel_client_connect("ws://127.0.0.1:1/", NULL, NULL, &client), PETREL_E_CONNECT);
+    CHECK_STATUS(petrel_client_connect(NULL, NULL, NULL, &client), PETREL_E_NULL);
+    CHECK(client == NULL);
+
+    /* Every status has a text; unknown ones too. */
+    static const petrel_status all[] = {
+        PETREL_OK, PETREL_E_AGAIN, PETREL_E_BACKPRESSURE, PETREL_E_TIMEOUT, PETREL_E_RESERVED_OPCODE, PETREL_E_INVALID_UTF8,
+        PETREL_E_MESSAGE_TOO_BIG, PETREL_E_ABNORMAL_CLOSURE, PETREL_E_HS_MALFORMED, PETREL_E_HS_TIMEOUT, PETREL_E_HS_BAD_RESPONSE,
+        PETREL_E_HS_EXTENSION_PARAMS, PETREL_E_NULL, PETREL_E_CONFIG_SIZE, PETREL_E_SENDING_CLOSED, PETREL_E_CLOSE_REASON_LONG,
+        PETREL_E_NOMEM, PETREL_E_TOO_BIG, PETREL_E_RESOLVE, PETREL_E_HANDSHAKE};
+    int texts_ok = 1;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        const char *t = petrel_strerror(all[i]);
+        if (!t || strcmp(t, "unknown error") == 0) {
+            fprintf(stderr, "no text for %d\n", (int)all[i]);
+            texts_ok = 0;
+        }
+    }
+    CHECK(texts_ok);
+    CHECK(strcmp(petrel_strerror(-9999), "unknown error") == 0);
+    CHECK(petrel_server_destroy(NULL) == PETREL_OK);
+    petrel_client_destroy(NULL);
+}
+
+static void test_destroy_from_callback(uint16_t port) {
+    petrel_client *client = connect_client(port, "/echo");
+    if (!client) return;
+    int32_t kind;
+    size_t len;
+    char buf[16];
+    CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "destroy", 7), PETREL_OK);
+    CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, sizeof buf, &len), PETREL_OK);
+    CHECK(atomic_load(&wrong_thread_seen) == 1);
+    petrel_client_destroy(client);
+}
+
+int main(void) {
+    uint16_t port = 0;
+    petrel_server *server = start_server(&port);
+    if (server) {
+        test_echo(port);
+        test_client_close(port);
+        test_fragments(port);
+        test_pubsub(server, port);
+        test_destroy_from_callback(port);
+        test_errors(server);
+        CHECK(atomic_load(&opens) >= 24 && atomic_load(&path_ok) >= 24);
+        CHECK_STATUS(petrel_server_stop(server, 1000), PETREL_OK);
+        CHECK_STATUS(petrel_server_stop(server, 1000), PETREL_E_STOPPED);
+        uint64_t count = 1;
+        CHECK_STATUS(petrel_server_connection_count(server, &count), PETREL_OK);
+        CHECK(count == 0);
+        CHECK_STATUS(petrel_server_publish(server, "ticks", PETREL_TEXT, "x", 1, NULL, NULL), PETREL_E_STOPPED);
+        CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}

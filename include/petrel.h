@@ -1,0 +1,397 @@
+/*
+ * petrel.h — the C interface to Petrel, an embeddable WebSocket endpoint (RFC 6455, RFC 7692).
+ *
+ * CONVENTIONS
+ *
+ * Errors.    Every function that can fail returns a petrel_status: PETREL_OK (0) or a negative
+ *            code from the enum below, grouped in bands: -1xx would-block / backpressure,
+ *            -2xx protocol and handshake, -3xx bad argument or state, -5xx resource or limit,
+ *            -6xx I/O. Numbers are never reused. They are macros of type int (petrel_status). petrel_strerror() names any code.
+ *            Outputs (parameters named *_out) are written only when PETREL_OK is returned.
+ *
+ * Ownership. 1. A pointer handed to a callback is borrowed until the callback returns: copy what
+ *               you keep.
+ *            2. Every send call copies the payload before it returns; the caller keeps its buffer.
+ *            3. A handle returned through **_out belongs to the caller, who releases it exactly
+ *               once with the matching _destroy; _destroy(NULL) does nothing. Never free() Petrel
+ *               memory.
+ *            4. Strings are UTF-8 and need not be NUL-terminated where a length is passed.
+ *
+ * Threads.   Every callback for a connection runs on that connection's loop thread, never
+ *            concurrently with another callback for the same connection. Callbacks of different
+ *            connections may run at the same time on different loop threads.
+ *            petrel_conn_*, petrel_server_publish and petrel_server_stop are safe from any thread.
+ *            Every other call is "one thread at a time per handle". A petrel_session is not
+ *            thread-safe. petrel_server_destroy from inside a callback returns
+ *            PETREL_E_WRONG_THREAD rather than deadlocking.
+ *
+ * Ids.       Connections are named by a uint64_t id that is never reused within the process. A
+ *            stale id returns PETREL_E_UNKNOWN_CONNECTION.
+ *
+ * Versions.  PETREL_VERSION_* below name the header; petrel_version() names the library.
+ *            Config structs carry their own size (set by the _init function), so that a newer
+ *            library reads only the fields an older caller knew about.
+ */
+#ifndef PETREL_H
+#define PETREL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PETREL_VERSION_MAJOR 0
+#define PETREL_VERSION_MINOR 1
+#define PETREL_VERSION_PATCH 0
+/** MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define PETREL_VERSION_NUMBER (PETREL_VERSION_MAJOR * 10000 + PETREL_VERSION_MINOR * 100 + PETREL_VERSION_PATCH)
+
+/** A result: PETREL_OK or a negative error code. */
+typedef int32_t petrel_status;
+
+#define PETREL_OK 0
+/* -1xx: try again later */
+#define PETREL_E_AGAIN (-101)                /* nothing to return now (no event, no message yet) */
+#define PETREL_E_BACKPRESSURE (-102)         /* not queued: the connection's send buffer is over its limit; wait for on_drain */
+#define PETREL_E_TIMEOUT (-103)              /* a blocking call's timeout expired */
+/* -2xx: protocol (the peer broke RFC 6455 / RFC 7692); the connection was failed with a close code */
+#define PETREL_E_RESERVED_OPCODE (-201)      /* close 1002 */
+#define PETREL_E_RESERVED_BITS (-202)        /* close 1002 */
+#define PETREL_E_CONTROL_TOO_LONG (-203)     /* close 1002 */
+#define PETREL_E_FRAGMENTED_CONTROL (-204)   /* close 1002 */
+#define PETREL_E_LENGTH_TOP_BIT (-205)       /* close 1002 */
+#define PETREL_E_UNMASKED_FRAME (-206)       /* close 1002 */
+#define PETREL_E_MASKED_FRAME (-207)         /* close 1002 */
+#define PETREL_E_UNEXPECTED_CONTINUATION (-208) /* close 1002 */
+#define PETREL_E_EXPECTED_CONTINUATION (-209) /* close 1002 */
+#define PETREL_E_CLOSE_PAYLOAD (-210)        /* close 1002: a 1-byte close payload */
+#define PETREL_E_CLOSE_CODE (-211)           /* close 1002: a close code that may not be sent */
+#define PETREL_E_INVALID_UTF8 (-212)         /* close 1007 */
+#define PETREL_E_CLOSE_REASON_UTF8 (-213)    /* close 1007 */
+#define PETREL_E_FRAME_TOO_BIG (-214)        /* close 1009 */
+#define PETREL_E_MESSAGE_TOO_BIG (-215)      /* close 1009 */
+#define PETREL_E_INFLATE (-216)              /* close 1002: invalid compressed data */
+#define PETREL_E_ABNORMAL_CLOSURE (-217)     /* 1006: the transport ended without a closing handshake */
+/* -24x: a server refused an opening handshake (the HTTP status it answered) */
+#define PETREL_E_HS_MALFORMED (-240)         /* 400 */
+#define PETREL_E_HS_TOO_LARGE (-241)         /* 431 */
+#define PETREL_E_HS_TOO_MANY_HEADERS (-242)  /* 431 */
+#define PETREL_E_HS_NOT_GET (-243)           /* 400 */
+#define PETREL_E_HS_HTTP_VERSION (-244)      /* 400 */
+#define PETREL_E_HS_HOST (-245)              /* 400 */
+#define PETREL_E_HS_NOT_UPGRADE (-246)       /* 426 */
+#define PETREL_E_HS_KEY (-247)               /* 400 */
+#define PETREL_E_HS_VERSION (-248)           /* 426 */
+#define PETREL_E_HS_ORIGIN (-249)            /* 403 */
+#define PETREL_E_HS_EXTENSIONS (-250)        /* 400 */
+#define PETREL_E_HS_SUBPROTOCOLS (-251)      /* 400 */
+#define PETREL_E_HS_UNAVAILABLE (-252)       /* 503 */
+#define PETREL_E_HS_TIMEOUT (-253)           /* 408 */
+/* -26x: a client rejected a server's handshake response */
+#define PETREL_E_HS_BAD_RESPONSE (-260)     
+#define PETREL_E_HS_RESPONSE_TOO_LARGE (-261)
+#define PETREL_E_HS_STATUS (-262)            /* the server answered with a status other than 101 */
+#define PETREL_E_HS_NO_UPGRADE (-263)       
+#define PETREL_E_HS_NO_CONNECTION (-264)    
+#define PETREL_E_HS_ACCEPT (-265)            /* Sec-WebSocket-Accept does not match */
+#define PETREL_E_HS_SUBPROTOCOL (-266)       /* a subprotocol that was not offered */
+#define PETREL_E_HS_EXTENSION (-267)         /* an extension that was not offered */
+#define PETREL_E_HS_EXTENSION_PARAMS (-268) 
+/* -3xx: bad argument or state */
+#define PETREL_E_NULL (-301)                 /* a required pointer was NULL */
+#define PETREL_E_INVALID_ARGUMENT (-302)     /* a value out of range, or a string that is not valid UTF-8 */
+#define PETREL_E_UNKNOWN_CONNECTION (-303)   /* no open connection has this id (it closed, or never existed) */
+#define PETREL_E_STOPPED (-304)              /* the server is stopped, or was never started */
+#define PETREL_E_WRONG_THREAD (-305)         /* not allowed from this thread (e.g. destroy from a callback) */
+#define PETREL_E_CLOSED (-306)               /* the connection is closing or closed */
+#define PETREL_E_STATE (-307)                /* not allowed in the current state (e.g. start twice) */
+#define PETREL_E_BUFFER_TOO_SMALL (-308)     /* the caller's buffer is too small; *len_out says how much is needed */
+#define PETREL_E_CONFIG_SIZE (-309)          /* a config struct's size field is not set (call its _init) */
+#define PETREL_E_SENDING_CLOSED (-320)       /* the session sent or received a close frame: no more data */
+#define PETREL_E_CONTROL_PAYLOAD (-321)      /* a ping or pong payload over 125 bytes */
+#define PETREL_E_BAD_CLOSE_CODE (-322)       /* close codes allowed: 1000-1003, 1007-1014, 3000-4999 */
+#define PETREL_E_CLOSE_REASON_LONG (-323)    /* a close reason over 123 bytes */
+/* -5xx: resources and limits */
+#define PETREL_E_NOMEM (-501)               
+#define PETREL_E_TOO_BIG (-502)              /* a message over the configured maximum size */
+/* -6xx: I/O */
+#define PETREL_E_RESOLVE (-601)              /* the host name could not be resolved */
+#define PETREL_E_SOCKET (-602)              
+#define PETREL_E_BIND (-603)                 /* the address is in use or not ours */
+#define PETREL_E_CONNECT (-604)              /* connection refused or unreachable */
+#define PETREL_E_CONNECT_TIMEOUT (-605)     
+#define PETREL_E_URL (-606)                  /* not a ws:// URL (or wss:// without TLS support) */
+#define PETREL_E_THREAD (-607)               /* a loop thread could not be started */
+#define PETREL_E_HANDSHAKE (-608)            /* the opening handshake failed (see petrel_client_error) */
+
+/** Message kinds. */
+#define PETREL_TEXT 1
+#define PETREL_BINARY 2
+
+/**
+ * Returns the library's version, "MAJOR.MINOR.PATCH". Never NULL; static storage.
+ * Thread: any.
+ */
+const char *petrel_version(void);
+
+/** Returns PETREL_VERSION_NUMBER of the library (compare with the header's). Thread: any. */
+uint32_t petrel_version_number(void);
+
+/**
+ * Describes a status code. Never NULL; static storage. Unknown codes get "unknown error".
+ * Thread: any.
+ */
+const char *petrel_strerror(petrel_status status);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Server                                                                                       */
+/* ------------------------------------------------------------------------------------------- */
+
+typedef struct petrel_server petrel_server;
+
+/** What happens to a topic subscriber that cannot keep up (see the README). */
+#define PETREL_SLOW_CLOSE 0       /* close it with 1008 */
+#define PETREL_SLOW_DROP_OLDEST 1
+#define PETREL_SLOW_DROP_NEWEST 2
+#define PETREL_SLOW_COALESCE 3    /* keep only the newest message per publish key */
+
+typedef struct petrel_server_config {
+    size_t size;                  /* set by petrel_server_config_init */
+    const char *host;             /* default "0.0.0.0"; "::" for IPv6 */
+    uint16_t port;                /* default 8080; 0 picks a free port (see petrel_server_port) */
+    uint32_t threads;             /* loop threads; 0 = one per core */
+    uint32_t max_connections;     /* default 100000; over it requests get 503 */
+    uint64_t max_message_size;    /* default 16 MiB; larger messages close with 1009 */
+    uint64_t max_frame_size;      /* default 16 MiB */
+    uint64_t max_backpressure;    /* default 1 MiB of queued output per connection */
+    uint32_t handshake_timeout_ms; /* default 10000 */
+    uint32_t idle_timeout_ms;     /* default 0 (never) */
+    uint32_t ping_interval_ms;    /* default 0 (never) */
+    uint32_t pong_timeout_ms;     /* default 10000; a missed pong closes with 1011 */
+    uint32_t close_timeout_ms;    /* default 5000 */
+    int32_t compression;          /* default 1: accept permessage-deflate */
+    int32_t close_on_backpressure; /* default 0: sends past the limit return PETREL_E_BACKPRESSURE; 1: close with 1008 */
+    const char *subprotocols;     /* comma-separated, in order of preference; NULL for none */
+    const char *allowed_origins;  /* comma-separated; NULL allows any Origin */
+    int32_t topic_slow_consumer;  /* PETREL_SLOW_*, default PETREL_SLOW_CLOSE */
+    uint32_t topic_max_queued;    /* default 1024 messages queued per slow subscriber */
+    uint32_t topic_replay;        /* default 0: messages kept per topic for replay */
+} petrel_server_config;
+
+/** Fills *config with the defaults above and sets its size. Thread: any. */
+void petrel_server_config_init(petrel_server_config *config);
+
+/**
+ * Server callbacks. Each is optional (NULL). `userdata` is passed back first.
+ * Thread: the connection's loop thread. Pointers are borrowed until the callback returns.
+ */
+typedef struct petrel_server_callbacks {
+    size_t size;                  /* set by petrel_server_callbacks_init */
+    void *userdata;
+    /** A connection completed its opening handshake. Request details: petrel_conn_path and friends. */
+    void (*on_open)(void *userdata, petrel_server *server, uint64_t conn);
+    /** A complete message: kind is PETREL_TEXT (valid UTF-8) or PETREL_BINARY. */
+    void (*on_message)(void *userdata, petrel_server *server, uint64_t conn, int32_t kind, const uint8_t *data, size_t len);
+    /** The connection is gone: the peer's close code, or the one we failed it with, or 1006. */
+    void (*on_close)(void *userdata, petrel_server *server, uint64_t conn, uint16_t code, const char *reason, size_t reason_len);
+    /** The send buffer, which was over its limit, has been written out. */
+    void (*on_drain)(void *userdata, petrel_server *server, uint64_t conn);
+} petrel_server_callbacks;
+
+/** Zeroes *callbacks and sets its size. Thread: any. */
+void petrel_server_callbacks_init(petrel_server_callbacks *callbacks);
+
+/**
+ * Creates a server (nothing is bound yet).
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_CONFIG_SIZE; PETREL_E_INVALID_ARGUMENT.
+ * Ownership: *server_out is the caller's; release it with petrel_server_destroy.
+ * Thread: any.
+ */
+petrel_status petrel_server_create(const petrel_server_config *config, const petrel_server_callbacks *callbacks,
+                                   petrel_server **server_out);
+
+/**
+ * Binds and starts the loop threads; returns once the server is listening.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_STATE (already started); PETREL_E_RESOLVE;
+ *          PETREL_E_BIND; PETREL_E_SOCKET; PETREL_E_THREAD.
+ * Thread: any (one at a time per handle).
+ */
+petrel_status petrel_server_start(petrel_server *server);
+
+/**
+ * Binds and runs the server on the calling thread (other loops on background threads) until
+ * petrel_server_stop is called from another thread or a callback.
+ * Returns: as petrel_server_start, once stopped.
+ */
+petrel_status petrel_server_run(petrel_server *server);
+
+/**
+ * Stops accepting, sends close 1001 to every peer, waits up to grace_ms for them, then closes the
+ * rest. From a non-loop thread it returns when the threads have ended; from a callback it only
+ * starts the shutdown.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_STOPPED (not running).
+ * Thread: any.
+ */
+petrel_status petrel_server_stop(petrel_server *server, uint32_t grace_ms);
+
+/**
+ * Stops the server (with a 1 s grace) if running, and releases it. NULL does nothing.
+ * Returns: PETREL_OK; PETREL_E_WRONG_THREAD when called from a callback (nothing is released).
+ * Thread: any thread but the server's loop threads.
+ */
+petrel_status petrel_server_destroy(petrel_server *server);
+
+/**
+ * The port the server is bound to (useful with port 0).
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_STOPPED (not started).
+ * Thread: any.
+ */
+petrel_status petrel_server_port(const petrel_server *server, uint16_t *port_out);
+
+/** Open connections (WebSocket and those still in their handshake). Thread: any. */
+petrel_status petrel_server_connection_count(const petrel_server *server, uint64_t *count_out);
+
+/**
+ * Publishes a message to every subscriber of `topic` on every loop. The frame is encoded once.
+ * Subscribers receive a topic's messages in publish order.
+ * key: NULL, or the coalescing key (PETREL_SLOW_COALESCE keeps the newest message per key).
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (bad kind, or text not UTF-8);
+ *          PETREL_E_STOPPED.
+ * Ownership: data is copied. *event_id_out (may be NULL) receives the message's event id.
+ * Thread: any.
+ */
+petrel_status petrel_server_publish(petrel_server *server, const char *topic, int32_t kind, const void *data,
+                                    size_t len, const char *key, uint64_t *event_id_out);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Connections of a server, by id                                                               */
+/* ------------------------------------------------------------------------------------------- */
+
+/**
+ * Queues a message. kind: PETREL_TEXT (data must be valid UTF-8) or PETREL_BINARY.
+ * Returns: PETREL_OK; PETREL_E_NULL (data NULL with len > 0); PETREL_E_INVALID_ARGUMENT;
+ *          PETREL_E_UNKNOWN_CONNECTION; PETREL_E_CLOSED; PETREL_E_BACKPRESSURE (not queued);
+ *          PETREL_E_TOO_BIG (over max_message_size).
+ * Ownership: data is copied before return. Thread: any.
+ */
+petrel_status petrel_conn_send(petrel_server *server, uint64_t conn, int32_t kind, const void *data, size_t len);
+
+/**
+ * Starts the closing handshake with `code` (1000-1003, 1007-1014, 3000-4999) and a UTF-8 reason
+ * of at most 123 bytes (NULL for none).
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_UNKNOWN_CONNECTION.
+ * Thread: any.
+ */
+petrel_status petrel_conn_close(petrel_server *server, uint64_t conn, uint16_t code, const char *reason);
+
+/** Subscribes the connection to `topic`. Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION. Thread: any. */
+petrel_status petrel_conn_subscribe(petrel_server *server, uint64_t conn, const char *topic);
+
+/** Unsubscribes the connection from `topic`. Returns as petrel_conn_subscribe. Thread: any. */
+petrel_status petrel_conn_unsubscribe(petrel_server *server, uint64_t conn, const char *topic);
+
+/** Bytes queued for the connection and not yet written. Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION. Thread: any. */
+petrel_status petrel_conn_buffered_amount(petrel_server *server, uint64_t conn, uint64_t *bytes_out);
+
+/**
+ * Copies a property of the connection's upgrade request, or its peer address, into buf (not
+ * NUL-terminated unless room allows: *len_out is the length without the NUL).
+ * petrel_conn_header takes a header name (case-insensitive) and returns the first such field.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION; PETREL_E_AGAIN (no such
+ *          header, or no query); PETREL_E_BUFFER_TOO_SMALL (*len_out = the size needed).
+ * Thread: any.
+ */
+petrel_status petrel_conn_path(petrel_server *server, uint64_t conn, char *buf, size_t cap, size_t *len_out);
+petrel_status petrel_conn_query(petrel_server *server, uint64_t conn, char *buf, size_t cap, size_t *len_out);
+petrel_status petrel_conn_header(petrel_server *server, uint64_t conn, const char *name, char *buf, size_t cap,
+                                 size_t *len_out);
+petrel_status petrel_conn_peer_address(petrel_server *server, uint64_t conn, char *buf, size_t cap, size_t *len_out);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Client                                                                                       */
+/* ------------------------------------------------------------------------------------------- */
+
+typedef struct petrel_client petrel_client;
+
+typedef struct petrel_client_config {
+    size_t size;                  /* set by petrel_client_config_init */
+    uint32_t connect_timeout_ms;  /* default 10000 */
+    uint32_t handshake_timeout_ms; /* default 10000 */
+    uint64_t max_message_size;    /* default 16 MiB */
+    int32_t compression;          /* default 1: offer permessage-deflate */
+    const char *subprotocols;     /* comma-separated offer, or NULL */
+    const char *origin;           /* Origin header, or NULL */
+} petrel_client_config;
+
+/** Fills *config with the defaults above and sets its size. Thread: any. */
+void petrel_client_config_init(petrel_client_config *config);
+
+/**
+ * Client callbacks: with them, messages are delivered to on_message on the client loop thread
+ * (borrowed until it returns) and petrel_client_receive is not used. Each may be NULL.
+ */
+typedef struct petrel_client_callbacks {
+    size_t size;                  /* set by petrel_client_callbacks_init */
+    void *userdata;
+    void (*on_message)(void *userdata, petrel_client *client, int32_t kind, const uint8_t *data, size_t len);
+    void (*on_close)(void *userdata, petrel_client *client, uint16_t code, const char *reason, size_t reason_len);
+} petrel_client_callbacks;
+
+/** Zeroes *callbacks and sets its size. Thread: any. */
+void petrel_client_callbacks_init(petrel_client_callbacks *callbacks);
+
+/**
+ * Connects to a ws:// URL (host names are resolved here; IPv6 literals in brackets) and completes
+ * the opening handshake, blocking until the connection is open or has failed.
+ * callbacks: NULL to receive with petrel_client_receive instead.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_CONFIG_SIZE; PETREL_E_INVALID_ARGUMENT; PETREL_E_URL;
+ *          PETREL_E_RESOLVE; PETREL_E_CONNECT; PETREL_E_CONNECT_TIMEOUT; PETREL_E_HANDSHAKE.
+ * Ownership: *client_out is the caller's; release it with petrel_client_destroy.
+ * Thread: any.
+ */
+petrel_status petrel_client_connect(const char *url, const petrel_client_config *config,
+                                    const petrel_client_callbacks *callbacks, petrel_client **client_out);
+
+/**
+ * Queues a message (copied). kind: PETREL_TEXT (valid UTF-8) or PETREL_BINARY.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_CLOSED; PETREL_E_BACKPRESSURE.
+ * Thread: any.
+ */
+petrel_status petrel_client_send(petrel_client *client, int32_t kind, const void *data, size_t len);
+
+/**
+ * Waits up to timeout_ms (negative: forever) for the next message and copies it into buf.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_TIMEOUT; PETREL_E_CLOSED (no more messages: the
+ *          connection ended, see petrel_client_close_status); PETREL_E_BUFFER_TOO_SMALL (*len_out
+ *          is the size needed; the message stays queued); PETREL_E_STATE (callbacks are in use).
+ * Thread: one at a time per client.
+ */
+petrel_status petrel_client_receive(petrel_client *client, int32_t timeout_ms, int32_t *kind_out, void *buf, size_t cap,
+                                    size_t *len_out);
+
+/**
+ * Starts the closing handshake (code 1000-1003, 1007-1014, 3000-4999; reason UTF-8, at most 123
+ * bytes, or NULL). Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_CLOSED.
+ * Thread: any.
+ */
+petrel_status petrel_client_close(petrel_client *client, uint16_t code, const char *reason);
+
+/**
+ * Once the connection has ended: the close code (the peer's, ours if we closed first, 1006 if
+ * the transport just ended) and reason.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_AGAIN (still open); PETREL_E_BUFFER_TOO_SMALL.
+ * Thread: any.
+ */
+petrel_status petrel_client_close_status(petrel_client *client, uint16_t *code_out, char *reason, size_t cap,
+                                         size_t *len_out);
+
+/** Closes the connection if open (1001), and releases the client. NULL does nothing. Thread: not a client callback. */
+void petrel_client_destroy(petrel_client *client);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PETREL_H */
