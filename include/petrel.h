@@ -228,9 +228,27 @@ petrel_status petrel_server_start(petrel_server *server);
 petrel_status petrel_server_run(petrel_server *server);
 
 /**
+ * External-poll mode: binds the server with one loop and starts no thread. The host (a libuv,
+ * glib or game loop) watches *fd_out for readability and calls petrel_server_service on one
+ * thread of its own; that thread runs every callback. Calls documented "any thread" still work
+ * from other threads: they wake the fd.
+ * Returns: as petrel_server_start. Ownership: the fd stays the server's; do not close it.
+ */
+petrel_status petrel_server_start_external(petrel_server *server, int *fd_out);
+
+/**
+ * External-poll mode: runs one iteration, waiting up to timeout_ms for work (0: not at all).
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_STOPPED once the server has stopped (after
+ *          petrel_server_stop, keep calling until this is returned); PETREL_E_STATE (not started
+ *          with petrel_server_start_external).
+ * Thread: the host's one thread.
+ */
+petrel_status petrel_server_service(petrel_server *server, int32_t timeout_ms);
+
+/**
  * Stops accepting, sends close 1001 to every peer, waits up to grace_ms for them, then closes the
- * rest. From a non-loop thread it returns when the threads have ended; from a callback it only
- * starts the shutdown.
+ * rest. From a non-loop thread it returns when the threads have ended; from a callback, or in
+ * external-poll mode, it only starts the shutdown.
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_STOPPED (not running).
  * Thread: any.
  */
@@ -389,6 +407,112 @@ petrel_status petrel_client_close_status(petrel_client *client, uint16_t *code_o
 
 /** Closes the connection if open (1001), and releases the client. NULL does nothing. Thread: not a client callback. */
 void petrel_client_destroy(petrel_client *client);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Sans-I/O session: for hosts that run their own event loop and sockets                        */
+/* ------------------------------------------------------------------------------------------- */
+
+/**
+ * A session is one WebSocket connection without I/O: the host feeds it the bytes it reads,
+ * polls the events they produce, and writes the bytes it takes out. The opening handshake is
+ * included: a server session answers the HTTP upgrade request, a client session starts with its
+ * request queued as output. Not thread-safe: one thread at a time.
+ */
+typedef struct petrel_session petrel_session;
+
+#define PETREL_ROLE_SERVER 0
+#define PETREL_ROLE_CLIENT 1
+
+typedef struct petrel_session_config {
+    size_t size;                  /* set by petrel_session_config_init */
+    int32_t role;                 /* PETREL_ROLE_SERVER (default) or PETREL_ROLE_CLIENT */
+    uint64_t max_message_size;    /* default 16 MiB */
+    uint32_t max_header_bytes;    /* default 16 KiB */
+    int32_t compression;          /* default 1: negotiate permessage-deflate */
+    int32_t auto_pong;            /* default 1: answer pings */
+    const char *subprotocols;     /* server: preference list; client: offer (comma-separated) */
+    const char *host;             /* client: the Host header, e.g. "example.com:8080" (required) */
+    const char *path;             /* client: the request target, default "/" */
+    const char *origin;           /* client: Origin header, or NULL */
+} petrel_session_config;
+
+/** Fills *config with the defaults above and sets its size. Thread: any. */
+void petrel_session_config_init(petrel_session_config *config);
+
+/** Event types returned by petrel_session_poll_event. */
+#define PETREL_EVENT_OPEN 1       /* the handshake completed; data = the chosen subprotocol, if any */
+#define PETREL_EVENT_TEXT 2       /* a complete text message (valid UTF-8) */
+#define PETREL_EVENT_BINARY 3
+#define PETREL_EVENT_PING 4       /* with auto_pong, the pong is already queued */
+#define PETREL_EVENT_PONG 5
+#define PETREL_EVENT_CLOSE 6      /* the peer's close frame: close_code (1005 if none) and reason in data */
+#define PETREL_EVENT_ERROR 7      /* the connection failed: status and close_code; the close frame (or HTTP error) is queued */
+
+typedef struct petrel_event {
+    int32_t type;                 /* PETREL_EVENT_* */
+    petrel_status status;         /* PETREL_EVENT_ERROR: why */
+    uint16_t close_code;          /* PETREL_EVENT_CLOSE and _ERROR */
+    const uint8_t *data;          /* borrowed until the next call on this session */
+    size_t len;
+} petrel_event;
+
+/**
+ * Creates a session. A client session has its handshake request queued as output.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_CONFIG_SIZE; PETREL_E_INVALID_ARGUMENT (a client
+ *          without host, or a bad value).
+ * Ownership: *session_out is the caller's; release it with petrel_session_destroy.
+ */
+petrel_status petrel_session_create(const petrel_session_config *config, petrel_session **session_out);
+
+/**
+ * Hands the session bytes read from the transport; all of them are taken (copied). Events are
+ * queued for petrel_session_poll_event, replies (pongs, the handshake response, close frames)
+ * for petrel_session_take_output.
+ * Returns: PETREL_OK (even when the bytes made the connection fail: that is an event);
+ *          PETREL_E_NULL; PETREL_E_CLOSED (the session reads nothing more).
+ */
+petrel_status petrel_session_feed(petrel_session *session, const void *data, size_t len);
+
+/** The peer closed the transport. Queues an ERROR event (1006) unless the closing handshake was done. */
+petrel_status petrel_session_end_of_stream(petrel_session *session);
+
+/** Takes the next event. Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_AGAIN (no event). */
+petrel_status petrel_session_poll_event(petrel_session *session, petrel_event *event_out);
+
+/**
+ * Queues a message (kind PETREL_TEXT, valid UTF-8, or PETREL_BINARY), compressed if negotiated.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_STATE (handshake not
+ *          done); PETREL_E_SENDING_CLOSED.
+ */
+petrel_status petrel_session_send(petrel_session *session, int32_t kind, const void *data, size_t len);
+
+/** Queues a ping (at most 125 bytes). Returns: as petrel_session_send, or PETREL_E_CONTROL_PAYLOAD. */
+petrel_status petrel_session_ping(petrel_session *session, const void *data, size_t len);
+
+/** Starts the closing handshake. Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_BAD_CLOSE_CODE;
+ *  PETREL_E_CLOSE_REASON_LONG; PETREL_E_SENDING_CLOSED; PETREL_E_INVALID_ARGUMENT. */
+petrel_status petrel_session_close(petrel_session *session, uint16_t code, const char *reason);
+
+/**
+ * Copies up to cap queued output bytes into buf and consumes them; *len_out = bytes copied.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_AGAIN (nothing queued).
+ */
+petrel_status petrel_session_take_output(petrel_session *session, void *buf, size_t cap, size_t *len_out);
+
+/** Bytes queued for the transport (0 for NULL). */
+size_t petrel_session_pending_output(const petrel_session *session);
+
+/** 1 if the session still reads from the transport, else 0. */
+int32_t petrel_session_want_read(const petrel_session *session);
+
+/** 1 if output is queued, else 0. */
+int32_t petrel_session_want_write(const petrel_session *session);
+
+/** 1 once the transport should be closed after the queued output is written, else 0. */
+int32_t petrel_session_should_close(const petrel_session *session);
+
+/** Releases the session. NULL does nothing. */
+void petrel_session_destroy(petrel_session *session);
 
 #ifdef __cplusplus
 }

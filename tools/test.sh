@@ -50,7 +50,7 @@ rm -rf "$prefix"
 make install PREFIX="$prefix" >/dev/null
 bash Tests/C/contract.sh "$prefix"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
-cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_petrel.c $(pkg-config --libs petrel) \
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_petrel.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-tests
 bash Tests/C/example.sh "$prefix"

@@ -188,7 +188,11 @@ public func petrel_server_stop(_ server: OpaquePointer?, _ graceMs: UInt32) -> I
 public func petrel_server_destroy(_ server: OpaquePointer?) -> Int32 {
     guard let server, let s = CServer.from(server) else { return PETREL_OK }
     if s.server.isCurrentLoopThread { return PETREL_E_WRONG_THREAD }
-    if s.server.isRunning { s.server.stop(grace: 1_000) }
+    if s.server.isRunning {
+        s.server.stop(grace: 1_000)
+        // External-poll mode: the caller is the host thread; finish the shutdown here.
+        if s.server.external { while s.server.service(timeout: 10) {} }
+    }
     Unmanaged<CServer>.fromOpaque(UnsafeRawPointer(server)).release()
     return PETREL_OK
 }
@@ -228,4 +232,22 @@ public func petrel_server_publish(
     let id = s.server.publish(t, k, [UInt8](payload), key: keyString)
     eventIDOut?.pointee = id
     return PETREL_OK
+}
+
+@_cdecl("petrel_server_start_external")
+public func petrel_server_start_external(_ server: OpaquePointer?, _ fdOut: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guard let s = CServer.from(server), let fdOut else { return PETREL_E_NULL }
+    do throws(RuntimeError) {
+        fdOut.pointee = try s.server.startExternal()
+        return PETREL_OK
+    } catch {
+        return Status.of(error)
+    }
+}
+
+@_cdecl("petrel_server_service")
+public func petrel_server_service(_ server: OpaquePointer?, _ timeoutMs: Int32) -> Int32 {
+    guard let s = CServer.from(server) else { return PETREL_E_NULL }
+    guard s.server.external else { return PETREL_E_STATE }
+    return s.server.service(timeout: Int(timeoutMs)) ? PETREL_OK : PETREL_E_STOPPED
 }

@@ -94,6 +94,7 @@ final class EventLoop: @unchecked Sendable {
         Sys.close(self.wakeFd)
         Sys.close(self.timerFd)
         self.readBuffer.deallocate()
+        self.events.deallocate()
     }
 
     // MARK: Threads
@@ -103,35 +104,46 @@ final class EventLoop: @unchecked Sendable {
     /// Runs the loop on the calling thread until it is stopped.
     func run() {
         self.threadID.store(UInt(pthread_self()), ordering: .releasing)
-        let maxEvents: Int32 = 512
-        let events = UnsafeMutableRawPointer.allocate(byteCount: Int(maxEvents) * petrel_epoll_event_size(), alignment: 16)
-        defer { events.deallocate() }
-        let typed = events.assumingMemoryBound(to: epoll_event.self)
-        while !self.finished {
-            let n = epoll_wait(self.epfd, typed, maxEvents, -1)
-            self.now = monotonicMilliseconds()
-            if n < 0 {
-                if errno == EINTR { continue }
-                break
-            }
-            for i in 0..<Int(n) {
-                let fd = Int(petrel_epoll_event_data(typed, Int32(i)))
-                let ev = petrel_epoll_event_events(typed, Int32(i))
-                guard fd < self.slots.count else { continue }
-                switch self.slots[fd] {
-                case .empty: break
-                case .wake: self.drainCommands()
-                case .timer: self.tick()
-                case .listener(let l): self.accept(l)
-                case .connection(let c):
-                    if ev & UInt32(EPOLLOUT.rawValue) != 0 { c.writable() }
-                    if ev & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { c.readable() }
-                }
-            }
-            self.flushDirty()
-            if self.stopping { self.checkStopped() }
-        }
+        while !self.finished { self.runOnce(timeoutMilliseconds: -1) }
         self.threadID.store(0, ordering: .releasing)
+    }
+
+    private lazy var events = UnsafeMutableRawPointer.allocate(
+        byteCount: Int(EventLoop.maxEvents) * petrel_epoll_event_size(), alignment: 16)
+    private static let maxEvents: Int32 = 512
+
+    /// One iteration: waits up to `timeoutMilliseconds` (-1: until something happens) for
+    /// events, handles them, and flushes what they queued. `run` loops over it; an external
+    /// host calls it through `Server.service`.
+    func runOnce(timeoutMilliseconds: Int32) {
+        let typed = self.events.assumingMemoryBound(to: epoll_event.self)
+        let n = epoll_wait(self.epfd, typed, EventLoop.maxEvents, timeoutMilliseconds)
+        self.now = monotonicMilliseconds()
+        if n < 0 { return }
+        for i in 0..<Int(n) {
+            let fd = Int(petrel_epoll_event_data(typed, Int32(i)))
+            let ev = petrel_epoll_event_events(typed, Int32(i))
+            guard fd < self.slots.count else { continue }
+            switch self.slots[fd] {
+            case .empty: break
+            case .wake: self.drainCommands()
+            case .timer: self.tick()
+            case .listener(let l): self.accept(l)
+            case .connection(let c):
+                if ev & UInt32(EPOLLOUT.rawValue) != 0 { c.writable() }
+                if ev & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { c.readable() }
+            }
+        }
+        self.flushDirty()
+        if self.stopping { self.checkStopped() }
+    }
+
+    /// Marks the calling thread as the loop's for the duration of `body` (external-poll mode,
+    /// where the host's thread drives the loop).
+    func asCurrentThread<R>(_ body: () -> R) -> R {
+        self.threadID.store(UInt(pthread_self()), ordering: .releasing)
+        defer { self.threadID.store(0, ordering: .releasing) }
+        return body()
     }
 
     /// Hands `command` to the loop from any thread.

@@ -15,6 +15,8 @@ public final class Server: @unchecked Sendable {
     private let openConnections = Atomic<Int>(0)
     private let lifecycle = Mutex<Lifecycle>(.idle)
     private var threads: [pthread_t] = []
+    /// Driven by the host through `service` (external-poll mode) rather than by threads.
+    public private(set) var external = false
     private let stoppedLoops = Atomic<Int>(0)
     /// The port actually bound (useful with port 0).
     public private(set) var port: UInt16 = 0
@@ -43,12 +45,35 @@ public final class Server: @unchecked Sendable {
         self.waitForLoops()
     }
 
-    private func prepare() throws(RuntimeError) {
+    /// External-poll mode: binds one loop and runs no thread. The host watches the returned file
+    /// descriptor (readable when there is work: network events, timer ticks, work queued from
+    /// other threads) and calls `service` on one thread of its own, which runs the callbacks.
+    public func startExternal() throws(RuntimeError) -> Int32 {
+        try self.prepare(forceThreads: 1)
+        self.external = true
+        return self.loops[0].epfd
+    }
+
+    /// Runs one iteration of the external loop, waiting up to `timeout` milliseconds (0: not at
+    /// all). Returns false once the server has stopped.
+    public func service(timeout: Milliseconds) -> Bool {
+        guard self.external, let loop = self.loops.first else { return false }
+        if loop.finished { return false }
+        loop.asCurrentThread { loop.runOnce(timeoutMilliseconds: Int32(clamping: timeout)) }
+        if loop.finished {
+            self.stoppedLoops.add(1, ordering: .releasing)
+            self.lifecycle.withLock { $0 = .stopped }
+            return false
+        }
+        return true
+    }
+
+    private func prepare(forceThreads: Int? = nil) throws(RuntimeError) {
         try self.lifecycle.withLock { (state: inout Lifecycle) throws(RuntimeError) in
             guard state == .idle else { throw RuntimeError(.stopped, "a server can be started once") }
             state = .running
         }
-        let count = self.configuration.threads > 0 ? self.configuration.threads : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let count = forceThreads ?? (self.configuration.threads > 0 ? self.configuration.threads : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         guard count <= 255 else { throw RuntimeError(.thread, "at most 255 loop threads") }
         let address: SocketAddress
         do throws(RuntimeError) {
@@ -105,6 +130,9 @@ public final class Server: @unchecked Sendable {
             for loop in self.loops { loop.enqueue(.stop(graceMilliseconds: grace)) }
         }
         if self.loops.contains(where: { $0.isCurrentThread }) { return }
+        // In external-poll mode only the host's thread drives the loop: the host sees the stop
+        // complete when `service` returns false.
+        if self.external { return }
         self.waitForLoops()
     }
 

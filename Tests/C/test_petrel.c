@@ -5,6 +5,8 @@
 #include <petrel.h>
 
 #include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -300,6 +302,189 @@ static void test_destroy_from_callback(uint16_t port) {
     petrel_client_destroy(client);
 }
 
+
+/* ---- sans-I/O sessions driven by a hand-written poll loop over a socketpair ---- */
+
+struct side {
+    petrel_session *session;
+    int fd;
+    int opened, texts, binaries, pongs, closes, errors;
+    uint16_t close_code;
+    char last[64];
+    char text[64];
+};
+
+/* One round of the host's loop: poll both fds, move bytes between sockets and sessions, drain events. */
+static void pump(struct side *sides) {
+    struct pollfd pfd[2];
+    for (int i = 0; i < 2; i++) {
+        pfd[i].fd = sides[i].fd;
+        pfd[i].events = (short)((petrel_session_want_read(sides[i].session) ? POLLIN : 0) |
+                                (petrel_session_want_write(sides[i].session) ? POLLOUT : 0));
+        pfd[i].revents = 0;
+    }
+    poll(pfd, 2, 50);
+    for (int i = 0; i < 2; i++) {
+        struct side *s = &sides[i];
+        uint8_t buf[4096];
+        size_t n;
+        if (pfd[i].revents & POLLOUT) {
+            while (petrel_session_take_output(s->session, buf, sizeof buf, &n) == PETREL_OK) {
+                if (write(s->fd, buf, n) != (ssize_t)n) break;
+            }
+        }
+        if (pfd[i].revents & POLLIN) {
+            ssize_t r = read(s->fd, buf, sizeof buf);
+            if (r > 0) petrel_session_feed(s->session, buf, (size_t)r);
+            else if (r == 0) petrel_session_end_of_stream(s->session);
+        }
+        petrel_event e;
+        while (petrel_session_poll_event(s->session, &e) == PETREL_OK) {
+            size_t k = e.len < sizeof s->last - 1 ? e.len : sizeof s->last - 1;
+            if (e.data && k) memcpy(s->last, e.data, k);
+            s->last[k] = 0;
+            switch (e.type) {
+            case PETREL_EVENT_OPEN: s->opened++; break;
+            case PETREL_EVENT_TEXT: s->texts++; memcpy(s->text, s->last, sizeof s->text); break;
+            case PETREL_EVENT_BINARY: s->binaries++; break;
+            case PETREL_EVENT_PONG: s->pongs++; break;
+            case PETREL_EVENT_CLOSE: s->closes++; s->close_code = e.close_code; break;
+            case PETREL_EVENT_ERROR: s->errors++; s->close_code = e.close_code; break;
+            default: break;
+            }
+        }
+    }
+}
+
+static void test_sessions(void) {
+    int fds[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+    petrel_session_config sc, cc;
+    petrel_session_config_init(&sc);
+    sc.subprotocols = "chat";
+    petrel_session_config_init(&cc);
+    cc.role = PETREL_ROLE_CLIENT;
+    cc.host = "example.com";
+    cc.path = "/room?id=1";
+    cc.subprotocols = "chat";
+    struct side sides[2];
+    memset(sides, 0, sizeof sides);
+    CHECK_STATUS(petrel_session_create(&sc, &sides[0].session), PETREL_OK);
+    CHECK_STATUS(petrel_session_create(&cc, &sides[1].session), PETREL_OK);
+    sides[0].fd = fds[0];
+    sides[1].fd = fds[1];
+    for (int i = 0; i < 20 && (sides[0].opened == 0 || sides[1].opened == 0); i++) pump(sides);
+    CHECK(sides[0].opened == 1 && sides[1].opened == 1 && strcmp(sides[1].last, "chat") == 0);
+
+    CHECK_STATUS(petrel_session_send(sides[1].session, PETREL_TEXT, "hello over a session, hello over a session", 42), PETREL_OK);
+    CHECK_STATUS(petrel_session_send(sides[0].session, PETREL_BINARY, "\x01\x02", 2), PETREL_OK);
+    CHECK_STATUS(petrel_session_ping(sides[1].session, "p", 1), PETREL_OK);
+    for (int i = 0; i < 20 && (sides[0].texts == 0 || sides[1].binaries == 0 || sides[1].pongs == 0); i++) pump(sides);
+    CHECK(sides[0].texts == 1 && strncmp(sides[0].text, "hello over a session", 20) == 0);
+    CHECK(sides[1].binaries == 1 && sides[1].pongs == 1);
+    CHECK_STATUS(petrel_session_send(sides[1].session, PETREL_TEXT, "\xff", 1), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_session_ping(sides[1].session, NULL, 200), PETREL_E_NULL);
+
+    CHECK_STATUS(petrel_session_close(sides[1].session, 1005, NULL), PETREL_E_BAD_CLOSE_CODE);
+    CHECK_STATUS(petrel_session_close(sides[1].session, 1000, "done"), PETREL_OK);
+    CHECK_STATUS(petrel_session_send(sides[1].session, PETREL_TEXT, "x", 1), PETREL_E_SENDING_CLOSED);
+    for (int i = 0; i < 20 && (sides[0].closes == 0 || sides[1].closes == 0); i++) pump(sides);
+    CHECK(sides[0].closes == 1 && sides[0].close_code == 1000 && strcmp(sides[0].last, "done") == 0);
+    CHECK(sides[1].closes == 1 && sides[1].close_code == 1000);
+    CHECK(petrel_session_should_close(sides[0].session) == 1); /* the server closes TCP first */
+    CHECK(petrel_session_should_close(sides[1].session) == 0);
+    petrel_session_destroy(sides[0].session);
+    petrel_session_destroy(sides[1].session);
+    close(fds[0]);
+    close(fds[1]);
+
+    /* Garbage instead of a handshake: an ERROR event and a 400 response to send. */
+    petrel_session *server = NULL;
+    CHECK_STATUS(petrel_session_create(&sc, &server), PETREL_OK);
+    CHECK_STATUS(petrel_session_feed(server, "garbage\r\n\r\n", 11), PETREL_OK);
+    petrel_event e;
+    CHECK_STATUS(petrel_session_poll_event(server, &e), PETREL_OK);
+    CHECK(e.type == PETREL_EVENT_ERROR && e.status == PETREL_E_HS_MALFORMED);
+    char out[256];
+    size_t n = 0;
+    CHECK_STATUS(petrel_session_take_output(server, out, sizeof out, &n), PETREL_OK);
+    CHECK(n > 12 && memcmp(out, "HTTP/1.1 400", 12) == 0);
+    CHECK(petrel_session_should_close(server) == 1);
+    CHECK_STATUS(petrel_session_feed(server, "x", 1), PETREL_E_CLOSED);
+    CHECK_STATUS(petrel_session_poll_event(server, &e), PETREL_E_AGAIN);
+    petrel_session_destroy(server);
+
+    /* An unmasked frame after a good handshake fails with 1002 and its own status. */
+    CHECK_STATUS(petrel_session_create(&sc, &server), PETREL_OK);
+    const char *req = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x02hi";
+    CHECK_STATUS(petrel_session_feed(server, req, strlen(req)), PETREL_OK);
+    CHECK_STATUS(petrel_session_poll_event(server, &e), PETREL_OK);
+    CHECK(e.type == PETREL_EVENT_OPEN);
+    CHECK_STATUS(petrel_session_poll_event(server, &e), PETREL_OK);
+    CHECK(e.type == PETREL_EVENT_ERROR && e.status == PETREL_E_UNMASKED_FRAME && e.close_code == 1002);
+    petrel_session_destroy(server);
+
+    petrel_session_config zeroed;
+    memset(&zeroed, 0, sizeof zeroed);
+    CHECK_STATUS(petrel_session_create(&zeroed, &server), PETREL_E_CONFIG_SIZE);
+    cc.host = NULL;
+    CHECK_STATUS(petrel_session_create(&cc, &server), PETREL_E_INVALID_ARGUMENT);
+    petrel_session_destroy(NULL);
+    CHECK(petrel_session_pending_output(NULL) == 0);
+}
+
+/* ---- external-poll mode: the host's thread drives the server ---- */
+
+static atomic_int external_done;
+static uint16_t external_port;
+
+static void *external_client(void *arg) {
+    (void)arg;
+    petrel_client *client = connect_client(external_port, "/external");
+    if (client) {
+        char buf[32];
+        int32_t kind;
+        size_t len = 0;
+        CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "external", 8), PETREL_OK);
+        CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, sizeof buf, &len), PETREL_OK);
+        CHECK(len == 8 && memcmp(buf, "external", 8) == 0);
+        petrel_client_destroy(client);
+    }
+    atomic_store(&external_done, 1);
+    return NULL;
+}
+
+static void test_external_poll(void) {
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    petrel_server_callbacks callbacks;
+    petrel_server_callbacks_init(&callbacks);
+    callbacks.on_message = on_message;
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_service(server, 0), PETREL_E_STATE);
+    int fd = -1;
+    CHECK_STATUS(petrel_server_start_external(server, &fd), PETREL_OK);
+    CHECK(fd >= 0);
+    CHECK_STATUS(petrel_server_port(server, &external_port), PETREL_OK);
+    pthread_t t;
+    pthread_create(&t, NULL, external_client, NULL);
+    for (int i = 0; i < 500 && !atomic_load(&external_done); i++) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 20) > 0) CHECK_STATUS(petrel_server_service(server, 0), PETREL_OK);
+    }
+    pthread_join(t, NULL);
+    CHECK(atomic_load(&external_done) == 1);
+    CHECK_STATUS(petrel_server_stop(server, 500), PETREL_OK);
+    petrel_status s = PETREL_OK;
+    for (int i = 0; i < 500 && s == PETREL_OK; i++) s = petrel_server_service(server, 10);
+    CHECK(s == PETREL_E_STOPPED);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+}
+
 int main(void) {
     uint16_t port = 0;
     petrel_server *server = start_server(&port);
@@ -319,6 +504,8 @@ int main(void) {
         CHECK_STATUS(petrel_server_publish(server, "ticks", PETREL_TEXT, "x", 1, NULL, NULL), PETREL_E_STOPPED);
         CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
     }
+    test_sessions();
+    test_external_poll();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

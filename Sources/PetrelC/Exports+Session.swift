@@ -1,0 +1,339 @@
+import CPetrelABI
+import Glibc
+import PetrelCore
+
+/// What a `petrel_session *` points to: a PetrelCore session plus its opening handshake, with
+/// events copied into a queue for `petrel_session_poll_event`.
+final class CSession {
+    struct QueuedEvent {
+        var type: Int32
+        var status: Int32 = 0
+        var code: UInt16 = 0
+        var data: [UInt8] = []
+    }
+
+    let role: Role
+    let sessionConfiguration: SessionConfiguration
+    let compression: DeflateOptions?
+    let subprotocols: [String]
+    var session: Session
+    var handshaking = true
+    var head: HTTPHeadReader
+    var clientHandshake: ClientHandshake?
+    /// The handshake request or response, written before any frame.
+    var handshakeOutput: [UInt8] = []
+    var handshakeOffset = 0
+    var events: [QueuedEvent] = []
+    var eventsHead = 0
+    /// The data of the event last handed out: borrowed by the caller until its next call.
+    var current: [UInt8] = []
+    var ended = false
+    var closeAfterOutput = false
+
+    init(role: Role, configuration: SessionConfiguration, maxHeaderBytes: Int, compression: DeflateOptions?, subprotocols: [String]) {
+        self.role = role
+        self.sessionConfiguration = configuration
+        self.compression = compression
+        self.subprotocols = subprotocols
+        self.session = Session(role: role, configuration: configuration)
+        self.head = HTTPHeadReader(limit: maxHeaderBytes)
+    }
+
+    static func from(_ p: OpaquePointer?) -> CSession? {
+        guard let p else { return nil }
+        return Unmanaged<CSession>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+    }
+
+    func push(_ e: QueuedEvent) { self.events.append(e) }
+
+    func feed(_ input: UnsafeRawBufferPointer) {
+        var bytes = [UInt8](input)
+        bytes.withUnsafeMutableBytes { buf in
+            var offset = 0
+            if self.handshaking {
+                switch self.head.feed(UnsafeRawBufferPointer(buf)) {
+                case .needMore:
+                    return
+                case .tooLarge:
+                    return self.role == .server
+                        ? self.refuse(.headersTooLarge(limit: self.head.limit))
+                        : self.fail(status: ClientHandshakeError.responseTooLarge(limit: self.head.limit).cStatus)
+                case .complete(let consumed):
+                    guard self.completeHandshake() else { return }
+                    offset = consumed
+                }
+            }
+            while offset < buf.count && !self.ended {
+                let (used, event) = self.session.parse(UnsafeMutableRawBufferPointer(rebasing: buf[offset...]))
+                offset += used
+                guard let event else { continue }
+                switch event {
+                case .text(let p): self.push(QueuedEvent(type: PETREL_EVENT_TEXT, data: Array(p)))
+                case .binary(let p): self.push(QueuedEvent(type: PETREL_EVENT_BINARY, data: Array(p)))
+                case .ping(let p): self.push(QueuedEvent(type: PETREL_EVENT_PING, data: Array(p)))
+                case .pong(let p): self.push(QueuedEvent(type: PETREL_EVENT_PONG, data: Array(p)))
+                case .close(let code, let reason):
+                    self.push(QueuedEvent(type: PETREL_EVENT_CLOSE, code: (code ?? .noStatusReceived).rawValue, data: Array(reason)))
+                case .failed(let e):
+                    self.push(QueuedEvent(type: PETREL_EVENT_ERROR, status: e.status, code: e.closeCode.rawValue, data: Array(e.description.utf8)))
+                }
+            }
+            if !self.session.wantsRead { self.ended = true }
+        }
+    }
+
+    /// Handles a complete handshake head; true if the session is now open.
+    private func completeHandshake() -> Bool {
+        self.handshaking = false
+        if self.role == .server {
+            let request: HandshakeRequest
+            switch HTTPRequestHead.parse(self.head.bytes).flatMap({ HandshakeRequest.validate($0) }) {
+            case .failure(let e):
+                self.refuse(e)
+                return false
+            case .success(let r): request = r
+            }
+            let negotiated = self.compression.flatMap { PerMessageDeflate.negotiate(offers: request.extensions, options: $0) }
+            let subprotocol = request.selectSubprotocol(from: self.subprotocols)
+            self.handshakeOutput = request.acceptResponse(subprotocol: subprotocol, extensions: negotiated.map { [$0.response] } ?? [])
+            self.session = Session(role: .server, configuration: self.sessionConfiguration, compression: negotiated?.compression)
+            self.push(QueuedEvent(type: PETREL_EVENT_OPEN, data: Array((subprotocol ?? "").utf8)))
+            return true
+        }
+        guard let handshake = self.clientHandshake else { return false }
+        let accepted: ClientHandshake.Accepted
+        switch HTTPResponseHead.parse(self.head.bytes).flatMap(handshake.validate) {
+        case .failure(let e):
+            self.fail(status: e.cStatus)
+            return false
+        case .success(let a): accepted = a
+        }
+        var compression: Compression? = nil
+        if let ext = accepted.extensions.first {
+            guard let offered = self.compression else {
+                self.fail(status: ClientHandshakeError.unexpectedExtension(ext.name).cStatus)
+                return false
+            }
+            switch PerMessageDeflate.accept(response: ext, options: offered) {
+            case .failure(let e):
+                self.fail(status: e.cStatus)
+                return false
+            case .success(let c): compression = c
+            }
+        }
+        self.session = Session(role: .client, configuration: self.sessionConfiguration, compression: compression)
+        self.push(QueuedEvent(type: PETREL_EVENT_OPEN, data: Array((accepted.subprotocol ?? "").utf8)))
+        return true
+    }
+
+    /// Server: answers the HTTP error and closes after it.
+    private func refuse(_ e: HandshakeError) {
+        self.handshaking = false
+        self.handshakeOutput = e.response
+        self.closeAfterOutput = true
+        self.ended = true
+        self.push(QueuedEvent(type: PETREL_EVENT_ERROR, status: e.cStatus, code: 0, data: Array(e.message.utf8)))
+    }
+
+    /// Client: the handshake failed; the transport should close.
+    private func fail(status: Int32) {
+        self.handshaking = false
+        self.closeAfterOutput = true
+        self.ended = true
+        self.push(QueuedEvent(type: PETREL_EVENT_ERROR, status: status, code: CloseCode.abnormalClosure.rawValue))
+    }
+
+    var pendingOutput: Int { (self.handshakeOutput.count - self.handshakeOffset) + self.session.pendingOutputCount }
+}
+
+@_cdecl("petrel_session_config_init")
+public func petrel_session_config_init(_ config: UnsafeMutablePointer<petrel_session_config>?) {
+    guard let config else { return }
+    var c = petrel_session_config()
+    c.size = MemoryLayout<petrel_session_config>.size
+    c.role = Int32(PETREL_ROLE_SERVER)
+    c.max_message_size = UInt64(SessionConfiguration().maxMessageSize)
+    c.max_header_bytes = 16 * 1024
+    c.compression = 1
+    c.auto_pong = 1
+    config.pointee = c
+}
+
+@_cdecl("petrel_session_create")
+public func petrel_session_create(_ config: UnsafePointer<petrel_session_config>?, _ sessionOut: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guard let config, let sessionOut else { return PETREL_E_NULL }
+    var c = petrel_session_config()
+    petrel_session_config_init(&c)
+    guard readSized(config, size: config.pointee.size, into: &c) else { return PETREL_E_CONFIG_SIZE }
+    guard c.role == Int32(PETREL_ROLE_SERVER) || c.role == Int32(PETREL_ROLE_CLIENT),
+        let maxMessage = Int(exactly: c.max_message_size), maxMessage > 0, c.max_header_bytes >= 256
+    else { return PETREL_E_INVALID_ARGUMENT }
+    var subprotocols: [String] = []
+    if c.subprotocols != nil {
+        guard let list = commaList(c.subprotocols), list.allSatisfy(ASCII.isToken) else { return PETREL_E_INVALID_ARGUMENT }
+        subprotocols = list
+    }
+    let role: Role = c.role == Int32(PETREL_ROLE_CLIENT) ? .client : .server
+    let sc = SessionConfiguration(maxFrameSize: maxMessage, maxMessageSize: maxMessage, autoPong: c.auto_pong != 0)
+    let s = CSession(role: role, configuration: sc, maxHeaderBytes: Int(c.max_header_bytes),
+                     compression: c.compression != 0 ? DeflateOptions() : nil, subprotocols: subprotocols)
+    if role == .client {
+        guard let hostPointer = c.host, let host = string(hostPointer), !host.isEmpty else { return PETREL_E_INVALID_ARGUMENT }
+        var path = "/"
+        if let p = c.path {
+            guard let v = string(p), v.hasPrefix("/") else { return PETREL_E_INVALID_ARGUMENT }
+            path = v
+        }
+        var origin: String? = nil
+        if let o = c.origin {
+            guard let v = string(o) else { return PETREL_E_INVALID_ARGUMENT }
+            origin = v
+        }
+        var entropy = EntropySource.system
+        let handshake = ClientHandshake(
+            host: host, target: path, origin: origin, subprotocols: subprotocols,
+            extensions: s.compression.map { PerMessageDeflate.offers(options: $0) } ?? [], entropy: &entropy)
+        s.clientHandshake = handshake
+        s.handshakeOutput = handshake.request
+    }
+    sessionOut.pointee = OpaquePointer(Unmanaged.passRetained(s).toOpaque())
+    return PETREL_OK
+}
+
+@_cdecl("petrel_session_feed")
+public func petrel_session_feed(_ session: OpaquePointer?, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
+    guard let s = CSession.from(session), data != nil || len == 0 else { return PETREL_E_NULL }
+    if s.ended { return PETREL_E_CLOSED }
+    s.feed(UnsafeRawBufferPointer(start: data, count: len))
+    return PETREL_OK
+}
+
+@_cdecl("petrel_session_end_of_stream")
+public func petrel_session_end_of_stream(_ session: OpaquePointer?) -> Int32 {
+    guard let s = CSession.from(session) else { return PETREL_E_NULL }
+    if s.handshaking {
+        s.handshaking = false
+        s.ended = true
+        s.push(CSession.QueuedEvent(type: PETREL_EVENT_ERROR, status: ProtocolError.abnormalClosure.status, code: 1006))
+        return PETREL_OK
+    }
+    s.ended = true
+    if let e = s.session.receiveEndOfStream() {
+        s.push(CSession.QueuedEvent(type: PETREL_EVENT_ERROR, status: e.status, code: e.closeCode.rawValue, data: Array(e.description.utf8)))
+    }
+    return PETREL_OK
+}
+
+@_cdecl("petrel_session_poll_event")
+public func petrel_session_poll_event(_ session: OpaquePointer?, _ eventOut: UnsafeMutablePointer<petrel_event>?) -> Int32 {
+    guard let s = CSession.from(session), let eventOut else { return PETREL_E_NULL }
+    guard s.eventsHead < s.events.count else { return PETREL_E_AGAIN }
+    let e = s.events[s.eventsHead]
+    s.eventsHead += 1
+    if s.eventsHead == s.events.count {
+        s.events.removeAll(keepingCapacity: true)
+        s.eventsHead = 0
+    }
+    s.current = e.data
+    var out = petrel_event()
+    out.type = e.type
+    out.status = e.status
+    out.close_code = e.code
+    out.len = s.current.count
+    out.data = s.current.withUnsafeBufferPointer { $0.baseAddress }
+    eventOut.pointee = out
+    return PETREL_OK
+}
+
+private func sessionSend(_ session: OpaquePointer?, _ body: (inout Session) throws(UsageError) -> Void) -> Int32 {
+    guard let s = CSession.from(session) else { return PETREL_E_NULL }
+    if s.handshaking || (s.closeAfterOutput && !s.session.wantsRead) { return PETREL_E_STATE }
+    do throws(UsageError) {
+        try body(&s.session)
+        return PETREL_OK
+    } catch {
+        return error.status
+    }
+}
+
+@_cdecl("petrel_session_send")
+public func petrel_session_send(_ session: OpaquePointer?, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
+    guard data != nil || len == 0 else { return PETREL_E_NULL }
+    guard kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
+    let payload = UnsafeRawBufferPointer(start: data, count: len)
+    if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
+    return sessionSend(session) { (s: inout Session) throws(UsageError) in try s.send(k, payload) }
+}
+
+@_cdecl("petrel_session_ping")
+public func petrel_session_ping(_ session: OpaquePointer?, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
+    guard data != nil || len == 0 else { return PETREL_E_NULL }
+    let payload = UnsafeRawBufferPointer(start: data, count: len)
+    return sessionSend(session) { (s: inout Session) throws(UsageError) in try s.sendPing(payload) }
+}
+
+@_cdecl("petrel_session_close")
+public func petrel_session_close(_ session: OpaquePointer?, _ code: UInt16, _ reason: UnsafePointer<CChar>?) -> Int32 {
+    var text = ""
+    if let reason {
+        guard let r = string(reason) else { return PETREL_E_INVALID_ARGUMENT }
+        text = r
+    }
+    return sessionSend(session) { (s: inout Session) throws(UsageError) in try s.close(code: CloseCode(code), reason: text) }
+}
+
+@_cdecl("petrel_session_take_output")
+public func petrel_session_take_output(_ session: OpaquePointer?, _ buf: UnsafeMutableRawPointer?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
+    guard let s = CSession.from(session), let buf, let lenOut else { return PETREL_E_NULL }
+    guard s.pendingOutput > 0 else { return PETREL_E_AGAIN }
+    var written = 0
+    let fromHandshake = min(cap, s.handshakeOutput.count - s.handshakeOffset)
+    if fromHandshake > 0 {
+        s.handshakeOutput[s.handshakeOffset..<s.handshakeOffset + fromHandshake].withUnsafeBytes { buf.copyMemory(from: $0.baseAddress!, byteCount: fromHandshake) }
+        s.handshakeOffset += fromHandshake
+        written = fromHandshake
+        if s.handshakeOffset == s.handshakeOutput.count {
+            s.handshakeOutput = []
+            s.handshakeOffset = 0
+        }
+    }
+    if s.handshakeOutput.isEmpty && written < cap {
+        let n = s.session.withPendingOutput { out -> Int in
+            let n = min(cap - written, out.count)
+            if n > 0 { (buf + written).copyMemory(from: out.baseAddress!, byteCount: n) }
+            return n
+        }
+        s.session.consumeOutput(n)
+        written += n
+    }
+    lenOut.pointee = written
+    return PETREL_OK
+}
+
+@_cdecl("petrel_session_pending_output")
+public func petrel_session_pending_output(_ session: OpaquePointer?) -> Int {
+    CSession.from(session)?.pendingOutput ?? 0
+}
+
+@_cdecl("petrel_session_want_read")
+public func petrel_session_want_read(_ session: OpaquePointer?) -> Int32 {
+    guard let s = CSession.from(session) else { return 0 }
+    return !s.ended && (s.handshaking || s.session.wantsRead) ? 1 : 0
+}
+
+@_cdecl("petrel_session_want_write")
+public func petrel_session_want_write(_ session: OpaquePointer?) -> Int32 {
+    (CSession.from(session)?.pendingOutput ?? 0) > 0 ? 1 : 0
+}
+
+@_cdecl("petrel_session_should_close")
+public func petrel_session_should_close(_ session: OpaquePointer?) -> Int32 {
+    guard let s = CSession.from(session) else { return 0 }
+    return s.closeAfterOutput || (!s.handshaking && s.session.shouldCloseTransport) ? 1 : 0
+}
+
+@_cdecl("petrel_session_destroy")
+public func petrel_session_destroy(_ session: OpaquePointer?) {
+    guard let session else { return }
+    Unmanaged<CSession>.fromOpaque(UnsafeRawPointer(session)).release()
+}
