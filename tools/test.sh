@@ -55,6 +55,10 @@ cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_pet
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-tests
 bash Tests/C/example.sh "$prefix"
 
+step "Python bindings: pip install ./bindings/python, then pytest (with websockets)"
+.venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
+PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest bindings/python/tests -q -p no:cacheprovider
+
 step "release build of the conformance peers"
 swift build -c release --product petrel-echo
 swift build -c release --product petrel-autobahn-client

@@ -1,0 +1,18 @@
+"""Petrel for Python: a fast WebSocket server and client over libpetrel.so (ctypes).
+
+    import petrel
+    server = petrel.Server("127.0.0.1", 8080, on_message=lambda conn, m: conn.send(m))
+    server.serve_forever()
+"""
+from ._lib import lib as _lib_handle
+from .client import ClientConnection, connect
+from .exceptions import (Backpressure, ConnectFailed, ConnectionClosed, InvalidArgument, InvalidHandshake,
+                         InvalidState, PetrelError, ProtocolError, Timeout)
+from .server import Connection, Server
+
+__version__ = _lib_handle.petrel_version().decode()
+
+__all__ = [
+    "Server", "Connection", "connect", "ClientConnection", "PetrelError", "Backpressure", "Timeout",
+    "ConnectionClosed", "ProtocolError", "InvalidHandshake", "InvalidArgument", "InvalidState", "ConnectFailed",
+]

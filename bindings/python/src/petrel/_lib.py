@@ -1,0 +1,121 @@
+"""Finds and loads libpetrel.so, and declares every C signature in one table.
+
+Search order: the PETREL_LIBRARY environment variable, a copy inside this package, then the
+repository's build folder (`make lib` puts it in .build-static/release/). A failure says every
+path that was tried.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int, c_int32, c_size_t, c_uint16, c_uint32,
+                    c_uint64, c_void_p)
+from pathlib import Path
+
+LIBRARY_NAME = "libpetrel.so"
+
+
+def _candidates() -> list[Path]:
+    paths: list[Path] = []
+    env = os.environ.get("PETREL_LIBRARY")
+    if env:
+        paths.append(Path(env))
+    here = Path(__file__).resolve().parent
+    paths.append(here / LIBRARY_NAME)
+    for parent in here.parents:
+        if (parent / "Package.swift").exists() and (parent / "include" / "petrel.h").exists():
+            paths.append(parent / ".build-static" / "release" / LIBRARY_NAME)
+            break
+    return paths
+
+
+def _load() -> ctypes.CDLL:
+    tried = []
+    for path in _candidates():
+        tried.append(str(path))
+        if path.is_file():
+            return ctypes.CDLL(str(path))
+    raise OSError(
+        "petrel: cannot find libpetrel.so; looked in:\n  " + "\n  ".join(tried)
+        + "\nSet PETREL_LIBRARY, or run `make lib` in the Petrel repository."
+    )
+
+
+lib = _load()
+
+# ---- structs of petrel.h (field order and types as in the header) ----
+
+
+class ServerConfig(Structure):
+    _fields_ = [
+        ("size", c_size_t), ("host", c_char_p), ("port", c_uint16), ("threads", c_uint32),
+        ("max_connections", c_uint32), ("max_message_size", c_uint64), ("max_frame_size", c_uint64),
+        ("max_backpressure", c_uint64), ("handshake_timeout_ms", c_uint32), ("idle_timeout_ms", c_uint32),
+        ("ping_interval_ms", c_uint32), ("pong_timeout_ms", c_uint32), ("close_timeout_ms", c_uint32),
+        ("compression", c_int32), ("close_on_backpressure", c_int32), ("subprotocols", c_char_p),
+        ("allowed_origins", c_char_p), ("topic_slow_consumer", c_int32), ("topic_max_queued", c_uint32),
+        ("topic_replay", c_uint32),
+    ]
+
+
+OnOpen = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
+OnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_int32, POINTER(c_char), c_size_t)
+OnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_uint16, POINTER(c_char), c_size_t)
+OnDrain = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
+
+
+class ServerCallbacks(Structure):
+    _fields_ = [
+        ("size", c_size_t), ("userdata", c_void_p), ("on_open", OnOpen), ("on_message", OnMessage),
+        ("on_close", OnClose), ("on_drain", OnDrain),
+    ]
+
+
+class ClientConfig(Structure):
+    _fields_ = [
+        ("size", c_size_t), ("connect_timeout_ms", c_uint32), ("handshake_timeout_ms", c_uint32),
+        ("max_message_size", c_uint64), ("compression", c_int32), ("subprotocols", c_char_p), ("origin", c_char_p),
+    ]
+
+
+# ---- every function: (name, restype, argtypes) ----
+status = c_int32
+_SIGNATURES = [
+    ("petrel_version", c_char_p, []),
+    ("petrel_version_number", c_uint32, []),
+    ("petrel_strerror", c_char_p, [c_int32]),
+    ("petrel_server_config_init", None, [POINTER(ServerConfig)]),
+    ("petrel_server_callbacks_init", None, [POINTER(ServerCallbacks)]),
+    ("petrel_server_create", status, [POINTER(ServerConfig), POINTER(ServerCallbacks), POINTER(c_void_p)]),
+    ("petrel_server_start", status, [c_void_p]),
+    ("petrel_server_run", status, [c_void_p]),
+    ("petrel_server_stop", status, [c_void_p, c_uint32]),
+    ("petrel_server_destroy", status, [c_void_p]),
+    ("petrel_server_port", status, [c_void_p, POINTER(c_uint16)]),
+    ("petrel_server_connection_count", status, [c_void_p, POINTER(c_uint64)]),
+    ("petrel_server_publish", status, [c_void_p, c_char_p, c_int32, c_void_p, c_size_t, c_char_p, POINTER(c_uint64)]),
+    ("petrel_conn_send", status, [c_void_p, c_uint64, c_int32, c_void_p, c_size_t]),
+    ("petrel_conn_close", status, [c_void_p, c_uint64, c_uint16, c_char_p]),
+    ("petrel_conn_subscribe", status, [c_void_p, c_uint64, c_char_p]),
+    ("petrel_conn_unsubscribe", status, [c_void_p, c_uint64, c_char_p]),
+    ("petrel_conn_buffered_amount", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
+    ("petrel_conn_path", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_conn_query", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_conn_header", status, [c_void_p, c_uint64, c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_conn_peer_address", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_client_config_init", None, [POINTER(ClientConfig)]),
+    ("petrel_client_connect", status, [c_char_p, POINTER(ClientConfig), c_void_p, POINTER(c_void_p)]),
+    ("petrel_client_send", status, [c_void_p, c_int32, c_void_p, c_size_t]),
+    ("petrel_client_receive", status, [c_void_p, c_int32, POINTER(c_int32), c_void_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_client_close", status, [c_void_p, c_uint16, c_char_p]),
+    ("petrel_client_close_status", status, [c_void_p, POINTER(c_uint16), c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_client_destroy", None, [c_void_p]),
+]
+
+for _name, _res, _args in _SIGNATURES:
+    _f = getattr(lib, _name)
+    _f.restype = _res
+    _f.argtypes = _args
+
+TEXT = 1
+BINARY = 2

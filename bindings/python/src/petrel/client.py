@@ -1,0 +1,103 @@
+"""A blocking WebSocket client over Petrel's C client. recv() releases the GIL while it waits."""
+from __future__ import annotations
+
+import ctypes
+from typing import Iterable, Iterator, Optional, Union
+
+from . import _lib
+from ._lib import lib
+from .exceptions import ConnectionClosed, check
+from .server import Data, _payload
+
+Message = Union[str, bytes]
+
+
+class ClientConnection:
+    """A connected client. Iterating yields messages until the connection closes."""
+
+    def __init__(self, handle: ctypes.c_void_p) -> None:
+        self._handle = handle
+        self._buf = ctypes.create_string_buffer(64 * 1024)
+
+    def send(self, data: Data) -> None:
+        """Queues a message: str as text, bytes as binary."""
+        kind, raw = _payload(data)
+        check(lib.petrel_client_send(self._handle, kind, raw, len(raw)))
+
+    def recv(self, timeout: Optional[float] = None) -> Message:
+        """The next message (str or bytes). Raises Timeout, or ConnectionClosed with code and reason."""
+        kind = ctypes.c_int32()
+        size = ctypes.c_size_t()
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        while True:
+            rc = lib.petrel_client_receive(self._handle, ms, ctypes.byref(kind), self._buf, len(self._buf), ctypes.byref(size))
+            if rc == -308:  # buffer too small: grow to what is needed and take it again
+                self._buf = ctypes.create_string_buffer(size.value)
+                continue
+            if rc == -306:
+                code, reason = self.close_status()
+                raise ConnectionClosed(-306, code, reason)
+            check(rc)
+            raw = self._buf.raw[: size.value]
+            return raw.decode("utf-8") if kind.value == _lib.TEXT else raw
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosed:
+                return
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Starts the closing handshake (no-op if already closed)."""
+        rc = lib.petrel_client_close(self._handle, code, reason.encode())
+        if rc != -306:
+            check(rc)
+
+    def close_status(self) -> tuple[Optional[int], str]:
+        """(code, reason) once closed, else (None, "")."""
+        code = ctypes.c_uint16()
+        size = ctypes.c_size_t()
+        buf = ctypes.create_string_buffer(128)
+        rc = lib.petrel_client_close_status(self._handle, ctypes.byref(code), buf, len(buf), ctypes.byref(size))
+        if rc == -101:
+            return None, ""
+        check(rc)
+        return code.value, buf.raw[: size.value].decode("utf-8", "replace")
+
+    def destroy(self) -> None:
+        if self._handle:
+            lib.petrel_client_destroy(self._handle)
+            self._handle = ctypes.c_void_p()
+
+    def __enter__(self) -> "ClientConnection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def __del__(self) -> None:
+        try:
+            self.destroy()
+        except Exception:
+            pass
+
+
+def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 1024 * 1024,
+            subprotocols: Optional[Iterable[str]] = None, origin: Optional[str] = None,
+            open_timeout: float = 10.0) -> ClientConnection:
+    """Connects to a ws:// URL and completes the handshake (blocking)."""
+    if not isinstance(url, str):
+        raise TypeError("url must be a str")
+    if not isinstance(max_message_size, int) or max_message_size <= 0:
+        raise ValueError("max_message_size must be a positive int")
+    cfg = _lib.ClientConfig()
+    lib.petrel_client_config_init(ctypes.byref(cfg))
+    cfg.compression = 1 if compression else 0
+    cfg.max_message_size = max_message_size
+    cfg.connect_timeout_ms = cfg.handshake_timeout_ms = int(open_timeout * 1000)
+    keep = [",".join(subprotocols).encode() if subprotocols else None, origin.encode() if origin else None]
+    cfg.subprotocols, cfg.origin = keep[0], keep[1]
+    handle = ctypes.c_void_p()
+    check(lib.petrel_client_connect(url.encode(), ctypes.byref(cfg), None, ctypes.byref(handle)))
+    return ClientConnection(handle)

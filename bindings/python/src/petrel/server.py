@@ -1,0 +1,277 @@
+"""A Petrel server with Python callbacks.
+
+Callbacks run on Petrel's loop threads with the GIL held, one at a time per connection. An
+exception in a callback is logged (logger "petrel") and never reaches the library. Payloads are
+copied before the callback sees them.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from typing import Callable, Dict, Iterable, Optional, Union
+
+from . import _lib
+from ._lib import lib
+from .exceptions import check
+
+log = logging.getLogger("petrel")
+Data = Union[str, bytes, bytearray, memoryview]
+_POLICIES = {"close": 0, "drop_oldest": 1, "drop_newest": 2, "coalesce": 3}
+
+
+def _payload(data: Data) -> tuple[int, bytes]:
+    if isinstance(data, str):
+        return _lib.TEXT, data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return _lib.BINARY, bytes(data)
+    raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
+
+
+class Connection:
+    """One client of a server, named by an id that is never reused. Safe from any thread."""
+
+    def __init__(self, server: "Server", conn_id: int) -> None:
+        self.server = server
+        self.id = conn_id
+
+    def send(self, data: Data) -> None:
+        """Queues a message: str as text, bytes as binary. Raises Backpressure or ConnectionClosed."""
+        kind, raw = _payload(data)
+        check(lib.petrel_conn_send(self.server._handle, self.id, kind, raw, len(raw)))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        check(lib.petrel_conn_close(self.server._handle, self.id, code, reason.encode()))
+
+    def subscribe(self, topic: str) -> None:
+        check(lib.petrel_conn_subscribe(self.server._handle, self.id, topic.encode()))
+
+    def unsubscribe(self, topic: str) -> None:
+        check(lib.petrel_conn_unsubscribe(self.server._handle, self.id, topic.encode()))
+
+    @property
+    def buffered_amount(self) -> int:
+        n = ctypes.c_uint64()
+        check(lib.petrel_conn_buffered_amount(self.server._handle, self.id, ctypes.byref(n)))
+        return n.value
+
+    def _text(self, getter: Callable[..., int], *args: bytes) -> Optional[str]:
+        size = ctypes.c_size_t()
+        buf = ctypes.create_string_buffer(256)
+        rc = getter(self.server._handle, self.id, *args, buf, len(buf), ctypes.byref(size))
+        if rc == -308:  # too small: retry with the size needed
+            buf = ctypes.create_string_buffer(size.value + 1)
+            rc = getter(self.server._handle, self.id, *args, buf, len(buf), ctypes.byref(size))
+        if rc == -101:
+            return None
+        check(rc)
+        return buf.raw[: size.value].decode("utf-8", "replace")
+
+    @property
+    def path(self) -> Optional[str]:
+        return self._text(lib.petrel_conn_path)
+
+    @property
+    def query(self) -> Optional[str]:
+        return self._text(lib.petrel_conn_query)
+
+    def header(self, name: str) -> Optional[str]:
+        """The first request header `name` (case-insensitive), or None."""
+        return self._text(lib.petrel_conn_header, name.encode())
+
+    @property
+    def peer_address(self) -> Optional[str]:
+        return self._text(lib.petrel_conn_peer_address)
+
+    def __repr__(self) -> str:
+        return f"<petrel.Connection {self.id}>"
+
+
+class Server:
+    """A WebSocket server.
+
+    >>> server = Server("127.0.0.1", 8080)
+    >>> @server.on_message
+    ... def echo(conn, message):
+    ...     conn.send(message)
+    >>> server.serve_forever()
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 8080, *, threads: int = 0, compression: bool = True,
+        max_message_size: int = 16 * 1024 * 1024, max_backpressure: int = 1024 * 1024,
+        origins: Optional[Iterable[str]] = None, subprotocols: Optional[Iterable[str]] = None,
+        slow_consumer: str = "close", max_queued: int = 1024, replay: int = 0,
+        ping_interval: float = 0.0, idle_timeout: float = 0.0,
+        on_open: Optional[Callable[[Connection], None]] = None,
+        on_message: Optional[Callable[[Connection, Data], None]] = None,
+        on_close: Optional[Callable[[Connection, int, str], None]] = None,
+        on_drain: Optional[Callable[[Connection], None]] = None,
+    ) -> None:
+        if not isinstance(host, str):
+            raise TypeError("host must be a str")
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+        if not isinstance(threads, int) or not 0 <= threads <= 255:
+            raise ValueError("threads must be an int in 0..255 (0: one per core)")
+        if not isinstance(max_message_size, int) or max_message_size <= 0:
+            raise ValueError("max_message_size must be a positive int")
+        if slow_consumer not in _POLICIES:
+            raise ValueError(f"slow_consumer must be one of {sorted(_POLICIES)}")
+        self._on_open, self._on_message, self._on_close, self._on_drain = on_open, on_message, on_close, on_drain
+        self._connections: Dict[int, Connection] = {}
+        self._lock = threading.Lock()
+        # Strings handed to C must outlive the create call.
+        self._keep = [host.encode(), ",".join(subprotocols).encode() if subprotocols else None,
+                      ",".join(origins).encode() if origins is not None else None]
+        cfg = _lib.ServerConfig()
+        lib.petrel_server_config_init(ctypes.byref(cfg))
+        cfg.host, cfg.port, cfg.threads = self._keep[0], port, threads
+        cfg.max_message_size = cfg.max_frame_size = max_message_size
+        cfg.max_backpressure = max_backpressure
+        cfg.compression = 1 if compression else 0
+        cfg.subprotocols, cfg.allowed_origins = self._keep[1], self._keep[2]
+        cfg.topic_slow_consumer = _POLICIES[slow_consumer]
+        cfg.topic_max_queued, cfg.topic_replay = max_queued, replay
+        cfg.ping_interval_ms, cfg.idle_timeout_ms = int(ping_interval * 1000), int(idle_timeout * 1000)
+        # The CFUNCTYPE objects are kept on the server for its whole life: ctypes does not.
+        self._callbacks = _lib.ServerCallbacks()
+        lib.petrel_server_callbacks_init(ctypes.byref(self._callbacks))
+        self._callbacks.on_open = _lib.OnOpen(self._c_open)
+        self._callbacks.on_message = _lib.OnMessage(self._c_message)
+        self._callbacks.on_close = _lib.OnClose(self._c_close)
+        self._callbacks.on_drain = _lib.OnDrain(self._c_drain)
+        handle = ctypes.c_void_p()
+        check(lib.petrel_server_create(ctypes.byref(cfg), ctypes.byref(self._callbacks), ctypes.byref(handle)))
+        self._handle = handle
+        self._started = False
+
+    # -- decorators --
+    def on_open(self, f: Callable[[Connection], None]) -> Callable[[Connection], None]:
+        self._on_open = f
+        return f
+
+    def on_message(self, f: Callable[[Connection, Data], None]) -> Callable[[Connection, Data], None]:
+        self._on_message = f
+        return f
+
+    def on_close(self, f: Callable[[Connection, int, str], None]) -> Callable[[Connection, int, str], None]:
+        self._on_close = f
+        return f
+
+    def on_drain(self, f: Callable[[Connection], None]) -> Callable[[Connection], None]:
+        self._on_drain = f
+        return f
+
+    # -- C callbacks (loop threads; ctypes takes the GIL) --
+    def _conn(self, conn_id: int) -> Connection:
+        with self._lock:
+            c = self._connections.get(conn_id)
+            if c is None:
+                c = self._connections[conn_id] = Connection(self, conn_id)
+            return c
+
+    def _c_open(self, _ud, _srv, conn_id):  # type: ignore[no-untyped-def]
+        try:
+            if self._on_open:
+                self._on_open(self._conn(conn_id))
+        except Exception:
+            log.exception("petrel: exception in on_open")
+
+    def _c_message(self, _ud, _srv, conn_id, kind, data, length):  # type: ignore[no-untyped-def]
+        try:
+            if self._on_message:
+                raw = ctypes.string_at(data, length) if length else b""
+                self._on_message(self._conn(conn_id), raw.decode("utf-8") if kind == _lib.TEXT else raw)
+        except Exception:
+            log.exception("petrel: exception in on_message")
+
+    def _c_close(self, _ud, _srv, conn_id, code, reason, length):  # type: ignore[no-untyped-def]
+        try:
+            conn = self._conn(conn_id)
+            with self._lock:
+                self._connections.pop(conn_id, None)
+            if self._on_close:
+                text = ctypes.string_at(reason, length).decode("utf-8", "replace") if length else ""
+                self._on_close(conn, code, text)
+        except Exception:
+            log.exception("petrel: exception in on_close")
+
+    def _c_drain(self, _ud, _srv, conn_id):  # type: ignore[no-untyped-def]
+        try:
+            if self._on_drain:
+                self._on_drain(self._conn(conn_id))
+        except Exception:
+            log.exception("petrel: exception in on_drain")
+
+    # -- lifecycle --
+    def start(self) -> "Server":
+        """Binds and serves on background threads; returns at once."""
+        check(lib.petrel_server_start(self._handle))
+        self._started = True
+        return self
+
+    def serve_forever(self) -> None:
+        """Binds and serves on background threads until stop() is called (or KeyboardInterrupt)."""
+        if not self._started:
+            self.start()
+        self._stopped = threading.Event()
+        try:
+            while not self._stopped.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            self.stop()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Sends close 1001 to every client and waits up to `grace` seconds for them."""
+        rc = lib.petrel_server_stop(self._handle, int(grace * 1000))
+        if rc != -304:
+            check(rc)
+        if getattr(self, "_stopped", None) is not None:
+            self._stopped.set()
+
+    def close(self) -> None:
+        """Stops the server if needed and releases it."""
+        if self._handle:
+            check(lib.petrel_server_destroy(self._handle))
+            self._handle = ctypes.c_void_p()
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if self._handle:
+                lib.petrel_server_destroy(self._handle)
+        except Exception:
+            pass
+
+    @property
+    def port(self) -> int:
+        p = ctypes.c_uint16()
+        check(lib.petrel_server_port(self._handle, ctypes.byref(p)))
+        return p.value
+
+    @property
+    def connection_count(self) -> int:
+        n = ctypes.c_uint64()
+        check(lib.petrel_server_connection_count(self._handle, ctypes.byref(n)))
+        return n.value
+
+    def publish(self, topic: str, data: Data, key: Optional[str] = None) -> int:
+        """Publishes to every subscriber of `topic`; safe from any thread. Returns the event id."""
+        if not isinstance(topic, str):
+            raise TypeError("topic must be a str")
+        kind, raw = _payload(data)
+        event_id = ctypes.c_uint64()
+        check(lib.petrel_server_publish(self._handle, topic.encode(), kind, raw, len(raw),
+                                        key.encode() if key is not None else None, ctypes.byref(event_id)))
+        return event_id.value
+
+    def connection(self, conn_id: int) -> Connection:
+        if not isinstance(conn_id, int):
+            raise TypeError("a connection id is an int")
+        return self._conn(conn_id)
