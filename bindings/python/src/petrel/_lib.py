@@ -78,6 +78,14 @@ class ClientConfig(Structure):
     ]
 
 
+ClientOnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_int32, POINTER(c_char), c_size_t)
+ClientOnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint16, POINTER(c_char), c_size_t)
+
+
+class ClientCallbacks(Structure):
+    _fields_ = [("size", c_size_t), ("userdata", c_void_p), ("on_message", ClientOnMessage), ("on_close", ClientOnClose)]
+
+
 # ---- every function: (name, restype, argtypes) ----
 status = c_int32
 _SIGNATURES = [
@@ -104,6 +112,7 @@ _SIGNATURES = [
     ("petrel_conn_header", status, [c_void_p, c_uint64, c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_conn_peer_address", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_client_config_init", None, [POINTER(ClientConfig)]),
+    ("petrel_client_callbacks_init", None, [POINTER(ClientCallbacks)]),
     ("petrel_client_connect", status, [c_char_p, POINTER(ClientConfig), c_void_p, POINTER(c_void_p)]),
     ("petrel_client_send", status, [c_void_p, c_int32, c_void_p, c_size_t]),
     ("petrel_client_receive", status, [c_void_p, c_int32, POINTER(c_int32), c_void_p, c_size_t, POINTER(c_size_t)]),
