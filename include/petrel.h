@@ -163,7 +163,7 @@ typedef struct petrel_server_config {
     uint16_t port;                /* default 8080; 0 picks a free port (see petrel_server_port) */
     uint32_t threads;             /* loop threads; 0 = one per core */
     uint32_t max_connections;     /* default 100000; over it requests get 503 */
-    uint64_t max_message_size;    /* default 16 MiB; larger messages close with 1009 */
+    uint64_t max_message_size;    /* default 16 MiB, at most 1 TiB; larger messages close with 1009 */
     uint64_t max_frame_size;      /* default 16 MiB */
     uint64_t max_backpressure;    /* default 1 MiB of queued output per connection */
     uint32_t handshake_timeout_ms; /* default 10000 */
@@ -289,6 +289,8 @@ petrel_status petrel_server_publish(petrel_server *server, const char *topic, in
 
 /**
  * Queues a message. kind: PETREL_TEXT (data must be valid UTF-8) or PETREL_BINARY.
+ * From another thread than the connection's loop, PETREL_OK means "handed to the loop": if the
+ * connection closes first, the message is dropped with it.
  * Returns: PETREL_OK; PETREL_E_NULL (data NULL with len > 0); PETREL_E_INVALID_ARGUMENT;
  *          PETREL_E_UNKNOWN_CONNECTION; PETREL_E_CLOSED; PETREL_E_BACKPRESSURE (not queued);
  *          PETREL_E_TOO_BIG (over max_message_size).
@@ -365,7 +367,9 @@ void petrel_client_callbacks_init(petrel_client_callbacks *callbacks);
  * the opening handshake, blocking until the connection is open or has failed.
  * callbacks: NULL to receive with petrel_client_receive instead.
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_CONFIG_SIZE; PETREL_E_INVALID_ARGUMENT; PETREL_E_URL;
- *          PETREL_E_RESOLVE; PETREL_E_CONNECT; PETREL_E_CONNECT_TIMEOUT; PETREL_E_HANDSHAKE.
+ *          PETREL_E_RESOLVE; PETREL_E_CONNECT; PETREL_E_CONNECT_TIMEOUT; PETREL_E_HANDSHAKE;
+ *          PETREL_E_WRONG_THREAD (called from a client callback, which would wait for itself);
+ *          PETREL_E_THREAD (the client loop could not be started).
  * Ownership: *client_out is the caller's; release it with petrel_client_destroy.
  * Thread: any.
  */
@@ -405,7 +409,8 @@ petrel_status petrel_client_close(petrel_client *client, uint16_t code, const ch
 petrel_status petrel_client_close_status(petrel_client *client, uint16_t *code_out, char *reason, size_t cap,
                                          size_t *len_out);
 
-/** Closes the connection if open (1001), and releases the client. NULL does nothing. Thread: not a client callback. */
+/** Closes the connection if open (1001), waits for a callback in progress, and releases the
+ *  client; no callback runs after it returns. NULL does nothing. Thread: not a client callback. */
 void petrel_client_destroy(petrel_client *client);
 
 /* ------------------------------------------------------------------------------------------- */

@@ -73,6 +73,8 @@ final class CClient: @unchecked Sendable {
     var closed: (UInt16, String)?
     /// Set by petrel_client_destroy: no user callback runs after it.
     var destroyed = false
+    /// Held while a user callback runs, and by destroy: no callback runs after destroy returns.
+    let callbackLock = Monitor()
     let usesCallbacks: Bool
 
     init(usesCallbacks: Bool) { self.usesCallbacks = usesCallbacks }
@@ -112,6 +114,8 @@ public func petrel_client_connect(
     _ clientOut: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
     guard let url, let clientOut else { return PETREL_E_NULL }
+    // Blocking here would wait for the very thread that must complete the connect.
+    if ClientConnector.isLoopThread { return PETREL_E_WRONG_THREAD }
     guard let target = string(url) else { return PETREL_E_INVALID_ARGUMENT }
     var c = petrel_client_config()
     petrel_client_config_init(&c)
@@ -124,7 +128,7 @@ public func petrel_client_connect(
         guard readSized(callbacks, size: callbacks.pointee.size, into: &cb) else { return PETREL_E_CONFIG_SIZE }
     }
     var configuration = ClientConfiguration()
-    guard let maxMessage = Int(exactly: c.max_message_size), maxMessage > 0 else { return PETREL_E_INVALID_ARGUMENT }
+    guard let maxMessage = Int(exactly: c.max_message_size), maxMessage > 0, maxMessage <= 1 << 40 else { return PETREL_E_INVALID_ARGUMENT }
     configuration.connectTimeout = Int(c.connect_timeout_ms)
     configuration.options.handshakeTimeout = Int(c.handshake_timeout_ms)
     configuration.options.session.maxMessageSize = maxMessage
@@ -148,22 +152,29 @@ public func petrel_client_connect(
     handlers.onConnectFailed = { _, error in client.monitor.signal { client.failure = error } }
     handlers.onMessage = { _, kind, payload in
         if client.usesCallbacks {
-            if client.monitor.locked({ client.destroyed }) { return }
-            onMessage?(userdata, handle, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+            client.callbackLock.locked {
+                if client.monitor.locked({ client.destroyed }) { return }
+                onMessage?(userdata, handle, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+            }
         } else {
             let copy = [UInt8](payload)
             client.monitor.signal { client.inbox.append((Int32(kind.rawValue), copy)) }
         }
     }
     handlers.onClose = { _, code, reason in
-        client.monitor.signal { client.closed = (code.rawValue, reason) }
-        if client.usesCallbacks, let onClose, !client.monitor.locked({ client.destroyed }) {
-            var r = reason
-            r.withUTF8 { onClose(userdata, handle, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
+        if client.usesCallbacks, let onClose {
+            client.callbackLock.locked {
+                if client.monitor.locked({ client.destroyed }) { return }
+                var r = reason
+                r.withUTF8 { onClose(userdata, handle, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
+            }
         }
+        // Signalled after on_close returned: a destroy waiting for the close cannot overtake it.
+        client.monitor.signal { client.closed = (code.rawValue, reason) }
     }
     do throws(RuntimeError) {
-        client.connection = try ClientConnector.connect(to: target, configuration: configuration, handlers: handlers)
+        let connection = try ClientConnector.connect(to: target, configuration: configuration, handlers: handlers)
+        client.monitor.signal { client.connection = connection }
     } catch {
         return Status.of(error)
     }
@@ -172,7 +183,11 @@ public func petrel_client_connect(
         if let f = client.failure { return Status.of(f) }
         return nil
     }
-    guard outcome == PETREL_OK else { return outcome ?? PETREL_E_CONNECT }
+    guard outcome == PETREL_OK else {
+        // Break the client -> connection -> handlers -> client cycle of a failed connect.
+        client.monitor.signal { client.connection = nil }
+        return outcome ?? PETREL_E_CONNECT
+    }
     clientOut.pointee = OpaquePointer(Unmanaged.passRetained(client).toOpaque())
     return PETREL_OK
 }
@@ -180,7 +195,7 @@ public func petrel_client_connect(
 @_cdecl("petrel_client_send")
 public func petrel_client_send(_ client: OpaquePointer?, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
     guard let c = CClient.from(client), let conn = c.connection, data != nil || len == 0 else { return PETREL_E_NULL }
-    guard kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
+    guard len >= 0, kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
     if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
     return Status.of(conn.send(k, payload))
@@ -192,6 +207,7 @@ public func petrel_client_receive(
     _ lenOut: UnsafeMutablePointer<Int>?
 ) -> Int32 {
     guard let c = CClient.from(client), let kindOut, let lenOut else { return PETREL_E_NULL }
+    guard cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
     if c.usesCallbacks { return PETREL_E_STATE }
     return c.monitor.wait(timeoutMs: timeoutMs) { () -> Int32? in
         if c.inboxHead < c.inbox.count {
@@ -246,9 +262,12 @@ public func petrel_client_destroy(_ client: OpaquePointer?) {
     }
     // The connection's handlers hold the client; dropping our hold on the connection breaks the
     // cycle, so both are freed once the loop forgets the connection.
-    c.monitor.signal {
-        c.destroyed = true
-        c.connection = nil
+    // Taking the callback lock waits for a callback in progress; none starts after this.
+    c.callbackLock.locked {
+        c.monitor.signal {
+            c.destroyed = true
+            c.connection = nil
+        }
     }
     Unmanaged<CClient>.fromOpaque(UnsafeRawPointer(client)).release()
 }

@@ -16,7 +16,7 @@ private func lookup(_ server: OpaquePointer?, _ conn: UInt64) -> Result<Connecti
 @_cdecl("petrel_conn_send")
 public func petrel_conn_send(_ server: OpaquePointer?, _ conn: UInt64, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
     guard data != nil || len == 0 else { return PETREL_E_NULL }
-    guard kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
+    guard len >= 0, kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
     let c: Connection
     switch lookup(server, conn) {
     case .failure(let e): return e.status
@@ -81,6 +81,7 @@ private func requestField(
     _ field: (Connection) -> String?
 ) -> Int32 {
     guard lenOut != nil else { return PETREL_E_NULL }
+    guard cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
     switch lookup(server, conn) {
     case .failure(let e): return e.status
     case .success(let c):

@@ -71,6 +71,10 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
         let maxMessage = Int(exactly: c.max_message_size), let maxFrame = Int(exactly: c.max_frame_size),
         let backpressure = Int(exactly: c.max_backpressure), c.max_connections > 0
     else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+    // At most 1 TiB: larger values could only overflow arithmetic on sizes.
+    guard maxMessage <= 1 << 40, maxFrame <= 1 << 40, backpressure <= 1 << 40 else {
+        return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+    }
     config.maxConnections = Int(c.max_connections)
     config.options.session.maxMessageSize = maxMessage
     config.options.session.maxFrameSize = min(maxFrame, maxMessage)
@@ -188,7 +192,9 @@ public func petrel_server_stop(_ server: OpaquePointer?, _ graceMs: UInt32) -> I
 public func petrel_server_destroy(_ server: OpaquePointer?) -> Int32 {
     guard let server, let s = CServer.from(server) else { return PETREL_OK }
     if s.server.isCurrentLoopThread { return PETREL_E_WRONG_THREAD }
-    if s.server.isRunning {
+    // Started and not yet fully stopped (even if a stop is under way): stop and wait, so that no
+    // callback can run with this handle after it is released.
+    if s.server.needsStop {
         s.server.stop(grace: 1_000)
         // External-poll mode: the caller is the host thread; finish the shutdown here.
         if s.server.external { while s.server.service(timeout: 10) {} }
@@ -218,6 +224,7 @@ public func petrel_server_publish(
     _ key: UnsafePointer<CChar>?, _ eventIDOut: UnsafeMutablePointer<UInt64>?
 ) -> Int32 {
     guard let s = CServer.from(server), let topic, data != nil || len == 0 else { return PETREL_E_NULL }
+    guard len >= 0 else { return PETREL_E_INVALID_ARGUMENT }
     guard let t = string(topic), let k = MessageKind(rawValue: UInt8(truncatingIfNeeded: kind)), kind == 1 || kind == 2 else {
         return PETREL_E_INVALID_ARGUMENT
     }

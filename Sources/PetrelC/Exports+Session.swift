@@ -166,7 +166,7 @@ public func petrel_session_create(_ config: UnsafePointer<petrel_session_config>
     petrel_session_config_init(&c)
     guard readSized(config, size: config.pointee.size, into: &c) else { return PETREL_E_CONFIG_SIZE }
     guard c.role == Int32(PETREL_ROLE_SERVER) || c.role == Int32(PETREL_ROLE_CLIENT),
-        let maxMessage = Int(exactly: c.max_message_size), maxMessage > 0, c.max_header_bytes >= 256
+        let maxMessage = Int(exactly: c.max_message_size), maxMessage > 0, maxMessage <= 1 << 40, c.max_header_bytes >= 256
     else { return PETREL_E_INVALID_ARGUMENT }
     var subprotocols: [String] = []
     if c.subprotocols != nil {
@@ -178,15 +178,17 @@ public func petrel_session_create(_ config: UnsafePointer<petrel_session_config>
     let s = CSession(role: role, configuration: sc, maxHeaderBytes: Int(c.max_header_bytes),
                      compression: c.compression != 0 ? DeflateOptions() : nil, subprotocols: subprotocols)
     if role == .client {
-        guard let hostPointer = c.host, let host = string(hostPointer), !host.isEmpty else { return PETREL_E_INVALID_ARGUMENT }
+        guard let hostPointer = c.host, let host = string(hostPointer), !host.isEmpty, isHeaderSafe(host) else {
+            return PETREL_E_INVALID_ARGUMENT
+        }
         var path = "/"
         if let p = c.path {
-            guard let v = string(p), v.hasPrefix("/") else { return PETREL_E_INVALID_ARGUMENT }
+            guard let v = string(p), v.hasPrefix("/"), isHeaderSafe(v), !v.contains(" ") else { return PETREL_E_INVALID_ARGUMENT }
             path = v
         }
         var origin: String? = nil
         if let o = c.origin {
-            guard let v = string(o) else { return PETREL_E_INVALID_ARGUMENT }
+            guard let v = string(o), isHeaderSafe(v) else { return PETREL_E_INVALID_ARGUMENT }
             origin = v
         }
         var entropy = EntropySource.system
@@ -203,6 +205,7 @@ public func petrel_session_create(_ config: UnsafePointer<petrel_session_config>
 @_cdecl("petrel_session_feed")
 public func petrel_session_feed(_ session: OpaquePointer?, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
     guard let s = CSession.from(session), data != nil || len == 0 else { return PETREL_E_NULL }
+    guard len >= 0 else { return PETREL_E_INVALID_ARGUMENT }
     if s.ended { return PETREL_E_CLOSED }
     s.feed(UnsafeRawBufferPointer(start: data, count: len))
     return PETREL_OK
@@ -259,7 +262,7 @@ private func sessionSend(_ session: OpaquePointer?, _ body: (inout Session) thro
 @_cdecl("petrel_session_send")
 public func petrel_session_send(_ session: OpaquePointer?, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
     guard data != nil || len == 0 else { return PETREL_E_NULL }
-    guard kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
+    guard len >= 0, kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
     if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
     return sessionSend(session) { (s: inout Session) throws(UsageError) in try s.send(k, payload) }
@@ -268,6 +271,7 @@ public func petrel_session_send(_ session: OpaquePointer?, _ kind: Int32, _ data
 @_cdecl("petrel_session_ping")
 public func petrel_session_ping(_ session: OpaquePointer?, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
     guard data != nil || len == 0 else { return PETREL_E_NULL }
+    guard len >= 0 else { return PETREL_E_INVALID_ARGUMENT }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
     return sessionSend(session) { (s: inout Session) throws(UsageError) in try s.sendPing(payload) }
 }
@@ -285,6 +289,7 @@ public func petrel_session_close(_ session: OpaquePointer?, _ code: UInt16, _ re
 @_cdecl("petrel_session_take_output")
 public func petrel_session_take_output(_ session: OpaquePointer?, _ buf: UnsafeMutableRawPointer?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
     guard let s = CSession.from(session), let buf, let lenOut else { return PETREL_E_NULL }
+    guard cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
     guard s.pendingOutput > 0 else { return PETREL_E_AGAIN }
     var written = 0
     let fromHandshake = min(cap, s.handshakeOutput.count - s.handshakeOffset)
@@ -336,4 +341,9 @@ public func petrel_session_should_close(_ session: OpaquePointer?) -> Int32 {
 public func petrel_session_destroy(_ session: OpaquePointer?) {
     guard let session else { return }
     Unmanaged<CSession>.fromOpaque(UnsafeRawPointer(session)).release()
+}
+
+/// No CR, LF or other control character that could end a header line early.
+private func isHeaderSafe(_ s: String) -> Bool {
+    !s.utf8.contains { $0 < 0x20 || $0 == 0x7F }
 }

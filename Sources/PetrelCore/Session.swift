@@ -285,7 +285,9 @@ public struct Session: ~Copyable {
             }
             // Compressed data is inflated as it arrives and the inflated size is what the limit
             // counts; the compressed size is bounded too (stored blocks add 5 bytes per 64 KiB).
-            let limit = self.messageCompressed ? limits.maxMessageSize + limits.maxMessageSize / 4096 + 1024 : limits.maxMessageSize
+            let slack = limits.maxMessageSize / 4096 + 1024
+            let limit = !self.messageCompressed ? limits.maxMessageSize
+                : (limits.maxMessageSize > Int.max - slack ? Int.max : limits.maxMessageSize + slack)
             if self.frameLength > limit - self.messageSize {
                 return .messageTooBig(limit: limits.maxMessageSize)
             }

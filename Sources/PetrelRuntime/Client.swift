@@ -6,24 +6,24 @@ import Synchronization
 /// The loop thread that client connections run on, started on first use and kept for the life of
 /// the process. Client callbacks run on it.
 final class ClientLoop: @unchecked Sendable {
-    static let shared: ClientLoop = ClientLoop()
+    /// Nil if the loop could not be started (out of descriptors or threads); connects then fail.
+    static let shared: ClientLoop? = try? ClientLoop()
 
     let loop: EventLoop
 
-    private init() {
-        do {
-            self.loop = try EventLoop(index: 0, timerResolution: 50)
-            let loop = self.loop
-            // Work queued before the thread reaches epoll_wait waits in the eventfd.
-            _ = try spawnThread { loop.run() }
-        } catch {
-            fatalError("cannot start the client loop: \(error)")
-        }
+    private init() throws(RuntimeError) {
+        self.loop = try EventLoop(index: 0, timerResolution: 50)
+        let loop = self.loop
+        // Work queued before the thread reaches epoll_wait waits in the eventfd.
+        _ = try spawnThread { loop.run() }
     }
 }
 
 /// Opening client connections.
 public enum ClientConnector {
+    /// Whether the calling thread is the client loop (a client callback is running).
+    public static var isLoopThread: Bool { ClientLoop.shared?.loop.isCurrentThread ?? false }
+
     /// Starts connecting to `url` (`ws://host[:port]/path?query`). The name is resolved on the
     /// calling thread; the connect and the handshake run on the client loop, which then calls
     /// `handlers.onOpen`, or `handlers.onConnectFailed` with the reason.
@@ -41,7 +41,9 @@ public enum ClientConnector {
             subprotocols: configuration.subprotocols,
             extensions: configuration.compression.map { PerMessageDeflate.offers(options: $0) } ?? [],
             headers: configuration.headers, entropy: &entropy)
-        let loop = ClientLoop.shared.loop
+        guard let loop = ClientLoop.shared?.loop else {
+            throw RuntimeError(.thread, "the client loop thread could not be started")
+        }
         while true {
             let address = addresses.removeFirst()
             let fd = petrel_socket(address.family)

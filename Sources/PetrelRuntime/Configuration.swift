@@ -117,6 +117,9 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses `ws://host[:port][/path][?query]`; IPv6 literals go in brackets. Default ports 80 and 443.
     public init(_ string: String) throws(RuntimeError) {
+        if string.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
+            throw RuntimeError(.invalidURL, "URL contains a space or control character")
+        }
         let lower = string.lowercasedASCII
         let rest: Substring
         if lower.hasPrefix("ws://") {

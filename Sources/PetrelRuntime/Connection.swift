@@ -151,6 +151,8 @@ public final class Connection: @unchecked Sendable {
     let coalesced = Atomic<Int>(0)
 
     // Client side.
+    /// Why a connecting client failed, reported by `closeTransport` through `onConnectFailed`.
+    var connectError: RuntimeError?
     var clientHandshake: ClientHandshake?
     var clientConfiguration: ClientConfiguration?
     var pendingAddresses: [SocketAddress] = []
@@ -269,6 +271,7 @@ public final class Connection: @unchecked Sendable {
         } else {
             do { try self.session.send(kind, payload) } catch { return .closed }
         }
+        self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
         self.loop.markDirty(self)
         return .ok
     }
@@ -354,8 +357,7 @@ public final class Connection: @unchecked Sendable {
         case .closed:
             return
         case .connecting:
-            self.connectCompleted()
-            return
+            return  // the loop hands connect completion to writable()
         default:
             break
         }
@@ -597,16 +599,26 @@ public final class Connection: @unchecked Sendable {
     }
 
     private func retryNextAddress() {
-        let next = self.pendingAddresses.removeFirst()
         self.loop.unregister(fd: self.fd)
         Sys.close(self.fd)
-        let fd = petrel_socket(next.family)
-        guard fd >= 0 else { return self.failConnect(.system(.socket, "socket")) }
-        self.fd = fd
-        self.peerAddress = next
-        let rc = next.withSockaddr { Glibc.connect(fd, $0, $1) }
-        if rc != 0 && errno != EINPROGRESS { return self.connectCompleted() }
-        self.loop.register(fd: fd, slot: .connection(self), events: UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue))
+        self.fd = -1
+        while !self.pendingAddresses.isEmpty {
+            let next = self.pendingAddresses.removeFirst()
+            let fd = petrel_socket(next.family)
+            guard fd >= 0 else { return self.failConnect(.system(.socket, "socket")) }
+            self.peerAddress = next
+            let rc = next.withSockaddr { Glibc.connect(fd, $0, $1) }
+            if rc != 0 && errno != EINPROGRESS {
+                let error = RuntimeError.system(.connect, "connect to \(next)")
+                Sys.close(fd)
+                if self.pendingAddresses.isEmpty { return self.failConnect(error) }
+                continue
+            }
+            self.fd = fd
+            self.loop.register(fd: fd, slot: .connection(self), events: UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue))
+            return
+        }
+        self.failConnect(RuntimeError(.connect, "no address of \(self.peerAddress.host) accepted the connection"))
     }
 
     private func clientHandshakeBytes(_ bytes: UnsafeMutableRawBufferPointer) {
@@ -644,8 +656,8 @@ public final class Connection: @unchecked Sendable {
 
     private func failConnect(_ error: RuntimeError) {
         guard self.phase != .closed else { return }
+        self.connectError = error
         self.closeTransport(reason: .abnormalClosure, message: error.message)
-        self.handlers.onConnectFailed?(self, error)
     }
 
     // MARK: Writing
@@ -686,7 +698,11 @@ public final class Connection: @unchecked Sendable {
         }
         self.setWriteInterest(false)
         self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
-        if self.readPaused { self.resumeReading() }
+        if self.readPaused {
+            self.resumeReading()
+            // The stashed input may have queued output (replies, a close echo): write it first.
+            if self.session.pendingOutputCount > 0 || self.phase == .closed { return self.loop.markDirty(self) }
+        }
         if self.wantsDrain && self.queuedBytes == 0 && self.phase == .open {
             self.wantsDrain = false
             self.handlers.onDrain?(self)
@@ -909,8 +925,11 @@ public final class Connection: @unchecked Sendable {
         let wasOpen = self.openNotified
         self.phase = .closed
         self.closedFlag.store(true, ordering: .relaxed)
-        self.loop.unregister(fd: self.fd)
-        Sys.close(self.fd)
+        if self.fd >= 0 {
+            self.loop.unregister(fd: self.fd)
+            Sys.close(self.fd)
+            self.fd = -1
+        }
         self.loop.forget(self)
         for t in self.subscriptions {
             self.loop.topics[t]?.removeAll { $0 === self }
@@ -924,7 +943,12 @@ public final class Connection: @unchecked Sendable {
         self.bufferedBytes.store(0, ordering: .relaxed)
         if self.role == .server { self.server?.connectionClosed() }
         if self.closeReason.isEmpty && self.closeCode == .abnormalClosure { self.closeReason = message }
-        if wasOpen { self.handlers.onClose?(self, self.closeCode, self.closeReason) }
+        if wasOpen {
+            self.handlers.onClose?(self, self.closeCode, self.closeReason)
+        } else if self.role == .client {
+            // Whatever ended a connecting client (refused, reset, timeout, bad handshake) is reported.
+            self.handlers.onConnectFailed?(self, self.connectError ?? RuntimeError(.connect, message))
+        }
         self.session = Session(role: self.role)
     }
 }

@@ -130,6 +130,11 @@ final class EventLoop: @unchecked Sendable {
             case .timer: self.tick()
             case .listener(let l): self.accept(l)
             case .connection(let c):
+                if c.phase == .connecting {
+                    // A finished connect (success or failure) is read from SO_ERROR once.
+                    c.writable()
+                    continue
+                }
                 if ev & UInt32(EPOLLOUT.rawValue) != 0 { c.writable() }
                 if ev & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { c.readable() }
             }

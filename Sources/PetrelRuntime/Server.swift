@@ -22,7 +22,7 @@ public final class Server: @unchecked Sendable {
     public private(set) var port: UInt16 = 0
     public let startedAt = monotonicMilliseconds()
 
-    enum Lifecycle { case idle, running, stopping, stopped }
+    enum Lifecycle { case idle, starting, running, stopping, stopped }
 
     public init(configuration: ServerConfiguration, handlers: Handlers) {
         self.configuration = configuration
@@ -71,7 +71,7 @@ public final class Server: @unchecked Sendable {
     private func prepare(forceThreads: Int? = nil) throws(RuntimeError) {
         try self.lifecycle.withLock { (state: inout Lifecycle) throws(RuntimeError) in
             guard state == .idle else { throw RuntimeError(.stopped, "a server can be started once") }
-            state = .running
+            state = .starting
         }
         let count = forceThreads ?? (self.configuration.threads > 0 ? self.configuration.threads : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         guard count <= 255 else { throw RuntimeError(.thread, "at most 255 loop threads") }
@@ -101,6 +101,7 @@ public final class Server: @unchecked Sendable {
                 loop.addListener(fd: fds[i])
                 self.loops.append(loop)
             }
+            self.lifecycle.withLock { $0 = .running }
         } catch {
             if self.loops.isEmpty { for fd in fds { Sys.close(fd) } }
             self.lifecycle.withLock { $0 = .stopped }
@@ -154,6 +155,10 @@ public final class Server: @unchecked Sendable {
 
     /// Whether the calling thread is one of this server's loop threads (a callback is running).
     public var isCurrentLoopThread: Bool { self.loops.contains { $0.isCurrentThread } }
+
+    /// Whether the server was started and has not finished stopping: it must be stopped (and
+    /// waited for) before it is released.
+    public var needsStop: Bool { self.lifecycle.withLock { $0 == .running || $0 == .stopping || $0 == .starting } }
 
     /// Whether the server is accepting and serving.
     public var isRunning: Bool { self.lifecycle.withLock { $0 == .running } }

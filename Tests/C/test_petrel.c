@@ -290,6 +290,44 @@ static void test_errors(petrel_server *server) {
     petrel_client_destroy(NULL);
 }
 
+/* A listener that accepts one connection and drops it: the client must fail, not hang. */
+static void *accept_and_drop(void *arg) {
+    int fd = *(int *)arg;
+    int c = accept(fd, NULL, NULL);
+    if (c >= 0) close(c);
+    return NULL;
+}
+
+static void test_connect_dropped_and_bad_lengths(petrel_server *server) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    CHECK(bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(fd, 4) == 0);
+    getsockname(fd, (struct sockaddr *)&addr, &len);
+    pthread_t t;
+    pthread_create(&t, NULL, accept_and_drop, &fd);
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%u/", ntohs(addr.sin_port));
+    petrel_client *client = NULL;
+    petrel_status s = petrel_client_connect(url, NULL, NULL, &client);
+    CHECK(s == PETREL_E_HANDSHAKE || s == PETREL_E_CONNECT);
+    CHECK(client == NULL);
+    close(fd);
+    pthread_join(t, NULL);
+
+    /* Lengths from C that do not fit a signed size are refused, not trusted. */
+    CHECK_STATUS(petrel_conn_send(server, 1, PETREL_BINARY, "x", (size_t)-1), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_server_publish(server, "t", PETREL_BINARY, "x", (size_t)-1, NULL, NULL), PETREL_E_INVALID_ARGUMENT);
+    petrel_server_config huge;
+    petrel_server_config_init(&huge);
+    huge.max_message_size = UINT64_MAX / 2;
+    petrel_server *never = NULL;
+    CHECK_STATUS(petrel_server_create(&huge, NULL, &never), PETREL_E_INVALID_ARGUMENT);
+}
+
 static void test_destroy_from_callback(uint16_t port) {
     petrel_client *client = connect_client(port, "/echo");
     if (!client) return;
@@ -495,6 +533,7 @@ int main(void) {
         test_pubsub(server, port);
         test_destroy_from_callback(port);
         test_errors(server);
+        test_connect_dropped_and_bad_lengths(server);
         CHECK(atomic_load(&opens) >= 24 && atomic_load(&path_ok) >= 24);
         CHECK_STATUS(petrel_server_stop(server, 1000), PETREL_OK);
         CHECK_STATUS(petrel_server_stop(server, 1000), PETREL_E_STOPPED);

@@ -104,7 +104,9 @@ def test_backpressure_is_surfaced():
         with pytest.raises(petrel.Backpressure):
             for _ in range(10_000):
                 conns[0].send(b"x" * 16384)
-        assert conns[0].buffered_amount > 0
+        # What is held stays bounded: the limit plus the one send that crossed it (the kernel's
+        # socket buffer may have absorbed the rest, so it can also be near 0).
+        assert conns[0].buffered_amount <= 64 * 1024 + 16384
         s.close()
 
 
