@@ -166,7 +166,7 @@ typedef struct petrel_server_config {
     uint64_t max_message_size;    /* default 16 MiB, at most 1 TiB; larger messages close with 1009 */
     uint64_t max_frame_size;      /* default 16 MiB */
     uint64_t max_backpressure;    /* default 1 MiB of queued output per connection */
-    uint32_t handshake_timeout_ms; /* default 10000 */
+    uint32_t handshake_timeout_ms; /* default 10000 (0 expires at the next timer tick, about 100 ms) */
     uint32_t idle_timeout_ms;     /* default 0 (never) */
     uint32_t ping_interval_ms;    /* default 0 (never) */
     uint32_t pong_timeout_ms;     /* default 10000; a missed pong closes with 1011 */
@@ -249,7 +249,8 @@ petrel_status petrel_server_service(petrel_server *server, int32_t timeout_ms);
  * Stops accepting, sends close 1001 to every peer, waits up to grace_ms for them, then closes the
  * rest. From a non-loop thread it returns when the threads have ended; from a callback, or in
  * external-poll mode, it only starts the shutdown.
- * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_STOPPED (not running).
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_STOPPED (not running, or a stop is already under
+ *          way: that call returns at once; petrel_server_destroy waits for the stop to finish).
  * Thread: any.
  */
 petrel_status petrel_server_stop(petrel_server *server, uint32_t grace_ms);
