@@ -56,6 +56,7 @@ typedef int32_t petrel_status;
 #define PETREL_E_AGAIN (-101)                /* nothing to return now (no event, no message yet) */
 #define PETREL_E_BACKPRESSURE (-102)         /* not queued: the connection's send buffer is over its limit; wait for on_drain */
 #define PETREL_E_TIMEOUT (-103)              /* a blocking call's timeout expired */
+#define PETREL_E_REPLAY_GONE (-104)          /* the replay ring no longer holds the messages after that id */
 /* -2xx: protocol (the peer broke RFC 6455 / RFC 7692); the connection was failed with a close code */
 #define PETREL_E_RESERVED_OPCODE (-201)      /* close 1002 */
 #define PETREL_E_RESERVED_BITS (-202)        /* close 1002 */
@@ -178,7 +179,26 @@ typedef struct petrel_server_config {
     int32_t topic_slow_consumer;  /* PETREL_SLOW_*, default PETREL_SLOW_CLOSE */
     uint32_t topic_max_queued;    /* default 1024 messages queued per slow subscriber */
     uint32_t topic_replay;        /* default 0: messages kept per topic for replay */
+    const char *static_root;      /* NULL (default): no static files; else a folder served to GET/HEAD
+                                     requests no other route took ("/" is index.html); must exist */
+    const char *event_stream_paths; /* comma-separated paths where a GET opens a Server-Sent Events
+                                     stream (see "Event streams" below); NULL for none */
+    uint64_t max_request_body;    /* default 65536: larger plain-HTTP bodies get 413 */
 } petrel_server_config;
+
+/**
+ * A plain HTTP request (not a WebSocket upgrade), as on_http sees it. Every pointer is borrowed
+ * until on_http returns; strings are NUL-terminated UTF-8 (path and query as sent, not decoded).
+ */
+typedef struct petrel_http_request {
+    const char *method;           /* "GET", "POST", ... */
+    const char *path;             /* the target up to '?' */
+    const char *query;            /* the target after '?', or "" */
+    const uint8_t *body;          /* the body (Content-Length bytes), or NULL when empty */
+    size_t body_len;
+    const char *peer;             /* "address:port" of the client */
+    void *internal_;              /* the library's */
+} petrel_http_request;
 
 /** Fills *config with the defaults above and sets its size. Thread: any. */
 void petrel_server_config_init(petrel_server_config *config);
@@ -198,7 +218,33 @@ typedef struct petrel_server_callbacks {
     void (*on_close)(void *userdata, petrel_server *server, uint64_t conn, uint16_t code, const char *reason, size_t reason_len);
     /** The send buffer, which was over its limit, has been written out. */
     void (*on_drain)(void *userdata, petrel_server *server, uint64_t conn);
+    /**
+     * A plain HTTP request. Answer it with petrel_http_respond before returning; if you do not,
+     * the server goes on: an event-stream path opens a stream, then static files, else 426 (404
+     * when static_root is set). The connection closes after the response (no keep-alive).
+     */
+    void (*on_http)(void *userdata, petrel_server *server, const petrel_http_request *request);
 } petrel_server_callbacks;
+
+/**
+ * Answers the request on_http is handling, with Content-Length, Cache-Control: no-store and
+ * Connection: close. status: 200-599; content_type: e.g. "application/json" (no CR or LF).
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_STATE (answered already).
+ * Ownership: body is copied. Thread: only inside on_http, with its request.
+ */
+petrel_status petrel_http_respond(const petrel_http_request *request, uint16_t status, const char *content_type,
+                                  const void *body, size_t len);
+
+/**
+ * Copies a header (first field of that name, case-insensitive) or a query parameter (decoded:
+ * %XX and '+') of the request into buf, with the conventions of petrel_conn_path.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_AGAIN (absent); PETREL_E_BUFFER_TOO_SMALL.
+ * Thread: only inside on_http, with its request.
+ */
+petrel_status petrel_http_header(const petrel_http_request *request, const char *name, char *buf, size_t cap,
+                                 size_t *len_out);
+petrel_status petrel_http_query_param(const petrel_http_request *request, const char *name, char *buf, size_t cap,
+                                      size_t *len_out);
 
 /** Zeroes *callbacks and sets its size. Thread: any. */
 void petrel_server_callbacks_init(petrel_server_callbacks *callbacks);
@@ -329,6 +375,43 @@ petrel_status petrel_conn_query(petrel_server *server, uint64_t conn, char *buf,
 petrel_status petrel_conn_header(petrel_server *server, uint64_t conn, const char *name, char *buf, size_t cap,
                                  size_t *len_out);
 petrel_status petrel_conn_peer_address(petrel_server *server, uint64_t conn, char *buf, size_t cap, size_t *len_out);
+/** A query parameter of the connection's request, decoded (%XX and '+'); conventions as above. */
+petrel_status petrel_conn_query_param(petrel_server *server, uint64_t conn, const char *name, char *buf, size_t cap,
+                                      size_t *len_out);
+
+/* Event streams and resuming. A GET to one of event_stream_paths becomes a Server-Sent Events
+ * stream (text/event-stream): on_open fires for it as for a WebSocket (petrel_conn_path tells
+ * which), text sent to it goes out as an event ("data:" lines), topic messages go out as events
+ * with "id:" set to their event id, and ping_interval_ms sends keepalive comments. Binary
+ * messages cannot be sent to a stream (PETREL_E_INVALID_ARGUMENT). */
+
+/**
+ * Sends text; on an event stream it carries "id: event_id" (0 for none), which the browser sends
+ * back as Last-Event-ID when it reconnects. On a WebSocket it is petrel_conn_send(PETREL_TEXT).
+ * Returns and Thread: as petrel_conn_send.
+ */
+petrel_status petrel_conn_send_event(petrel_server *server, uint64_t conn, uint64_t event_id, const void *data,
+                                     size_t len);
+
+/**
+ * The event id a reconnecting client saw last: its Last-Event-ID header (EventSource sends it),
+ * else a last_event_id query parameter.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION; PETREL_E_AGAIN (none, or not a
+ *          number). Thread: any.
+ */
+petrel_status petrel_conn_last_event_id(petrel_server *server, uint64_t conn, uint64_t *event_id_out);
+
+/**
+ * Subscribes so that every message published to `topic` after `after_id` reaches the connection
+ * exactly once and in order: first those the topic's replay ring (topic_replay) still holds,
+ * then live ones. For a gapless snapshot, build it under the lock you publish under, with the
+ * last event id petrel_server_publish gave, send it, then call this with that id.
+ * Returns: PETREL_OK; PETREL_E_REPLAY_GONE (the ring no longer holds them all, or the id was
+ *          never given out: nothing is subscribed; send a snapshot); PETREL_E_NULL;
+ *          PETREL_E_INVALID_ARGUMENT; PETREL_E_UNKNOWN_CONNECTION.
+ * Thread: any.
+ */
+petrel_status petrel_conn_subscribe_after(petrel_server *server, uint64_t conn, const char *topic, uint64_t after_id);
 
 /* ------------------------------------------------------------------------------------------- */
 /* Client                                                                                       */

@@ -28,6 +28,16 @@ public struct WebSocketConnection: Sendable, Hashable {
     /// The upgrade request: path, query and headers (for routing and authentication).
     public var request: HandshakeRequest? { self.connection.request }
     public var subprotocol: String? { self.connection.subprotocol }
+    /// True for a Server-Sent Events stream (an event-stream path), false for a WebSocket.
+    public var isEventStream: Bool { self.connection.isStream }
+    /// The request path (WebSocket upgrade or event stream), without the query.
+    public var path: String { self.connection.request?.head.path ?? self.connection.httpRequest?.path ?? "" }
+    /// A decoded query parameter of the request.
+    public func queryParameter(_ name: String) -> String? {
+        (self.connection.request?.head ?? self.connection.httpRequest)?.queryParameter(name)
+    }
+    /// The event id a reconnecting client saw last (`Last-Event-ID`, or `?last_event_id=`).
+    public var lastEventID: UInt64? { self.connection.lastEventID }
 
     /// Queues a message; throws `.backpressure` when the outgoing buffer is over its limit, or
     /// `.closed`.
@@ -40,11 +50,22 @@ public struct WebSocketConnection: Sendable, Hashable {
         try status.check()
     }
 
+    /// Sends text that carries an event id: on an event stream it is the event's `id:`; on a
+    /// WebSocket it is only sent as text.
+    public func send(_ text: String, eventID: UInt64) throws(WebSocketError) {
+        try self.connection.send(text: text, eventID: eventID).check()
+    }
+
     public func close(code: CloseCode = .normalClosure, reason: String = "") {
         self.connection.close(code: code, reason: reason)
     }
 
     public func subscribe(to topic: String) { self.connection.subscribe(topic) }
+
+    /// Subscribes so that every message after `eventID` arrives once, in order (replayed from
+    /// the topic's ring, then live); false when the ring no longer has them (send a snapshot).
+    @discardableResult
+    public func subscribe(to topic: String, after eventID: UInt64) -> Bool { self.connection.subscribe(topic, after: eventID) }
     public func unsubscribe(from topic: String) { self.connection.unsubscribe(topic) }
 
     public static func == (a: Self, b: Self) -> Bool { a.connection === b.connection }
@@ -88,8 +109,17 @@ public final class WebSocketServer: Sendable {
     /// drain). Set them before `start`.
     public var handlers: Handlers { self.server.handlers }
 
+    /// Answers plain HTTP requests on the server's port (a `/health` route, say). Return nil to
+    /// let the server go on: event-stream paths, then static files. Set it before `start`.
+    public func onHTTPRequest(_ route: @escaping @Sendable (HTTPRequest) -> HTTPAnswer?) {
+        self.server.handlers.onHTTPRequest = { request, _ in route(request) }
+    }
+
     /// The port actually bound.
     public var port: UInt16 { self.server.port }
+
+    /// Open sockets: WebSocket, event streams and requests in progress.
+    public var connectionCount: Int { self.server.connectionCount }
 
     public func start() throws(RuntimeError) { try self.server.start() }
 

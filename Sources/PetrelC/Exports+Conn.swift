@@ -24,8 +24,43 @@ public func petrel_conn_send(_ server: OpaquePointer?, _ conn: UInt64, _ kind: I
     }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
     if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
+    if k == .binary && c.isStream { return PETREL_E_INVALID_ARGUMENT }
     if let s = CServer.from(server), len > s.server.configuration.options.session.maxMessageSize { return PETREL_E_TOO_BIG }
     return Status.of(c.send(k, payload))
+}
+
+@_cdecl("petrel_conn_send_event")
+public func petrel_conn_send_event(_ server: OpaquePointer?, _ conn: UInt64, _ eventID: UInt64, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
+    guard data != nil || len == 0 else { return PETREL_E_NULL }
+    guard len >= 0 else { return PETREL_E_INVALID_ARGUMENT }
+    let c: Connection
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let found): c = found
+    }
+    let payload = UnsafeRawBufferPointer(start: data, count: len)
+    guard UTF8Validator.isValid(payload) else { return PETREL_E_INVALID_ARGUMENT }
+    if let s = CServer.from(server), len > s.server.configuration.options.session.maxMessageSize { return PETREL_E_TOO_BIG }
+    return Status.of(c.send(text: String(decoding: payload, as: UTF8.self), eventID: eventID))
+}
+
+@_cdecl("petrel_conn_last_event_id")
+public func petrel_conn_last_event_id(_ server: OpaquePointer?, _ conn: UInt64, _ idOut: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    guard let idOut else { return PETREL_E_NULL }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        guard let id = c.lastEventID else { return PETREL_E_AGAIN }
+        idOut.pointee = id
+        return PETREL_OK
+    }
+}
+
+@_cdecl("petrel_conn_subscribe_after")
+public func petrel_conn_subscribe_after(_ server: OpaquePointer?, _ conn: UInt64, _ topic: UnsafePointer<CChar>?, _ after: UInt64) -> Int32 {
+    var resumed = false
+    let status = topicCall(server, conn, topic) { resumed = $0.subscribe($1, after: after) }
+    return status == PETREL_OK && !resumed ? PETREL_E_REPLAY_GONE : status
 }
 
 @_cdecl("petrel_conn_close")
@@ -92,12 +127,12 @@ private func requestField(
 
 @_cdecl("petrel_conn_path")
 public func petrel_conn_path(_ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
-    requestField(server, conn, buf, cap, lenOut) { $0.request?.path }
+    requestField(server, conn, buf, cap, lenOut) { ($0.request?.head ?? $0.httpRequest)?.path }
 }
 
 @_cdecl("petrel_conn_query")
 public func petrel_conn_query(_ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
-    requestField(server, conn, buf, cap, lenOut) { $0.request?.query }
+    requestField(server, conn, buf, cap, lenOut) { ($0.request?.head ?? $0.httpRequest)?.query }
 }
 
 @_cdecl("petrel_conn_header")
@@ -107,7 +142,17 @@ public func petrel_conn_header(
 ) -> Int32 {
     guard let name else { return PETREL_E_NULL }
     guard let n = string(name) else { return PETREL_E_INVALID_ARGUMENT }
-    return requestField(server, conn, buf, cap, lenOut) { $0.request?.headers.first(n) }
+    return requestField(server, conn, buf, cap, lenOut) { ($0.request?.head ?? $0.httpRequest)?.headers.first(n) }
+}
+
+@_cdecl("petrel_conn_query_param")
+public func petrel_conn_query_param(
+    _ server: OpaquePointer?, _ conn: UInt64, _ name: UnsafePointer<CChar>?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+    _ lenOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guard let name else { return PETREL_E_NULL }
+    guard let n = string(name) else { return PETREL_E_INVALID_ARGUMENT }
+    return requestField(server, conn, buf, cap, lenOut) { ($0.request?.head ?? $0.httpRequest)?.queryParameter(n) }
 }
 
 @_cdecl("petrel_conn_peer_address")

@@ -47,6 +47,9 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.topic_slow_consumer = Int32(PETREL_SLOW_CLOSE)
     c.topic_max_queued = UInt32(d.defaultTopicPolicy.maxQueuedMessages)
     c.topic_replay = 0
+    c.static_root = nil
+    c.event_stream_paths = nil
+    c.max_request_body = UInt64(d.maxRequestBody)
     config.pointee = c
 }
 
@@ -104,6 +107,18 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
     case Int32(PETREL_SLOW_COALESCE): policy = .coalesceByKey
     default: return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
     }
+    if let root = c.static_root {
+        guard let r = string(root), !r.isEmpty else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+        config.staticRoot = r
+    }
+    if c.event_stream_paths != nil {
+        guard let list = commaList(c.event_stream_paths), list.allSatisfy({ $0.hasPrefix("/") }) else {
+            return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+        }
+        config.eventStreamPaths = list
+    }
+    guard let maxBody = Int(exactly: c.max_request_body), maxBody <= 1 << 30 else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+    config.maxRequestBody = maxBody
     config.defaultTopicPolicy = TopicPolicy(slowConsumer: policy, maxQueuedMessages: max(1, Int(c.topic_max_queued)), replayCapacity: Int(c.topic_replay))
     return .success(config)
 }
@@ -153,6 +168,9 @@ public func petrel_server_create(
     }
     if let onDrain = cb.on_drain {
         handlers.onDrain = { conn in onDrain(userdata, handle, conn.id.rawValue) }
+    }
+    if let onHTTP = cb.on_http {
+        handlers.onHTTPRequest = { request, _ in CHTTPExchange(request).lend { onHTTP(userdata, handle, $0) } }
     }
     serverOut.pointee = OpaquePointer(Unmanaged.passRetained(box).toOpaque())
     return PETREL_OK

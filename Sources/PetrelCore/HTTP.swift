@@ -126,6 +126,18 @@ public struct HTTPRequestHead: Sendable {
         return String(self.target[self.target.utf8.index(after: q)...])
     }
 
+    /// The decoded value of the first query parameter `name` (`application/x-www-form-urlencoded`:
+    /// `+` is a space, `%XX` a byte), or nil when absent or not valid UTF-8 after decoding.
+    public func queryParameter(_ name: String) -> String? {
+        guard let query = self.query else { return nil }
+        for pair in query.utf8.split(separator: UInt8(ascii: "&")) {
+            let eq = pair.firstIndex(of: UInt8(ascii: "=")) ?? pair.endIndex
+            guard let key = URLEncoding.decode(pair[..<eq], plusIsSpace: true), key == name else { continue }
+            return eq == pair.endIndex ? "" : URLEncoding.decode(pair[pair.index(after: eq)...], plusIsSpace: true)
+        }
+        return nil
+    }
+
     public init(method: String, target: String, version: String = "HTTP/1.1", headers: HTTPHeaders) {
         self.method = method
         self.target = target
@@ -146,6 +158,43 @@ public struct HTTPRequestHead: Sendable {
                 HTTPRequestHead(
                     method: String(decoding: parts[0], as: UTF8.self), target: String(decoding: parts[1], as: UTF8.self),
                     version: String(decoding: parts[2], as: UTF8.self), headers: headers))
+        }
+    }
+}
+
+/// Percent-decoding (RFC 3986 §2.1).
+public enum URLEncoding {
+    /// Decodes `%XX` escapes (and `+` as a space when asked); nil for a malformed escape or a
+    /// result that is not UTF-8.
+    public static func decode<C: Collection>(_ bytes: C, plusIsSpace: Bool = false) -> String? where C.Element == UInt8 {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var i = bytes.startIndex
+        while i != bytes.endIndex {
+            let b = bytes[i]
+            if b == UInt8(ascii: "%") {
+                let h = bytes.index(after: i)
+                guard h != bytes.endIndex, bytes.index(after: h) != bytes.endIndex,
+                    let hi = hex(bytes[h]), let lo = hex(bytes[bytes.index(after: h)])
+                else { return nil }
+                out.append(hi << 4 | lo)
+                i = bytes.index(h, offsetBy: 2)
+                continue
+            }
+            out.append(plusIsSpace && b == UInt8(ascii: "+") ? 0x20 : b)
+            i = bytes.index(after: i)
+        }
+        var validator = UTF8Validator()
+        guard out.withUnsafeBytes({ validator.validate($0) }) == nil, validator.isComplete else { return nil }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hex(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - 0x30
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - 0x57
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - 0x37
+        default: return nil
         }
     }
 }
@@ -227,6 +276,8 @@ enum HTTPParse {
         case 404: return "Not Found"
         case 405: return "Method Not Allowed"
         case 408: return "Request Timeout"
+        case 411: return "Length Required"
+        case 413: return "Content Too Large"
         case 426: return "Upgrade Required"
         case 429: return "Too Many Requests"
         case 431: return "Request Header Fields Too Large"

@@ -83,6 +83,16 @@ public struct ServerConfiguration: Sendable {
     public var topicPolicies: [String: TopicPolicy] = [:]
     /// How often the timers are checked. Timeouts are accurate to about this much.
     public var timerResolution: Milliseconds = 100
+    /// A folder whose files are served to GET and HEAD requests that no other route took
+    /// (`/` is `index.html`); nil serves none (plain requests get 426, or 404 with a root).
+    public var staticRoot: String? = nil
+    /// Largest static file served (bigger ones get 403).
+    public var maxStaticFileSize = 8 * 1024 * 1024
+    /// Paths (without query) where a GET becomes a Server-Sent Events stream: `onOpen` fires for
+    /// it as for a WebSocket, and what is sent to it goes out as events.
+    public var eventStreamPaths: [String] = []
+    /// Largest body a plain HTTP request may carry (`Content-Length`); over it, 413.
+    public var maxRequestBody = 64 * 1024
 
     public init(host: String = "0.0.0.0", port: UInt16 = 8080) {
         self.host = host

@@ -60,21 +60,13 @@ public final class Handlers: @unchecked Sendable {
     public var onPong: ((Connection, UnsafeRawBufferPointer) -> Void)?
     /// Server: decides, before the upgrade, whether a request may connect.
     public var onUpgrade: ((UpgradeRequest) -> UpgradeDecision)?
-    /// Server: answers requests that are not WebSocket upgrades; nil answers 426.
-    public var onHTTPRequest: ((HTTPRequestHead, Connection) -> HTTPAnswer)?
+    /// Server: answers requests that are not WebSocket upgrades. Returning nil lets the server
+    /// go on: an event-stream path, then static files, then 426 (404 with a static root).
+    public var onHTTPRequest: ((HTTPRequest, Connection) -> HTTPAnswer?)?
     /// Client: the connection or its handshake failed.
     public var onConnectFailed: ((Connection, RuntimeError) -> Void)?
 
     public init() {}
-}
-
-/// How the server answers a plain HTTP request on its port.
-public enum HTTPAnswer: Sendable {
-    /// A complete response; the connection closes after it.
-    case respond([UInt8])
-    /// Keep the connection as a server-sent event stream: `head` is written, then what the
-    /// application sends with `Connection.sendRaw`.
-    case stream(head: [UInt8])
 }
 
 enum Phase {
@@ -116,8 +108,13 @@ public final class Connection: @unchecked Sendable {
     public private(set) var subprotocol: String?
     /// Whatever the application attached (the accept hook may set it).
     public var userData: UInt = 0
-    /// True for a connection kept open by `HTTPAnswer.stream` (Server-Sent Events).
+    /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
     public private(set) var isStream = false
+    /// A plain request whose body is still arriving: its head, and the body so far.
+    var pendingRequest: (head: HTTPRequestHead, length: Int, body: [UInt8])?
+    /// Per topic resumed with `subscribe(_:after:)`: the last event id already replayed, so that
+    /// the same message still on its way to this loop is not delivered twice.
+    var resumeFloors: [String: UInt64] = [:]
 
     var backlog: [QueuedFrame] = []
     var backlogHead = 0
@@ -146,6 +143,7 @@ public final class Connection: @unchecked Sendable {
     let inFlight = Atomic<Int>(0)
     let closedFlag = Atomic<Bool>(false)
     let compressing = Atomic<Bool>(false)
+    let isStreamFlag = Atomic<Bool>(false)
     let rtt = Atomic<Int>(-1)
     let dropped = Atomic<Int>(0)
     let coalesced = Atomic<Int>(0)
@@ -206,6 +204,16 @@ public final class Connection: @unchecked Sendable {
         return .ok
     }
 
+    /// Sends a text message; on a Server-Sent Events stream it becomes an event with this `id:`
+    /// (0 for none), which the browser sends back as `Last-Event-ID` when it reconnects.
+    @discardableResult
+    public func send(text: String, eventID: UInt64) -> SendStatus {
+        if eventID == 0 || !self.isStreamFlag.load(ordering: .acquiring) { return self.send(text: text) }
+        let event = text.utf8.withContiguousStorageIfAvailable { ServerSentEvents.event(id: eventID, payload: UnsafeRawBufferPointer($0)) }
+            ?? Array(text.utf8).withUnsafeBytes { ServerSentEvents.event(id: eventID, payload: $0) }
+        return self.sendRaw(event)
+    }
+
     @discardableResult
     public func send(text: String) -> SendStatus {
         var s = text
@@ -231,6 +239,39 @@ public final class Connection: @unchecked Sendable {
     public func subscribe(_ topic: String) { self.loop.execute(.subscribe(self.id, topic)) }
 
     public func unsubscribe(_ topic: String) { self.loop.execute(.unsubscribe(self.id, topic)) }
+
+    /// Subscribes so that every message published to `topic` after `eventID` arrives exactly
+    /// once and in order: first those the topic's replay ring still holds, then live ones.
+    /// Returns false, and subscribes nothing, when the ring no longer holds them all (or the id
+    /// was never given out, e.g. by an earlier run): send the client a snapshot, then subscribe
+    /// after the snapshot's id. Safe from any thread.
+    ///
+    /// For a snapshot without gaps or repeats, build it under the same lock as your publishes,
+    /// with the last event id `publish` returned, and call this before releasing that lock.
+    @discardableResult
+    public func subscribe(_ topic: String, after eventID: UInt64) -> Bool {
+        guard let server = self.server else { return false }
+        let done: Bool? = server.topics.resume(topic: topic, after: eventID) { frames, last in
+            // Under the topic lock: every message up to `last` is already queued to this loop,
+            // every later one will be queued after this.
+            if self.loop.isCurrentThread {
+                self.subscribeOnLoop(topic, replay: frames, floor: last)
+            } else {
+                self.loop.enqueue(.call { [self] in self.subscribeOnLoop(topic, replay: frames, floor: last) })
+            }
+            return true
+        }
+        return done ?? false
+    }
+
+    /// The event id a reconnecting client says it saw last: the `Last-Event-ID` header (sent by
+    /// a browser's EventSource), else a `last_event_id` query parameter; nil when neither is
+    /// there or it is not a number.
+    public var lastEventID: UInt64? {
+        guard let head = self.request?.head ?? self.httpRequest else { return nil }
+        let value = head.headers["Last-Event-ID"] ?? head.queryParameter("last_event_id")
+        return value.flatMap { UInt64($0) }
+    }
 
     /// Bytes queued but not yet written to the socket (including sends still on their way to the loop).
     public var bufferedAmount: Int { self.bufferedBytes.load(ordering: .relaxed) + self.inFlight.load(ordering: .relaxed) }
@@ -259,7 +300,8 @@ public final class Connection: @unchecked Sendable {
     // MARK: Loop-thread operations
 
     func sendOnLoop(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer) -> SendStatus {
-        guard self.phase == .open, !self.isStream, self.session.state == .open else { return .closed }
+        if self.isStream { return ServerSentEvents.event(id: 0, payload: payload).withUnsafeBytes { self.sendRawOnLoop($0) } }
+        guard self.phase == .open, self.session.state == .open else { return .closed }
         if self.queuedBytes >= self.options.maxBackpressure {
             self.wantsDrain = true
             if self.options.closeOnBackpressure { self.closeOnLoop(code: .policyViolation, reason: self.backpressureReason) }
@@ -278,7 +320,7 @@ public final class Connection: @unchecked Sendable {
 
     /// Writes bytes that are already encoded (an SSE event, a shared frame). Loop thread only.
     func sendRawOnLoop(_ bytes: UnsafeRawBufferPointer) -> SendStatus {
-        guard self.phase == .open, self.session.state == .open else { return .closed }
+        guard self.phase == .open, self.session.state == .open, !self.closeAfterFlush else { return .closed }
         if self.queuedBytes >= self.options.maxBackpressure {
             self.wantsDrain = true
             return .backpressure
@@ -335,10 +377,12 @@ public final class Connection: @unchecked Sendable {
         }
     }
 
-    func subscribeOnLoop(_ topic: String) {
+    func subscribeOnLoop(_ topic: String, replay: [SharedFrame] = [], floor: UInt64 = 0) {
         guard self.phase == .open, !self.subscriptions.contains(topic) else { return }
         self.subscriptions.append(topic)
         self.loop.topics[topic, default: []].append(self)
+        for frame in replay { self.deliver(frame) }
+        if floor > 0 { self.resumeFloors[topic] = floor }
     }
 
     func unsubscribeOnLoop(_ topic: String) {
@@ -474,6 +518,7 @@ public final class Connection: @unchecked Sendable {
     // MARK: Server handshake
 
     private func serverHandshake(_ bytes: UnsafeMutableRawBufferPointer) {
+        if self.pendingRequest != nil { return self.requestBody(UnsafeRawBufferPointer(bytes)) }
         guard var reader = self.head else { return }
         let progress = reader.feed(UnsafeRawBufferPointer(bytes))
         self.head = reader
@@ -496,23 +541,7 @@ public final class Connection: @unchecked Sendable {
     private func route(_ head: HTTPRequestHead, leftover: UnsafeMutableRawBufferPointer) {
         guard let server = self.server else { return }
         if self.overLimit { return self.reject(HandshakeError.serviceUnavailable.response) }
-        guard HandshakeRequest.isUpgrade(head) else {
-            guard let answer = self.handlers.onHTTPRequest?(head, self) else {
-                return self.reject(HandshakeError.notUpgrade.response)
-            }
-            switch answer {
-            case .respond(let bytes):
-                self.reject(bytes)
-            case .stream(let responseHead):
-                self.httpRequest = head
-                self.isStream = true
-                self.phase = .open
-                self.deadline = 0
-                _ = responseHead.withUnsafeBytes { try? self.session.queueEncoded($0) }
-                self.loop.markDirty(self)
-            }
-            return
-        }
+        guard HandshakeRequest.isUpgrade(head) else { return self.plainRequest(head, leftover: UnsafeRawBufferPointer(leftover)) }
         let request: HandshakeRequest
         switch HandshakeRequest.validate(head, allowedOrigins: server.configuration.allowedOrigins) {
         case .failure(let e): return self.reject(e.response)
@@ -557,6 +586,69 @@ public final class Connection: @unchecked Sendable {
         self.loop.markDirty(self)
         self.handlers.onOpen?(self)
         if self.phase == .open && leftover.count > 0 { self.parseFrames(leftover) }
+    }
+
+    // MARK: Plain HTTP: the application's routes, event streams, static files
+
+    private func plainRequest(_ head: HTTPRequestHead, leftover: UnsafeRawBufferPointer) {
+        guard let server = self.server else { return }
+        if head.headers["Transfer-Encoding"] != nil {
+            return self.reject(HTTPResponse.error(status: 411, body: "a request body needs Content-Length"))
+        }
+        let lengths = head.headers.values("Content-Length")
+        var length = 0
+        if let first = lengths.first {
+            guard lengths.allSatisfy({ $0 == first }), !first.isEmpty, first.utf8.count <= 18, first.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                let n = Int(first)
+            else { return self.reject(HTTPResponse.error(status: 400, body: "bad Content-Length")) }
+            length = n
+        }
+        if length > server.configuration.maxRequestBody {
+            return self.reject(HTTPResponse.error(status: 413, body: "request body over \(server.configuration.maxRequestBody) bytes"))
+        }
+        self.pendingRequest = (head, length, [])
+        self.requestBody(leftover)
+    }
+
+    private func requestBody(_ bytes: UnsafeRawBufferPointer) {
+        guard var pending = self.pendingRequest else { return }
+        let take = min(bytes.count, pending.length - pending.body.count)
+        pending.body.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[0..<take]))
+        self.pendingRequest = pending
+        guard pending.body.count == pending.length else { return }
+        self.pendingRequest = nil
+        self.answer(HTTPRequest(head: pending.head, body: pending.body, peer: self.peerAddress))
+    }
+
+    private func answer(_ request: HTTPRequest) {
+        guard let server = self.server else { return }
+        if let answer = self.handlers.onHTTPRequest?(request, self) {
+            switch answer {
+            case .respond(let bytes): return self.reject(bytes)
+            case .eventStream: return self.openEventStream(request.head)
+            }
+        }
+        if server.configuration.eventStreamPaths.contains(request.path) {
+            guard request.method == "GET" else {
+                return self.reject(HTTPResponse.error(status: 405, body: "method not allowed", headers: [HTTPField(name: "Allow", value: "GET")]))
+            }
+            return self.openEventStream(request.head)
+        }
+        if let files = server.staticFiles { return self.reject(files.respond(request.head)) }
+        self.reject(HandshakeError.notUpgrade.response)
+    }
+
+    private func openEventStream(_ head: HTTPRequestHead) {
+        self.httpRequest = head
+        self.isStream = true
+        self.isStreamFlag.store(true, ordering: .releasing)
+        self.phase = .open
+        self.deadline = 0
+        self.lastPing = self.loop.now
+        self.openNotified = true
+        _ = ServerSentEvents.head.withUnsafeBytes { try? self.session.queueEncoded($0) }
+        self.loop.markDirty(self)
+        self.handlers.onOpen?(self)
     }
 
     /// Answers an HTTP error (or a plain response) and closes once it is written.
@@ -756,6 +848,10 @@ public final class Connection: @unchecked Sendable {
     // MARK: Pub/sub delivery
 
     func deliver(_ frame: SharedFrame) {
+        if !self.resumeFloors.isEmpty, let floor = self.resumeFloors[frame.topic] {
+            if frame.eventID <= floor { return }
+            self.resumeFloors.removeValue(forKey: frame.topic)
+        }
         guard self.phase == .open, self.session.state == .open else { return }
         if self.backlogHead == self.backlog.count && self.session.pendingOutputCount < self.options.maxBackpressure {
             self.write(frame)
@@ -876,6 +972,11 @@ public final class Connection: @unchecked Sendable {
         case .open:
             if self.isStream {
                 if self.closeAfterFlush && now >= self.deadline && self.deadline != 0 { self.closeTransport(reason: self.closeCode, message: self.closeReason) }
+                let interval = self.options.pingInterval
+                if interval > 0 && !self.closeAfterFlush && now - self.lastPing >= UInt64(interval) {
+                    self.lastPing = now
+                    _ = ServerSentEvents.keepalive.withUnsafeBytes { self.sendRawOnLoop($0) }
+                }
                 return
             }
             if self.session.state != .open {

@@ -46,13 +46,9 @@ public final class SharedFrame: @unchecked Sendable {
     public var sseEvent: [UInt8] {
         self.sse.withLock { cached in
             if let c = cached { return c }
-            var out = Array("id: \(self.eventID)\n".utf8)
-            for line in self.payload.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-                out += Array("data: ".utf8) + line.filter { $0 != UInt8(ascii: "\r") } + [UInt8(ascii: "\n")]
-            }
-            out.append(UInt8(ascii: "\n"))
-            cached = out
-            return out
+            let made = self.payload.withUnsafeBytes { ServerSentEvents.event(id: self.eventID, payload: $0) }
+            cached = made
+            return made
         }
     }
 }
@@ -99,6 +95,21 @@ final class TopicRegistry: @unchecked Sendable {
             topics[topic] = t
             distribute(frame)
             return frame.eventID
+        }
+    }
+
+    /// Runs `body` under the lock with the messages after `eventID` (oldest first) and the
+    /// topic's last event id, so that no publish falls between the two; nil (and `body` is not
+    /// run) when some of them are no longer kept, or `eventID` was never given out.
+    func resume<R>(topic: String, after eventID: UInt64, _ body: ([SharedFrame], UInt64) -> R) -> R? {
+        self.state.withLock { topics in
+            let last = topics[topic]?.statistics.lastEventID ?? 0
+            if eventID > last { return nil }
+            if eventID == last { return body([], last) }
+            guard let t = topics[topic] else { return nil }
+            let ordered = Array(t.ring[t.ringStart...] + t.ring[..<t.ringStart])
+            guard let first = ordered.first, first.eventID <= eventID + 1 else { return nil }
+            return body(ordered.filter { $0.eventID > eventID }, last)
         }
     }
 

@@ -21,6 +21,8 @@ public final class Server: @unchecked Sendable {
     /// The port actually bound (useful with port 0).
     public private(set) var port: UInt16 = 0
     public let startedAt = monotonicMilliseconds()
+    /// The static file root, resolved at start.
+    private(set) var staticFiles: StaticFiles?
 
     enum Lifecycle { case idle, starting, running, stopping, stopped }
 
@@ -72,6 +74,13 @@ public final class Server: @unchecked Sendable {
         try self.lifecycle.withLock { (state: inout Lifecycle) throws(RuntimeError) in
             guard state == .idle else { throw RuntimeError(.stopped, "a server can be started once") }
             state = .starting
+        }
+        if let root = self.configuration.staticRoot {
+            guard let files = StaticFiles(root: root, maxFileSize: self.configuration.maxStaticFileSize) else {
+                self.lifecycle.withLock { $0 = .stopped }
+                throw RuntimeError(.configuration, "static root \(root): \(String(cString: strerror(errno)))", errno: errno)
+            }
+            self.staticFiles = files
         }
         let count = forceThreads ?? (self.configuration.threads > 0 ? self.configuration.threads : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         guard count <= 255 else { throw RuntimeError(.thread, "at most 255 loop threads") }

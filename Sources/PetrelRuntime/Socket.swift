@@ -103,7 +103,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 /// Errors of the runtime's own (sockets, threads, configuration).
 public struct RuntimeError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Kind: UInt8, Sendable {
-        case resolve, socket, bind, listen, connect, connectTimeout, thread, stopped, invalidURL, handshake, closed
+        case resolve, socket, bind, listen, connect, connectTimeout, thread, stopped, invalidURL, handshake, closed, configuration
     }
 
     public let kind: Kind

@@ -523,6 +523,148 @@ static void test_external_poll(void) {
     CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
 }
 
+/* ---- Plain HTTP: on_http, static files, event streams with resume ---- */
+
+static atomic_int http_calls, stream_opens, http_state_checks;
+
+static void http_on_http(void *userdata, petrel_server *server, const petrel_http_request *req) {
+    (void)userdata, (void)server;
+    atomic_fetch_add(&http_calls, 1);
+    if (strcmp(req->path, "/ack") != 0) return; /* fall through to streams and static files */
+    char client[32], agent[64];
+    size_t len = 0;
+    int ok = petrel_http_query_param(req, "client", client, sizeof client, &len) == PETREL_OK && strcmp(client, "a b") == 0;
+    ok = ok && petrel_http_query_param(req, "nope", client, sizeof client, &len) == PETREL_E_AGAIN;
+    ok = ok && petrel_http_header(req, "x-test", agent, sizeof agent, &len) == PETREL_OK && strcmp(agent, "yes") == 0;
+    ok = ok && strcmp(req->method, "POST") == 0 && strcmp(req->query, "client=a+b") == 0 && strchr(req->peer, ':') != NULL;
+    char reply[128];
+    int n = snprintf(reply, sizeof reply, "{\"ok\":%s,\"body\":\"%.*s\"}", ok ? "true" : "false", (int)req->body_len,
+                     req->body ? (const char *)req->body : "");
+    CHECK_STATUS(petrel_http_respond(req, 200, "application/json", reply, (size_t)n), PETREL_OK);
+    if (petrel_http_respond(req, 500, "text/plain", "x", 1) == PETREL_E_STATE) atomic_fetch_add(&http_state_checks, 1);
+}
+
+static void http_on_open(void *userdata, petrel_server *server, uint64_t conn) {
+    (void)userdata;
+    char path[32];
+    size_t len = 0;
+    if (petrel_conn_path(server, conn, path, sizeof path, &len) != PETREL_OK || strcmp(path, "/events") != 0) return;
+    atomic_fetch_add(&stream_opens, 1);
+    CHECK_STATUS(petrel_conn_send(server, conn, PETREL_BINARY, "b", 1), PETREL_E_INVALID_ARGUMENT);
+    uint64_t last = 0;
+    if (petrel_conn_last_event_id(server, conn, &last) == PETREL_OK &&
+        petrel_conn_subscribe_after(server, conn, "prices", last) == PETREL_OK) {
+        return;
+    }
+    /* No resume possible: a snapshot event carrying the current id (nothing publishes now). */
+    CHECK_STATUS(petrel_conn_send_event(server, conn, 3, "snapshot", 8), PETREL_OK);
+    CHECK_STATUS(petrel_conn_subscribe_after(server, conn, "prices", 3), PETREL_OK);
+}
+
+static int raw_connect(uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0);
+    return fd;
+}
+
+/* Sends `req`, reads until `until` appears (or EOF / 3 s) into buf. */
+static size_t raw_exchange(int fd, const char *req, char *buf, size_t cap, const char *until) {
+    if (req) CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    size_t n = 0;
+    buf[0] = 0;
+    for (int waited = 0; waited < 3000 && n + 1 < cap;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) {
+            waited += 50;
+            continue;
+        }
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+        buf[n] = 0;
+        if (until && strstr(buf, until)) break;
+    }
+    return n;
+}
+
+static void test_http_and_streams(void) {
+    char root[] = "/tmp/petrel-c-static-XXXXXX";
+    CHECK(mkdtemp(root) != NULL);
+    char file[128];
+    snprintf(file, sizeof file, "%s/index.html", root);
+    FILE *f = fopen(file, "w");
+    CHECK(f != NULL);
+    if (f) fputs("<p>static</p>", f), fclose(f);
+
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    CHECK(config.max_request_body == 65536 && config.static_root == NULL);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    config.threads = 1;
+    config.topic_replay = 4;
+    config.static_root = "/nonexistent/petrel";
+    petrel_server_callbacks callbacks;
+    petrel_server_callbacks_init(&callbacks);
+    callbacks.on_http = http_on_http;
+    callbacks.on_open = http_on_open;
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_E_INVALID_ARGUMENT); /* the root must exist */
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+    config.event_stream_paths = "events";
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
+    config.static_root = root;
+    config.event_stream_paths = "/events, /other";
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
+    uint16_t port = 0;
+    petrel_server_port(server, &port);
+    char buf[4096];
+
+    int fd = raw_connect(port);
+    raw_exchange(fd, "POST /ack?client=a+b HTTP/1.1\r\nHost: x\r\nX-Test: yes\r\nContent-Length: 2\r\n\r\n42", buf, sizeof buf, NULL);
+    CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0 && strstr(buf, "{\"ok\":true,\"body\":\"42\"}") != NULL);
+    CHECK(strstr(buf, "Content-Type: application/json\r\n") != NULL);
+    close(fd);
+    CHECK(atomic_load(&http_state_checks) == 1);
+
+    fd = raw_connect(port);
+    raw_exchange(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, NULL);
+    CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0 && strstr(buf, "\r\n\r\n<p>static</p>") != NULL);
+    close(fd);
+    fd = raw_connect(port);
+    raw_exchange(fd, "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, NULL);
+    CHECK(strncmp(buf, "HTTP/1.1 404", 12) == 0);
+    close(fd);
+
+    /* A stream: snapshot (id 3 after three publishes), then live events with their ids. */
+    for (int i = 1; i <= 3; i++) petrel_server_publish(server, "prices", PETREL_TEXT, "old", 3, NULL, NULL);
+    fd = raw_connect(port);
+    raw_exchange(fd, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, "data: snapshot\n\n");
+    CHECK(strstr(buf, "Content-Type: text/event-stream") != NULL && strstr(buf, "id: 3\ndata: snapshot\n\n") != NULL);
+    petrel_server_publish(server, "prices", PETREL_TEXT, "p4\nline", 7, NULL, NULL);
+    raw_exchange(fd, NULL, buf, sizeof buf, "\n\n");
+    CHECK(strcmp(buf, "id: 4\ndata: p4\ndata: line\n\n") == 0);
+    close(fd);
+    /* Resume after 2: 3 and 4 are replayed, no snapshot. */
+    fd = raw_connect(port);
+    raw_exchange(fd, "GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 2\r\n\r\n", buf, sizeof buf, "id: 4");
+    raw_exchange(fd, NULL, buf + strlen(buf), sizeof buf - strlen(buf), "\n\n");
+    CHECK(strstr(buf, "id: 3\ndata: old\n\nid: 4\n") != NULL && strstr(buf, "snapshot") == NULL);
+    close(fd);
+    CHECK(atomic_load(&stream_opens) == 2);
+    CHECK(atomic_load(&http_calls) == 5);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+    unlink(file);
+    rmdir(root);
+}
+
 int main(void) {
     uint16_t port = 0;
     petrel_server *server = start_server(&port);
@@ -545,6 +687,7 @@ int main(void) {
     }
     test_sessions();
     test_external_poll();
+    test_http_and_streams();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

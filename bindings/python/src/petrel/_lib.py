@@ -54,7 +54,15 @@ class ServerConfig(Structure):
         ("ping_interval_ms", c_uint32), ("pong_timeout_ms", c_uint32), ("close_timeout_ms", c_uint32),
         ("compression", c_int32), ("close_on_backpressure", c_int32), ("subprotocols", c_char_p),
         ("allowed_origins", c_char_p), ("topic_slow_consumer", c_int32), ("topic_max_queued", c_uint32),
-        ("topic_replay", c_uint32),
+        ("topic_replay", c_uint32), ("static_root", c_char_p), ("event_stream_paths", c_char_p),
+        ("max_request_body", c_uint64),
+    ]
+
+
+class HTTPRequest(Structure):
+    _fields_ = [
+        ("method", c_char_p), ("path", c_char_p), ("query", c_char_p), ("body", POINTER(c_char)),
+        ("body_len", c_size_t), ("peer", c_char_p), ("internal_", c_void_p),
     ]
 
 
@@ -62,12 +70,13 @@ OnOpen = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
 OnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_int32, POINTER(c_char), c_size_t)
 OnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_uint16, POINTER(c_char), c_size_t)
 OnDrain = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
+OnHTTP = CFUNCTYPE(None, c_void_p, c_void_p, POINTER(HTTPRequest))
 
 
 class ServerCallbacks(Structure):
     _fields_ = [
         ("size", c_size_t), ("userdata", c_void_p), ("on_open", OnOpen), ("on_message", OnMessage),
-        ("on_close", OnClose), ("on_drain", OnDrain),
+        ("on_close", OnClose), ("on_drain", OnDrain), ("on_http", OnHTTP),
     ]
 
 
@@ -111,6 +120,13 @@ _SIGNATURES = [
     ("petrel_conn_query", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_conn_header", status, [c_void_p, c_uint64, c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_conn_peer_address", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_conn_query_param", status, [c_void_p, c_uint64, c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_conn_send_event", status, [c_void_p, c_uint64, c_uint64, c_void_p, c_size_t]),
+    ("petrel_conn_last_event_id", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
+    ("petrel_conn_subscribe_after", status, [c_void_p, c_uint64, c_char_p, c_uint64]),
+    ("petrel_http_respond", status, [POINTER(HTTPRequest), c_uint16, c_char_p, c_void_p, c_size_t]),
+    ("petrel_http_header", status, [POINTER(HTTPRequest), c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_http_query_param", status, [POINTER(HTTPRequest), c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_client_config_init", None, [POINTER(ClientConfig)]),
     ("petrel_client_callbacks_init", None, [POINTER(ClientCallbacks)]),
     ("petrel_client_connect", status, [c_char_p, POINTER(ClientConfig), c_void_p, POINTER(c_void_p)]),

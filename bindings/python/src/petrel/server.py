@@ -83,8 +83,77 @@ class Connection:
     def peer_address(self) -> Optional[str]:
         return self._text(lib.petrel_conn_peer_address)
 
+    def query_param(self, name: str) -> Optional[str]:
+        """A query parameter of the request, decoded (%XX and '+'), or None."""
+        return self._text(lib.petrel_conn_query_param, name.encode())
+
+    @property
+    def last_event_id(self) -> Optional[int]:
+        """The event id a reconnecting client saw last (Last-Event-ID, or ?last_event_id=), or None."""
+        n = ctypes.c_uint64()
+        rc = lib.petrel_conn_last_event_id(self.server._handle, self.id, ctypes.byref(n))
+        if rc == -101:
+            return None
+        check(rc)
+        return n.value
+
+    def send_event(self, text: str, event_id: int = 0) -> None:
+        """Sends text; on an event stream (SSE) it carries `id: event_id`, which the browser sends
+        back as Last-Event-ID when it reconnects."""
+        raw = text.encode("utf-8")
+        check(lib.petrel_conn_send_event(self.server._handle, self.id, event_id, raw, len(raw)))
+
+    def subscribe_after(self, topic: str, event_id: int) -> bool:
+        """Subscribes so that every message after `event_id` arrives once, in order: replayed from
+        the topic's ring, then live. False (nothing subscribed) when the ring no longer has them:
+        send a snapshot, then subscribe after the snapshot's id."""
+        rc = lib.petrel_conn_subscribe_after(self.server._handle, self.id, topic.encode(), event_id)
+        if rc == -104:
+            return False
+        check(rc)
+        return True
+
     def __repr__(self) -> str:
         return f"<petrel.Connection {self.id}>"
+
+
+class HTTPRequest:
+    """A plain HTTP request (not a WebSocket upgrade), as an on_http handler sees it. Valid only
+    during the handler."""
+
+    def __init__(self, raw: "ctypes._Pointer[_lib.HTTPRequest]") -> None:
+        r = raw.contents
+        self._raw = raw
+        self.method: str = r.method.decode()
+        self.path: str = r.path.decode("utf-8", "replace")
+        self.query: str = r.query.decode("utf-8", "replace")
+        self.body: bytes = ctypes.string_at(r.body, r.body_len) if r.body_len else b""
+        self.peer: str = r.peer.decode()
+
+    def _text(self, getter: Callable[..., int], name: str) -> Optional[str]:
+        size = ctypes.c_size_t()
+        buf = ctypes.create_string_buffer(256)
+        rc = getter(self._raw, name.encode(), buf, len(buf), ctypes.byref(size))
+        if rc == -308:
+            buf = ctypes.create_string_buffer(size.value + 1)
+            rc = getter(self._raw, name.encode(), buf, len(buf), ctypes.byref(size))
+        if rc == -101:
+            return None
+        check(rc)
+        return buf.raw[: size.value].decode("utf-8", "replace")
+
+    def header(self, name: str) -> Optional[str]:
+        return self._text(lib.petrel_http_header, name)
+
+    def query_param(self, name: str) -> Optional[str]:
+        return self._text(lib.petrel_http_query_param, name)
+
+    def __repr__(self) -> str:
+        return f"<petrel.HTTPRequest {self.method} {self.path}>"
+
+
+# What an on_http handler returns: None (not handled), or (status, content_type, body).
+HTTPResponse = Optional[tuple]
 
 
 class Server:
@@ -107,6 +176,9 @@ class Server:
         on_message: Optional[Callable[[Connection, Data], None]] = None,
         on_close: Optional[Callable[[Connection, int, str], None]] = None,
         on_drain: Optional[Callable[[Connection], None]] = None,
+        static_root: Optional[str] = None, event_stream_paths: Optional[Iterable[str]] = None,
+        max_request_body: int = 65536,
+        on_http: Optional[Callable[[HTTPRequest], HTTPResponse]] = None,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError("host must be a str")
@@ -119,11 +191,14 @@ class Server:
         if slow_consumer not in _POLICIES:
             raise ValueError(f"slow_consumer must be one of {sorted(_POLICIES)}")
         self._on_open, self._on_message, self._on_close, self._on_drain = on_open, on_message, on_close, on_drain
+        self._on_http = on_http
         self._connections: Dict[int, Connection] = {}
         self._lock = threading.Lock()
         # Strings handed to C must outlive the create call.
         self._keep = [host.encode(), ",".join(subprotocols).encode() if subprotocols else None,
-                      ",".join(origins).encode() if origins is not None else None]
+                      ",".join(origins).encode() if origins is not None else None,
+                      str(static_root).encode() if static_root is not None else None,
+                      ",".join(event_stream_paths).encode() if event_stream_paths else None]
         cfg = _lib.ServerConfig()
         lib.petrel_server_config_init(ctypes.byref(cfg))
         cfg.host, cfg.port, cfg.threads = self._keep[0], port, threads
@@ -134,6 +209,8 @@ class Server:
         cfg.topic_slow_consumer = _POLICIES[slow_consumer]
         cfg.topic_max_queued, cfg.topic_replay = max_queued, replay
         cfg.ping_interval_ms, cfg.idle_timeout_ms = int(ping_interval * 1000), int(idle_timeout * 1000)
+        cfg.static_root, cfg.event_stream_paths = self._keep[3], self._keep[4]
+        cfg.max_request_body = max_request_body
         # The CFUNCTYPE objects are kept on the server for its whole life: ctypes does not.
         self._callbacks = _lib.ServerCallbacks()
         lib.petrel_server_callbacks_init(ctypes.byref(self._callbacks))
@@ -141,6 +218,7 @@ class Server:
         self._callbacks.on_message = _lib.OnMessage(self._c_message)
         self._callbacks.on_close = _lib.OnClose(self._c_close)
         self._callbacks.on_drain = _lib.OnDrain(self._c_drain)
+        self._callbacks.on_http = _lib.OnHTTP(self._c_http)
         handle = ctypes.c_void_p()
         check(lib.petrel_server_create(ctypes.byref(cfg), ctypes.byref(self._callbacks), ctypes.byref(handle)))
         self._handle = handle
@@ -161,6 +239,12 @@ class Server:
 
     def on_drain(self, f: Callable[[Connection], None]) -> Callable[[Connection], None]:
         self._on_drain = f
+        return f
+
+    def on_http(self, f: Callable[[HTTPRequest], HTTPResponse]) -> Callable[[HTTPRequest], HTTPResponse]:
+        """Handles plain HTTP requests: return (status, content_type, body) to answer, or None to
+        let the server go on (event-stream paths, static files, then 404/426)."""
+        self._on_http = f
         return f
 
     # -- C callbacks (loop threads; ctypes takes the GIL) --
@@ -196,6 +280,21 @@ class Server:
                 self._on_close(conn, code, text)
         except Exception:
             log.exception("petrel: exception in on_close")
+
+    def _c_http(self, _ud, _srv, raw):  # type: ignore[no-untyped-def]
+        try:
+            if not self._on_http:
+                return
+            answer = self._on_http(HTTPRequest(raw))
+            if answer is None:
+                return
+            status, content_type, body = answer
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+            check(lib.petrel_http_respond(raw, int(status), content_type.encode(), bytes(body), len(body)))
+        except Exception:
+            log.exception("petrel: exception in on_http")
+            lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
 
     def _c_drain(self, _ud, _srv, conn_id):  # type: ignore[no-untyped-def]
         try:

@@ -1,0 +1,85 @@
+import CPetrelABI
+import Glibc
+import PetrelCore
+import PetrelRuntime
+
+// Plain HTTP requests for on_http: the request is lent to the callback as a C struct whose
+// `internal_` points to this exchange, which collects the answer.
+
+final class CHTTPExchange {
+    let request: HTTPRequest
+    var answer: HTTPAnswer?
+
+    init(_ request: HTTPRequest) { self.request = request }
+
+    static func from(_ r: UnsafePointer<petrel_http_request>?) -> CHTTPExchange? {
+        guard let p = r?.pointee.internal_ else { return nil }
+        return Unmanaged<CHTTPExchange>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    /// Calls `callback` with the request as a C struct; returns the answer it gave, if any.
+    func lend(_ callback: (UnsafePointer<petrel_http_request>) -> Void) -> HTTPAnswer? {
+        // One buffer holds the four strings, each NUL-terminated.
+        let head = self.request.head
+        let parts = [head.method, head.path, head.query ?? "", self.request.peer.description]
+        var storage: [CChar] = []
+        var offsets: [Int] = []
+        for p in parts {
+            offsets.append(storage.count)
+            storage += p.utf8.map { CChar(bitPattern: $0) }
+            storage.append(0)
+        }
+        storage.withUnsafeBufferPointer { strings in
+            let base = strings.baseAddress!
+            self.request.body.withUnsafeBufferPointer { body in
+                var c = petrel_http_request()
+                c.method = base + offsets[0]
+                c.path = base + offsets[1]
+                c.query = base + offsets[2]
+                c.peer = base + offsets[3]
+                c.body = body.count > 0 ? body.baseAddress : nil
+                c.body_len = body.count
+                c.internal_ = Unmanaged.passUnretained(self).toOpaque()
+                withUnsafePointer(to: &c) { callback($0) }
+            }
+        }
+        return self.answer
+    }
+}
+
+@_cdecl("petrel_http_respond")
+public func petrel_http_respond(
+    _ request: UnsafePointer<petrel_http_request>?, _ status: UInt16, _ contentType: UnsafePointer<CChar>?, _ body: UnsafeRawPointer?,
+    _ len: Int
+) -> Int32 {
+    guard let exchange = CHTTPExchange.from(request), let contentType, body != nil || len == 0 else { return PETREL_E_NULL }
+    guard (200...599).contains(status), len >= 0, let type = string(contentType), !type.isEmpty,
+        !type.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F })
+    else { return PETREL_E_INVALID_ARGUMENT }
+    guard exchange.answer == nil else { return PETREL_E_STATE }
+    let bytes = [UInt8](UnsafeRawBufferPointer(start: body, count: len))
+    exchange.answer = .response(status: Int(status), contentType: type, body: bytes)
+    return PETREL_OK
+}
+
+@_cdecl("petrel_http_header")
+public func petrel_http_header(
+    _ request: UnsafePointer<petrel_http_request>?, _ name: UnsafePointer<CChar>?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+    _ lenOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guard let exchange = CHTTPExchange.from(request), let name, lenOut != nil else { return PETREL_E_NULL }
+    guard let n = string(name), cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
+    guard let value = exchange.request.head.headers.first(n) else { return PETREL_E_AGAIN }
+    return copyOut(value, buf, cap, lenOut)
+}
+
+@_cdecl("petrel_http_query_param")
+public func petrel_http_query_param(
+    _ request: UnsafePointer<petrel_http_request>?, _ name: UnsafePointer<CChar>?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+    _ lenOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guard let exchange = CHTTPExchange.from(request), let name, lenOut != nil else { return PETREL_E_NULL }
+    guard let n = string(name), cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
+    guard let value = exchange.request.queryParameter(n) else { return PETREL_E_AGAIN }
+    return copyOut(value, buf, cap, lenOut)
+}
