@@ -1,0 +1,366 @@
+/* The stock-ticker push server in C, on the installed libpetrel (pkg-config petrel); same flags
+ * and behaviour as examples/stock-swift and examples/stock-python (see examples/README.md).
+ *
+ *   make -C examples/stock-c && examples/stock-c/stock-server --port 8080
+ */
+#define _GNU_SOURCE
+#include <petrel.h>
+
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TOPIC "ticks"
+#define RING 4096
+#define MAX_STOCKS 512
+
+typedef struct {
+    char ticker[16];
+    char company[96];
+    long open_cents, cents;
+} stock;
+
+typedef struct {
+    uint64_t conn, acked;
+    int sse;
+    char client[40]; /* the page's client id (SSE acks name it) */
+} client;
+
+static petrel_server *server;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* orders ticks, snapshots, subscriptions */
+static stock stocks[MAX_STOCKS];
+static int stock_count;
+static uint64_t last_id, published;
+static int64_t times_ms[RING];
+static client *clients;
+static size_t client_count, client_cap;
+static volatile sig_atomic_t stopping;
+static struct timespec started;
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Writes "-1.23" for -123 cents. */
+static int money(char *out, size_t cap, long cents) {
+    long a = labs(cents);
+    return snprintf(out, cap, "%s%ld.%02ld", cents < 0 ? "-" : "", a / 100, a % 100);
+}
+
+/* The fields of one stock as JSON members (names have no characters that need escaping: the
+ * loader rejects quotes, backslashes and control characters). */
+static int stock_json(char *out, size_t cap, const stock *s) {
+    char price[32], change[32];
+    money(price, sizeof price, s->cents);
+    money(change, sizeof change, s->cents - s->open_cents);
+    double pct = (double)(s->cents - s->open_cents) / (double)s->open_cents * 100.0;
+    return snprintf(out, cap, "\"ticker\":\"%s\",\"company\":\"%s\",\"price\":%s,\"change\":%s,\"changePercent\":%.2f",
+                    s->ticker, s->company, price, change, pct);
+}
+
+static void load_stocks(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        line[strcspn(line, "\r\n")] = 0;
+        if (n == 1 || line[0] == 0) continue; /* header, blank lines */
+        char *ticker = strtok(line, ","), *company = strtok(NULL, ","), *price = strtok(NULL, ",");
+        char *end = NULL;
+        double p = price ? strtod(price, &end) : 0;
+        if (!ticker || !company || !price || *end || p <= 0 || strlen(ticker) >= sizeof stocks[0].ticker ||
+            strlen(company) >= sizeof stocks[0].company || strpbrk(company, "\"\\") || strpbrk(ticker, "\"\\") ||
+            stock_count == MAX_STOCKS) {
+            fprintf(stderr, "stock-server: %s:%d: expected ticker,company,price\n", path, n);
+            exit(2);
+        }
+        stock *s = &stocks[stock_count++];
+        snprintf(s->ticker, sizeof s->ticker, "%s", ticker);
+        snprintf(s->company, sizeof s->company, "%s", company);
+        s->open_cents = s->cents = (long)(p * 100 + 0.5);
+    }
+    fclose(f);
+    if (stock_count == 0) {
+        fprintf(stderr, "stock-server: %s: no stocks\n", path);
+        exit(2);
+    }
+}
+
+static double uniform(double lo, double hi) { return lo + (hi - lo) * ((double)random() / (double)RAND_MAX); }
+
+static void tick(void) {
+    pthread_mutex_lock(&lock);
+    stock *s = &stocks[random() % stock_count];
+    long step = (long)((double)s->cents * uniform(0, 0.005) + 0.5);
+    if (step < 1) step = 1;
+    s->cents += (random() & 1) ? step : -step;
+    if (s->cents < 1) s->cents = 1;
+    uint64_t id = last_id + 1;
+    int64_t t = now_ms();
+    char fields[256], json[512];
+    stock_json(fields, sizeof fields, s);
+    int n = snprintf(json, sizeof json, "{\"type\":\"tick\",\"id\":%llu,%s,\"time\":%lld}", (unsigned long long)id, fields,
+                     (long long)t);
+    uint64_t given = 0;
+    if (petrel_server_publish(server, TOPIC, PETREL_TEXT, json, (size_t)n, s->ticker, &given) == PETREL_OK && given == id) {
+        last_id = id;
+        published++;
+        times_ms[id % RING] = t;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static client *find_client(uint64_t conn) {
+    for (size_t i = 0; i < client_count; i++)
+        if (clients[i].conn == conn) return &clients[i];
+    return NULL;
+}
+
+static void on_open(void *ud, petrel_server *srv, uint64_t conn) {
+    (void)ud;
+    char path[64];
+    size_t len = 0;
+    if (petrel_conn_path(srv, conn, path, sizeof path, &len) != PETREL_OK) return;
+    int sse = strcmp(path, "/events") == 0;
+    if (!sse && strcmp(path, "/stream") != 0) {
+        petrel_conn_close(srv, conn, 1008, "the stream is at /stream");
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    uint64_t from = last_id, resume = 0;
+    if (petrel_conn_last_event_id(srv, conn, &resume) == PETREL_OK && petrel_conn_subscribe_after(srv, conn, TOPIC, resume) == PETREL_OK) {
+        from = resume;
+    } else {
+        size_t cap = 128 + (size_t)stock_count * 300, n;
+        char *snap = malloc(cap);
+        if (snap) {
+            n = (size_t)snprintf(snap, cap, "{\"type\":\"snapshot\",\"id\":%llu,\"time\":%lld,\"stocks\":[", (unsigned long long)last_id,
+                                 (long long)now_ms());
+            for (int i = 0; i < stock_count; i++) {
+                n += (size_t)snprintf(snap + n, cap - n, "%s{", i ? "," : "");
+                n += (size_t)stock_json(snap + n, cap - n, &stocks[i]);
+                n += (size_t)snprintf(snap + n, cap - n, "}");
+            }
+            n += (size_t)snprintf(snap + n, cap - n, "]}");
+            petrel_conn_send_event(srv, conn, last_id, snap, n);
+            free(snap);
+        }
+        petrel_conn_subscribe_after(srv, conn, TOPIC, last_id);
+    }
+    if (client_count == client_cap) {
+        size_t cap = client_cap ? client_cap * 2 : 64;
+        client *grown = realloc(clients, cap * sizeof *clients);
+        if (!grown) {
+            pthread_mutex_unlock(&lock);
+            return;
+        }
+        clients = grown, client_cap = cap;
+    }
+    client *c = &clients[client_count++];
+    memset(c, 0, sizeof *c);
+    c->conn = conn, c->acked = from, c->sse = sse;
+    if (sse) petrel_conn_query_param(srv, conn, "client", c->client, sizeof c->client, &len);
+    pthread_mutex_unlock(&lock);
+}
+
+static void on_close(void *ud, petrel_server *srv, uint64_t conn, uint16_t code, const char *reason, size_t reason_len) {
+    (void)ud, (void)srv, (void)code, (void)reason, (void)reason_len;
+    pthread_mutex_lock(&lock);
+    client *c = find_client(conn);
+    if (c) *c = clients[--client_count];
+    pthread_mutex_unlock(&lock);
+}
+
+/* Records an acknowledgement; the caller holds the lock. */
+static void acknowledge(client *c, uint64_t id) {
+    if (c && id > c->acked && id <= last_id) c->acked = id;
+}
+
+/* {"ack":N} with optional whitespace. */
+static int parse_ack(const char *data, size_t len, uint64_t *id) {
+    char buf[64];
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 1 < sizeof buf; i++)
+        if (data[i] != ' ' && data[i] != '\t' && data[i] != '\n' && data[i] != '\r') buf[n++] = data[i];
+    buf[n] = 0;
+    unsigned long long v;
+    char tail[4];
+    if (sscanf(buf, "{\"ack\":%llu%3s", &v, tail) != 2 || strcmp(tail, "}") != 0) return 0;
+    *id = v;
+    return 1;
+}
+
+static void on_message(void *ud, petrel_server *srv, uint64_t conn, int32_t kind, const uint8_t *data, size_t len) {
+    (void)ud, (void)srv;
+    uint64_t id;
+    if (kind != PETREL_TEXT || !parse_ack((const char *)data, len, &id)) return;
+    pthread_mutex_lock(&lock);
+    acknowledge(find_client(conn), id);
+    pthread_mutex_unlock(&lock);
+}
+
+static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req) {
+    (void)ud;
+    if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/health") == 0) {
+        uint64_t sockets = 0;
+        petrel_server_connection_count(srv, &sockets);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double uptime = (double)(now.tv_sec - started.tv_sec) + (double)(now.tv_nsec - started.tv_nsec) / 1e9;
+        char body[768];
+        pthread_mutex_lock(&lock);
+        size_t counts[2] = {0, 0};
+        uint64_t slowest[2] = {last_id, last_id};
+        for (size_t i = 0; i < client_count; i++) {
+            counts[clients[i].sse]++;
+            if (clients[i].acked < slowest[clients[i].sse]) slowest[clients[i].sse] = clients[i].acked;
+        }
+        long long ms[2];
+        int64_t t = now_ms();
+        for (int k = 0; k < 2; k++) {
+            uint64_t behind = last_id - slowest[k];
+            ms[k] = behind == 0 ? 0 : behind < RING ? (long long)(t - times_ms[(slowest[k] + 1) % RING]) : -1;
+            if (ms[k] < -1) ms[k] = 0;
+        }
+        int n = snprintf(body, sizeof body,
+                         "{\"status\":\"ok\",\"uptimeSeconds\":%.1f,\"connections\":{\"websocket\":%zu,\"sse\":%zu,\"sockets\":%llu},"
+                         "\"published\":%llu,\"lastEventId\":%llu,\"stocks\":%d,\"lag\":{\"websocket\":{\"events\":%llu,\"ms\":%lld},"
+                         "\"sse\":{\"events\":%llu,\"ms\":%lld}}}",
+                         uptime, counts[0], counts[1], (unsigned long long)sockets, (unsigned long long)published,
+                         (unsigned long long)last_id, stock_count, (unsigned long long)(last_id - slowest[0]), ms[0],
+                         (unsigned long long)(last_id - slowest[1]), ms[1]);
+        pthread_mutex_unlock(&lock);
+        petrel_http_respond(req, 200, "application/json", body, (size_t)n);
+    } else if (strcmp(req->method, "POST") == 0 && strcmp(req->path, "/ack") == 0) {
+        char id_text[32], who[40];
+        size_t len = 0;
+        if (req->body_len == 0 || req->body_len >= sizeof id_text) {
+            petrel_http_respond(req, 400, "text/plain", "the body is an event id\n", 24);
+            return;
+        }
+        memcpy(id_text, req->body, req->body_len);
+        id_text[req->body_len] = 0;
+        char *end;
+        unsigned long long id = strtoull(id_text, &end, 10);
+        int known = 0;
+        if (petrel_http_query_param(req, "client", who, sizeof who, &len) == PETREL_OK) {
+            pthread_mutex_lock(&lock);
+            for (size_t i = 0; i < client_count; i++)
+                if (clients[i].sse && strcmp(clients[i].client, who) == 0) acknowledge(&clients[i], id), known = 1;
+            pthread_mutex_unlock(&lock);
+        }
+        petrel_http_respond(req, known ? 204 : 404, "text/plain", "", 0);
+    }
+    /* Anything else: /events, then the page's files. */
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    stopping = 1;
+}
+
+static void usage(FILE *to) {
+    fprintf(to, "usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]\n");
+}
+
+int main(int argc, char **argv) {
+    /* Default files next to this program: examples/stock-c/stock-server -> examples/data, examples/web. */
+    char self[PATH_MAX], data[PATH_MAX + 32], web[PATH_MAX + 32];
+    ssize_t sn = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[sn > 0 ? sn : 0] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = 0;
+    snprintf(data, sizeof data, "%s/../data/stocks.csv", self);
+    snprintf(web, sizeof web, "%s/../web", self);
+    const char *host = "127.0.0.1", *data_path = data, *web_path = web;
+    long port = 8080, threads = 0;
+    double tick_min = 0.05, tick_max = 2.0;
+    static const struct option options[] = {
+        {"host", required_argument, 0, 'h'},     {"port", required_argument, 0, 'p'},     {"data", required_argument, 0, 'd'},
+        {"web", required_argument, 0, 'w'},      {"tick-min", required_argument, 0, 'a'}, {"tick-max", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'},  {"help", no_argument, 0, '?'},           {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 'h': host = optarg; break;
+        case 'p': port = strtol(optarg, NULL, 10); break;
+        case 'd': data_path = optarg; break;
+        case 'w': web_path = optarg; break;
+        case 'a': tick_min = strtod(optarg, NULL); break;
+        case 'b': tick_max = strtod(optarg, NULL); break;
+        case 't': threads = strtol(optarg, NULL, 10); break;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (port < 0 || port > 65535 || threads < 0 || threads > 255 || !(tick_min > 0 && tick_max >= tick_min)) {
+        usage(stderr);
+        return 2;
+    }
+    load_stocks(data_path);
+    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+    clock_gettime(CLOCK_MONOTONIC, &started);
+
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    config.host = host;
+    config.port = (uint16_t)port;
+    config.threads = (uint32_t)threads;
+    config.static_root = web_path;
+    config.event_stream_paths = "/events";
+    config.ping_interval_ms = 15000;
+    config.topic_slow_consumer = PETREL_SLOW_COALESCE; /* a slow client keeps the newest tick per stock */
+    config.topic_max_queued = RING;
+    config.topic_replay = RING; /* recent ticks kept for clients that reconnect */
+    petrel_server_callbacks callbacks;
+    petrel_server_callbacks_init(&callbacks);
+    callbacks.on_open = on_open;
+    callbacks.on_message = on_message;
+    callbacks.on_close = on_close;
+    callbacks.on_http = on_http;
+    petrel_status s = petrel_server_create(&config, &callbacks, &server);
+    if (s == PETREL_OK) s = petrel_server_start(server);
+    if (s != PETREL_OK) {
+        fprintf(stderr, "stock-server: %s\n", petrel_strerror(s));
+        return 1;
+    }
+    uint16_t bound = 0;
+    petrel_server_port(server, &bound);
+    printf("Petrel stock ticker (C): %d stocks, a tick every %g-%g s\n", stock_count, tick_min, tick_max);
+    printf("open http://%s:%u/   (WebSocket /stream, SSE /events, /health)\n",
+           strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost" : host, bound);
+    fflush(stdout);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    while (!stopping) {
+        tick();
+        double wait = uniform(tick_min, tick_max);
+        next.tv_sec += (time_t)wait;
+        next.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+        if (next.tv_nsec >= 1000000000L) next.tv_sec++, next.tv_nsec -= 1000000000L;
+        while (!stopping && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) != 0) {
+        }
+    }
+    petrel_server_destroy(server); /* stops with a 1 s grace */
+    free(clients);
+    printf("stopped\n");
+    return 0;
+}

@@ -1,0 +1,195 @@
+"""The stock-ticker push server on Petrel's Python bindings; same flags and behaviour as
+examples/stock-swift and examples/stock-c (see examples/README.md).
+
+    pip install ./bindings/python && make lib
+    python examples/stock-python/stock_server.py --port 8080
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import petrel
+
+EXAMPLES = Path(__file__).resolve().parent.parent
+TOPIC = "ticks"
+RING = 4096
+
+
+class Market:
+    """Prices, ticks and acknowledgements. One lock orders a tick's change, event id and publish,
+    and a new client's snapshot and subscription: each client sees every tick once, in order."""
+
+    def __init__(self, stocks: list[dict], server: petrel.Server) -> None:
+        self.stocks = stocks
+        self.server = server
+        self.lock = threading.Lock()
+        self.last_id = 0
+        self.published = 0
+        self.times = [0] * RING
+        self.clients: dict[int, list] = {}  # conn id -> [transport, acked]
+        self.streams: dict[str, int] = {}  # the page's client id -> SSE conn id
+
+    @staticmethod
+    def fields(s: dict) -> dict:
+        change = s["cents"] - s["open"]
+        return {"ticker": s["ticker"], "company": s["company"], "price": round(s["cents"] / 100, 2),
+                "change": round(change / 100, 2), "changePercent": round(change / s["open"] * 100, 2)}
+
+    def tick(self) -> None:
+        with self.lock:
+            s = random.choice(self.stocks)
+            step = max(1, round(s["cents"] * random.uniform(0, 0.005)))
+            s["cents"] = max(1, s["cents"] + random.choice((step, -step)))
+            event_id, now = self.last_id + 1, int(time.time() * 1000)
+            message = json.dumps({"type": "tick", "id": event_id, **self.fields(s), "time": now}, separators=(",", ":"))
+            given = self.server.publish(TOPIC, message, key=s["ticker"])
+            assert given == event_id, "only the market publishes to the topic"
+            self.last_id, self.published = event_id, self.published + 1
+            self.times[event_id % RING] = now
+
+    def join(self, conn: petrel.Connection) -> None:
+        stream = conn.path == "/events"
+        with self.lock:
+            last = conn.last_event_id
+            if last is not None and conn.subscribe_after(TOPIC, last):
+                start = last
+            else:
+                snapshot = {"type": "snapshot", "id": self.last_id, "time": int(time.time() * 1000),
+                            "stocks": [self.fields(s) for s in self.stocks]}
+                conn.send_event(json.dumps(snapshot, separators=(",", ":")), self.last_id)
+                conn.subscribe_after(TOPIC, self.last_id)
+                start = self.last_id
+            self.clients[conn.id] = ["sse" if stream else "websocket", start]
+            client = conn.query_param("client") if stream else None
+            if client:
+                self.streams[client] = conn.id
+
+    def leave(self, conn: petrel.Connection) -> None:
+        with self.lock:
+            self.clients.pop(conn.id, None)
+            for key, value in list(self.streams.items()):
+                if value == conn.id:
+                    del self.streams[key]
+
+    def acknowledge(self, conn_id: int, event_id: int) -> bool:
+        with self.lock:
+            c = self.clients.get(conn_id)
+            if c is None:
+                return False
+            if c[1] < event_id <= self.last_id:
+                c[1] = event_id
+            return True
+
+    def health(self, uptime: float, sockets: int) -> dict:
+        with self.lock:
+            now = int(time.time() * 1000)
+            counts, lag = {}, {}
+            for transport in ("websocket", "sse"):
+                acked = [c[1] for c in self.clients.values() if c[0] == transport]
+                counts[transport] = len(acked)
+                behind = self.last_id - min(acked, default=self.last_id)
+                ms = 0 if behind == 0 else (max(0, now - self.times[(self.last_id - behind + 1) % RING]) if behind < RING else -1)
+                lag[transport] = {"events": behind, "ms": ms}
+            return {"status": "ok", "uptimeSeconds": round(uptime, 1), "connections": {**counts, "sockets": sockets},
+                    "published": self.published, "lastEventId": self.last_id, "stocks": len(self.stocks), "lag": lag}
+
+
+def load_stocks(path: str) -> list[dict]:
+    stocks = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                cents = round(float(row["price"]) * 100)
+                if not row["ticker"] or cents <= 0:
+                    raise ValueError
+            except (KeyError, TypeError, ValueError):
+                raise SystemExit(f"stock_server: {path}:{n}: expected ticker,company,price") from None
+            stocks.append({"ticker": row["ticker"], "company": row["company"], "open": cents, "cents": cents})
+    if not stocks:
+        raise SystemExit(f"stock_server: {path}: no stocks")
+    return stocks
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Petrel stock-ticker push server (Python bindings)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8080, help="port (0 picks one)")
+    p.add_argument("--data", default=str(EXAMPLES / "data" / "stocks.csv"), help="ticker,company,price CSV")
+    p.add_argument("--web", default=str(EXAMPLES / "web"), help="folder served as the page")
+    p.add_argument("--tick-min", type=float, default=0.05, help="shortest time between ticks (s)")
+    p.add_argument("--tick-max", type=float, default=2.0, help="longest time between ticks (s)")
+    p.add_argument("--threads", type=int, default=0, help="loop threads (0: one per core)")
+    args = p.parse_args()
+    if not 0 < args.tick_min <= args.tick_max:
+        p.error("need 0 < --tick-min <= --tick-max")
+    stocks = load_stocks(args.data)
+
+    server = petrel.Server(args.host, args.port, threads=args.threads, static_root=args.web,
+                           event_stream_paths=["/events"], slow_consumer="coalesce", max_queued=RING, replay=RING,
+                           ping_interval=15.0)
+    market = Market(stocks, server)
+    started = time.monotonic()
+
+    @server.on_open
+    def on_open(conn: petrel.Connection) -> None:
+        if conn.path not in ("/stream", "/events"):
+            conn.close(1008, "the stream is at /stream")
+            return
+        market.join(conn)
+
+    @server.on_message
+    def on_message(conn: petrel.Connection, message) -> None:
+        try:
+            event_id = json.loads(message)["ack"] if isinstance(message, str) else None
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(event_id, int):
+            market.acknowledge(conn.id, event_id)
+
+    server.on_close(lambda conn, code, reason: market.leave(conn))
+
+    @server.on_http
+    def on_http(request: petrel.HTTPRequest):
+        if request.method == "GET" and request.path == "/health":
+            body = market.health(time.monotonic() - started, server.connection_count)
+            return 200, "application/json", json.dumps(body)
+        if request.method == "POST" and request.path == "/ack":
+            conn_id = market.streams.get(request.query_param("client") or "")
+            try:
+                known = conn_id is not None and market.acknowledge(conn_id, int(request.body.strip()))
+            except ValueError:
+                return 400, "text/plain", "the body is an event id\n"
+            return (204 if known else 404), "text/plain", b""
+        return None  # /events, then the page's files
+
+    server.start()
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"Petrel stock ticker (Python): {len(stocks)} stocks, a tick every {args.tick_min}-{args.tick_max} s")
+    print(f"open http://{shown}:{server.port}/   (WebSocket /stream, SSE /events, /health)", flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    next_tick = time.monotonic()
+    while not stop.is_set():
+        market.tick()
+        next_tick += random.uniform(args.tick_min, args.tick_max)
+        wait = next_tick - time.monotonic()
+        if wait < -1:
+            next_tick = time.monotonic()
+        stop.wait(max(0.0, wait))
+    server.stop(1.0)
+    server.close()
+    print("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

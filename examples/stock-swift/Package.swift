@@ -1,0 +1,14 @@
+// swift-tools-version:6.2
+// The stock-ticker push server, built as a user's package would build it: Petrel by path.
+import PackageDescription
+
+let package = Package(
+    name: "StockSwift",
+    platforms: [.macOS(.v15)],
+    dependencies: [.package(name: "Petrel", path: "../..")],
+    targets: [
+        .executableTarget(name: "stock-server", dependencies: [.product(name: "Petrel", package: "Petrel")]),
+        // A load generator: N WebSocket and M SSE clients that check every tick arrives, in order.
+        .executableTarget(name: "stock-load", dependencies: [.product(name: "Petrel", package: "Petrel")]),
+    ]
+)

@@ -1,0 +1,189 @@
+import Foundation
+import Petrel
+
+/// One listed company and its price in cents (whole cents keep the random walk exact).
+struct Stock {
+    let ticker: String
+    let company: String
+    let openCents: Int
+    var cents: Int
+
+    var json: String {
+        let change = self.cents - self.openCents
+        let percent = Double(change) / Double(self.openCents) * 100
+        return "\"ticker\":\(jsonString(self.ticker)),\"company\":\(jsonString(self.company)),"
+            + "\"price\":\(money(self.cents)),\"change\":\(money(change)),\"changePercent\":\(String(format: "%.2f", percent))"
+    }
+}
+
+func money(_ cents: Int) -> String {
+    let sign = cents < 0 ? "-" : ""
+    let a = abs(cents)
+    return "\(sign)\(a / 100).\(a % 100 < 10 ? "0" : "")\(a % 100)"
+}
+
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}
+
+func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+/// Reads `ticker,company,price` lines (with a header line).
+func loadStocks(_ path: String) throws -> [Stock] {
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    var stocks: [Stock] = []
+    for (n, line) in text.split(whereSeparator: \.isNewline).enumerated() where n > 0 {
+        let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard fields.count == 3, !fields[0].isEmpty, let price = Double(fields[2]), price > 0 else {
+            throw StockError("\(path):\(n + 1): expected ticker,company,price")
+        }
+        stocks.append(Stock(ticker: fields[0], company: fields[1], openCents: Int((price * 100).rounded()), cents: Int((price * 100).rounded())))
+    }
+    guard !stocks.isEmpty else { throw StockError("\(path): no stocks") }
+    return stocks
+}
+
+struct StockError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { self.description = d }
+}
+
+/// The market: current prices, publishing ticks to the "ticks" topic, snapshots for new clients,
+/// and the acknowledgements that tell how far behind each client is.
+///
+/// One lock orders everything: a tick's price change, its event id and its publish; and a new
+/// client's snapshot and subscription. So a client sees each tick exactly once after its snapshot.
+final class Market: @unchecked Sendable {
+    static let topic = "ticks"
+    private let lock = NSLock()
+    private var stocks: [Stock]
+    private var lastID: UInt64 = 0
+    private var published: UInt64 = 0
+    /// Publish time (ms) of recent event ids, for lag in milliseconds.
+    private var times = [Int64](repeating: 0, count: 4096)
+    private var generator: SystemRandomNumberGenerator = SystemRandomNumberGenerator()
+    private let server: WebSocketServer
+
+    /// Acknowledgements per client: the last event id it showed.
+    struct Client {
+        let transport: String
+        var acked: UInt64
+    }
+    private var clients: [UInt64: Client] = [:]
+    /// SSE clients by the page's client id (POST /ack names it).
+    private var streamsByClientID: [String: UInt64] = [:]
+
+    init(stocks: [Stock], server: WebSocketServer) {
+        self.stocks = stocks
+        self.server = server
+    }
+
+    /// Moves one random stock by a small random walk (at most ±0.5%, at least a cent) and
+    /// publishes the tick.
+    func tick() {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        let i = Int.random(in: 0..<self.stocks.count, using: &self.generator)
+        var s = self.stocks[i]
+        let step = max(1, Int((Double(s.cents) * Double.random(in: 0...0.005, using: &self.generator)).rounded()))
+        s.cents = max(1, s.cents + (Bool.random(using: &self.generator) ? step : -step))
+        self.stocks[i] = s
+        let id = self.lastID + 1
+        let time = nowMilliseconds()
+        let json = "{\"type\":\"tick\",\"id\":\(id),\(s.json),\"time\":\(time)}"
+        let given = self.server.publish(.text(json), to: Self.topic, key: s.ticker)
+        precondition(given == id, "only the market publishes to \(Self.topic)")
+        self.lastID = id
+        self.published += 1
+        self.times[Int(id % 4096)] = time
+    }
+
+    /// A new WebSocket or SSE client: replay what it missed, or a snapshot, then live ticks.
+    func join(_ conn: WebSocketConnection) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        var from = self.lastID
+        if let last = conn.lastEventID, conn.subscribe(to: Self.topic, after: last) {
+            from = last
+        } else {
+            let list = self.stocks.map { "{\($0.json)}" }.joined(separator: ",")
+            let snapshot = "{\"type\":\"snapshot\",\"id\":\(self.lastID),\"time\":\(nowMilliseconds()),\"stocks\":[\(list)]}"
+            try? conn.send(snapshot, eventID: self.lastID)
+            conn.subscribe(to: Self.topic, after: self.lastID)
+        }
+        let id = conn.id.rawValue
+        self.clients[id] = Client(transport: conn.isEventStream ? "sse" : "websocket", acked: from)
+        if conn.isEventStream, let clientID = conn.queryParameter("client") { self.streamsByClientID[clientID] = id }
+    }
+
+    func leave(_ conn: WebSocketConnection) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        self.clients.removeValue(forKey: conn.id.rawValue)
+        if conn.isEventStream, let clientID = conn.queryParameter("client"), self.streamsByClientID[clientID] == conn.id.rawValue {
+            self.streamsByClientID.removeValue(forKey: clientID)
+        }
+    }
+
+    /// A WebSocket message: `{"ack":N}`.
+    func acknowledge(_ conn: WebSocketConnection, text: String) {
+        guard let n = parseAck(text) else { return }
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        if var c = self.clients[conn.id.rawValue], n > c.acked, n <= self.lastID {
+            c.acked = n
+            self.clients[conn.id.rawValue] = c
+        }
+    }
+
+    /// POST /ack?client=ID with the id as body. Returns whether the client is known.
+    func acknowledge(clientID: String, body: String) -> Bool {
+        guard let n = UInt64(body.trimmingCharacters(in: .whitespacesAndNewlines)) else { return false }
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        guard let id = self.streamsByClientID[clientID], var c = self.clients[id] else { return false }
+        if n > c.acked && n <= self.lastID {
+            c.acked = n
+            self.clients[id] = c
+        }
+        return true
+    }
+
+    /// The `/health` document.
+    func health(uptime: Double, connections: Int) -> String {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        let now = nowMilliseconds()
+        var parts: [String] = []
+        var counts: [String] = []
+        for transport in ["websocket", "sse"] {
+            let mine = self.clients.values.filter { $0.transport == transport }
+            counts.append("\"\(transport)\":\(mine.count)")
+            let slowest = mine.map(\.acked).min() ?? self.lastID
+            let behind = self.lastID - slowest
+            // How long ago the first tick the slowest client has not shown was published.
+            let ms = behind == 0 ? 0 : (behind < 4096 ? max(0, now - self.times[Int((slowest + 1) % 4096)]) : -1)
+            parts.append("\"\(transport)\":{\"events\":\(behind),\"ms\":\(ms)}")
+        }
+        return "{\"status\":\"ok\",\"uptimeSeconds\":\(String(format: "%.1f", uptime)),"
+            + "\"connections\":{\(counts.joined(separator: ",")),\"sockets\":\(connections)},"
+            + "\"published\":\(self.published),\"lastEventId\":\(self.lastID),\"stocks\":\(self.stocks.count),"
+            + "\"lag\":{\(parts.joined(separator: ","))}}"
+    }
+}
+
+/// `{"ack": 123}` (whitespace allowed) → 123.
+func parseAck(_ text: String) -> UInt64? {
+    let compact = text.filter { !$0.isWhitespace }
+    guard compact.hasPrefix("{\"ack\":"), compact.hasSuffix("}") else { return nil }
+    return UInt64(compact.dropFirst(7).dropLast())
+}

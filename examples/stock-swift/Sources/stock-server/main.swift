@@ -1,0 +1,122 @@
+// The stock-ticker push server: the page from examples/web, live ticks over WebSocket (/stream)
+// and Server-Sent Events (/events), acknowledgements, and /health. See examples/README.md.
+import Foundation
+import Petrel
+
+let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../..").standardized.path
+let usage = """
+    usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]
+      --host      address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+      --port      port (default 8080; 0 picks one)
+      --data      ticker,company,price CSV (default examples/data/stocks.csv)
+      --web       folder served as the page (default examples/web)
+      --tick-min  shortest time between ticks in seconds (default 0.05)
+      --tick-max  longest time between ticks in seconds (default 2)
+      --threads   loop threads (default: one per core)
+    """
+
+var host = "127.0.0.1"
+var port: UInt16 = 8080
+var dataFile = examples + "/data/stocks.csv"
+var webRoot = examples + "/web"
+var tickMin = 0.05
+var tickMax = 2.0
+var threads = 0
+var args = CommandLine.arguments.dropFirst()
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("stock-server: \(message)\n\(usage)\n".utf8))
+    exit(2)
+}
+func number<T: LosslessStringConvertible>(_ value: String, _ flag: String) -> T {
+    guard let n = T(value) else { fail("bad \(flag) \(value)") }
+    return n
+}
+while let flag = args.popFirst() {
+    if flag == "-h" || flag == "--help" {
+        print(usage)
+        exit(0)
+    }
+    guard let value = args.popFirst() else { fail("\(flag) needs a value") }
+    switch flag {
+    case "--host": host = value
+    case "--port": port = number(value, flag)
+    case "--data": dataFile = value
+    case "--web": webRoot = value
+    case "--tick-min": tickMin = number(value, flag)
+    case "--tick-max": tickMax = number(value, flag)
+    case "--threads": threads = number(value, flag)
+    default: fail("unknown option \(flag)")
+    }
+}
+guard tickMin > 0, tickMax >= tickMin else { fail("need 0 < --tick-min <= --tick-max") }
+
+let stocks: [Stock]
+do { stocks = try loadStocks(dataFile) } catch { fail("\(error)") }
+
+var configuration = ServerConfiguration(host: host, port: port)
+configuration.threads = threads
+configuration.staticRoot = webRoot
+configuration.eventStreamPaths = ["/events"]
+configuration.options.pingInterval = 15_000  // WebSocket pings and SSE keepalive comments
+// A client that falls behind keeps only the newest tick per stock; 4,096 recent ticks are kept
+// for clients that reconnect.
+configuration.topicPolicies[Market.topic] = TopicPolicy(slowConsumer: .coalesceByKey, maxQueuedMessages: 4096, replayCapacity: 4096)
+
+let holder = MarketHolder()
+let server = WebSocketServer(
+    configuration: configuration,
+    onOpen: { conn in holder.market.join(conn) },
+    onMessage: { conn, message in
+        if case .text(let t) = message { holder.market.acknowledge(conn, text: t) }
+    },
+    onClose: { conn, _, _ in holder.market.leave(conn) })
+holder.market = Market(stocks: stocks, server: server)
+let started = Date()
+
+// Only /stream upgrades; other paths get 404.
+server.handlers.onUpgrade = { request in
+    request.request.path == "/stream" ? .accept() : .reject(status: 404, body: "WebSocket endpoint is /stream")
+}
+server.onHTTPRequest { request in
+    switch (request.method, request.path) {
+    case ("GET", "/health"):
+        let body = holder.market.health(uptime: Date().timeIntervalSince(started), connections: server.connectionCount)
+        return .response(status: 200, contentType: "application/json", body: Array(body.utf8))
+    case ("POST", "/ack"):
+        let known = holder.market.acknowledge(clientID: request.queryParameter("client") ?? "", body: String(decoding: request.body, as: UTF8.self))
+        return .response(status: known ? 204 : 404, contentType: "text/plain", body: [])
+    default:
+        return nil  // /events, then the page's files
+    }
+}
+
+do {
+    try server.server.stopOnSignals(grace: 1_000)
+    try server.start()
+} catch {
+    fail("\(error)")
+}
+let shown = host == "0.0.0.0" || host == "::" ? "localhost" : (host.contains(":") ? "[\(host)]" : host)
+print("Petrel stock ticker: \(stocks.count) stocks, a tick every \(tickMin)-\(tickMax) s")
+print("open http://\(shown):\(server.port)/   (WebSocket /stream, SSE /events, /health)")
+fflush(nil)
+
+// The feed: one tick at a random interval, on its own thread.
+let interval = tickMin...tickMax
+let feed = Thread {
+    var next = Date()
+    while server.server.isRunning {
+        holder.market.tick()
+        next += Double.random(in: interval)
+        let wait = next.timeIntervalSinceNow
+        if wait > 0 { Thread.sleep(forTimeInterval: wait) } else if wait < -1 { next = Date() }
+    }
+}
+feed.start()
+while server.server.isRunning { Thread.sleep(forTimeInterval: 0.2) }
+print("stopped")
+
+/// Lets the handlers reach the market created after the server.
+final class MarketHolder: @unchecked Sendable {
+    var market: Market!
+}
