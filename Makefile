@@ -5,9 +5,16 @@ VERSION := $(shell sed -n 's/^\#define PETREL_VERSION_\(MAJOR\|MINOR\|PATCH\) \(
 LIB_BUILD := .build-static
 LIB := $(LIB_BUILD)/release/libpetrel.so
 
-.PHONY: test lib install microbench
+.PHONY: test demo lib install microbench
 test:
 	bash tools/test.sh
+
+# The stock-ticker demo: builds and starts the Swift server with the sample feed; open the URL
+# it prints. Flags after ARGS=, e.g. make demo ARGS="--port 9000 --host 0.0.0.0".
+demo:
+	@bash tools/apt.sh pkg-config zlib1g-dev libssl-dev
+	swift build -c release --package-path examples/stock-swift --product stock-server
+	examples/stock-swift/.build/release/stock-server $(ARGS)
 
 # The version script exports petrel_* only; the Swift runtime is linked in and kept private.
 lib:

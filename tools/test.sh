@@ -8,16 +8,8 @@ root=$PWD
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-need=()
-for pkg in pkg-config zlib1g-dev libssl-dev valgrind binutils g++; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing: ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# chromium and its driver are for the stock page's browser tests.
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver
 
 step "python venv (.venv, pinned in tools/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -58,6 +50,12 @@ bash Tests/C/example.sh "$prefix"
 step "Python bindings: pip install ./bindings/python, then pytest (with websockets)"
 .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest bindings/python/tests -q -p no:cacheprovider
+
+step "stock demo: three servers, the page in headless Chromium, 1,000 WebSocket + 100 SSE clients"
+PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c
+swift build -c release --package-path examples/stock-swift
+PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Browser -q -p no:cacheprovider
+.venv/bin/python Tests/Load/stock_load.py
 
 step "release build of the conformance peers"
 swift build -c release --product petrel-echo

@@ -1,0 +1,148 @@
+"""The stock page in a real browser (headless Chromium through selenium), against each of the
+three stock servers: the table fills, prices move, both transports work, and a WebSocket killed
+mid-stream reconnects and resumes without skipping a tick.
+
+Run by tools/test.sh after it has built the servers; screenshots go to .build/test-output/browser.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / ".build" / "test-output" / "browser"
+STOCKS = sum(1 for _ in csv.DictReader(open(ROOT / "examples" / "data" / "stocks.csv")))
+SERVERS = {
+    "swift": [str(ROOT / "examples/stock-swift/.build/release/stock-server")],
+    "c": [str(ROOT / "examples/stock-c/stock-server")],
+    "python": [os.environ.get("PETREL_PYTHON", "python3"), str(ROOT / "examples/stock-python/stock_server.py")],
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,1400"):
+        options.add_argument(flag)
+    options.binary_location = "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
+def server(request):
+    """A stock server on a free port with quick ticks; yields (name, base URL)."""
+    name = request.param
+    command = SERVERS[name]
+    assert Path(command[-1]).exists(), f"{command[-1]} is not built (tools/test.sh builds it)"
+    proc = subprocess.Popen(command + ["--port", "0", "--tick-min", "0.05", "--tick-max", "0.25"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = None
+    deadline = time.time() + 20
+    lines = []
+    while time.time() < deadline and url is None:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"open (http://\S+/)", line)
+        url = m.group(1) if m else None
+    assert url, f"{name} server did not start:\n{''.join(lines)}"
+    yield name, url
+    proc.terminate()
+    try:
+        assert proc.wait(10) == 0, f"{name} server did not stop cleanly"
+    finally:
+        proc.kill()
+
+
+def wait_for(driver, script, timeout=10.0, what=""):
+    """Polls a JavaScript expression until it is truthy; returns its value."""
+    deadline = time.time() + timeout
+    value = None
+    while time.time() < deadline:
+        value = driver.execute_script("return " + script)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or script} (last value {value!r})")
+
+
+def health(url):
+    with urllib.request.urlopen(url + "health", timeout=5) as r:
+        assert r.headers["Content-Type"] == "application/json"
+        return json.load(r)
+
+
+PRICES = "Array.from(document.querySelectorAll('#stocks tbody tr')).map(r => r.querySelector('.price').textContent)"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_table_fills_and_prices_move(browser, server, transport):
+    name, url = server
+    browser.get(url + ("?transport=sse" if transport == "sse" else ""))
+    wait_for(browser, f"document.querySelectorAll('#stocks tbody tr').length === {STOCKS}", what="every stock in the table")
+    label = "connected via WebSocket" if transport == "websocket" else "connected via SSE"
+    wait_for(browser, f"document.getElementById('status').textContent === '{label}'", what=label)
+    first = browser.execute_script("return " + PRICES)
+    assert all(re.fullmatch(r"\d+\.\d\d", p) for p in first), first
+    wait_for(browser, f"JSON.stringify({PRICES}) !== {json.dumps(json.dumps(first))}", timeout=5, what="a price change")
+    ticks = wait_for(browser, "window.petrel.ticks >= 3 && window.petrel.ticks", what="three ticks")
+    assert browser.find_element("id", "ticks").text.isdigit()
+    state = browser.execute_script("return window.petrel")
+    assert state["transport"] == transport and state["gaps"] == 0 and state["snapshots"] == 1, state
+    # The page's acknowledgements reach the server: its lag for this transport stays small.
+    time.sleep(0.6)
+    h = health(url)
+    assert h["connections"][transport] == 1 and h["lag"][transport]["events"] <= 20, h
+    OUT.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(OUT / f"stock-{name}-{transport}.png"))
+    assert ticks >= 3
+
+
+def test_killed_websocket_reconnects_without_skipping(browser, server):
+    name, url = server
+    browser.get(url)
+    wait_for(browser, "window.petrel.transport === 'websocket' && window.petrel.ticks >= 3", what="live ticks")
+    for _ in range(3):
+        before = browser.execute_script("const p = window.petrel; const ws = p.ws; ws.close(); return p.lastId")
+        wait_for(browser, f"window.petrel.lastId >= {before} + 5", what="ticks after the reconnect")
+        wait_for(browser, "document.getElementById('status').textContent === 'connected via WebSocket'")
+    state = browser.execute_script("return window.petrel")
+    assert state["gaps"] == 0, state["gapList"]
+    assert state["snapshots"] == 1, "a resume replays what was missed instead of a new snapshot"
+    assert health(url)["connections"]["websocket"] == 1
+
+
+def test_old_id_gets_a_snapshot_and_sse_resumes(browser, server):
+    """An id the server never gave out (a previous run) gets a fresh snapshot; an SSE stream that
+    the server ends resumes through the browser's own Last-Event-ID."""
+    name, url = server
+    browser.get(url + "?transport=sse")
+    wait_for(browser, "window.petrel.ticks >= 3", what="live ticks over SSE")
+    # Close the EventSource and let the page re-create it from its last id.
+    before = browser.execute_script("const p = window.petrel; p.es.close(); p.es.onerror && p.es.onerror(); return p.lastId")
+    wait_for(browser, f"window.petrel.lastId >= {before} + 5", timeout=15, what="ticks after the SSE reconnect")
+    state = browser.execute_script("return window.petrel")
+    assert state["gaps"] == 0, state["gapList"]
+    # A WebSocket that claims an id from the future is given a snapshot.
+    browser.get(url)
+    wait_for(browser, "window.petrel.ticks >= 1")
+    out = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const ws = new WebSocket(location.origin.replace('http', 'ws') + '/stream?last_event_id=999999999');
+        ws.onmessage = (e) => { ws.close(); done(JSON.parse(e.data).type); };
+        ws.onerror = () => done('error');
+    """)
+    assert out == "snapshot"
