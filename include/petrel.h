@@ -125,7 +125,8 @@ typedef int32_t petrel_status;
 #define PETREL_E_CONNECT_TIMEOUT (-605)     
 #define PETREL_E_URL (-606)                  /* not a ws:// URL (or wss:// without TLS support) */
 #define PETREL_E_THREAD (-607)               /* a loop thread could not be started */
-#define PETREL_E_HANDSHAKE (-608)            /* the opening handshake failed (see petrel_client_error) */
+#define PETREL_E_HANDSHAKE (-608)            /* the opening handshake failed (petrel_last_error says why) */
+#define PETREL_E_TLS (-609)                  /* TLS: an untrusted, expired or misnamed certificate, or a bad TLS file */
 
 /** Message kinds. */
 #define PETREL_TEXT 1
@@ -184,6 +185,9 @@ typedef struct petrel_server_config {
     const char *event_stream_paths; /* comma-separated paths where a GET opens a Server-Sent Events
                                      stream (see "Event streams" below); NULL for none */
     uint64_t max_request_body;    /* default 65536: larger plain-HTTP bodies get 413 */
+    const char *tls_cert_file;    /* NULL (default): plain TCP; else TLS with this PEM chain (leaf first) */
+    const char *tls_key_file;     /* the PEM private key (required with tls_cert_file) */
+    const char *tls_client_ca_file; /* NULL: no client certificates; else required and checked against it */
 } petrel_server_config;
 
 /**
@@ -315,6 +319,15 @@ petrel_status petrel_server_destroy(petrel_server *server);
  */
 petrel_status petrel_server_port(const petrel_server *server, uint16_t *port_out);
 
+/**
+ * Loads the TLS certificate and key files again (same paths), for connections accepted from now
+ * on; open connections keep theirs. On failure the server keeps the files it had.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (the server has no TLS);
+ *          PETREL_E_TLS (a file could not be loaded, or the key does not match).
+ * Thread: any.
+ */
+petrel_status petrel_server_reload_tls(petrel_server *server);
+
 /** Open connections (WebSocket and those still in their handshake). Thread: any. */
 petrel_status petrel_server_connection_count(const petrel_server *server, uint64_t *count_out);
 
@@ -427,10 +440,23 @@ typedef struct petrel_client_config {
     int32_t compression;          /* default 1: offer permessage-deflate */
     const char *subprotocols;     /* comma-separated offer, or NULL */
     const char *origin;           /* Origin header, or NULL */
+    const char *tls_ca_file;      /* wss://: trusted CAs (PEM); NULL uses the system store */
+    const char *tls_server_name;  /* wss://: SNI and the name checked; NULL: the URL's host */
+    const char *tls_cert_file;    /* wss://: a client certificate chain (PEM), or NULL */
+    const char *tls_key_file;     /* its private key */
+    int32_t tls_insecure_skip_verify; /* default 0. 1 accepts ANY certificate for ANY name: tests only */
 } petrel_client_config;
 
 /** Fills *config with the defaults above and sets its size. Thread: any. */
 void petrel_client_config_init(petrel_client_config *config);
+
+/**
+ * The detail of the last failed petrel_client_connect on the calling thread (e.g. "TLS:
+ * certificate verify failed: certificate has expired", "the server answered 403"); "" if none.
+ * Ownership: the library's; valid until the next petrel_client_connect on this thread.
+ * Thread: any (each thread has its own).
+ */
+const char *petrel_last_error(void);
 
 /**
  * Client callbacks: with them, messages are delivered to on_message on the client loop thread

@@ -42,6 +42,10 @@ rm -rf "$prefix"
 make install PREFIX="$prefix" >/dev/null
 bash Tests/C/contract.sh "$prefix"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+# Throwaway certificates for the TLS tests, made by the openssl command.
+export PETREL_TEST_CERTS="$root/.build/test-certs"
+rm -rf "$PETREL_TEST_CERTS"
+bash Tests/TLS/make-certs.sh "$PETREL_TEST_CERTS"
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_petrel.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-tests

@@ -142,6 +142,13 @@ public func petrel_client_connect(
         guard let o = string(origin) else { return PETREL_E_INVALID_ARGUMENT }
         configuration.origin = o
     }
+    for (field, pointer) in [(\TLSClientConfiguration.caFile, c.tls_ca_file), (\.serverName, c.tls_server_name),
+                             (\.certificateChainFile, c.tls_cert_file), (\.privateKeyFile, c.tls_key_file)] {
+        guard let pointer else { continue }
+        guard let value = string(pointer), !value.isEmpty else { return PETREL_E_INVALID_ARGUMENT }
+        configuration.tls[keyPath: field] = value
+    }
+    configuration.tls.insecureSkipVerification = c.tls_insecure_skip_verify != 0
     let client = CClient(usesCallbacks: callbacks != nil)
     let handle = client.handle
     let userdata = cb.userdata
@@ -176,11 +183,15 @@ public func petrel_client_connect(
         let connection = try ClientConnector.connect(to: target, configuration: configuration, handlers: handlers)
         client.monitor.signal { client.connection = connection }
     } catch {
+        LastError.set(error.message)
         return Status.of(error)
     }
     let outcome = client.monitor.wait(timeoutMs: -1) { () -> Int32? in
         if client.opened { return PETREL_OK }
-        if let f = client.failure { return Status.of(f) }
+        if let f = client.failure {
+            LastError.set(f.message)
+            return Status.of(f)
+        }
         return nil
     }
     guard outcome == PETREL_OK else {

@@ -50,6 +50,9 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.static_root = nil
     c.event_stream_paths = nil
     c.max_request_body = UInt64(d.maxRequestBody)
+    c.tls_cert_file = nil
+    c.tls_key_file = nil
+    c.tls_client_ca_file = nil
     config.pointee = c
 }
 
@@ -119,6 +122,17 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
     }
     guard let maxBody = Int(exactly: c.max_request_body), maxBody <= 1 << 30 else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
     config.maxRequestBody = maxBody
+    if c.tls_cert_file != nil || c.tls_key_file != nil {
+        guard let certPointer = c.tls_cert_file, let keyPointer = c.tls_key_file, let cert = string(certPointer), let key = string(keyPointer) else {
+            return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+        }
+        var ca: String? = nil
+        if let p = c.tls_client_ca_file {
+            guard let s = string(p) else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+            ca = s
+        }
+        config.tls = TLSServerConfiguration(certificateChainFile: cert, privateKeyFile: key, clientCAFile: ca)
+    }
     config.defaultTopicPolicy = TopicPolicy(slowConsumer: policy, maxQueuedMessages: max(1, Int(c.topic_max_queued)), replayCapacity: Int(c.topic_replay))
     return .success(config)
 }
@@ -227,6 +241,17 @@ public func petrel_server_port(_ server: OpaquePointer?, _ portOut: UnsafeMutabl
     guard s.server.port != 0 else { return PETREL_E_STOPPED }
     portOut.pointee = s.server.port
     return PETREL_OK
+}
+
+@_cdecl("petrel_server_reload_tls")
+public func petrel_server_reload_tls(_ server: OpaquePointer?) -> Int32 {
+    guard let s = CServer.from(server) else { return PETREL_E_NULL }
+    do throws(RuntimeError) {
+        try s.server.reloadTLS()
+        return PETREL_OK
+    } catch {
+        return Status.of(error)
+    }
 }
 
 @_cdecl("petrel_server_connection_count")

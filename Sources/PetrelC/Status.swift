@@ -19,6 +19,7 @@ enum Status {
         case .handshake: return PETREL_E_HANDSHAKE
         case .closed: return PETREL_E_CLOSED
         case .configuration: return PETREL_E_INVALID_ARGUMENT
+        case .tls: return PETREL_E_TLS
         }
     }
 
@@ -58,6 +59,7 @@ enum Status {
             PETREL_E_URL: "not a valid ws:// URL",
             PETREL_E_THREAD: "a loop thread could not be started",
             PETREL_E_HANDSHAKE: "the opening handshake failed",
+            PETREL_E_TLS: "TLS failed: certificate not trusted, expired or for another name; or a TLS file could not be loaded",
         ]
         for e in ProtocolError.allCases {
             t[e.status] = e.limit == 0 && e.closeCode == .messageTooBig
@@ -74,3 +76,24 @@ enum Status {
     nonisolated(unsafe) static let cTexts: [Int32: UnsafePointer<CChar>] = texts.mapValues { UnsafePointer(strdup($0)!) }
     nonisolated(unsafe) static let unknown: UnsafePointer<CChar> = UnsafePointer(strdup("unknown error")!)
 }
+
+/// The detail of the last failure on the calling thread, for `petrel_last_error`.
+enum LastError {
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { free($0) }
+        return k
+    }()
+
+    static func set(_ message: String) {
+        free(pthread_getspecific(key))
+        pthread_setspecific(key, strdup(message))
+    }
+
+    static var current: UnsafePointer<CChar>? { pthread_getspecific(key).map { UnsafePointer($0.assumingMemoryBound(to: CChar.self)) } }
+}
+
+nonisolated(unsafe) private let emptyString: UnsafePointer<CChar> = UnsafePointer(strdup("")!)
+
+@_cdecl("petrel_last_error")
+public func petrel_last_error() -> UnsafePointer<CChar> { LastError.current ?? emptyString }

@@ -31,9 +31,8 @@ public enum ClientConnector {
         to url: String, configuration: ClientConfiguration = ClientConfiguration(), handlers: Handlers
     ) throws(RuntimeError) -> Connection {
         let target = try WebSocketURL(url)
-        if target.secure {
-            throw RuntimeError(.invalidURL, "wss:// is not supported by this build: TLS is not compiled in")
-        }
+        // Made (and its files checked) here, so that a bad CA file fails this call.
+        if target.secure { _ = try ClientTLSContexts.context(for: configuration.tls) }
         var addresses = try SocketAddress.resolve(host: target.host, port: target.port)
         var entropy = EntropySource.system
         let handshake = ClientHandshake(
@@ -57,8 +56,26 @@ public enum ClientConnector {
             }
             let c = Connection(clientOn: loop, fd: fd, peer: address, configuration: configuration, handlers: handlers, handshake: handshake)
             c.pendingAddresses = addresses
+            c.wantsTLS = target.secure
+            c.tlsHost = target.host
             loop.execute(.attach(c))
             return c
+        }
+    }
+}
+
+/// Client TLS contexts, one per distinct configuration, kept for the life of the process (the
+/// system CA store is read once).
+enum ClientTLSContexts {
+    private static let cache = Mutex<[TLSClientConfiguration: TLSContext]>([:])
+
+    static func context(for c: TLSClientConfiguration) throws(RuntimeError) -> TLSContext {
+        if let hit = self.cache.withLock({ $0[c] }) { return hit }
+        let made = try TLSContext.client(c)
+        return self.cache.withLock { cache in
+            if let raced = cache[c] { return raced }
+            cache[c] = made
+            return made
         }
     }
 }

@@ -93,6 +93,8 @@ public struct ServerConfiguration: Sendable {
     public var eventStreamPaths: [String] = []
     /// Largest body a plain HTTP request may carry (`Content-Length`); over it, 413.
     public var maxRequestBody = 64 * 1024
+    /// TLS (https and wss on this port), or nil for plain TCP.
+    public var tls: TLSServerConfiguration? = nil
 
     public init(host: String = "0.0.0.0", port: UInt16 = 8080) {
         self.host = host
@@ -112,6 +114,8 @@ public struct ClientConfiguration: Sendable {
     public var subprotocols: [String] = []
     public var origin: String? = nil
     public var headers: [HTTPField] = []
+    /// How `wss://` checks the server.
+    public var tls = TLSClientConfiguration()
 
     public init() {}
 }

@@ -155,6 +155,19 @@ public final class Connection: @unchecked Sendable {
     var clientConfiguration: ClientConfiguration?
     var pendingAddresses: [SocketAddress] = []
 
+    // TLS.
+    /// The session, once there is one (a server makes it when the first bytes arrive).
+    var tls: TLSSession?
+    /// Server: this port speaks TLS. Client: the URL was wss://.
+    var wantsTLS = false
+    /// Client: the URL's host, for SNI and the certificate check.
+    var tlsHost: String?
+    /// Ciphertext not yet written, from `tlsOutHead` on.
+    var tlsOut: [UInt8] = []
+    var tlsOutHead = 0
+    /// Plain HTTP arrived on a TLS port: the 400 is being written; input is ignored.
+    var refusedPlaintext = false
+
     init(serverSideOf server: Server, loop: EventLoop, fd: Int32, peer: SocketAddress) {
         self.id = .next(loop: loop.index)
         self.role = .server
@@ -170,6 +183,7 @@ public final class Connection: @unchecked Sendable {
         self.deadline = loop.now + UInt64(self.options.handshakeTimeout)
         self.lastReceive = loop.now
         self.overLimit = !server.connectionOpened()
+        self.wantsTLS = server.tlsContexts != nil
     }
 
     init(clientOn loop: EventLoop, fd: Int32, peer: SocketAddress, configuration: ClientConfiguration, handlers: Handlers, handshake: ClientHandshake) {
@@ -392,7 +406,7 @@ public final class Connection: @unchecked Sendable {
         if self.loop.topics[topic]?.isEmpty == true { self.loop.topics.removeValue(forKey: topic) }
     }
 
-    var queuedBytes: Int { self.session.pendingOutputCount + self.backlogBytes }
+    var queuedBytes: Int { self.session.pendingOutputCount + self.backlogBytes + (self.tlsOut.count - self.tlsOutHead) }
 
     // MARK: Reading
 
@@ -419,7 +433,11 @@ public final class Connection: @unchecked Sendable {
                 return
             case .done(let n):
                 self.lastReceive = self.loop.now
-                self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+                if self.wantsTLS {
+                    self.receiveCiphertext(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                } else {
+                    self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+                }
                 if self.phase == .closed || self.readPaused || n < buffer.count { return }
             }
         }
@@ -683,6 +701,18 @@ public final class Connection: @unchecked Sendable {
         }
         Sys.noDelay(self.fd)
         guard let handshake = self.clientHandshake else { return }
+        if self.wantsTLS, let configuration = self.clientConfiguration {
+            do throws(RuntimeError) {
+                let tls = configuration.tls
+                let name = tls.serverName ?? self.tlsHost
+                self.tls = try TLSSession(
+                    context: try ClientTLSContexts.context(for: tls), server: false, hostname: name,
+                    verifyHostname: !tls.insecureSkipVerification)
+                self.tls?.startHandshake()
+            } catch {
+                return self.failConnect(error)
+            }
+        }
         self.phase = .handshaking
         self.head = HTTPHeadReader(limit: self.options.maxHeaderBytes)
         self.deadline = self.loop.now + UInt64(self.options.handshakeTimeout)
@@ -765,22 +795,7 @@ public final class Connection: @unchecked Sendable {
     func flush() {
         guard self.phase != .closed, self.phase != .connecting else { return }
         while true {
-            while self.session.pendingOutputCount > 0 {
-                let result = self.session.withPendingOutput { Sys.write(self.fd, $0) }
-                switch result {
-                case .done(let n):
-                    self.session.consumeOutput(n)
-                case .wouldBlock:
-                    self.setWriteInterest(true)
-                    self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
-                    return
-                case .failed(let e):
-                    self.closeTransport(reason: .abnormalClosure, message: "write failed: \(String(cString: strerror(e)))")
-                    return
-                case .eof:
-                    return
-                }
-            }
+            guard self.writeQueued() else { return }
             if self.pingQueued {
                 self.pingQueued = false
                 self.awaitingPong = true
@@ -801,6 +816,97 @@ public final class Connection: @unchecked Sendable {
             if self.session.pendingOutputCount > 0 { return self.loop.markDirty(self) }
         }
         self.afterOutputWritten()
+    }
+
+    /// Writes the session's output, through TLS when there is a session. Returns false when the
+    /// socket is full (write interest is then on) or the connection failed.
+    private func writeQueued() -> Bool {
+        guard let tls = self.tls else {
+            while self.session.pendingOutputCount > 0 {
+                let result = self.session.withPendingOutput { Sys.write(self.fd, $0) }
+                guard case .done(let n) = result else { return self.writeFailed(result) }
+                self.session.consumeOutput(n)
+            }
+            return true
+        }
+        while true {
+            while self.session.pendingOutputCount > 0 {
+                guard let n = self.session.withPendingOutput({ tls.write($0) }) else {
+                    self.tlsFailed(tls.failureText())
+                    return false
+                }
+                if n == 0 { break }  // the handshake is not done yet
+                self.session.consumeOutput(n)
+            }
+            tls.takeOutput(into: &self.tlsOut)
+            while self.tlsOutHead < self.tlsOut.count {
+                let result = self.tlsOut.withUnsafeBytes { Sys.write(self.fd, UnsafeRawBufferPointer(rebasing: $0[self.tlsOutHead...])) }
+                guard case .done(let n) = result else { return self.writeFailed(result) }
+                self.tlsOutHead += n
+            }
+            self.tlsOut.removeAll(keepingCapacity: self.tlsOut.capacity <= 64 * 1024)
+            self.tlsOutHead = 0
+            if self.session.pendingOutputCount == 0 || !tls.handshakeComplete { return true }
+        }
+    }
+
+    private func writeFailed(_ result: IOResult) -> Bool {
+        switch result {
+        case .wouldBlock:
+            self.setWriteInterest(true)
+            self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+        case .failed(let e):
+            self.closeTransport(reason: .abnormalClosure, message: "write failed: \(String(cString: strerror(e)))")
+        case .eof, .done:
+            break
+        }
+        return false
+    }
+
+    // MARK: TLS
+
+    /// Ciphertext from the socket: through the TLS session, then on as plaintext.
+    private func receiveCiphertext(_ bytes: UnsafeRawBufferPointer) {
+        if self.refusedPlaintext { return }
+        if self.tls == nil {
+            guard self.role == .server, let contexts = self.server?.tlsContexts else { return }
+            // A TLS connection starts with a handshake record (content type 22).
+            guard bytes.first == 0x16 else {
+                self.refusedPlaintext = true
+                self.wantsTLS = false
+                return self.reject(HTTPResponse.error(status: 400, body: "this port speaks TLS: use https:// or wss://"))
+            }
+            do throws(RuntimeError) {
+                self.tls = try TLSSession(context: contexts.context, server: true)
+            } catch {
+                return self.closeTransport(reason: .abnormalClosure, message: error.message)
+            }
+        }
+        guard let tls = self.tls else { return }
+        let wasComplete = tls.handshakeComplete
+        tls.feed(bytes)
+        let plain = self.loop.tlsBuffer
+        reading: while self.phase != .closed {
+            switch tls.read(into: plain) {
+            case .data(let n):
+                self.consume(UnsafeMutableRawBufferPointer(rebasing: plain[0..<n]))
+            case .needMore:
+                break reading
+            case .closed:
+                return self.endOfStream()
+            case .failed(let reason):
+                return self.tlsFailed(reason)
+            }
+        }
+        if tls.pendingOutput > 0 || (!wasComplete && tls.handshakeComplete && self.session.pendingOutputCount > 0) {
+            self.loop.markDirty(self)
+        }
+    }
+
+    private func tlsFailed(_ reason: String) {
+        let error = RuntimeError(.tls, "TLS: \(reason)")
+        if self.role == .client && self.phase != .open { return self.failConnect(error) }
+        self.closeTransport(reason: .abnormalClosure, message: error.message)
     }
 
     /// With everything written: close the transport if the protocol says so.
@@ -824,6 +930,13 @@ public final class Connection: @unchecked Sendable {
     /// input does not turn our close into a reset that could destroy what we sent.
     private func beginDrain() {
         guard self.phase != .closed, self.phase != .draining else { return }
+        if let tls = self.tls, self.tlsOutHead == self.tlsOut.count {
+            // close_notify, best effort: the socket has room, everything else is written.
+            tls.shutdown()
+            var notify: [UInt8] = []
+            tls.takeOutput(into: &notify)
+            _ = notify.withUnsafeBytes { Sys.write(self.fd, $0) }
+        }
         shutdown(self.fd, Int32(SHUT_WR))
         self.phase = .draining
         self.readPaused = false
@@ -964,6 +1077,10 @@ public final class Connection: @unchecked Sendable {
             guard now >= self.deadline else { return }
             if self.role == .client {
                 self.failConnect(RuntimeError(.handshake, "handshake not completed in \(self.options.handshakeTimeout) ms"))
+            } else if let tls = self.tls, !tls.handshakeComplete {
+                self.closeTransport(reason: .abnormalClosure, message: "TLS handshake not completed in \(self.options.handshakeTimeout) ms")
+            } else if self.wantsTLS && self.tls == nil {
+                self.closeTransport(reason: .abnormalClosure, message: "nothing received in \(self.options.handshakeTimeout) ms")
             } else if !self.closeAfterFlush {
                 self.reject(HandshakeError.timeout.response)
             } else {

@@ -55,6 +55,14 @@ final class EventLoop: @unchecked Sendable {
     let zlibPool = ZlibPool()
     /// One receive buffer per loop (uWS): every connection reads into it and parses in place.
     let readBuffer: UnsafeMutableRawBufferPointer
+    private var tlsBufferStorage: UnsafeMutableRawBufferPointer?
+    /// Plaintext out of TLS sessions (allocated when the loop first meets one).
+    var tlsBuffer: UnsafeMutableRawBufferPointer {
+        if let b = self.tlsBufferStorage { return b }
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 64)
+        self.tlsBufferStorage = b
+        return b
+    }
     var now: UInt64 = monotonicMilliseconds()
 
     /// The server this loop serves, or nil for a client loop.
@@ -94,6 +102,7 @@ final class EventLoop: @unchecked Sendable {
         Sys.close(self.wakeFd)
         Sys.close(self.timerFd)
         self.readBuffer.deallocate()
+        self.tlsBufferStorage?.deallocate()
         self.events.deallocate()
     }
 

@@ -23,6 +23,8 @@ public final class Server: @unchecked Sendable {
     public let startedAt = monotonicMilliseconds()
     /// The static file root, resolved at start.
     private(set) var staticFiles: StaticFiles?
+    /// The TLS context(s), made at start when the configuration has TLS.
+    private(set) var tlsContexts: TLSServerContexts?
 
     enum Lifecycle { case idle, starting, running, stopping, stopped }
 
@@ -81,6 +83,14 @@ public final class Server: @unchecked Sendable {
                 throw RuntimeError(.configuration, "static root \(root): \(String(cString: strerror(errno)))", errno: errno)
             }
             self.staticFiles = files
+        }
+        if let tls = self.configuration.tls {
+            do throws(RuntimeError) {
+                self.tlsContexts = try TLSServerContexts(tls)
+            } catch {
+                self.lifecycle.withLock { $0 = .stopped }
+                throw error
+            }
         }
         let count = forceThreads ?? (self.configuration.threads > 0 ? self.configuration.threads : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         guard count <= 255 else { throw RuntimeError(.thread, "at most 255 loop threads") }
@@ -160,6 +170,14 @@ public final class Server: @unchecked Sendable {
             for t in self.threads { pthread_join(t, nil) }
             self.threads = []
         }
+    }
+
+    /// Loads the certificate and key again (from `configuration`, or the files given at start),
+    /// for connections accepted from now on; open ones keep theirs. Safe from any thread. On
+    /// failure the server goes on with the files it had.
+    public func reloadTLS(_ configuration: TLSServerConfiguration? = nil) throws(RuntimeError) {
+        guard let contexts = self.tlsContexts else { throw RuntimeError(.configuration, "the server was not started with TLS") }
+        try contexts.reload(configuration)
     }
 
     /// Whether the calling thread is one of this server's loop threads (a callback is running).

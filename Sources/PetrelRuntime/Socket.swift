@@ -103,7 +103,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 /// Errors of the runtime's own (sockets, threads, configuration).
 public struct RuntimeError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Kind: UInt8, Sendable {
-        case resolve, socket, bind, listen, connect, connectTimeout, thread, stopped, invalidURL, handshake, closed, configuration
+        case resolve, socket, bind, listen, connect, connectTimeout, thread, stopped, invalidURL, handshake, closed, configuration, tls
     }
 
     public let kind: Kind

@@ -665,6 +665,71 @@ static void test_http_and_streams(void) {
     rmdir(root);
 }
 
+/* ---- TLS: wss:// echo, certificate errors with their reason, reload (certs from make-certs.sh) ---- */
+
+static void test_tls(void) {
+    const char *dir = getenv("PETREL_TEST_CERTS");
+    if (!dir) {
+        fprintf(stderr, "PETREL_TEST_CERTS not set: TLS tests skipped\n");
+        failed++;
+        return;
+    }
+    char cert[512], key[512], ca[512], ca2[512];
+    snprintf(cert, sizeof cert, "%s/server.pem", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(ca2, sizeof ca2, "%s/ca2.pem", dir);
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    config.threads = 1;
+    config.tls_cert_file = cert;
+    petrel_server_callbacks callbacks;
+    petrel_server_callbacks_init(&callbacks);
+    callbacks.on_message = on_message;
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT); /* a key is needed */
+    config.tls_key_file = key;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
+    uint16_t port = 0;
+    petrel_server_port(server, &port);
+    char url[128];
+    snprintf(url, sizeof url, "wss://localhost:%u/", port);
+
+    petrel_client_config cc;
+    petrel_client_config_init(&cc);
+    CHECK(cc.tls_ca_file == NULL && cc.tls_insecure_skip_verify == 0);
+    cc.tls_ca_file = ca;
+    petrel_client *client = NULL;
+    CHECK_STATUS(petrel_client_connect(url, &cc, NULL, &client), PETREL_OK);
+    if (client) {
+        CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "secure", 6), PETREL_OK);
+        char buf[16];
+        size_t len = 0;
+        int32_t kind = 0;
+        CHECK_STATUS(petrel_client_receive(client, 5000, &kind, buf, sizeof buf, &len), PETREL_OK);
+        CHECK(kind == PETREL_TEXT && len == 6 && memcmp(buf, "secure", 6) == 0);
+        petrel_client_destroy(client);
+    }
+    client = NULL;
+    cc.tls_server_name = "other.test";
+    CHECK_STATUS(petrel_client_connect(url, &cc, NULL, &client), PETREL_E_TLS);
+    CHECK(strstr(petrel_last_error(), "hostname mismatch") != NULL);
+    cc.tls_server_name = NULL;
+    cc.tls_ca_file = ca2;
+    CHECK_STATUS(petrel_client_connect(url, &cc, NULL, &client), PETREL_E_TLS);
+    CHECK(strstr(petrel_last_error(), "certificate verify failed") != NULL);
+    cc.tls_insecure_skip_verify = 1;
+    CHECK_STATUS(petrel_client_connect(url, &cc, NULL, &client), PETREL_OK);
+    petrel_client_destroy(client);
+    cc.tls_ca_file = "/nonexistent/ca.pem";
+    CHECK_STATUS(petrel_client_connect(url, &cc, NULL, &client), PETREL_E_TLS);
+    CHECK_STATUS(petrel_server_reload_tls(server), PETREL_OK);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+}
+
 int main(void) {
     uint16_t port = 0;
     petrel_server *server = start_server(&port);
@@ -688,6 +753,7 @@ int main(void) {
     test_sessions();
     test_external_poll();
     test_http_and_streams();
+    test_tls();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -273,7 +273,8 @@ static void on_signal(int sig) {
 }
 
 static void usage(FILE *to) {
-    fprintf(to, "usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]\n");
+    fprintf(to, "usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]\n"
+                "                    [--tls-cert PEM --tls-key PEM]\n");
 }
 
 int main(int argc, char **argv) {
@@ -285,13 +286,14 @@ int main(int argc, char **argv) {
     if (slash) *slash = 0;
     snprintf(data, sizeof data, "%s/../data/stocks.csv", self);
     snprintf(web, sizeof web, "%s/../web", self);
-    const char *host = "127.0.0.1", *data_path = data, *web_path = web;
+    const char *host = "127.0.0.1", *data_path = data, *web_path = web, *tls_cert = NULL, *tls_key = NULL;
     long port = 8080, threads = 0;
     double tick_min = 0.05, tick_max = 2.0;
     static const struct option options[] = {
         {"host", required_argument, 0, 'h'},     {"port", required_argument, 0, 'p'},     {"data", required_argument, 0, 'd'},
         {"web", required_argument, 0, 'w'},      {"tick-min", required_argument, 0, 'a'}, {"tick-max", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'},  {"help", no_argument, 0, '?'},           {0, 0, 0, 0}};
+        {"threads", required_argument, 0, 't'},  {"tls-cert", required_argument, 0, 'c'}, {"tls-key", required_argument, 0, 'k'},
+        {"help", no_argument, 0, '?'},           {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -302,10 +304,13 @@ int main(int argc, char **argv) {
         case 'a': tick_min = strtod(optarg, NULL); break;
         case 'b': tick_max = strtod(optarg, NULL); break;
         case 't': threads = strtol(optarg, NULL, 10); break;
+        case 'c': tls_cert = optarg; break;
+        case 'k': tls_key = optarg; break;
         default: usage(stderr); return 2;
         }
     }
-    if (port < 0 || port > 65535 || threads < 0 || threads > 255 || !(tick_min > 0 && tick_max >= tick_min)) {
+    if (port < 0 || port > 65535 || threads < 0 || threads > 255 || !(tick_min > 0 && tick_max >= tick_min) ||
+        (tls_cert == NULL) != (tls_key == NULL)) {
         usage(stderr);
         return 2;
     }
@@ -320,6 +325,8 @@ int main(int argc, char **argv) {
     config.threads = (uint32_t)threads;
     config.static_root = web_path;
     config.event_stream_paths = "/events";
+    config.tls_cert_file = tls_cert; /* NULL: plain http/ws */
+    config.tls_key_file = tls_key;
     config.ping_interval_ms = 15000;
     config.topic_slow_consumer = PETREL_SLOW_COALESCE; /* a slow client keeps the newest tick per stock */
     config.topic_max_queued = RING;
@@ -339,7 +346,7 @@ int main(int argc, char **argv) {
     uint16_t bound = 0;
     petrel_server_port(server, &bound);
     printf("Petrel stock ticker (C): %d stocks, a tick every %g-%g s\n", stock_count, tick_min, tick_max);
-    printf("open http://%s:%u/   (WebSocket /stream, SSE /events, /health)\n",
+    printf("open %s://%s:%u/   (WebSocket /stream, SSE /events, /health)\n", tls_cert ? "https" : "http",
            strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost" : host, bound);
     fflush(stdout);
 

@@ -127,14 +127,18 @@ def main() -> None:
     p.add_argument("--tick-min", type=float, default=0.05, help="shortest time between ticks (s)")
     p.add_argument("--tick-max", type=float, default=2.0, help="longest time between ticks (s)")
     p.add_argument("--threads", type=int, default=0, help="loop threads (0: one per core)")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve https:// and wss://")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = p.parse_args()
     if not 0 < args.tick_min <= args.tick_max:
         p.error("need 0 < --tick-min <= --tick-max")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
     stocks = load_stocks(args.data)
 
     server = petrel.Server(args.host, args.port, threads=args.threads, static_root=args.web,
                            event_stream_paths=["/events"], slow_consumer="coalesce", max_queued=RING, replay=RING,
-                           ping_interval=15.0)
+                           ping_interval=15.0, tls_cert=args.tls_cert, tls_key=args.tls_key)
     market = Market(stocks, server)
     started = time.monotonic()
 
@@ -173,7 +177,8 @@ def main() -> None:
     server.start()
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     print(f"Petrel stock ticker (Python): {len(stocks)} stocks, a tick every {args.tick_min}-{args.tick_max} s")
-    print(f"open http://{shown}:{server.port}/   (WebSocket /stream, SSE /events, /health)", flush=True)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"open {scheme}://{shown}:{server.port}/   (WebSocket /stream, SSE /events, /health)", flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -55,7 +55,8 @@ class ServerConfig(Structure):
         ("compression", c_int32), ("close_on_backpressure", c_int32), ("subprotocols", c_char_p),
         ("allowed_origins", c_char_p), ("topic_slow_consumer", c_int32), ("topic_max_queued", c_uint32),
         ("topic_replay", c_uint32), ("static_root", c_char_p), ("event_stream_paths", c_char_p),
-        ("max_request_body", c_uint64),
+        ("max_request_body", c_uint64), ("tls_cert_file", c_char_p), ("tls_key_file", c_char_p),
+        ("tls_client_ca_file", c_char_p),
     ]
 
 
@@ -84,6 +85,8 @@ class ClientConfig(Structure):
     _fields_ = [
         ("size", c_size_t), ("connect_timeout_ms", c_uint32), ("handshake_timeout_ms", c_uint32),
         ("max_message_size", c_uint64), ("compression", c_int32), ("subprotocols", c_char_p), ("origin", c_char_p),
+        ("tls_ca_file", c_char_p), ("tls_server_name", c_char_p), ("tls_cert_file", c_char_p), ("tls_key_file", c_char_p),
+        ("tls_insecure_skip_verify", c_int32),
     ]
 
 
@@ -109,6 +112,8 @@ _SIGNATURES = [
     ("petrel_server_stop", status, [c_void_p, c_uint32]),
     ("petrel_server_destroy", status, [c_void_p]),
     ("petrel_server_port", status, [c_void_p, POINTER(c_uint16)]),
+    ("petrel_server_reload_tls", status, [c_void_p]),
+    ("petrel_last_error", c_char_p, []),
     ("petrel_server_connection_count", status, [c_void_p, POINTER(c_uint64)]),
     ("petrel_server_publish", status, [c_void_p, c_char_p, c_int32, c_void_p, c_size_t, c_char_p, POINTER(c_uint64)]),
     ("petrel_conn_send", status, [c_void_p, c_uint64, c_int32, c_void_p, c_size_t]),

@@ -6,7 +6,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 from . import _lib
 from ._lib import lib
-from .exceptions import ConnectionClosed, check
+from .exceptions import ConnectionClosed, check, error_for
 from .server import Data, _payload
 
 Message = Union[str, bytes]
@@ -85,8 +85,12 @@ class ClientConnection:
 
 def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 1024 * 1024,
             subprotocols: Optional[Iterable[str]] = None, origin: Optional[str] = None,
-            open_timeout: float = 10.0) -> ClientConnection:
-    """Connects to a ws:// URL and completes the handshake (blocking)."""
+            open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
+            tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
+            tls_insecure_skip_verify: bool = False) -> ClientConnection:
+    """Connects to a ws:// or wss:// URL and completes the handshake (blocking). For wss://, the
+    server's certificate is checked against tls_ca_file (default: the system store) and the
+    URL's host (or tls_server_name); tls_insecure_skip_verify turns every check off (tests only)."""
     if not isinstance(url, str):
         raise TypeError("url must be a str")
     if not isinstance(max_message_size, int) or max_message_size <= 0:
@@ -98,6 +102,15 @@ def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 
     cfg.connect_timeout_ms = cfg.handshake_timeout_ms = int(open_timeout * 1000)
     keep = [",".join(subprotocols).encode() if subprotocols else None, origin.encode() if origin else None]
     cfg.subprotocols, cfg.origin = keep[0], keep[1]
+    keep += [str(v).encode() if v else None for v in (tls_ca_file, tls_server_name, tls_cert_file, tls_key_file)]
+    cfg.tls_ca_file, cfg.tls_server_name, cfg.tls_cert_file, cfg.tls_key_file = keep[2:6]
+    cfg.tls_insecure_skip_verify = 1 if tls_insecure_skip_verify else 0
     handle = ctypes.c_void_p()
-    check(lib.petrel_client_connect(url.encode(), ctypes.byref(cfg), None, ctypes.byref(handle)))
+    rc = lib.petrel_client_connect(url.encode(), ctypes.byref(cfg), None, ctypes.byref(handle))
+    if rc < 0:
+        error = error_for(rc)
+        detail = lib.petrel_last_error().decode("utf-8", "replace")
+        if detail:
+            error.args = (f"{error.args[0]}: {detail}",)
+        raise error
     return ClientConnection(handle)

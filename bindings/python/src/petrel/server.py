@@ -178,6 +178,7 @@ class Server:
         on_drain: Optional[Callable[[Connection], None]] = None,
         static_root: Optional[str] = None, event_stream_paths: Optional[Iterable[str]] = None,
         max_request_body: int = 65536,
+        tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_client_ca: Optional[str] = None,
         on_http: Optional[Callable[[HTTPRequest], HTTPResponse]] = None,
     ) -> None:
         if not isinstance(host, str):
@@ -198,7 +199,9 @@ class Server:
         self._keep = [host.encode(), ",".join(subprotocols).encode() if subprotocols else None,
                       ",".join(origins).encode() if origins is not None else None,
                       str(static_root).encode() if static_root is not None else None,
-                      ",".join(event_stream_paths).encode() if event_stream_paths else None]
+                      ",".join(event_stream_paths).encode() if event_stream_paths else None,
+                      str(tls_cert).encode() if tls_cert else None, str(tls_key).encode() if tls_key else None,
+                      str(tls_client_ca).encode() if tls_client_ca else None]
         cfg = _lib.ServerConfig()
         lib.petrel_server_config_init(ctypes.byref(cfg))
         cfg.host, cfg.port, cfg.threads = self._keep[0], port, threads
@@ -211,6 +214,7 @@ class Server:
         cfg.ping_interval_ms, cfg.idle_timeout_ms = int(ping_interval * 1000), int(idle_timeout * 1000)
         cfg.static_root, cfg.event_stream_paths = self._keep[3], self._keep[4]
         cfg.max_request_body = max_request_body
+        cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file = self._keep[5], self._keep[6], self._keep[7]
         # The CFUNCTYPE objects are kept on the server for its whole life: ctypes does not.
         self._callbacks = _lib.ServerCallbacks()
         lib.petrel_server_callbacks_init(ctypes.byref(self._callbacks))
@@ -353,6 +357,10 @@ class Server:
         p = ctypes.c_uint16()
         check(lib.petrel_server_port(self._handle, ctypes.byref(p)))
         return p.value
+
+    def reload_tls(self) -> None:
+        """Loads the TLS certificate and key files again, for connections accepted from now on."""
+        check(lib.petrel_server_reload_tls(self._handle))
 
     @property
     def connection_count(self) -> int:

@@ -13,6 +13,7 @@ let usage = """
       --tick-min  shortest time between ticks in seconds (default 0.05)
       --tick-max  longest time between ticks in seconds (default 2)
       --threads   loop threads (default: one per core)
+      --tls-cert, --tls-key   PEM certificate chain and key: serve https:// and wss://
     """
 
 var host = "127.0.0.1"
@@ -22,6 +23,8 @@ var webRoot = examples + "/web"
 var tickMin = 0.05
 var tickMax = 2.0
 var threads = 0
+var tlsCert: String?
+var tlsKey: String?
 var args = CommandLine.arguments.dropFirst()
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("stock-server: \(message)\n\(usage)\n".utf8))
@@ -45,10 +48,13 @@ while let flag = args.popFirst() {
     case "--tick-min": tickMin = number(value, flag)
     case "--tick-max": tickMax = number(value, flag)
     case "--threads": threads = number(value, flag)
+    case "--tls-cert": tlsCert = value
+    case "--tls-key": tlsKey = value
     default: fail("unknown option \(flag)")
     }
 }
 guard tickMin > 0, tickMax >= tickMin else { fail("need 0 < --tick-min <= --tick-max") }
+guard (tlsCert == nil) == (tlsKey == nil) else { fail("--tls-cert and --tls-key go together") }
 
 let stocks: [Stock]
 do { stocks = try loadStocks(dataFile) } catch { fail("\(error)") }
@@ -57,6 +63,7 @@ var configuration = ServerConfiguration(host: host, port: port)
 configuration.threads = threads
 configuration.staticRoot = webRoot
 configuration.eventStreamPaths = ["/events"]
+if let tlsCert, let tlsKey { configuration.tls = TLSServerConfiguration(certificateChainFile: tlsCert, privateKeyFile: tlsKey) }
 configuration.options.pingInterval = 15_000  // WebSocket pings and SSE keepalive comments
 // A client that falls behind keeps only the newest tick per stock; 4,096 recent ticks are kept
 // for clients that reconnect.
@@ -98,7 +105,7 @@ do {
 }
 let shown = host == "0.0.0.0" || host == "::" ? "localhost" : (host.contains(":") ? "[\(host)]" : host)
 print("Petrel stock ticker: \(stocks.count) stocks, a tick every \(tickMin)-\(tickMax) s")
-print("open http://\(shown):\(server.port)/   (WebSocket /stream, SSE /events, /health)")
+print("open \(tlsCert == nil ? "http" : "https")://\(shown):\(server.port)/   (WebSocket /stream, SSE /events, /health)")
 fflush(nil)
 
 // The feed: one tick at a random interval, on its own thread.
