@@ -8,8 +8,8 @@ root=$PWD
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-# chromium and its driver are for the stock page's browser tests.
-bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver
+# chromium and its driver are for the stock page's browser tests; socat for Autobahn over TLS.
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver socat
 
 step "python venv (.venv, pinned in tools/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -76,6 +76,24 @@ port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$log")
 [ -n "$port" ] || { cat "$log"; echo "petrel-echo did not start" >&2; exit 1; }
 bash Tests/Conformance/run.sh server "$port"
 kill "$echo_pid"
+trap - EXIT
+
+step "Autobahn cases 1.* to 7.* over wss:// (kosoku speaks ws only: a socat TLS tunnel carries it)"
+.build/release/petrel-echo --port 0 --tls-cert "$PETREL_TEST_CERTS/server.pem" --tls-key "$PETREL_TEST_CERTS/server.key" >"$log" 2>&1 &
+echo_pid=$!
+trap 'kill $echo_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q listening "$log" && break; sleep 0.1; done
+tls_port=$(sed -n 's/.*listening (TLS) on .*:\([0-9][0-9]*\)$/\1/p' "$log")
+[ -n "$tls_port" ] || { cat "$log"; echo "petrel-echo (TLS) did not start" >&2; exit 1; }
+tunnel_port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+socat "TCP-LISTEN:$tunnel_port,bind=127.0.0.1,reuseaddr,fork" \
+    "OPENSSL:127.0.0.1:$tls_port,cafile=$PETREL_TEST_CERTS/ca.pem,commonname=localhost" 2>/dev/null &
+socat_pid=$!
+trap 'kill $echo_pid $socat_pid 2>/dev/null || true' EXIT
+sleep 0.3
+REPORT_DIR="$root/.build/conformance/server-tls" KOSOKU_ARGS="-i 1.* -i 2.* -i 3.* -i 4.* -i 5.* -i 6.* -i 7.*" \
+    bash Tests/Conformance/run.sh server "$tunnel_port"
+kill "$echo_pid" "$socat_pid"
 trap - EXIT
 
 step "Autobahn conformance via kosoku: the Petrel client (fuzzingserver)"

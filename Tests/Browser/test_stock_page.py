@@ -6,6 +6,7 @@ Run by tools/test.sh after it has built the servers; screenshots go to .build/te
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -35,18 +36,31 @@ def browser():
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,1400"):
         options.add_argument(flag)
     options.binary_location = "/usr/bin/chromium"
+    options.set_capability("acceptInsecureCerts", True)  # the https test's certificate is from a test CA
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     yield driver
     driver.quit()
 
 
+def certificates():
+    """The test certificates (tools/test.sh makes them; made here when run alone)."""
+    d = Path(os.environ.get("PETREL_TEST_CERTS") or ROOT / ".build" / "test-certs")
+    subprocess.run(["bash", str(ROOT / "Tests/TLS/make-certs.sh"), str(d)], check=True)
+    return d
+
+
 @pytest.fixture(scope="module", params=list(SERVERS))
 def server(request):
     """A stock server on a free port with quick ticks; yields (name, base URL)."""
-    name = request.param
+    with start(request.param) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def start(name, extra=()):
     command = SERVERS[name]
     assert Path(command[-1]).exists(), f"{command[-1]} is not built (tools/test.sh builds it)"
-    proc = subprocess.Popen(command + ["--port", "0", "--tick-min", "0.05", "--tick-max", "0.25"],
+    proc = subprocess.Popen(command + ["--port", "0", "--tick-min", "0.05", "--tick-max", "0.25", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = None
     deadline = time.time() + 20
@@ -56,7 +70,7 @@ def server(request):
         if not line:
             break
         lines.append(line)
-        m = re.search(r"open (http://\S+/)", line)
+        m = re.search(r"open (https?://\S+/)", line)
         url = m.group(1) if m else None
     assert url, f"{name} server did not start:\n{''.join(lines)}"
     yield name, url
@@ -146,3 +160,21 @@ def test_old_id_gets_a_snapshot_and_sse_resumes(browser, server):
         ws.onerror = () => done('error');
     """)
     assert out == "snapshot"
+
+
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_page_and_stream_over_https_and_wss(browser, name):
+    d = certificates()
+    with start(name, ["--tls-cert", str(d / "server.pem"), "--tls-key", str(d / "server.key")]) as (_, url):
+        assert url.startswith("https://")
+        for query, label in (("", "connected via WebSocket"), ("?transport=sse", "connected via SSE")):
+            browser.get(url + query)
+            wait_for(browser, f"document.getElementById('status').textContent === '{label}'", what=label)
+            wait_for(browser, f"document.querySelectorAll('#stocks tbody tr').length === {STOCKS} && window.petrel.ticks >= 3",
+                     what="the table and live ticks over TLS")
+            assert browser.execute_script("return location.protocol") == "https:"
+            if not query:
+                assert browser.execute_script("return window.petrel.ws.url").startswith("wss://")
+        OUT.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(OUT / f"stock-{name}-https.png"))
+        browser.get("about:blank")
