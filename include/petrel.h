@@ -201,6 +201,7 @@ typedef struct petrel_http_request {
     const uint8_t *body;          /* the body (Content-Length bytes), or NULL when empty */
     size_t body_len;
     const char *peer;             /* "address:port" of the client */
+    uint64_t conn;                /* the connection's id (in on_upgrade: the id it will have once open) */
     void *internal_;              /* the library's */
 } petrel_http_request;
 
@@ -228,6 +229,14 @@ typedef struct petrel_server_callbacks {
      * when static_root is set). The connection closes after the response (no keep-alive).
      */
     void (*on_http)(void *userdata, petrel_server *server, const petrel_http_request *request);
+    /**
+     * The accept hook: a WebSocket upgrade request (already valid per RFC 6455 and the
+     * allowed_origins list), before it is answered. Read it with petrel_http_header (Cookie,
+     * Authorization, Origin...) and petrel_http_query_param; refuse it with
+     * petrel_http_respond (e.g. 401, 403), or accept it, optionally choosing the subprotocol and
+     * attaching user data, with petrel_upgrade_accept. Doing neither accepts it.
+     */
+    void (*on_upgrade)(void *userdata, petrel_server *server, const petrel_http_request *request);
 } petrel_server_callbacks;
 
 /**
@@ -249,6 +258,16 @@ petrel_status petrel_http_header(const petrel_http_request *request, const char 
                                  size_t *len_out);
 petrel_status petrel_http_query_param(const petrel_http_request *request, const char *name, char *buf, size_t cap,
                                       size_t *len_out);
+
+/**
+ * Accepts the upgrade on_upgrade is looking at. subprotocol: one the client offered
+ * (Sec-WebSocket-Protocol), or NULL for the configured preference; user_data: any value, read
+ * back with petrel_conn_user_data.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (a subprotocol the client did not
+ *          offer); PETREL_E_STATE (answered already, or not an upgrade).
+ * Thread: only inside on_upgrade, with its request.
+ */
+petrel_status petrel_upgrade_accept(const petrel_http_request *request, const char *subprotocol, uint64_t user_data);
 
 /** Zeroes *callbacks and sets its size. Thread: any. */
 void petrel_server_callbacks_init(petrel_server_callbacks *callbacks);
@@ -371,6 +390,9 @@ petrel_status petrel_conn_subscribe(petrel_server *server, uint64_t conn, const 
 
 /** Unsubscribes the connection from `topic`. Returns as petrel_conn_subscribe. Thread: any. */
 petrel_status petrel_conn_unsubscribe(petrel_server *server, uint64_t conn, const char *topic);
+
+/** The user data petrel_upgrade_accept attached (0 if none). Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION. Thread: any. */
+petrel_status petrel_conn_user_data(petrel_server *server, uint64_t conn, uint64_t *user_data_out);
 
 /** Bytes queued for the connection and not yet written. Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION. Thread: any. */
 petrel_status petrel_conn_buffered_amount(petrel_server *server, uint64_t conn, uint64_t *bytes_out);

@@ -100,6 +100,17 @@ public func petrel_conn_unsubscribe(_ server: OpaquePointer?, _ conn: UInt64, _ 
     topicCall(server, conn, topic) { $0.unsubscribe($1) }
 }
 
+@_cdecl("petrel_conn_user_data")
+public func petrel_conn_user_data(_ server: OpaquePointer?, _ conn: UInt64, _ out: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    guard let out else { return PETREL_E_NULL }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        out.pointee = UInt64(c.userData)
+        return PETREL_OK
+    }
+}
+
 @_cdecl("petrel_conn_buffered_amount")
 public func petrel_conn_buffered_amount(_ server: OpaquePointer?, _ conn: UInt64, _ bytesOut: UnsafeMutablePointer<UInt64>?) -> Int32 {
     guard let bytesOut else { return PETREL_E_NULL }

@@ -8,9 +8,19 @@ import PetrelRuntime
 
 final class CHTTPExchange {
     let request: HTTPRequest
+    let connectionID: UInt64
+    /// An upgrade (on_upgrade): the subprotocols the client offered.
+    let offeredSubprotocols: [String]?
     var answer: HTTPAnswer?
+    /// on_upgrade's refusal (status and body), or acceptance.
+    var refusal: (status: Int, body: [UInt8])?
+    var acceptance: (subprotocol: String?, userData: UInt64)?
 
-    init(_ request: HTTPRequest) { self.request = request }
+    init(_ request: HTTPRequest, connectionID: UInt64, offeredSubprotocols: [String]? = nil) {
+        self.request = request
+        self.connectionID = connectionID
+        self.offeredSubprotocols = offeredSubprotocols
+    }
 
     static func from(_ r: UnsafePointer<petrel_http_request>?) -> CHTTPExchange? {
         guard let p = r?.pointee.internal_ else { return nil }
@@ -39,6 +49,7 @@ final class CHTTPExchange {
                 c.peer = base + offsets[3]
                 c.body = body.count > 0 ? body.baseAddress : nil
                 c.body_len = body.count
+                c.conn = self.connectionID
                 c.internal_ = Unmanaged.passUnretained(self).toOpaque()
                 withUnsafePointer(to: &c) { callback($0) }
             }
@@ -56,9 +67,23 @@ public func petrel_http_respond(
     guard (200...599).contains(status), len >= 0, let type = string(contentType), !type.isEmpty,
         !type.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F })
     else { return PETREL_E_INVALID_ARGUMENT }
-    guard exchange.answer == nil else { return PETREL_E_STATE }
+    guard exchange.answer == nil, exchange.acceptance == nil else { return PETREL_E_STATE }
     let bytes = [UInt8](UnsafeRawBufferPointer(start: body, count: len))
     exchange.answer = .response(status: Int(status), contentType: type, body: bytes)
+    exchange.refusal = (Int(status), bytes)
+    return PETREL_OK
+}
+
+@_cdecl("petrel_upgrade_accept")
+public func petrel_upgrade_accept(_ request: UnsafePointer<petrel_http_request>?, _ subprotocol: UnsafePointer<CChar>?, _ userData: UInt64) -> Int32 {
+    guard let exchange = CHTTPExchange.from(request) else { return PETREL_E_NULL }
+    guard let offered = exchange.offeredSubprotocols, exchange.answer == nil, exchange.acceptance == nil else { return PETREL_E_STATE }
+    var chosen: String? = nil
+    if let subprotocol {
+        guard let s = string(subprotocol), offered.contains(s) else { return PETREL_E_INVALID_ARGUMENT }
+        chosen = s
+    }
+    exchange.acceptance = (chosen, userData)
     return PETREL_OK
 }
 

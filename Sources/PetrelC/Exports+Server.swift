@@ -184,7 +184,22 @@ public func petrel_server_create(
         handlers.onDrain = { conn in onDrain(userdata, handle, conn.id.rawValue) }
     }
     if let onHTTP = cb.on_http {
-        handlers.onHTTPRequest = { request, _ in CHTTPExchange(request).lend { onHTTP(userdata, handle, $0) } }
+        handlers.onHTTPRequest = { request, conn in
+            CHTTPExchange(request, connectionID: conn.id.rawValue).lend { onHTTP(userdata, handle, $0) }
+        }
+    }
+    if let onUpgrade = cb.on_upgrade {
+        handlers.onUpgrade = { upgrade in
+            let exchange = CHTTPExchange(
+                HTTPRequest(head: upgrade.request.head, body: [], peer: upgrade.peer), connectionID: upgrade.connectionID.rawValue,
+                offeredSubprotocols: upgrade.request.subprotocols)
+            _ = exchange.lend { onUpgrade(userdata, handle, $0) }
+            if let refusal = exchange.refusal {
+                return .reject(status: refusal.status, body: String(decoding: refusal.body, as: UTF8.self))
+            }
+            let accepted = exchange.acceptance
+            return .accept(subprotocol: accepted?.subprotocol, userData: UInt(accepted?.userData ?? 0))
+        }
     }
     serverOut.pointee = OpaquePointer(Unmanaged.passRetained(box).toOpaque())
     return PETREL_OK

@@ -36,6 +36,8 @@ public enum SendStatus: Sendable, Equatable {
 public struct UpgradeRequest: Sendable {
     public let request: HandshakeRequest
     public let peer: SocketAddress
+    /// The id the connection will have (and has in `onOpen`) if it is accepted.
+    public let connectionID: ConnectionID
 }
 
 /// An accept hook's answer.
@@ -568,7 +570,7 @@ public final class Connection: @unchecked Sendable {
         var chosen: String? = nil
         var extraHeaders: [HTTPField] = []
         if let hook = self.handlers.onUpgrade {
-            switch hook(UpgradeRequest(request: request, peer: self.peerAddress)) {
+            switch hook(UpgradeRequest(request: request, peer: self.peerAddress, connectionID: self.id)) {
             case .reject(let status, let body):
                 return self.reject(HTTPResponse.error(status: status, body: body))
             case .accept(let subprotocol, let userData, let headers):

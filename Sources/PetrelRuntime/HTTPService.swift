@@ -8,6 +8,12 @@ public struct HTTPRequest: Sendable {
     public let body: [UInt8]
     public let peer: SocketAddress
 
+    public init(head: HTTPRequestHead, body: [UInt8], peer: SocketAddress) {
+        self.head = head
+        self.body = body
+        self.peer = peer
+    }
+
     public var method: String { self.head.method }
     public var path: String { self.head.path }
     public func queryParameter(_ name: String) -> String? { self.head.queryParameter(name) }

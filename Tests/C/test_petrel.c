@@ -544,10 +544,33 @@ static void http_on_http(void *userdata, petrel_server *server, const petrel_htt
     if (petrel_http_respond(req, 500, "text/plain", "x", 1) == PETREL_E_STATE) atomic_fetch_add(&http_state_checks, 1);
 }
 
+static atomic_int upgrade_user_data_ok;
+
+/* The accept hook: /private needs "Authorization: Bearer ok"; then subprotocol "b" and user data 42. */
+static void http_on_upgrade(void *userdata, petrel_server *server, const petrel_http_request *req) {
+    (void)userdata, (void)server;
+    if (strcmp(req->path, "/private") != 0) return; /* accept */
+    char auth[64];
+    size_t len = 0;
+    if (petrel_http_header(req, "authorization", auth, sizeof auth, &len) != PETREL_OK || strcmp(auth, "Bearer ok") != 0) {
+        CHECK_STATUS(petrel_http_respond(req, 401, "text/plain", "no\n", 3), PETREL_OK);
+        CHECK_STATUS(petrel_upgrade_accept(req, NULL, 0), PETREL_E_STATE);
+        return;
+    }
+    CHECK_STATUS(petrel_upgrade_accept(req, "zzz", 1), PETREL_E_INVALID_ARGUMENT); /* not offered */
+    CHECK_STATUS(petrel_upgrade_accept(req, "b", 42), PETREL_OK);
+    CHECK(req->conn != 0);
+}
+
 static void http_on_open(void *userdata, petrel_server *server, uint64_t conn) {
     (void)userdata;
     char path[32];
     size_t len = 0;
+    uint64_t data = 0;
+    if (petrel_conn_path(server, conn, path, sizeof path, &len) == PETREL_OK && strcmp(path, "/private") == 0 &&
+        petrel_conn_user_data(server, conn, &data) == PETREL_OK && data == 42) {
+        atomic_fetch_add(&upgrade_user_data_ok, 1);
+    }
     if (petrel_conn_path(server, conn, path, sizeof path, &len) != PETREL_OK || strcmp(path, "/events") != 0) return;
     atomic_fetch_add(&stream_opens, 1);
     CHECK_STATUS(petrel_conn_send(server, conn, PETREL_BINARY, "b", 1), PETREL_E_INVALID_ARGUMENT);
@@ -613,6 +636,7 @@ static void test_http_and_streams(void) {
     petrel_server_callbacks_init(&callbacks);
     callbacks.on_http = http_on_http;
     callbacks.on_open = http_on_open;
+    callbacks.on_upgrade = http_on_upgrade;
     petrel_server *server = NULL;
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
     CHECK_STATUS(petrel_server_start(server), PETREL_E_INVALID_ARGUMENT); /* the root must exist */
@@ -659,6 +683,24 @@ static void test_http_and_streams(void) {
     CHECK(strstr(buf, "id: 3\ndata: old\n\nid: 4\n") != NULL && strstr(buf, "snapshot") == NULL);
     close(fd);
     CHECK(atomic_load(&stream_opens) == 2);
+
+    /* The accept hook: refused without the header, accepted with a chosen subprotocol and data. */
+    const char *upgrade = "GET /private HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                          "Sec-WebSocket-Protocol: a, b\r\n";
+    char request[512];
+    fd = raw_connect(port);
+    snprintf(request, sizeof request, "%s\r\n", upgrade);
+    raw_exchange(fd, request, buf, sizeof buf, NULL);
+    CHECK(strncmp(buf, "HTTP/1.1 401", 12) == 0 && strstr(buf, "\r\n\r\nno\n") != NULL);
+    close(fd);
+    fd = raw_connect(port);
+    snprintf(request, sizeof request, "%sAuthorization: Bearer ok\r\n\r\n", upgrade);
+    raw_exchange(fd, request, buf, sizeof buf, "\r\n\r\n");
+    CHECK(strncmp(buf, "HTTP/1.1 101", 12) == 0 && strstr(buf, "Sec-WebSocket-Protocol: b\r\n") != NULL);
+    for (int i = 0; i < 100 && atomic_load(&upgrade_user_data_ok) == 0; i++) sleep_ms(10);
+    CHECK(atomic_load(&upgrade_user_data_ok) == 1);
+    close(fd);
     CHECK(atomic_load(&http_calls) == 5);
     CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
     unlink(file);

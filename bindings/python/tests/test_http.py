@@ -4,6 +4,7 @@ import socket
 import time
 
 import petrel
+import pytest
 
 
 def _request(port, method, target, body=None, headers=None):
@@ -85,3 +86,42 @@ def test_routes_static_files_and_streams(tmp_path):
         assert [e[0] for e in events] == [5, 6]
         s.close()
         assert opened == [(None, "me"), (4, None)]
+
+
+def test_accept_hook_authenticates_before_the_upgrade():
+    import asyncio
+    import websockets
+
+    seen = []
+
+    def hook(request):
+        seen.append((request.path, request.header("Origin"), request.conn > 0))
+        if request.header("Authorization") != "Bearer secret" and request.query_param("token") != "secret":
+            return 401, "text/plain", "who are you?\n"
+        if request.path == "/forbidden":
+            return False
+        return petrel.Accept(subprotocol="chat.v2", user_data={"user": "ada"})
+
+    opened = []
+    server = petrel.Server("127.0.0.1", 0, threads=1, on_upgrade=hook,
+                           on_open=lambda conn: opened.append(conn.user_data),
+                           on_message=lambda conn, m: conn.send(f"{conn.user_data['user']}: {m}"))
+    with server:
+        url = f"ws://127.0.0.1:{server.port}"
+
+        async def run():
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(url + "/chat")
+            assert refused.value.response.status_code == 401 and b"who are you" in refused.value.response.body
+            with pytest.raises(websockets.InvalidStatus) as forbidden:
+                await websockets.connect(url + "/forbidden?token=secret")
+            assert forbidden.value.response.status_code == 403
+            async with websockets.connect(url + "/chat", additional_headers={"Authorization": "Bearer secret"},
+                                          subprotocols=["chat.v1", "chat.v2"], origin="https://example.com") as ws:
+                assert ws.subprotocol == "chat.v2"
+                await ws.send("hi")
+                assert await ws.recv() == "ada: hi"
+
+        asyncio.run(run())
+    assert opened == [{"user": "ada"}]
+    assert seen[-1] == ("/chat", "https://example.com", True)

@@ -8,11 +8,11 @@ from ._lib import lib as _lib_handle
 from .client import ClientConnection, connect
 from .exceptions import (Backpressure, ConnectFailed, ConnectionClosed, InvalidArgument, InvalidHandshake,
                          InvalidState, PetrelError, ProtocolError, Timeout)
-from .server import Connection, HTTPRequest, Server
+from .server import Accept, Connection, HTTPRequest, Server
 
 __version__ = _lib_handle.petrel_version().decode()
 
 __all__ = [
-    "Server", "Connection", "HTTPRequest", "connect", "ClientConnection", "PetrelError", "Backpressure", "Timeout",
+    "Server", "Connection", "HTTPRequest", "Accept", "connect", "ClientConnection", "PetrelError", "Backpressure", "Timeout",
     "ConnectionClosed", "ProtocolError", "InvalidHandshake", "InvalidArgument", "InvalidState", "ConnectFailed",
 ]

@@ -63,7 +63,7 @@ class ServerConfig(Structure):
 class HTTPRequest(Structure):
     _fields_ = [
         ("method", c_char_p), ("path", c_char_p), ("query", c_char_p), ("body", POINTER(c_char)),
-        ("body_len", c_size_t), ("peer", c_char_p), ("internal_", c_void_p),
+        ("body_len", c_size_t), ("peer", c_char_p), ("conn", c_uint64), ("internal_", c_void_p),
     ]
 
 
@@ -77,7 +77,7 @@ OnHTTP = CFUNCTYPE(None, c_void_p, c_void_p, POINTER(HTTPRequest))
 class ServerCallbacks(Structure):
     _fields_ = [
         ("size", c_size_t), ("userdata", c_void_p), ("on_open", OnOpen), ("on_message", OnMessage),
-        ("on_close", OnClose), ("on_drain", OnDrain), ("on_http", OnHTTP),
+        ("on_close", OnClose), ("on_drain", OnDrain), ("on_http", OnHTTP), ("on_upgrade", OnHTTP),
     ]
 
 
@@ -129,6 +129,8 @@ _SIGNATURES = [
     ("petrel_conn_send_event", status, [c_void_p, c_uint64, c_uint64, c_void_p, c_size_t]),
     ("petrel_conn_last_event_id", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
     ("petrel_conn_subscribe_after", status, [c_void_p, c_uint64, c_char_p, c_uint64]),
+    ("petrel_upgrade_accept", status, [POINTER(HTTPRequest), c_char_p, c_uint64]),
+    ("petrel_conn_user_data", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
     ("petrel_http_respond", status, [POINTER(HTTPRequest), c_uint16, c_char_p, c_void_p, c_size_t]),
     ("petrel_http_header", status, [POINTER(HTTPRequest), c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_http_query_param", status, [POINTER(HTTPRequest), c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),

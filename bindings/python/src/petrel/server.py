@@ -50,6 +50,11 @@ class Connection:
         check(lib.petrel_conn_unsubscribe(self.server._handle, self.id, topic.encode()))
 
     @property
+    def user_data(self) -> object:
+        """What the on_upgrade handler attached with Accept(user_data=...), or None."""
+        return self.server._user_data.get(self.id)
+
+    @property
     def buffered_amount(self) -> int:
         n = ctypes.c_uint64()
         check(lib.petrel_conn_buffered_amount(self.server._handle, self.id, ctypes.byref(n)))
@@ -129,6 +134,7 @@ class HTTPRequest:
         self.query: str = r.query.decode("utf-8", "replace")
         self.body: bytes = ctypes.string_at(r.body, r.body_len) if r.body_len else b""
         self.peer: str = r.peer.decode()
+        self.conn: int = r.conn  # the connection's id (for an upgrade: the id it will have)
 
     def _text(self, getter: Callable[..., int], name: str) -> Optional[str]:
         size = ctypes.c_size_t()
@@ -156,6 +162,15 @@ class HTTPRequest:
 HTTPResponse = Optional[tuple]
 
 
+class Accept:
+    """What an on_upgrade handler returns to accept with a chosen subprotocol (one the client
+    offered) and data for the connection (`Connection.user_data`)."""
+
+    def __init__(self, subprotocol: Optional[str] = None, user_data: object = None) -> None:
+        self.subprotocol = subprotocol
+        self.user_data = user_data
+
+
 class Server:
     """A WebSocket server.
 
@@ -180,6 +195,7 @@ class Server:
         max_request_body: int = 65536,
         tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_client_ca: Optional[str] = None,
         on_http: Optional[Callable[[HTTPRequest], HTTPResponse]] = None,
+        on_upgrade: Optional[Callable[[HTTPRequest], object]] = None,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError("host must be a str")
@@ -193,6 +209,8 @@ class Server:
             raise ValueError(f"slow_consumer must be one of {sorted(_POLICIES)}")
         self._on_open, self._on_message, self._on_close, self._on_drain = on_open, on_message, on_close, on_drain
         self._on_http = on_http
+        self._on_upgrade = on_upgrade
+        self._user_data: Dict[int, object] = {}
         self._connections: Dict[int, Connection] = {}
         self._lock = threading.Lock()
         # Strings handed to C must outlive the create call.
@@ -223,6 +241,7 @@ class Server:
         self._callbacks.on_close = _lib.OnClose(self._c_close)
         self._callbacks.on_drain = _lib.OnDrain(self._c_drain)
         self._callbacks.on_http = _lib.OnHTTP(self._c_http)
+        self._callbacks.on_upgrade = _lib.OnHTTP(self._c_upgrade)
         handle = ctypes.c_void_p()
         check(lib.petrel_server_create(ctypes.byref(cfg), ctypes.byref(self._callbacks), ctypes.byref(handle)))
         self._handle = handle
@@ -279,6 +298,7 @@ class Server:
             conn = self._conn(conn_id)
             with self._lock:
                 self._connections.pop(conn_id, None)
+                self._user_data.pop(conn_id, None)
             if self._on_close:
                 text = ctypes.string_at(reason, length).decode("utf-8", "replace") if length else ""
                 self._on_close(conn, code, text)
@@ -298,6 +318,37 @@ class Server:
             check(lib.petrel_http_respond(raw, int(status), content_type.encode(), bytes(body), len(body)))
         except Exception:
             log.exception("petrel: exception in on_http")
+            lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
+
+    def on_upgrade(self, f: Callable[[HTTPRequest], object]) -> Callable[[HTTPRequest], object]:
+        """The accept hook, before a WebSocket upgrade is answered: return None or True to accept,
+        Accept(subprotocol=..., user_data=...) to accept with choices, False to refuse with 403, or
+        (status, content_type, body) to refuse with that response."""
+        self._on_upgrade = f
+        return f
+
+    def _c_upgrade(self, _ud, _srv, raw):  # type: ignore[no-untyped-def]
+        try:
+            if not self._on_upgrade:
+                return
+            answer = self._on_upgrade(HTTPRequest(raw))
+            if answer is None or answer is True:
+                return
+            if answer is False:
+                answer = (403, "text/plain", "forbidden\n")
+            if isinstance(answer, Accept):
+                sub = answer.subprotocol.encode() if answer.subprotocol else None
+                check(lib.petrel_upgrade_accept(raw, sub, 0))
+                if answer.user_data is not None:
+                    with self._lock:
+                        self._user_data[raw.contents.conn] = answer.user_data
+                return
+            status, content_type, body = answer
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+            check(lib.petrel_http_respond(raw, int(status), content_type.encode(), bytes(body), len(body)))
+        except Exception:
+            log.exception("petrel: exception in on_upgrade (the upgrade is refused)")
             lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
 
     def _c_drain(self, _ud, _srv, conn_id):  # type: ignore[no-untyped-def]
