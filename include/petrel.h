@@ -127,6 +127,7 @@ typedef int32_t petrel_status;
 #define PETREL_E_THREAD (-607)               /* a loop thread could not be started */
 #define PETREL_E_HANDSHAKE (-608)            /* the opening handshake failed (petrel_last_error says why) */
 #define PETREL_E_TLS (-609)                  /* TLS: an untrusted, expired or misnamed certificate, or a bad TLS file */
+#define PETREL_E_PROXY (-610)                /* the proxy refused (HTTP 407, 403, 502...; a SOCKS reply code) or failed */
 
 /** Message kinds. */
 #define PETREL_TEXT 1
@@ -467,6 +468,10 @@ typedef struct petrel_client_config {
     const char *tls_cert_file;    /* wss://: a client certificate chain (PEM), or NULL */
     const char *tls_key_file;     /* its private key */
     int32_t tls_insecure_skip_verify; /* default 0. 1 accepts ANY certificate for ANY name: tests only */
+    const char *proxy;            /* NULL, or http://[user:pass@]host:port (CONNECT), https://... (TLS to
+                                     the proxy, then CONNECT), socks5://[user:pass@]host:port */
+    int32_t proxy_from_environment; /* default 0. 1 (with proxy NULL): wss_proxy/ws_proxy/HTTPS_PROXY/
+                                     HTTP_PROXY, unless NO_PROXY lists the host */
 } petrel_client_config;
 
 /** Fills *config with the defaults above and sets its size. Thread: any. */

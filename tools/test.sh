@@ -8,8 +8,9 @@ root=$PWD
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-# chromium and its driver are for the stock page's browser tests; socat for Autobahn over TLS.
-bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver socat
+# chromium and its driver are for the stock page's browser tests; socat, tinyproxy and
+# dante-server for TLS and proxy tests.
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server
 
 step "python venv (.venv, pinned in tools/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -54,6 +55,9 @@ bash Tests/C/example.sh "$prefix"
 step "Python bindings: pip install ./bindings/python, then pytest (with websockets)"
 .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest bindings/python/tests -q -p no:cacheprovider
+
+step "the client through real proxies: tinyproxy (CONNECT, Basic auth, https:// via socat), dante (SOCKS5)"
+PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Proxy -q -p no:cacheprovider
 
 step "stock demo: three servers, the page in headless Chromium, 1,000 WebSocket + 100 SSE clients"
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c

@@ -149,6 +149,11 @@ public func petrel_client_connect(
         configuration.tls[keyPath: field] = value
     }
     configuration.tls.insecureSkipVerification = c.tls_insecure_skip_verify != 0
+    if let p = c.proxy {
+        guard let proxy = string(p), !proxy.isEmpty else { return PETREL_E_INVALID_ARGUMENT }
+        configuration.proxy = proxy
+    }
+    configuration.proxyFromEnvironment = c.proxy_from_environment != 0
     let client = CClient(usesCallbacks: callbacks != nil)
     let handle = client.handle
     let userdata = cb.userdata

@@ -20,6 +20,7 @@ enum Status {
         case .closed: return PETREL_E_CLOSED
         case .configuration: return PETREL_E_INVALID_ARGUMENT
         case .tls: return PETREL_E_TLS
+        case .proxy: return PETREL_E_PROXY
         }
     }
 
@@ -59,6 +60,7 @@ enum Status {
             PETREL_E_URL: "not a valid ws:// URL",
             PETREL_E_THREAD: "a loop thread could not be started",
             PETREL_E_HANDSHAKE: "the opening handshake failed",
+            PETREL_E_PROXY: "the proxy refused the tunnel or failed (petrel_last_error gives its answer)",
             PETREL_E_TLS: "TLS failed: certificate not trusted, expired or for another name; or a TLS file could not be loaded",
         ]
         for e in ProtocolError.allCases {

@@ -33,7 +33,16 @@ public enum ClientConnector {
         let target = try WebSocketURL(url)
         // Made (and its files checked) here, so that a bad CA file fails this call.
         if target.secure { _ = try ClientTLSContexts.context(for: configuration.tls) }
-        var addresses = try SocketAddress.resolve(host: target.host, port: target.port)
+        var proxy: ProxyURL? = nil
+        if let p = configuration.proxy {
+            proxy = try ProxyURL(p)
+        } else if configuration.proxyFromEnvironment {
+            proxy = try ProxyURL.fromEnvironment(for: target)
+        }
+        if let p = proxy, p.kind == .https { _ = try ClientTLSContexts.context(for: configuration.tls) }
+        // Through a proxy, only the proxy's name is resolved here (SOCKS5 and CONNECT resolve
+        // the server's name at the proxy).
+        var addresses = try SocketAddress.resolve(host: proxy?.host ?? target.host, port: proxy?.port ?? target.port)
         var entropy = EntropySource.system
         let handshake = ClientHandshake(
             host: target.hostHeader, target: target.target, origin: configuration.origin,
@@ -58,6 +67,10 @@ public enum ClientConnector {
             c.pendingAddresses = addresses
             c.wantsTLS = target.secure
             c.tlsHost = target.host
+            if let proxy {
+                c.proxy = proxy
+                c.proxyTarget = (target.host, target.port)
+            }
             loop.execute(.attach(c))
             return c
         }

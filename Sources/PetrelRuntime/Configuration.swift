@@ -116,6 +116,11 @@ public struct ClientConfiguration: Sendable {
     public var headers: [HTTPField] = []
     /// How `wss://` checks the server.
     public var tls = TLSClientConfiguration()
+    /// A proxy URL (`http://`, `https://` or `socks5://`, with optional `user:pass@`), or nil.
+    public var proxy: String? = nil
+    /// With no `proxy`: use the one `wss_proxy`/`ws_proxy`/`HTTPS_PROXY`/`HTTP_PROXY` name,
+    /// unless `NO_PROXY` lists the host.
+    public var proxyFromEnvironment = false
 
     public init() {}
 }

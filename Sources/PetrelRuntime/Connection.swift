@@ -158,8 +158,18 @@ public final class Connection: @unchecked Sendable {
     var pendingAddresses: [SocketAddress] = []
 
     // TLS.
-    /// The session, once there is one (a server makes it when the first bytes arrive).
-    var tls: TLSSession?
+    /// TLS sessions, outermost first: none, the one to the peer, or (through an https://
+    /// proxy) the one to the proxy and the one to the server inside it. A server makes its
+    /// session when the first bytes arrive.
+    var tlsLayers: [TLSSession] = []
+    /// Ciphertext of layer i waiting to be written into layer i - 1 (nested TLS only).
+    var layerPending: [[UInt8]] = []
+    var tls: TLSSession? { self.tlsLayers.last }
+    /// Client: the proxy and where the tunnel goes; the negotiation under way; its bytes out.
+    var proxy: ProxyURL?
+    var proxyTarget: (host: String, port: UInt16)?
+    var proxyNegotiation: ProxyNegotiation?
+    var proxyOut: [UInt8] = []
     /// Server: this port speaks TLS. Client: the URL was wss://.
     var wantsTLS = false
     /// Client: the URL's host, for SNI and the certificate check.
@@ -435,7 +445,7 @@ public final class Connection: @unchecked Sendable {
                 return
             case .done(let n):
                 self.lastReceive = self.loop.now
-                if self.wantsTLS {
+                if self.wantsTLS || self.proxy != nil {
                     self.receiveCiphertext(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 } else {
                     self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
@@ -702,24 +712,128 @@ public final class Connection: @unchecked Sendable {
             return
         }
         Sys.noDelay(self.fd)
-        guard let handshake = self.clientHandshake else { return }
-        if self.wantsTLS, let configuration = self.clientConfiguration {
-            do throws(RuntimeError) {
-                let tls = configuration.tls
-                let name = tls.serverName ?? self.tlsHost
-                self.tls = try TLSSession(
-                    context: try ClientTLSContexts.context(for: tls), server: false, hostname: name,
-                    verifyHostname: !tls.insecureSkipVerification)
-                self.tls?.startHandshake()
-            } catch {
-                return self.failConnect(error)
-            }
-        }
         self.phase = .handshaking
-        self.head = HTTPHeadReader(limit: self.options.maxHeaderBytes)
         self.deadline = self.loop.now + UInt64(self.options.handshakeTimeout)
+        if let proxy = self.proxy, let target = self.proxyTarget {
+            // First the tunnel: TLS to an https:// proxy, then CONNECT, or the SOCKS5 exchange.
+            if proxy.kind == .https {
+                guard self.startClientTLS(hostname: proxy.host, forProxy: true) else { return }
+            }
+            switch proxy.kind {
+            case .http, .https:
+                self.proxyNegotiation = .http(HTTPHeadReader(limit: self.options.maxHeaderBytes))
+                self.proxyOut = ProxyNegotiation.connectRequest(host: target.host, port: target.port, proxy: proxy)
+            case .socks5:
+                self.proxyNegotiation = .socksMethod([])
+                self.proxyOut = ProxyNegotiation.socksGreeting(proxy)
+            }
+            self.loop.markDirty(self)
+            return
+        }
+        self.startWebSocketHandshake()
+    }
+
+    /// Starts TLS to the server (wss://) if asked, and queues the opening handshake.
+    private func startWebSocketHandshake() {
+        guard let handshake = self.clientHandshake else { return }
+        if self.wantsTLS {
+            guard self.startClientTLS(hostname: self.clientConfiguration?.tls.serverName ?? self.tlsHost, forProxy: false) else { return }
+        }
+        self.head = HTTPHeadReader(limit: self.options.maxHeaderBytes)
         _ = handshake.request.withUnsafeBytes { try? self.session.queueEncoded($0) }
         self.loop.markDirty(self)
+    }
+
+    /// Adds a client TLS layer (to the server, or to an https:// proxy) and sends its hello.
+    private func startClientTLS(hostname: String?, forProxy: Bool) -> Bool {
+        guard let configuration = self.clientConfiguration else { return false }
+        do throws(RuntimeError) {
+            var tls = configuration.tls
+            if forProxy {
+                // The proxy's certificate is checked against the same CAs, for the proxy's name.
+                tls.serverName = nil
+                tls.certificateChainFile = nil
+                tls.privateKeyFile = nil
+            }
+            let session = try TLSSession(
+                context: try ClientTLSContexts.context(for: tls), server: false, hostname: hostname,
+                verifyHostname: !tls.insecureSkipVerification)
+            session.startHandshake()
+            self.addLayer(session)
+            return true
+        } catch {
+            self.failConnect(error)
+            return false
+        }
+    }
+
+    /// Bytes from the proxy while the tunnel is being set up.
+    private func proxyBytes(_ bytes: UnsafeRawBufferPointer) {
+        guard let negotiation = self.proxyNegotiation, let proxy = self.proxy, let target = self.proxyTarget else { return }
+        func fail(_ why: String) { self.failConnect(RuntimeError(.proxy, "proxy \(proxy): \(why)")) }
+        switch negotiation {
+        case .http(var reader):
+            switch reader.feed(bytes) {
+            case .needMore:
+                self.proxyNegotiation = .http(reader)
+            case .tooLarge:
+                fail("response head too large")
+            case .complete(let consumed):
+                switch HTTPResponseHead.parse(reader.bytes, maxFieldCount: self.options.maxHeaderCount) {
+                case .failure(let e):
+                    fail(e.message)
+                case .success(let head):
+                    guard (200...299).contains(head.status) else {
+                        return fail("CONNECT refused: \(head.status) \(head.reason)")
+                    }
+                    self.tunnelEstablished(leftover: UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
+                }
+            }
+        case .socksMethod(var got), .socksAuth(var got), .socksConnect(var got):
+            got.append(contentsOf: bytes)
+            switch negotiation {
+            case .socksMethod:
+                guard got.count >= 2 else { return self.proxyNegotiation = .socksMethod(got) }
+                guard got[0] == 5 else { return fail("not a SOCKS5 server") }
+                switch got[1] {
+                case 0:
+                    self.proxyNegotiation = .socksConnect(Array(got[2...]))
+                    self.proxyOut += ProxyNegotiation.socksConnect(host: target.host, port: target.port)
+                case 2 where proxy.username != nil:
+                    self.proxyNegotiation = .socksAuth(Array(got[2...]))
+                    self.proxyOut += ProxyNegotiation.socksAuth(proxy)
+                case 2:
+                    return fail("SOCKS5 proxy wants a user name and password")
+                default:
+                    return fail("SOCKS5 proxy accepts none of our authentication methods")
+                }
+                self.loop.markDirty(self)
+            case .socksAuth:
+                guard got.count >= 2 else { return self.proxyNegotiation = .socksAuth(got) }
+                guard got[1] == 0 else { return fail("SOCKS5 authentication failed (status \(got[1]))") }
+                self.proxyNegotiation = .socksConnect(Array(got[2...]))
+                self.proxyOut += ProxyNegotiation.socksConnect(host: target.host, port: target.port)
+                self.loop.markDirty(self)
+            default:
+                guard let n = ProxyNegotiation.socksReplyLength(got) else { return self.proxyNegotiation = .socksConnect(got) }
+                guard got[0] == 5, n > 4 else { return fail("malformed SOCKS5 reply") }
+                guard got[1] == 0 else {
+                    return fail("SOCKS5 CONNECT refused: \(ProxyNegotiation.socksReplyText(got[1])) (reply \(got[1]))")
+                }
+                got.removeFirst(n)
+                got.withUnsafeBytes { self.tunnelEstablished(leftover: $0) }
+            }
+        }
+    }
+
+    /// The tunnel is up: what follows is the connection to the server.
+    private func tunnelEstablished(leftover: UnsafeRawBufferPointer) {
+        let depth = self.tlsLayers.count
+        self.proxyNegotiation = nil
+        self.proxyOut = []
+        self.startWebSocketHandshake()
+        guard self.phase != .closed, leftover.count > 0 else { return }
+        self.receive(leftover, depth: depth)
     }
 
     private func retryNextAddress() {
@@ -820,10 +934,10 @@ public final class Connection: @unchecked Sendable {
         self.afterOutputWritten()
     }
 
-    /// Writes the session's output, through TLS when there is a session. Returns false when the
-    /// socket is full (write interest is then on) or the connection failed.
+    /// Writes the session's output (through the TLS layers and any proxy negotiation). Returns
+    /// false when the socket is full (write interest is then on) or the connection failed.
     private func writeQueued() -> Bool {
-        guard let tls = self.tls else {
+        if self.tlsLayers.isEmpty && self.proxyOut.isEmpty && self.tlsOutHead == self.tlsOut.count {
             while self.session.pendingOutputCount > 0 {
                 let result = self.session.withPendingOutput { Sys.write(self.fd, $0) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
@@ -832,15 +946,7 @@ public final class Connection: @unchecked Sendable {
             return true
         }
         while true {
-            while self.session.pendingOutputCount > 0 {
-                guard let n = self.session.withPendingOutput({ tls.write($0) }) else {
-                    self.tlsFailed(tls.failureText())
-                    return false
-                }
-                if n == 0 { break }  // the handshake is not done yet
-                self.session.consumeOutput(n)
-            }
-            tls.takeOutput(into: &self.tlsOut)
+            guard self.pumpLayers() else { return false }
             while self.tlsOutHead < self.tlsOut.count {
                 let result = self.tlsOut.withUnsafeBytes { Sys.write(self.fd, UnsafeRawBufferPointer(rebasing: $0[self.tlsOutHead...])) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
@@ -848,8 +954,60 @@ public final class Connection: @unchecked Sendable {
             }
             self.tlsOut.removeAll(keepingCapacity: self.tlsOut.capacity <= 64 * 1024)
             self.tlsOutHead = 0
-            if self.session.pendingOutputCount == 0 || !tls.handshakeComplete { return true }
+            // Go round again only if the session still has output that the layers can take now.
+            guard self.session.pendingOutputCount > 0, self.proxyNegotiation == nil,
+                self.tlsLayers.allSatisfy(\.handshakeComplete), !self.tlsLayers.isEmpty
+            else { return true }
         }
+    }
+
+    /// Moves output down the stack: the session's plaintext into the innermost TLS layer (once
+    /// any proxy tunnel is up), proxy negotiation bytes into the layer under the tunnel, each
+    /// layer's ciphertext into the layer below, and the outermost's into `tlsOut`.
+    private func pumpLayers() -> Bool {
+        if self.proxyNegotiation == nil, let top = self.tlsLayers.last {
+            while self.session.pendingOutputCount > 0 {
+                guard let n = self.session.withPendingOutput({ top.write($0) }) else {
+                    self.tlsFailed(top.failureText())
+                    return false
+                }
+                if n == 0 { break }  // that layer's handshake is not done yet
+                self.session.consumeOutput(n)
+            }
+        } else if self.proxyNegotiation == nil && self.tlsLayers.isEmpty {
+            // A plain tunnel: the session's bytes go out as they are.
+            while self.session.pendingOutputCount > 0 {
+                let n = self.session.withPendingOutput { p in self.tlsOut.append(contentsOf: p); return p.count }
+                self.session.consumeOutput(n)
+            }
+        }
+        if !self.proxyOut.isEmpty {
+            if let under = self.tlsLayers.last {
+                guard let n = self.proxyOut.withUnsafeBytes({ under.write($0) }) else {
+                    self.tlsFailed(under.failureText())
+                    return false
+                }
+                self.proxyOut.removeFirst(n)
+            } else {
+                self.tlsOut += self.proxyOut
+                self.proxyOut = []
+            }
+        }
+        for d in stride(from: self.tlsLayers.count - 1, through: 0, by: -1) {
+            let layer = self.tlsLayers[d]
+            if d == 0 {
+                layer.takeOutput(into: &self.tlsOut)
+                continue
+            }
+            layer.takeOutput(into: &self.layerPending[d])
+            guard !self.layerPending[d].isEmpty else { continue }
+            guard let n = self.layerPending[d].withUnsafeBytes({ self.tlsLayers[d - 1].write($0) }) else {
+                self.tlsFailed(self.tlsLayers[d - 1].failureText())
+                return false
+            }
+            self.layerPending[d].removeFirst(n)
+        }
+        return true
     }
 
     private func writeFailed(_ result: IOResult) -> Bool {
@@ -867,11 +1025,12 @@ public final class Connection: @unchecked Sendable {
 
     // MARK: TLS
 
-    /// Ciphertext from the socket: through the TLS session, then on as plaintext.
+    /// Bytes from the socket: up through the TLS layers, then to the proxy negotiation or the
+    /// protocol as plaintext.
     private func receiveCiphertext(_ bytes: UnsafeRawBufferPointer) {
         if self.refusedPlaintext { return }
-        if self.tls == nil {
-            guard self.role == .server, let contexts = self.server?.tlsContexts else { return }
+        if self.tlsLayers.isEmpty && self.role == .server {
+            guard let contexts = self.server?.tlsContexts else { return }
             // A TLS connection starts with a handshake record (content type 22).
             guard bytes.first == 0x16 else {
                 self.refusedPlaintext = true
@@ -879,29 +1038,49 @@ public final class Connection: @unchecked Sendable {
                 return self.reject(HTTPResponse.error(status: 400, body: "this port speaks TLS: use https:// or wss://"))
             }
             do throws(RuntimeError) {
-                self.tls = try TLSSession(context: contexts.context, server: true)
+                self.addLayer(try TLSSession(context: contexts.context, server: true))
             } catch {
                 return self.closeTransport(reason: .abnormalClosure, message: error.message)
             }
         }
-        guard let tls = self.tls else { return }
-        let wasComplete = tls.handshakeComplete
+        let before = self.tlsLayers.map(\.handshakeComplete)
+        self.receive(bytes, depth: 0)
+        guard self.phase != .closed else { return }
+        let progressed = self.tlsLayers.map(\.handshakeComplete) != before
+        if self.tlsLayers.contains(where: { $0.pendingOutput > 0 }) || (progressed && (self.session.pendingOutputCount > 0 || !self.proxyOut.isEmpty)) {
+            self.loop.markDirty(self)
+        }
+    }
+
+    private func addLayer(_ tls: TLSSession) {
+        self.tlsLayers.append(tls)
+        self.layerPending.append([])
+    }
+
+    /// Feeds `bytes` to layer `depth` and passes its plaintext up; above the last layer, to the
+    /// proxy negotiation or the protocol.
+    private func receive(_ bytes: UnsafeRawBufferPointer, depth: Int) {
+        guard depth < self.tlsLayers.count else {
+            if self.proxyNegotiation != nil { return self.proxyBytes(bytes) }
+            return self.consume(UnsafeMutableRawBufferPointer(mutating: bytes))
+        }
+        let tls = self.tlsLayers[depth]
         tls.feed(bytes)
-        let plain = self.loop.tlsBuffer
-        reading: while self.phase != .closed {
+        // The outermost layer reads into the loop's buffer; an inner one (nested TLS) into its own.
+        let owned = depth == 0 ? nil : UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
+        defer { owned?.deallocate() }
+        let plain = owned ?? self.loop.tlsBuffer
+        while self.phase != .closed {
             switch tls.read(into: plain) {
             case .data(let n):
-                self.consume(UnsafeMutableRawBufferPointer(rebasing: plain[0..<n]))
+                self.receive(UnsafeRawBufferPointer(rebasing: plain[0..<n]), depth: depth + 1)
             case .needMore:
-                break reading
+                return
             case .closed:
                 return self.endOfStream()
             case .failed(let reason):
                 return self.tlsFailed(reason)
             }
-        }
-        if tls.pendingOutput > 0 || (!wasComplete && tls.handshakeComplete && self.session.pendingOutputCount > 0) {
-            self.loop.markDirty(self)
         }
     }
 
@@ -935,9 +1114,9 @@ public final class Connection: @unchecked Sendable {
         if let tls = self.tls, self.tlsOutHead == self.tlsOut.count {
             // close_notify, best effort: the socket has room, everything else is written.
             tls.shutdown()
-            var notify: [UInt8] = []
-            tls.takeOutput(into: &notify)
-            _ = notify.withUnsafeBytes { Sys.write(self.fd, $0) }
+            if self.pumpLayers() { _ = self.tlsOut.withUnsafeBytes { Sys.write(self.fd, $0) } }
+            self.tlsOut = []
+            self.tlsOutHead = 0
         }
         shutdown(self.fd, Int32(SHUT_WR))
         self.phase = .draining
@@ -1079,7 +1258,7 @@ public final class Connection: @unchecked Sendable {
             guard now >= self.deadline else { return }
             if self.role == .client {
                 self.failConnect(RuntimeError(.handshake, "handshake not completed in \(self.options.handshakeTimeout) ms"))
-            } else if let tls = self.tls, !tls.handshakeComplete {
+            } else if !self.tlsLayers.allSatisfy(\.handshakeComplete) {
                 self.closeTransport(reason: .abnormalClosure, message: "TLS handshake not completed in \(self.options.handshakeTimeout) ms")
             } else if self.wantsTLS && self.tls == nil {
                 self.closeTransport(reason: .abnormalClosure, message: "nothing received in \(self.options.handshakeTimeout) ms")

@@ -68,6 +68,13 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     public var family: Int32 { Int32(self.storage.ss_family) }
 
+    /// The address in network order: 4 bytes (IPv4) or 16 (IPv6).
+    var addressBytes: [UInt8] {
+        withUnsafeBytes(of: self.storage) { raw in
+            self.family == AF_INET6 ? Array(raw[8..<24]) : Array(raw[4..<8])
+        }
+    }
+
     public var port: UInt16 {
         withUnsafeBytes(of: self.storage) { raw in
             self.family == AF_INET6
@@ -103,7 +110,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 /// Errors of the runtime's own (sockets, threads, configuration).
 public struct RuntimeError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Kind: UInt8, Sendable {
-        case resolve, socket, bind, listen, connect, connectTimeout, thread, stopped, invalidURL, handshake, closed, configuration, tls
+        case resolve, socket, bind, listen, connect, connectTimeout, thread, stopped, invalidURL, handshake, closed, configuration, tls, proxy
     }
 
     public let kind: Kind

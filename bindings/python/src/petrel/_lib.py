@@ -86,7 +86,7 @@ class ClientConfig(Structure):
         ("size", c_size_t), ("connect_timeout_ms", c_uint32), ("handshake_timeout_ms", c_uint32),
         ("max_message_size", c_uint64), ("compression", c_int32), ("subprotocols", c_char_p), ("origin", c_char_p),
         ("tls_ca_file", c_char_p), ("tls_server_name", c_char_p), ("tls_cert_file", c_char_p), ("tls_key_file", c_char_p),
-        ("tls_insecure_skip_verify", c_int32),
+        ("tls_insecure_skip_verify", c_int32), ("proxy", c_char_p), ("proxy_from_environment", c_int32),
     ]
 
 

@@ -87,10 +87,13 @@ def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 
             subprotocols: Optional[Iterable[str]] = None, origin: Optional[str] = None,
             open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
             tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
-            tls_insecure_skip_verify: bool = False) -> ClientConnection:
+            tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
+            proxy_from_environment: bool = False) -> ClientConnection:
     """Connects to a ws:// or wss:// URL and completes the handshake (blocking). For wss://, the
     server's certificate is checked against tls_ca_file (default: the system store) and the
-    URL's host (or tls_server_name); tls_insecure_skip_verify turns every check off (tests only)."""
+    URL's host (or tls_server_name); tls_insecure_skip_verify turns every check off (tests only).
+    proxy: http://, https:// or socks5:// URL with optional user:pass@; proxy_from_environment
+    uses wss_proxy/ws_proxy/HTTPS_PROXY/HTTP_PROXY and NO_PROXY instead."""
     if not isinstance(url, str):
         raise TypeError("url must be a str")
     if not isinstance(max_message_size, int) or max_message_size <= 0:
@@ -105,6 +108,9 @@ def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 
     keep += [str(v).encode() if v else None for v in (tls_ca_file, tls_server_name, tls_cert_file, tls_key_file)]
     cfg.tls_ca_file, cfg.tls_server_name, cfg.tls_cert_file, cfg.tls_key_file = keep[2:6]
     cfg.tls_insecure_skip_verify = 1 if tls_insecure_skip_verify else 0
+    keep.append(proxy.encode() if proxy else None)
+    cfg.proxy = keep[6]
+    cfg.proxy_from_environment = 1 if proxy_from_environment else 0
     handle = ctypes.c_void_p()
     rc = lib.petrel_client_connect(url.encode(), ctypes.byref(cfg), None, ctypes.byref(handle))
     if rc < 0:
