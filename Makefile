@@ -5,7 +5,7 @@ VERSION := $(shell sed -n 's/^\#define PETREL_VERSION_\(MAJOR\|MINOR\|PATCH\) \(
 LIB_BUILD := .build-static
 LIB := $(LIB_BUILD)/release/libpetrel.so
 
-.PHONY: test demo lib install microbench
+.PHONY: test demo lib install microbench tlsbench
 test:
 	bash tools/test.sh
 
@@ -29,3 +29,8 @@ install: lib
 
 microbench:
 	cd Benchmarks && swift run -c release petrel-microbench
+
+# ws:// next to wss://: handshakes per second and echo throughput (certificates from the openssl command).
+tlsbench:
+	bash Tests/TLS/make-certs.sh .build/test-certs
+	cd Benchmarks && swift build -c release --product petrel-tls-bench && taskset -c 0,1 .build/release/petrel-tls-bench --certs ../.build/test-certs

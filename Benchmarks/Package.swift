@@ -11,6 +11,10 @@ let package = Package(
             name: "petrel-microbench",
             dependencies: [.product(name: "PetrelCore", package: "Petrel")],
             swiftSettings: [.unsafeFlags(["-Ounchecked"]) ]
-        )
+        ),
+        // ws:// next to wss://: handshakes per second and echo throughput.
+        .executableTarget(
+            name: "petrel-tls-bench",
+            dependencies: [.product(name: "PetrelRuntime", package: "Petrel"), .product(name: "PetrelCore", package: "Petrel")]),
     ]
 )
