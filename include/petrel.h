@@ -189,6 +189,8 @@ typedef struct petrel_server_config {
     const char *tls_cert_file;    /* NULL (default): plain TCP; else TLS with this PEM chain (leaf first) */
     const char *tls_key_file;     /* the PEM private key (required with tls_cert_file) */
     const char *tls_client_ca_file; /* NULL: no client certificates; else required and checked against it */
+    const char *tls_sni_certificates; /* NULL, or more certificates by the name clients send (SNI):
+                                     "name,chain.pem,key.pem;*.example.com,chain2.pem,key2.pem" */
 } petrel_server_config;
 
 /**
@@ -235,7 +237,8 @@ typedef struct petrel_server_callbacks {
      * allowed_origins list), before it is answered. Read it with petrel_http_header (Cookie,
      * Authorization, Origin...) and petrel_http_query_param; refuse it with
      * petrel_http_respond (e.g. 401, 403), or accept it, optionally choosing the subprotocol and
-     * attaching user data, with petrel_upgrade_accept. Doing neither accepts it.
+     * attaching user data, with petrel_upgrade_accept. Doing neither accepts it. A refusal's
+     * body is sent as text/plain (content_type is not used here).
      */
     void (*on_upgrade)(void *userdata, petrel_server *server, const petrel_http_request *request);
 } petrel_server_callbacks;
@@ -478,9 +481,11 @@ typedef struct petrel_client_config {
 void petrel_client_config_init(petrel_client_config *config);
 
 /**
- * The detail of the last failed petrel_client_connect on the calling thread (e.g. "TLS:
- * certificate verify failed: certificate has expired", "the server answered 403"); "" if none.
- * Ownership: the library's; valid until the next petrel_client_connect on this thread.
+ * Why the last petrel_client_connect, petrel_server_start/_run/_start_external or
+ * petrel_server_reload_tls on the calling thread failed (e.g. "TLS: certificate verify failed:
+ * certificate has expired", "proxy http://p:3128: CONNECT refused: 407 Proxy Authentication
+ * Required"); "" after a petrel_client_connect that succeeded, or before any failure.
+ * Ownership: the library's; valid until the next of those calls on this thread.
  * Thread: any (each thread has its own).
  */
 const char *petrel_last_error(void);

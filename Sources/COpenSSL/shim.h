@@ -24,6 +24,11 @@ static inline int petrel_alpn_select(SSL *ssl, const unsigned char **out, unsign
 
 static inline void petrel_ssl_ctx_alpn_http11(SSL_CTX *ctx) { SSL_CTX_set_alpn_select_cb(ctx, petrel_alpn_select, NULL); }
 
+static inline void petrel_ssl_ctx_set_sni(SSL_CTX *ctx, int (*cb)(SSL *, int *, void *), void *arg) {
+    SSL_CTX_set_tlsext_servername_callback(ctx, cb);
+    SSL_CTX_set_tlsext_servername_arg(ctx, arg);
+}
+
 static inline int petrel_ssl_client_setup(SSL *ssl, const char *sni) {
     static const unsigned char http11[] = "\x08http/1.1";
     if (sni && SSL_set_tlsext_host_name(ssl, sni) != 1) return 0;

@@ -116,6 +116,7 @@ public func petrel_client_connect(
     guard let url, let clientOut else { return PETREL_E_NULL }
     // Blocking here would wait for the very thread that must complete the connect.
     if ClientConnector.isLoopThread { return PETREL_E_WRONG_THREAD }
+    LastError.set("")
     guard let target = string(url) else { return PETREL_E_INVALID_ARGUMENT }
     var c = petrel_client_config()
     petrel_client_config_init(&c)

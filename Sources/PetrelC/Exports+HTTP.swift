@@ -87,15 +87,23 @@ public func petrel_upgrade_accept(_ request: UnsafePointer<petrel_http_request>?
     return PETREL_OK
 }
 
+/// Copies a field of the request that `field` picks (a header, a query parameter) by name.
+private func requestText(
+    _ request: UnsafePointer<petrel_http_request>?, _ name: UnsafePointer<CChar>?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+    _ lenOut: UnsafeMutablePointer<Int>?, _ field: (HTTPRequest, String) -> String?
+) -> Int32 {
+    guard let exchange = CHTTPExchange.from(request), let name, lenOut != nil else { return PETREL_E_NULL }
+    guard let n = string(name), cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
+    guard let value = field(exchange.request, n) else { return PETREL_E_AGAIN }
+    return copyOut(value, buf, cap, lenOut)
+}
+
 @_cdecl("petrel_http_header")
 public func petrel_http_header(
     _ request: UnsafePointer<petrel_http_request>?, _ name: UnsafePointer<CChar>?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
     _ lenOut: UnsafeMutablePointer<Int>?
 ) -> Int32 {
-    guard let exchange = CHTTPExchange.from(request), let name, lenOut != nil else { return PETREL_E_NULL }
-    guard let n = string(name), cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
-    guard let value = exchange.request.head.headers.first(n) else { return PETREL_E_AGAIN }
-    return copyOut(value, buf, cap, lenOut)
+    requestText(request, name, buf, cap, lenOut) { $0.head.headers.first($1) }
 }
 
 @_cdecl("petrel_http_query_param")
@@ -103,8 +111,5 @@ public func petrel_http_query_param(
     _ request: UnsafePointer<petrel_http_request>?, _ name: UnsafePointer<CChar>?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
     _ lenOut: UnsafeMutablePointer<Int>?
 ) -> Int32 {
-    guard let exchange = CHTTPExchange.from(request), let name, lenOut != nil else { return PETREL_E_NULL }
-    guard let n = string(name), cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
-    guard let value = exchange.request.queryParameter(n) else { return PETREL_E_AGAIN }
-    return copyOut(value, buf, cap, lenOut)
+    requestText(request, name, buf, cap, lenOut) { $0.queryParameter($1) }
 }

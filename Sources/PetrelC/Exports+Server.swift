@@ -53,6 +53,7 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.tls_cert_file = nil
     c.tls_key_file = nil
     c.tls_client_ca_file = nil
+    c.tls_sni_certificates = nil
     config.pointee = c
 }
 
@@ -132,6 +133,16 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
             ca = s
         }
         config.tls = TLSServerConfiguration(certificateChainFile: cert, privateKeyFile: key, clientCAFile: ca)
+        if let p = c.tls_sni_certificates {
+            guard let list = string(p) else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+            for entry in list.split(separator: ";") {
+                let f = entry.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters() }
+                guard f.count == 3, f.allSatisfy({ !$0.isEmpty }) else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+                config.tls?.certificatesByName[f[0]] = TLSCertificateFiles(certificateChainFile: f[1], privateKeyFile: f[2])
+            }
+        }
+    } else if c.tls_client_ca_file != nil || c.tls_sni_certificates != nil {
+        return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
     }
     config.defaultTopicPolicy = TopicPolicy(slowConsumer: policy, maxQueuedMessages: max(1, Int(c.topic_max_queued)), replayCapacity: Int(c.topic_replay))
     return .success(config)
@@ -212,7 +223,7 @@ public func petrel_server_start(_ server: OpaquePointer?) -> Int32 {
         try s.server.start()
         return PETREL_OK
     } catch {
-        return Status.of(error)
+        return LastError.failed(error)
     }
 }
 
@@ -223,7 +234,7 @@ public func petrel_server_run(_ server: OpaquePointer?) -> Int32 {
         try s.server.run()
         return PETREL_OK
     } catch {
-        return Status.of(error)
+        return LastError.failed(error)
     }
 }
 
@@ -265,7 +276,7 @@ public func petrel_server_reload_tls(_ server: OpaquePointer?) -> Int32 {
         try s.server.reloadTLS()
         return PETREL_OK
     } catch {
-        return Status.of(error)
+        return LastError.failed(error)
     }
 }
 
@@ -306,7 +317,7 @@ public func petrel_server_start_external(_ server: OpaquePointer?, _ fdOut: Unsa
         fdOut.pointee = try s.server.startExternal()
         return PETREL_OK
     } catch {
-        return Status.of(error)
+        return LastError.failed(error)
     }
 }
 

@@ -92,6 +92,12 @@ enum LastError {
         pthread_setspecific(key, strdup(message))
     }
 
+    /// Records why `error` happened and returns its status.
+    static func failed(_ error: RuntimeError) -> petrel_status {
+        self.set(error.message)
+        return Status.of(error)
+    }
+
     static var current: UnsafePointer<CChar>? { pthread_getspecific(key).map { UnsafePointer($0.assumingMemoryBound(to: CChar.self)) } }
 }
 

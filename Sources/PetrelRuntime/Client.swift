@@ -40,6 +40,9 @@ public enum ClientConnector {
             proxy = try ProxyURL.fromEnvironment(for: target)
         }
         if let p = proxy, p.kind == .https { _ = try ClientTLSContexts.context(for: configuration.tls) }
+        if let p = proxy, p.kind == .socks5, target.host.utf8.count > 255 {
+            throw RuntimeError(.invalidURL, "a host name over 255 bytes cannot go through SOCKS5")
+        }
         // Through a proxy, only the proxy's name is resolved here (SOCKS5 and CONNECT resolve
         // the server's name at the proxy).
         var addresses = try SocketAddress.resolve(host: proxy?.host ?? target.host, port: proxy?.port ?? target.port)

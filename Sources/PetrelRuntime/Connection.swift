@@ -277,17 +277,18 @@ public final class Connection: @unchecked Sendable {
     @discardableResult
     public func subscribe(_ topic: String, after eventID: UInt64) -> Bool {
         guard let server = self.server else { return false }
-        let done: Bool? = server.topics.resume(topic: topic, after: eventID) { frames, last in
+        let onLoop = self.loop.isCurrentThread
+        let found: ([SharedFrame], UInt64)? = server.topics.resume(topic: topic, after: eventID) { frames, last in
             // Under the topic lock: every message up to `last` is already queued to this loop,
-            // every later one will be queued after this.
-            if self.loop.isCurrentThread {
-                self.subscribeOnLoop(topic, replay: frames, floor: last)
-            } else {
-                self.loop.enqueue(.call { [self] in self.subscribeOnLoop(topic, replay: frames, floor: last) })
-            }
-            return true
+            // every later one will be queued after this. Off the loop, the subscription must be
+            // queued here too, to keep that order; on it, the loop runs nothing meanwhile.
+            if !onLoop { self.loop.enqueue(.call { [self] in self.subscribeOnLoop(topic, replay: frames, floor: last) }) }
+            return (frames, last)
         }
-        return done ?? false
+        guard let (frames, last) = found else { return false }
+        // Replayed outside the lock: delivering may count drops, which takes the topic lock.
+        if onLoop { self.subscribeOnLoop(topic, replay: frames, floor: last) }
+        return true
     }
 
     /// The event id a reconnecting client says it saw last: the `Last-Event-ID` header (sent by
@@ -365,7 +366,15 @@ public final class Connection: @unchecked Sendable {
     public func sendRaw(_ bytes: [UInt8]) -> SendStatus {
         if self.loop.isCurrentThread { return bytes.withUnsafeBytes { self.sendRawOnLoop($0) } }
         if self.closedFlag.load(ordering: .relaxed) { return .closed }
-        self.loop.enqueue(.call { [self] in _ = bytes.withUnsafeBytes { self.sendRawOnLoop($0) } })
+        if self.bufferedAmount >= self.options.maxBackpressure {
+            self.wantsDrainFlag()
+            return .backpressure
+        }
+        self.inFlight.add(bytes.count, ordering: .relaxed)
+        self.loop.enqueue(.call { [self] in
+            self.inFlight.subtract(bytes.count, ordering: .relaxed)
+            _ = bytes.withUnsafeBytes { self.sendRawOnLoop($0) }
+        })
         return .ok
     }
 
@@ -395,6 +404,8 @@ public final class Connection: @unchecked Sendable {
             self.closeCode = code
             self.closeReason = reason
             self.closeAfterFlush = true
+            // A stream whose client does not read is closed anyway after closeTimeout.
+            self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
             self.loop.markDirty(self)
         case .connecting, .handshaking:
             self.closeTransport(reason: code, message: reason)
@@ -407,18 +418,27 @@ public final class Connection: @unchecked Sendable {
         guard self.phase == .open, !self.subscriptions.contains(topic) else { return }
         self.subscriptions.append(topic)
         self.loop.topics[topic, default: []].append(self)
+        self.resumeFloors.removeValue(forKey: topic)
         for frame in replay { self.deliver(frame) }
         if floor > 0 { self.resumeFloors[topic] = floor }
     }
 
     func unsubscribeOnLoop(_ topic: String) {
+        self.resumeFloors.removeValue(forKey: topic)
         guard let i = self.subscriptions.firstIndex(of: topic) else { return }
         self.subscriptions.remove(at: i)
         self.loop.topics[topic]?.removeAll { $0 === self }
         if self.loop.topics[topic]?.isEmpty == true { self.loop.topics.removeValue(forKey: topic) }
     }
 
-    var queuedBytes: Int { self.session.pendingOutputCount + self.backlogBytes + (self.tlsOut.count - self.tlsOutHead) }
+    /// Output past the backlog: the session's bytes and, with TLS, what is encrypted but unsent.
+    var outputBytes: Int {
+        var n = self.session.pendingOutputCount + (self.tlsOut.count - self.tlsOutHead) + self.proxyOut.count
+        for p in self.layerPending { n += p.count }
+        return n
+    }
+
+    var queuedBytes: Int { self.outputBytes + self.backlogBytes }
 
     // MARK: Reading
 
@@ -445,7 +465,7 @@ public final class Connection: @unchecked Sendable {
                 return
             case .done(let n):
                 self.lastReceive = self.loop.now
-                if self.wantsTLS || self.proxy != nil {
+                if self.wantsTLS || self.proxy != nil || self.refusedPlaintext {
                     self.receiveCiphertext(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 } else {
                     self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
@@ -810,6 +830,7 @@ public final class Connection: @unchecked Sendable {
                 self.loop.markDirty(self)
             case .socksAuth:
                 guard got.count >= 2 else { return self.proxyNegotiation = .socksAuth(got) }
+                guard got[0] == 1 else { return fail("malformed SOCKS5 authentication reply") }
                 guard got[1] == 0 else { return fail("SOCKS5 authentication failed (status \(got[1]))") }
                 self.proxyNegotiation = .socksConnect(Array(got[2...]))
                 self.proxyOut += ProxyNegotiation.socksConnect(host: target.host, port: target.port)
@@ -946,7 +967,7 @@ public final class Connection: @unchecked Sendable {
             return true
         }
         while true {
-            guard self.pumpLayers() else { return false }
+            // What is already encrypted goes first: nothing more is encrypted while the socket is full.
             while self.tlsOutHead < self.tlsOut.count {
                 let result = self.tlsOut.withUnsafeBytes { Sys.write(self.fd, UnsafeRawBufferPointer(rebasing: $0[self.tlsOutHead...])) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
@@ -954,10 +975,8 @@ public final class Connection: @unchecked Sendable {
             }
             self.tlsOut.removeAll(keepingCapacity: self.tlsOut.capacity <= 64 * 1024)
             self.tlsOutHead = 0
-            // Go round again only if the session still has output that the layers can take now.
-            guard self.session.pendingOutputCount > 0, self.proxyNegotiation == nil,
-                self.tlsLayers.allSatisfy(\.handshakeComplete), !self.tlsLayers.isEmpty
-            else { return true }
+            guard self.pumpLayers() else { return false }
+            if self.tlsOut.isEmpty { return true }
         }
     }
 
@@ -1000,12 +1019,14 @@ public final class Connection: @unchecked Sendable {
                 continue
             }
             layer.takeOutput(into: &self.layerPending[d])
-            guard !self.layerPending[d].isEmpty else { continue }
-            guard let n = self.layerPending[d].withUnsafeBytes({ self.tlsLayers[d - 1].write($0) }) else {
-                self.tlsFailed(self.tlsLayers[d - 1].failureText())
-                return false
+            while !self.layerPending[d].isEmpty {
+                guard let n = self.layerPending[d].withUnsafeBytes({ self.tlsLayers[d - 1].write($0) }) else {
+                    self.tlsFailed(self.tlsLayers[d - 1].failureText())
+                    return false
+                }
+                if n == 0 { break }  // the outer handshake is not done yet
+                self.layerPending[d].removeFirst(n)
             }
-            self.layerPending[d].removeFirst(n)
         }
         return true
     }
@@ -1033,8 +1054,8 @@ public final class Connection: @unchecked Sendable {
             guard let contexts = self.server?.tlsContexts else { return }
             // A TLS connection starts with a handshake record (content type 22).
             guard bytes.first == 0x16 else {
-                self.refusedPlaintext = true
-                self.wantsTLS = false
+                self.refusedPlaintext = true  // from now on every byte is dropped
+                self.head = nil
                 return self.reject(HTTPResponse.error(status: 400, body: "this port speaks TLS: use https:// or wss://"))
             }
             do throws(RuntimeError) {
@@ -1146,8 +1167,8 @@ public final class Connection: @unchecked Sendable {
             if frame.eventID <= floor { return }
             self.resumeFloors.removeValue(forKey: frame.topic)
         }
-        guard self.phase == .open, self.session.state == .open else { return }
-        if self.backlogHead == self.backlog.count && self.session.pendingOutputCount < self.options.maxBackpressure {
+        guard self.phase == .open, self.session.state == .open, !self.closeAfterFlush else { return }
+        if self.backlogHead == self.backlog.count && self.outputBytes < self.options.maxBackpressure {
             self.write(frame)
             self.loop.markDirty(self)
             return
@@ -1211,7 +1232,7 @@ public final class Connection: @unchecked Sendable {
     @discardableResult
     private func moveBacklogIntoOutput(all: Bool) -> Bool {
         var moved = false
-        while self.backlogHead < self.backlog.count && (all || self.session.pendingOutputCount < self.options.maxBackpressure) {
+        while self.backlogHead < self.backlog.count && (all || self.outputBytes < self.options.maxBackpressure) {
             let item = self.backlog[self.backlogHead]
             self.backlogHead += 1
             self.backlogBytes -= item.byteCount
@@ -1310,6 +1331,7 @@ public final class Connection: @unchecked Sendable {
             self.closeOnLoop(code: .goingAway, reason: "server shutting down")
         case .open:
             self.closeAfterFlush = true
+            self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
             self.loop.markDirty(self)
         default:
             self.closeTransport(reason: .goingAway, message: "server shutting down")

@@ -108,7 +108,7 @@ struct StaticFiles: Sendable {
         }
         let resolved = String(cString: resolvedC)
         free(resolvedC)
-        guard resolved.hasPrefix(self.root + "/") else { return HTTPResponse.error(status: 404, body: "not found") }
+        guard resolved.hasPrefix(self.root == "/" ? "/" : self.root + "/") else { return HTTPResponse.error(status: 404, body: "not found") }
         let fd = open(resolved, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return HTTPResponse.error(status: 404, body: "not found") }
         defer { close(fd) }

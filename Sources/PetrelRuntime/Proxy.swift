@@ -152,7 +152,7 @@ enum ProxyNegotiation {
         if let a = SocketAddress(numericHost: host, port: port) {
             out += a.family == AF_INET ? [1] + a.addressBytes : [4] + a.addressBytes
         } else {
-            let name = Array(host.utf8.prefix(255))
+            let name = Array(host.utf8)  // at most 255 bytes: ClientConnector checks
             out += [3, UInt8(name.count)] + name
         }
         return out + [UInt8(port >> 8), UInt8(port & 0xFF)]

@@ -9,11 +9,26 @@ public struct TLSServerConfiguration: Sendable, Hashable {
     public var privateKeyFile: String
     /// If set, clients must present a certificate signed by a CA in this PEM file.
     public var clientCAFile: String? = nil
+    /// More certificates, chosen by the name a client sends (SNI): a host name, or a wildcard
+    /// `*.example.com` for one label, to a chain and key. Other names, and clients that send
+    /// none, get the one above.
+    public var certificatesByName: [String: TLSCertificateFiles] = [:]
 
     public init(certificateChainFile: String, privateKeyFile: String, clientCAFile: String? = nil) {
         self.certificateChainFile = certificateChainFile
         self.privateKeyFile = privateKeyFile
         self.clientCAFile = clientCAFile
+    }
+}
+
+/// A certificate chain and its key, PEM files.
+public struct TLSCertificateFiles: Sendable, Hashable {
+    public var certificateChainFile: String
+    public var privateKeyFile: String
+
+    public init(certificateChainFile: String, privateKeyFile: String) {
+        self.certificateChainFile = certificateChainFile
+        self.privateKeyFile = privateKeyFile
     }
 }
 
@@ -107,22 +122,55 @@ final class TLSContext: @unchecked Sendable {
 
 /// A server's TLS context, replaceable while it runs: new connections use the newest.
 final class TLSServerContexts: @unchecked Sendable {
-    private let current: Mutex<TLSContext>
+    struct Set {
+        let primary: TLSContext
+        let byName: [String: TLSContext]
+    }
+
+    private let current: Mutex<Set?> = Mutex(nil)
     private let configuration: Mutex<TLSServerConfiguration>
 
     init(_ c: TLSServerConfiguration) throws(RuntimeError) {
-        self.current = Mutex(try TLSContext.server(c))
         self.configuration = Mutex(c)
+        try self.reload(c)
     }
 
-    var context: TLSContext { self.current.withLock { $0 } }
+    /// The context new connections start with (SNI may switch them to another).
+    var context: TLSContext { self.current.withLock { $0!.primary } }
 
     func reload(_ c: TLSServerConfiguration?) throws(RuntimeError) {
         let config = c ?? self.configuration.withLock { $0 }
-        let fresh = try TLSContext.server(config)
-        self.current.withLock { $0 = fresh }
+        let primary = try TLSContext.server(config)
+        var byName: [String: TLSContext] = [:]
+        for (name, files) in config.certificatesByName {
+            var one = config
+            one.certificateChainFile = files.certificateChainFile
+            one.privateKeyFile = files.privateKeyFile
+            byName[name.lowercased()] = try TLSContext.server(one)
+        }
+        if !byName.isEmpty { petrel_ssl_ctx_set_sni(primary.ctx, sniCallback, Unmanaged.passUnretained(self).toOpaque()) }
+        self.current.withLock { $0 = Set(primary: primary, byName: byName) }
         self.configuration.withLock { $0 = config }
     }
+
+    /// The context for a name the client sent: an exact entry, else a one-label wildcard.
+    func context(forName name: String) -> TLSContext? {
+        let n = name.lowercased()
+        return self.current.withLock { set -> TLSContext? in
+            guard let set else { return nil }
+            if let exact = set.byName[n] { return exact }
+            guard let dot = n.firstIndex(of: ".") else { return nil }
+            return set.byName["*" + n[dot...]]
+        }
+    }
+}
+
+/// OpenSSL's SNI callback: switches the connection to the certificate for the name it sent.
+private let sniCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?) -> Int32 = { ssl, _, arg in
+    guard let ssl, let arg, let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else { return SSL_TLSEXT_ERR_OK }
+    let contexts = Unmanaged<TLSServerContexts>.fromOpaque(arg).takeUnretainedValue()
+    if let ctx = contexts.context(forName: String(cString: name)) { _ = SSL_set_SSL_CTX(ssl, ctx.ctx) }
+    return SSL_TLSEXT_ERR_OK
 }
 
 /// One TLS session over memory BIOs: ciphertext in with `feed`, plaintext out with `read`;

@@ -733,6 +733,11 @@ static void test_tls(void) {
     petrel_server *server = NULL;
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT); /* a key is needed */
     config.tls_key_file = key;
+    char sni[1200];
+    snprintf(sni, sizeof sni, "other.test,%s/sni.pem,%s/sni.key", dir, dir);
+    config.tls_sni_certificates = "other.test,only-two-fields";
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
+    config.tls_sni_certificates = sni;
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
     CHECK_STATUS(petrel_server_start(server), PETREL_OK);
     uint16_t port = 0;
@@ -756,11 +761,14 @@ static void test_tls(void) {
         petrel_client_destroy(client);
     }
     client = NULL;
-    cc.tls_server_name = "other.test";
+    cc.tls_server_name = "wrong.test";
     CHECK_STATUS(petrel_client_connect(url, &cc, NULL, &client), PETREL_E_TLS);
     CHECK(strstr(petrel_last_error(), "hostname mismatch") != NULL);
-    cc.tls_server_name = NULL;
+    cc.tls_server_name = "other.test"; /* SNI: the second CA's certificate for other.test */
     cc.tls_ca_file = ca2;
+    CHECK_STATUS(petrel_client_connect(url, &cc, NULL, &client), PETREL_OK);
+    petrel_client_destroy(client);
+    cc.tls_server_name = NULL;
     CHECK_STATUS(petrel_client_connect(url, &cc, NULL, &client), PETREL_E_TLS);
     CHECK(strstr(petrel_last_error(), "certificate verify failed") != NULL);
     cc.tls_insecure_skip_verify = 1;

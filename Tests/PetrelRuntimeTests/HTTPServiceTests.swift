@@ -175,6 +175,23 @@ extension RuntimeTests {
             #expect(post.hasPrefix("HTTP/1.1 405"))
         }
 
+        @Test("a resume whose replay overflows a slow subscriber's queue applies the policy (no deadlock)")
+        func resumeOverflow() throws {
+            let server = try startEchoServer { c, h in
+                c.threads = 1
+                c.options.maxBackpressure = 1024
+                c.topicPolicies["big"] = TopicPolicy(slowConsumer: .dropNewest, maxQueuedMessages: 5, replayCapacity: 1000)
+                h.onOpen = { conn in #expect(conn.subscribe("big", after: 0)) }
+            }
+            defer { server.stop(grace: 100) }
+            for i in 1...500 { server.publish("big", text: String(repeating: "x", count: 100) + "\(i)") }
+            let client = try TestClient.connect("ws://127.0.0.1:\(server.port)/")
+            var got = 0
+            while got < 10, client.receive(timeout: 2) != nil { got += 1 }
+            #expect(got == 10)
+            #expect(server.statistics(topic: "big").dropped > 0)
+        }
+
         @Test("subscribe(after:) delivers each message once, in order, while publishes race it")
         func resumeRace() throws {
             let server = try startEchoServer { c, _ in

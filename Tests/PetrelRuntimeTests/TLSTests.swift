@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import PetrelCore
 @testable import PetrelRuntime
+import Synchronization
 import Testing
 
 /// Test certificates made once per run by Tests/TLS/make-certs.sh (the openssl command).
@@ -102,6 +103,22 @@ extension RuntimeTests {
             #expect(plain?.contains("400") == true, "\(plain ?? "opened")")
         }
 
+        @Test("plaintext on a TLS port is refused whatever follows it: no upgrade without TLS")
+        func plaintextNeverPasses() throws {
+            let opened = Mutex(0)
+            let server = try tlsServer { _ in }
+            server.handlers.onOpen = { _ in opened.withLock { $0 += 1 } }
+            defer { server.stop(grace: 100) }
+            let raw = try RawSocket(port: server.port)
+            // Exactly one read buffer of junk, then a valid upgrade request in the same burst: the
+            // server's second read in that loop iteration must not parse it as plain HTTP.
+            raw.write([UInt8](repeating: 0x41, count: EventLoop.readBufferSize) + Array(
+                "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".utf8))
+            let r = raw.read(timeout: 2)
+            #expect(!String(decoding: r.bytes, as: UTF8.self).contains("101 Switching"))
+            #expect(opened.withLock { $0 } == 0)
+        }
+
         @Test("bad TLS files fail start with the reason")
         func badFiles() throws {
             var c = ServerConfiguration(host: "127.0.0.1", port: 0)
@@ -143,6 +160,24 @@ extension RuntimeTests {
             withCert.tls.certificateChainFile = TestCerts.path("client.pem")
             withCert.tls.privateKeyFile = TestCerts.path("client.key")
             #expect(failure(url, withCert) == nil)
+        }
+
+        @Test("SNI picks the certificate for the name the client sends, wildcards included")
+        func sni() throws {
+            var tls = TestCerts.server()
+            tls.certificatesByName = [
+                "other.test": TLSCertificateFiles(certificateChainFile: TestCerts.path("sni.pem"), privateKeyFile: TestCerts.path("sni.key")),
+                "*.wild.test": TLSCertificateFiles(certificateChainFile: TestCerts.path("sni.pem"), privateKeyFile: TestCerts.path("sni.key")),
+            ]
+            let server = try tlsServer(tls)
+            defer { server.stop(grace: 100) }
+            let url = "wss://127.0.0.1:\(server.port)/"
+            #expect(failure(url, TestCerts.client(ca: "ca2.pem", serverName: "other.test")) == nil)
+            #expect(failure(url, TestCerts.client(ca: "ca2.pem", serverName: "a.wild.test")) == nil)
+            #expect(failure(url, TestCerts.client(ca: "ca.pem", serverName: "localhost")) == nil)
+            // Unknown names get the default certificate, which is not for them.
+            #expect(failure(url, TestCerts.client(ca: "ca.pem", serverName: "a.b.wild.test"))?.contains("hostname mismatch") == true)
+            #expect(failure(url, TestCerts.client(ca: "ca2.pem", serverName: "localhost")) != nil)
         }
 
         @Test("the TLS handshake counts against the handshake timeout")

@@ -5,11 +5,12 @@
 #   expired.pem/expired.key  signed by it, valid only in January 2020
 #   client.pem/client.key    a client certificate signed by it
 #   ca2.pem, server2.pem/server2.key   a second CA and a server certificate from it (reload tests)
+#   sni.pem/sni.key          from the second CA, for other.test and *.wild.test (SNI tests)
 set -euo pipefail
 dir=$1
 mkdir -p "$dir"
 cd "$dir"
-[ -f done ] && exit 0
+[ -f done-2 ] && exit 0
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 ca() { # name subject
     key "$1.key"
@@ -31,6 +32,7 @@ ca ca2 "Petrel Test CA 2"
 leaf server ca "DNS:localhost,IP:127.0.0.1" -days 30
 leaf server2 ca2 "DNS:localhost,IP:127.0.0.1" -days 30
 leaf client ca "DNS:client.test" -days 30
+leaf sni ca2 "DNS:other.test,DNS:*.wild.test" -days 30
 # Expired: signed with the CA's config, dates in the past (openssl ca takes explicit dates).
 key expired.key
 openssl req -new -key expired.key -out expired.csr -subj "/CN=expired" 2>/dev/null
@@ -55,4 +57,4 @@ CNF
 openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in expired.csr -out expired.crt \
     -startdate 20200101000000Z -enddate 20200102000000Z -notext 2>/dev/null
 cat expired.crt ca.pem > expired.pem
-touch done
+touch done-2

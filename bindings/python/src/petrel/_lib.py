@@ -56,7 +56,7 @@ class ServerConfig(Structure):
         ("allowed_origins", c_char_p), ("topic_slow_consumer", c_int32), ("topic_max_queued", c_uint32),
         ("topic_replay", c_uint32), ("static_root", c_char_p), ("event_stream_paths", c_char_p),
         ("max_request_body", c_uint64), ("tls_cert_file", c_char_p), ("tls_key_file", c_char_p),
-        ("tls_client_ca_file", c_char_p),
+        ("tls_client_ca_file", c_char_p), ("tls_sni_certificates", c_char_p),
     ]
 
 

@@ -162,6 +162,14 @@ class HTTPRequest:
 HTTPResponse = Optional[tuple]
 
 
+def _respond(raw, answer: tuple) -> None:  # type: ignore[no-untyped-def]
+    """Answers the request behind `raw` with (status, content_type, body: str or bytes)."""
+    status, content_type, body = answer
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    check(lib.petrel_http_respond(raw, int(status), content_type.encode(), bytes(body), len(body)))
+
+
 class Accept:
     """What an on_upgrade handler returns to accept with a chosen subprotocol (one the client
     offered) and data for the connection (`Connection.user_data`)."""
@@ -194,6 +202,7 @@ class Server:
         static_root: Optional[str] = None, event_stream_paths: Optional[Iterable[str]] = None,
         max_request_body: int = 65536,
         tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_client_ca: Optional[str] = None,
+        tls_sni: Optional[Dict[str, tuple]] = None,
         on_http: Optional[Callable[[HTTPRequest], HTTPResponse]] = None,
         on_upgrade: Optional[Callable[[HTTPRequest], object]] = None,
     ) -> None:
@@ -219,7 +228,9 @@ class Server:
                       str(static_root).encode() if static_root is not None else None,
                       ",".join(event_stream_paths).encode() if event_stream_paths else None,
                       str(tls_cert).encode() if tls_cert else None, str(tls_key).encode() if tls_key else None,
-                      str(tls_client_ca).encode() if tls_client_ca else None]
+                      str(tls_client_ca).encode() if tls_client_ca else None,
+                      ";".join(f"{name},{chain},{key}" for name, (chain, key) in tls_sni.items()).encode()
+                      if tls_sni else None]
         cfg = _lib.ServerConfig()
         lib.petrel_server_config_init(ctypes.byref(cfg))
         cfg.host, cfg.port, cfg.threads = self._keep[0], port, threads
@@ -233,6 +244,7 @@ class Server:
         cfg.static_root, cfg.event_stream_paths = self._keep[3], self._keep[4]
         cfg.max_request_body = max_request_body
         cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file = self._keep[5], self._keep[6], self._keep[7]
+        cfg.tls_sni_certificates = self._keep[8]
         # The CFUNCTYPE objects are kept on the server for its whole life: ctypes does not.
         self._callbacks = _lib.ServerCallbacks()
         lib.petrel_server_callbacks_init(ctypes.byref(self._callbacks))
@@ -310,12 +322,8 @@ class Server:
             if not self._on_http:
                 return
             answer = self._on_http(HTTPRequest(raw))
-            if answer is None:
-                return
-            status, content_type, body = answer
-            if isinstance(body, str):
-                body = body.encode("utf-8")
-            check(lib.petrel_http_respond(raw, int(status), content_type.encode(), bytes(body), len(body)))
+            if answer is not None:
+                _respond(raw, answer)
         except Exception:
             log.exception("petrel: exception in on_http")
             lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
@@ -343,10 +351,7 @@ class Server:
                     with self._lock:
                         self._user_data[raw.contents.conn] = answer.user_data
                 return
-            status, content_type, body = answer
-            if isinstance(body, str):
-                body = body.encode("utf-8")
-            check(lib.petrel_http_respond(raw, int(status), content_type.encode(), bytes(body), len(body)))
+            _respond(raw, answer)
         except Exception:
             log.exception("petrel: exception in on_upgrade (the upgrade is refused)")
             lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
