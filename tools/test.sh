@@ -36,6 +36,10 @@ step "swift test (unit, runtime, interop with websockets)"
 swift build --build-tests
 swift test --skip-build
 
+step "swift test under AddressSanitizer and LeakSanitizer (tools/lsan.supp: the test runners' own allocations)"
+swift build --build-tests --sanitize=address --scratch-path .build-asan
+LSAN_OPTIONS="suppressions=$root/tools/lsan.supp" swift test --skip-build --sanitize=address --scratch-path .build-asan
+
 step "C ABI: libpetrel.so, the header contract, C tests under valgrind, the C example"
 make lib
 prefix="$root/.build/c-prefix"
@@ -64,6 +68,9 @@ PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c
 swift build -c release --package-path examples/stock-swift
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Browser -q -p no:cacheprovider
 .venv/bin/python Tests/Load/stock_load.py
+
+step "fuzzing: every libFuzzer harness for a short budget (Fuzz/run.sh; the long budget is on demand)"
+bash Fuzz/run.sh "${FUZZ_SECONDS:-20}"
 
 step "release build of the conformance peers"
 swift build -c release --product petrel-echo

@@ -69,6 +69,9 @@ public final class Handlers: @unchecked Sendable {
     public var onConnectFailed: ((Connection, RuntimeError) -> Void)?
 
     public init() {}
+
+    /// No callbacks: what a closed connection keeps.
+    static let none = Handlers()
 }
 
 enum Phase {
@@ -96,7 +99,9 @@ public final class Connection: @unchecked Sendable {
     public private(set) var peerAddress: SocketAddress
     unowned let loop: EventLoop
     var fd: Int32
-    let handlers: Handlers
+    /// The callbacks; replaced by an empty set once the connection is gone, so that closures
+    /// capturing an object that holds this connection do not keep both alive.
+    private(set) var handlers: Handlers
     let options: ConnectionOptions
     unowned(unsafe) let server: Server?
 
@@ -1370,6 +1375,7 @@ public final class Connection: @unchecked Sendable {
             // Whatever ended a connecting client (refused, reset, timeout, bad handshake) is reported.
             self.handlers.onConnectFailed?(self, self.connectError ?? RuntimeError(.connect, message))
         }
+        self.handlers = Handlers.none
         self.session = Session(role: self.role)
     }
 }
