@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "petrel", type: .dynamic, targets: ["PetrelC"]),
         .executable(name: "petrel-echo", targets: ["petrel-echo"]),
         .executable(name: "petrel-autobahn-client", targets: ["petrel-autobahn-client"]),
+        .executable(name: "petrel-soak", targets: ["petrel-soak"]),
     ],
     targets: [
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -36,6 +37,8 @@ let package = Package(
         .testTarget(name: "PetrelTests", dependencies: ["Petrel"], swiftSettings: coreSettings),
         .executableTarget(name: "petrel-echo", dependencies: ["PetrelRuntime"]),
         .executableTarget(name: "petrel-autobahn-client", dependencies: ["PetrelRuntime"]),
+        // Churn and soak: connect/handshake/close cycles while publishing; leaks checked after.
+        .executableTarget(name: "petrel-soak", dependencies: ["PetrelRuntime"]),
         .testTarget(
             name: "PetrelRuntimeTests",
             dependencies: ["PetrelRuntime"],

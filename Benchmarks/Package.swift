@@ -16,5 +16,6 @@ let package = Package(
         .executableTarget(
             name: "petrel-tls-bench",
             dependencies: [.product(name: "PetrelRuntime", package: "Petrel"), .product(name: "PetrelCore", package: "Petrel")]),
+
     ]
 )

@@ -75,6 +75,10 @@ bash Fuzz/run.sh "${FUZZ_SECONDS:-20}"
 step "release build of the conformance peers"
 swift build -c release --product petrel-echo
 swift build -c release --product petrel-autobahn-client
+swift build -c release --product petrel-soak
+
+step "soak and churn: 100,000 connect/handshake/close cycles (clean, reset, half-open, mid-handshake) while publishing"
+.build/release/petrel-soak --cycles 100000
 
 step "Autobahn conformance via kosoku: the Petrel server (fuzzingclient)"
 export KOSOKU="$root/.venv/bin/kosoku"
