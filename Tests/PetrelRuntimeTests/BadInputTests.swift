@@ -75,6 +75,55 @@ extension RuntimeTests {
             try self.stillServes(server)
         }
 
+        @Test("a request head over 16 KiB gets 431")
+        func headTooLarge() throws {
+            let server = try startEchoServer()
+            defer { server.stop(grace: 100) }
+            let raw = try RawSocket(port: server.port)
+            raw.write("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "y", count: 20_000) + "\r\n\r\n")
+            #expect(String(decoding: raw.read().bytes, as: UTF8.self).hasPrefix("HTTP/1.1 431"))
+            try self.stillServes(server)
+        }
+
+        /// The close code and reason of the first server frame, after a handshake and `frames`.
+        func closeAfter(_ server: Server, extensions: String = "", _ frames: [UInt8]) throws -> (UInt16, String)? {
+            let raw = try RawSocket(port: server.port)
+            let head = raw.handshake(extra: extensions)
+            #expect(head.hasPrefix("HTTP/1.1 101"))
+            raw.write(frames)
+            let r = raw.read()
+            guard let (op, payload) = serverFrame(r.bytes), op == 0x8, payload.count >= 2 else { return nil }
+            return (UInt16(payload[0]) << 8 | UInt16(payload[1]), String(decoding: payload.dropFirst(2), as: UTF8.self))
+        }
+
+        @Test("a message over the limit in fragments gets 1009 when the fragment that crosses it starts")
+        func messageTooBig() throws {
+            let server = try startEchoServer { c, _ in c.options.session.maxMessageSize = 1000 }
+            defer { server.stop(grace: 100) }
+            let frames = clientFrame(0x2, [UInt8](repeating: 1, count: 600), fin: false) + clientFrame(0x0, [UInt8](repeating: 2, count: 600))
+            let close = try closeAfter(server, frames)
+            #expect(close?.0 == 1009 && close?.1 == "message exceeds 1000 bytes", "\(String(describing: close))")
+        }
+
+        @Test("a compressed message that inflates past the limit gets 1009")
+        func inflatedTooBig() throws {
+            let server = try startEchoServer { c, _ in c.options.session.maxMessageSize = 10_000 }
+            defer { server.stop(grace: 100) }
+            // 1 MB of zeros compresses to about 1 KB: a small bomb.
+            let zeros = [UInt8](repeating: 0, count: 1_000_000)
+            let serverStyle = zeros.withUnsafeBytes {
+                PerMessageDeflate.encodeStandaloneFrame(.binary, $0, windowBits: 15, options: DeflateOptions(), pool: ZlibPool())
+            }
+            guard let (_, compressed) = serverFrame(serverStyle) else {
+                Issue.record("no frame")
+                return
+            }
+            var frame = clientFrame(0x2, compressed)
+            frame[0] |= 0x40  // RSV1: compressed
+            let close = try closeAfter(server, extensions: "Sec-WebSocket-Extensions: permessage-deflate\r\n", frame)
+            #expect(close?.0 == 1009, "\(String(describing: close))")
+        }
+
         @Test("a 1 GiB frame length announced gets close 1009 at once")
         func hugeFrame() throws {
             let server = try startEchoServer()

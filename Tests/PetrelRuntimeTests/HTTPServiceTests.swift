@@ -59,6 +59,19 @@ extension RuntimeTests {
             #expect(c.receive() == .text("still"))
         }
 
+        @Test("a static file over maxStaticFileSize gets 403")
+        func staticTooLarge() throws {
+            let root = try Self.makeRoot()
+            try String(repeating: "z", count: 5000).write(toFile: root + "/big.txt", atomically: true, encoding: .utf8)
+            let server = try startEchoServer { c, _ in
+                c.staticRoot = root
+                c.maxStaticFileSize = 4096
+            }
+            defer { server.stop(grace: 100) }
+            #expect(try request(server.port, "GET /big.txt HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 403"))
+            #expect(try request(server.port, "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        }
+
         @Test("a static root that does not exist fails start with a configuration error")
         func missingRoot() throws {
             var configuration = ServerConfiguration(host: "127.0.0.1", port: 0)
