@@ -169,6 +169,8 @@ public final class Connection: @unchecked Sendable {
     var tlsLayers: [TLSSession] = []
     /// Ciphertext of layer i waiting to be written into layer i - 1 (nested TLS only).
     var layerPending: [[UInt8]] = []
+    /// Where the inner TLS layer's plaintext is read (nested TLS only).
+    var innerPlain: [UInt8] = []
     var tls: TLSSession? { self.tlsLayers.last }
     /// Client: the proxy and where the tunnel goes; the negotiation under way; its bytes out.
     var proxy: ProxyURL?
@@ -1092,10 +1094,18 @@ public final class Connection: @unchecked Sendable {
         }
         let tls = self.tlsLayers[depth]
         tls.feed(bytes)
-        // The outermost layer reads into the loop's buffer; an inner one (nested TLS) into its own.
-        let owned = depth == 0 ? nil : UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
-        defer { owned?.deallocate() }
-        let plain = owned ?? self.loop.tlsBuffer
+        // The outermost layer reads into the loop's buffer; the inner one (TLS inside an https://
+        // proxy's tunnel) into the connection's own, made once.
+        if depth > 0 && self.innerPlain.isEmpty { self.innerPlain = [UInt8](repeating: 0, count: 16 * 1024) }
+        if depth > 0 {
+            self.innerPlain.withUnsafeMutableBytes { self.readLayer(tls, into: $0, depth: depth) }
+        } else {
+            self.readLayer(tls, into: self.loop.tlsBuffer, depth: depth)
+        }
+    }
+
+    /// Reads layer `depth`'s plaintext and passes it up.
+    private func readLayer(_ tls: TLSSession, into plain: UnsafeMutableRawBufferPointer, depth: Int) {
         while self.phase != .closed {
             switch tls.read(into: plain) {
             case .data(let n):
