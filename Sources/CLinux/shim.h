@@ -20,6 +20,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 static inline int petrel_socket(int family) {
     return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -75,5 +77,11 @@ static inline uint64_t petrel_monotonic_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+/* Names the calling thread (at most 15 bytes are kept), as top -H and the comm file of /proc/PID/task show. */
+static inline void petrel_set_thread_name(const char *name) { prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
+
+/* The kernel's id of the calling thread. */
+static inline int32_t petrel_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
 #endif

@@ -155,7 +155,7 @@ public final class WebSocketClient: Sendable {
     /// Messages in arrival order. It ends when the connection closes; after an abnormal end
     /// (no closing handshake) it throws.
     public let inbound: AsyncThrowingStream<WebSocketMessage, any Error>
-    fileprivate let closeInfo = Mutex<(CloseCode, String)?>(nil)
+    fileprivate let closeInfo = Lock<(CloseCode, String)?>(nil)
 
     private init(connection: Connection, inbound: AsyncThrowingStream<WebSocketMessage, any Error>) {
         self.connection = connection
@@ -211,7 +211,7 @@ public final class WebSocketClient: Sendable {
 
 /// Resumes the connect continuation exactly once, whichever of open or failure comes first.
 private final class OpenWaiter: Sendable {
-    private let state = Mutex<(CheckedContinuation<Connection, any Error>?, Result<Connection, any Error>?)>((nil, nil))
+    private let state = Lock<(CheckedContinuation<Connection, any Error>?, Result<Connection, any Error>?)>((nil, nil))
 
     func arm(_ k: CheckedContinuation<Connection, any Error>) {
         let early = self.state.withLock { s -> Result<Connection, any Error>? in
@@ -234,7 +234,7 @@ private final class OpenWaiter: Sendable {
 
 /// Lets the close handler reach the client object created after the handlers.
 private final class ClientBox: @unchecked Sendable {
-    private let lock = Mutex<WebSocketClient?>(nil)
+    private let lock = Lock<WebSocketClient?>(nil)
     var value: WebSocketClient? {
         get { self.lock.withLock { $0 } }
         set { self.lock.withLock { $0 = newValue } }

@@ -15,7 +15,7 @@ final class ClientLoop: @unchecked Sendable {
         self.loop = try EventLoop(index: 0, timerResolution: 50)
         let loop = self.loop
         // Work queued before the thread reaches epoll_wait waits in the eventfd.
-        _ = try spawnThread { loop.run() }
+        _ = try spawnThread(name: "petrel-client") { loop.run() }
     }
 }
 
@@ -83,7 +83,7 @@ public enum ClientConnector {
 /// Client TLS contexts, one per distinct configuration, kept for the life of the process (the
 /// system CA store is read once).
 enum ClientTLSContexts {
-    private static let cache = Mutex<[TLSClientConfiguration: TLSContext]>([:])
+    private static let cache = Lock<[TLSClientConfiguration: TLSContext]>([:])
 
     static func context(for c: TLSClientConfiguration) throws(RuntimeError) -> TLSContext {
         if let hit = self.cache.withLock({ $0[c] }) { return hit }

@@ -42,10 +42,12 @@ final class EventLoop: @unchecked Sendable {
     let timerFd: Int32
     let timerResolution: Int
 
-    private let queue = Mutex<[Command]>([])
+    private let queue = Lock<[Command]>([])
     /// Cross-thread view of the connections, for sends and lookups from other threads.
-    let registry = Mutex<[ConnectionID: Connection]>([:])
+    let registry = Lock<[ConnectionID: Connection]>([:])
     private let threadID = Atomic<UInt>(0)
+    /// The kernel's id of the thread running `run()` (0 before it starts): for leak tests.
+    let kernelThreadID = Atomic<Int32>(0)
 
     var connections: [ConnectionID: Connection] = [:]
     var slots: [Slot] = []
@@ -112,6 +114,7 @@ final class EventLoop: @unchecked Sendable {
 
     /// Runs the loop on the calling thread until it is stopped.
     func run() {
+        self.kernelThreadID.store(petrel_gettid(), ordering: .releasing)
         self.threadID.store(UInt(pthread_self()), ordering: .releasing)
         while !self.finished { self.runOnce(timeoutMilliseconds: -1) }
         self.threadID.store(0, ordering: .releasing)
@@ -335,13 +338,17 @@ final class EventLoop: @unchecked Sendable {
     }
 }
 
-/// Starts a detached-joinable pthread running `body`.
-func spawnThread(_ body: @escaping () -> Void) throws(RuntimeError) -> pthread_t {
+/// Starts a joinable pthread running `body`, named `name` (at most 15 bytes: what `top -H`,
+/// gdb and /proc/PID/task/*/comm show).
+func spawnThread(name: String, _ body: @escaping () -> Void) throws(RuntimeError) -> pthread_t {
     final class Box {
         let body: () -> Void
         init(_ body: @escaping () -> Void) { self.body = body }
     }
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    let box = Unmanaged.passRetained(Box({
+        petrel_set_thread_name(name)
+        body()
+    })).toOpaque()
     var thread = pthread_t()
     let rc = pthread_create(
         &thread, nil,

@@ -12,8 +12,8 @@ public final class SharedFrame: @unchecked Sendable {
     public let payload: [UInt8]
     /// The unmasked, uncompressed frame.
     let encoded: [UInt8]
-    private let compressedByWindow = Mutex<[Int: [UInt8]]>([:])
-    private let sse = Mutex<[UInt8]?>(nil)
+    private let compressedByWindow = Lock<[Int: [UInt8]]>([:])
+    private let sse = Lock<[UInt8]?>(nil)
 
     init(topic: String, key: String?, eventID: UInt64, kind: MessageKind, payload: [UInt8]) {
         self.topic = topic
@@ -72,7 +72,7 @@ final class TopicRegistry: @unchecked Sendable {
         var ringStart = 0
     }
 
-    let state = Mutex<[String: Topic]>([:])
+    let state = Lock<[String: Topic]>([:])
 
     /// Creates the frame with the topic's next event id and hands it to `distribute` under the lock.
     func publish(

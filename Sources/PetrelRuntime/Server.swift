@@ -13,7 +13,7 @@ public final class Server: @unchecked Sendable {
     let topics = TopicRegistry()
     private(set) var loops: [EventLoop] = []
     private let openConnections = Atomic<Int>(0)
-    private let lifecycle = Mutex<Lifecycle>(.idle)
+    private let lifecycle = Lock<Lifecycle>(.idle)
     private var threads: [pthread_t] = []
     /// Driven by the host through `service` (external-poll mode) rather than by threads.
     public private(set) var external = false
@@ -129,7 +129,7 @@ public final class Server: @unchecked Sendable {
     }
 
     private func spawn(_ loop: EventLoop) throws(RuntimeError) {
-        let t = try spawnThread { [self] in
+        let t = try spawnThread(name: "petrel-loop") { [self] in
             loop.run()
             self.stoppedLoops.add(1, ordering: .releasing)
         }
@@ -181,6 +181,9 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Whether the calling thread is one of this server's loop threads (a callback is running).
+    /// The kernel thread ids of the loop threads that have started (for leak tests).
+    var loopKernelThreadIDs: [Int32] { self.loops.map { $0.kernelThreadID.load(ordering: .acquiring) }.filter { $0 != 0 } }
+
     public var isCurrentLoopThread: Bool { self.loops.contains { $0.isCurrentThread } }
 
     /// Whether the server was started and has not finished stopping: it must be stopped (and
@@ -261,7 +264,7 @@ extension Server {
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGTERM)
         pthread_sigmask(SIG_BLOCK, &set, nil)
-        _ = try spawnThread { [self] in
+        _ = try spawnThread(name: "petrel-signals") { [self] in
             var sig: Int32 = 0
             sigwait(&set, &sig)
             self.stop(grace: grace)

@@ -127,11 +127,11 @@ final class TLSServerContexts: @unchecked Sendable {
         let byName: [String: TLSContext]
     }
 
-    private let current: Mutex<Set?> = Mutex(nil)
-    private let configuration: Mutex<TLSServerConfiguration>
+    private let current: Lock<Set?> = Lock(nil)
+    private let configuration: Lock<TLSServerConfiguration>
 
     init(_ c: TLSServerConfiguration) throws(RuntimeError) {
-        self.configuration = Mutex(c)
+        self.configuration = Lock(c)
         try self.reload(c)
     }
 

@@ -1,6 +1,8 @@
 // petrel-echo: echoes every message back, as conformance, interop and benchmark runs need.
 // Flags: --host H --port P --threads N --no-compression --max-message-size BYTES --compress-min BYTES
 //        --tls-cert PEM --tls-key PEM (wss://)
+// Paths (Benchmarks/PROTOCOL.md): `/sub` subscribes to the topic "bench"; every message sent on
+// `/pub` is published to it; any other path echoes.
 import Glibc
 import PetrelCore
 import PetrelRuntime
@@ -30,6 +32,7 @@ while let flag = args.popFirst() {
     case "--port": configuration.port = UInt16(value()) ?? { usage() }()
     case "--threads": configuration.threads = Int(value()) ?? { usage() }()
     case "--no-compression": configuration.compression = nil
+    case "--deflate": break  // the default; accepted for the benchmark contract
     case "--max-message-size":
         let n = Int(value()) ?? { usage() }()
         configuration.options.session.maxMessageSize = n
@@ -48,11 +51,31 @@ if let tlsCert, let tlsKey {
     usage()
 }
 
-let handlers = Handlers()
-handlers.onMessage = { connection, kind, payload in
-    connection.send(kind, payload)
+/// Subscribers may queue a burst in fan-out runs: never drop or close them.
+configuration.defaultTopicPolicy.maxQueuedMessages = Int.max
+
+let publisher: UInt = 1
+nonisolated(unsafe) var benchServer: Server?
+func makeHandlers() -> Handlers {
+    let handlers = Handlers()
+    handlers.onOpen = { connection in
+        switch connection.request?.path {
+        case "/sub": connection.subscribe("bench")
+        case "/pub": connection.userData = publisher
+        default: break
+        }
+    }
+    handlers.onMessage = { connection, kind, payload in
+        if connection.userData == publisher {
+            _ = benchServer?.publish("bench", kind, Array(payload))
+        } else {
+            connection.send(kind, payload)
+        }
+    }
+    return handlers
 }
-let server = Server(configuration: configuration, handlers: handlers)
+let server = Server(configuration: configuration, handlers: makeHandlers())
+benchServer = server
 
 do {
     try server.stopOnSignals(grace: 2_000)

@@ -51,7 +51,7 @@ let lost = Atomic<Int>(0)
 let received = Atomic<Int>(0)
 
 func healthySubscriber() throws -> Connection {
-    let last = Mutex<Int>(0)
+    let last = Lock<Int>(0)
     let h = Handlers()
     h.onMessage = { _, _, payload in
         let n = Int(String(decoding: payload, as: UTF8.self)) ?? -1
@@ -87,7 +87,7 @@ publisher.start()
 let request = Array(("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").utf8)
 let closeFrame: [UInt8] = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]
-let kinds = Mutex<[String: Int]>([:])
+let kinds = Lock<[String: Int]>([:])
 let failures = Atomic<Int>(0)
 
 /// One cycle of kind `k`; returns false when the server did not behave.

@@ -82,7 +82,7 @@ extension RuntimeTests {
 
         @Test("routes see method, query and body; bodies over the limit get 413, chunked 411")
         func routesAndBodies() throws {
-            let seen = Mutex<[String]>([])
+            let seen = Lock<[String]>([])
             let server = try startEchoServer { c, h in
                 c.maxRequestBody = 100
                 h.onHTTPRequest = { request, _ in
@@ -140,7 +140,7 @@ extension RuntimeTests {
 
         @Test("an event-stream path opens, gets sends and topic messages as events with ids")
         func eventStream() throws {
-            let opened = Mutex<[String]>([])
+            let opened = Lock<[String]>([])
             let server = try startEchoServer { c, h in
                 c.eventStreamPaths = ["/events"]
                 c.topicPolicies["t"] = TopicPolicy(replayCapacity: 4)

@@ -14,7 +14,7 @@ extension RuntimeTests {
     struct InteropTests {
         @Test("websockets client -> Petrel server: 0 B to 16 MiB, fragments, deflate on/off, close codes both ways")
         func websocketsClient() throws {
-            let closes = Mutex<[String]>([])
+            let closes = Lock<[String]>([])
             let server = try startEchoServer { c, h in
                 c.options.session.maxMessageSize = 32 << 20
                 c.options.session.maxFrameSize = 32 << 20

@@ -63,7 +63,7 @@ extension RuntimeTests {
 
         @Test("close codes travel both ways and reach onClose")
         func closeCodes() throws {
-            let closes = Mutex<[(UInt16, String)]>([])
+            let closes = Lock<[(UInt16, String)]>([])
             let server = try startEchoServer { _, h in
                 h.onClose = { _, code, reason in closes.withLock { $0.append((code.rawValue, reason)) } }
                 h.onMessage = { c, _, payload in

@@ -105,7 +105,7 @@ extension RuntimeTests {
 
         @Test("plaintext on a TLS port is refused whatever follows it: no upgrade without TLS")
         func plaintextNeverPasses() throws {
-            let opened = Mutex(0)
+            let opened = Lock(0)
             let server = try tlsServer { _ in }
             server.handlers.onOpen = { _ in opened.withLock { $0 += 1 } }
             defer { server.stop(grace: 100) }
