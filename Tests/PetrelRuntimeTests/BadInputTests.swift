@@ -279,7 +279,8 @@ extension RuntimeTests {
                 }
             }
             #expect(waitUntil(timeout: 10) { server.connectionCount == 0 }, "still open: \(server.connectionCount)")
-            #expect(openFileDescriptorCount() == before)
+            // Not above where it started (other suites run beside this one and may close their own).
+            #expect(openFileDescriptorCount() <= before, "fds: \(before) -> \(openFileDescriptorCount())")
         }
     }
 }
