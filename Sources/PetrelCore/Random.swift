@@ -67,3 +67,9 @@ public struct EntropySource: Sendable {
         self.poolIndex = 0
     }
 }
+
+/// An entropy source held by reference, so that only the sessions that mask (clients) pay for it.
+final class EntropyBox {
+    var source: EntropySource
+    init(_ source: EntropySource) { self.source = source }
+}

@@ -65,7 +65,8 @@ public struct Session: ~Copyable {
     /// Whether the connection failed (a protocol error, or the transport ended before the close handshake).
     public private(set) var failed = false
 
-    var entropy: EntropySource
+    /// Mask keys: clients only, so out of line (a server-side session stays 88 bytes smaller).
+    var entropy: EntropyBox?
 
     // Receive side.
     enum Phase { case header, payload }
@@ -118,7 +119,7 @@ public struct Session: ~Copyable {
     ) {
         self.role = role
         self.configuration = configuration
-        self.entropy = entropy
+        self.entropy = role == .client ? EntropyBox(entropy) : nil
         if let compression { self.codec = DeflateCodec(compression: compression, pool: zlibPool) }
     }
 
@@ -494,7 +495,7 @@ public struct Session: ~Copyable {
 
     /// Encodes one frame into the output, masked with a fresh key in the client role.
     mutating func writeFrame(fin: Bool, rsv1: Bool = false, opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
-        let key: UInt32? = self.role == .client ? self.entropy.next32() : nil
+        let key: UInt32? = self.role == .client ? self.entropy.unsafelyUnwrapped.source.next32() : nil
         let headerSize = FrameHeader.size(payloadLength: payload.count, masked: key != nil)
         let p = self.out.appendUninitialized(headerSize + payload.count)
         _ = FrameHeader.encode(fin: fin, rsv1: rsv1, opcode: opcode, payloadLength: payload.count, maskKey: key, into: p)
@@ -522,6 +523,15 @@ public struct Session: ~Copyable {
     /// Lends the queued bytes to `body` (do not let the pointer escape); then call `consumeOutput`.
     public func withPendingOutput<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try body(self.out.readable)
+    }
+
+    /// Frees the buffers that hold nothing (output, message, control, scratch): for a connection
+    /// that is about to sit idle, such as one whose handshake response was just written.
+    public mutating func releaseIdleBuffers() {
+        if self.out.isEmpty { self.out.clear(keepingUpTo: 0) }
+        if self.message.isEmpty { self.message.clear(keepingUpTo: 0) }
+        if self.control.isEmpty { self.control.clear(keepingUpTo: 0) }
+        if self.scratch.isEmpty { self.scratch.clear(keepingUpTo: 0) }
     }
 
     /// Marks `count` queued bytes as written.

@@ -102,31 +102,43 @@ public final class Connection: @unchecked Sendable {
     /// The callbacks; replaced by an empty set once the connection is gone, so that closures
     /// capturing an object that holds this connection do not keep both alive.
     private(set) var handlers: Handlers
-    let options: ConnectionOptions
+    /// The options, shared by every connection of a server (not copied into each one).
+    let sharedOptions: SharedOptions
+    var options: ConnectionOptions { _read { yield self.sharedOptions.value } }
     unowned(unsafe) let server: Server?
 
     var phase: Phase
     var head: HTTPHeadReader?
     var session: Session
     /// The upgrade request (server side), for the application's routing and authentication.
-    public private(set) var request: HandshakeRequest?
-    /// The plain HTTP request of a streaming (SSE) connection.
-    public private(set) var httpRequest: HTTPRequestHead?
-    public private(set) var subprotocol: String?
+    /// An open connection keeps only the request's bytes; the parsed form exists while the
+    /// handshake and `onOpen` run, and is parsed again on each later access.
+    public var request: HandshakeRequest? {
+        if let r = self.openingRequest { return r.request }
+        guard let raw = self.requestBytes, case .success(let head) = HTTPRequestHead.parse(raw, maxFieldCount: Int.max),
+            case .success(let r) = HandshakeRequest.validate(head)
+        else { return nil }
+        return r
+    }
+    /// The parsed request while the handshake and `onOpen` run (boxed: 8 bytes when absent).
+    private var openingRequest: RequestBox?
+    private var requestBytes: [UInt8]?
     /// Whatever the application attached (the accept hook may set it).
     public var userData: UInt = 0
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
     public private(set) var isStream = false
-    /// A plain request whose body is still arriving: its head, and the body so far.
-    var pendingRequest: (head: HTTPRequestHead, length: Int, body: [UInt8])?
-    /// Per topic resumed with `subscribe(_:after:)`: the last event id already replayed, so that
-    /// the same message still on its way to this loop is not delivered twice.
-    var resumeFloors: [String: UInt64] = [:]
+    /// Free the session's buffers once the handshake response is written.
+    private var releaseBuffersAfterFlush = false
+    /// What only some connections need (clients, TLS, proxies, plain HTTP, resumed topics),
+    /// out of line: an idle server-side WebSocket stays small. Made on first write.
+    private var extras: ConnectionExtras?
+    private var more: ConnectionExtras {
+        if let e = self.extras { return e }
+        let e = ConnectionExtras()
+        self.extras = e
+        return e
+    }
 
-    var backlog: [QueuedFrame] = []
-    var backlogHead = 0
-    var backlogBytes = 0
-    var subscriptions: [String] = []
     var deadline: UInt64 = 0
     var lastReceive: UInt64 = 0
     var lastPing: UInt64 = 0
@@ -136,13 +148,11 @@ public final class Connection: @unchecked Sendable {
     var isDirty = false
     var writeInterest = false
     var readPaused = false
-    var stash: [UInt8] = []
     var overLimit = false
     var closeAfterFlush = false
     var wantsDrain = false
     var openNotified = false
     var closeCode: CloseCode = .abnormalClosure
-    var closeReason = ""
     /// We sent the first close frame: `onClose` reports our code and reason, not the peer's echo.
     var closedFirst = false
 
@@ -155,35 +165,11 @@ public final class Connection: @unchecked Sendable {
     let dropped = Atomic<Int>(0)
     let coalesced = Atomic<Int>(0)
 
-    // Client side.
-    /// Why a connecting client failed, reported by `closeTransport` through `onConnectFailed`.
-    var connectError: RuntimeError?
-    var clientHandshake: ClientHandshake?
-    var clientConfiguration: ClientConfiguration?
-    var pendingAddresses: [SocketAddress] = []
 
     // TLS.
-    /// TLS sessions, outermost first: none, the one to the peer, or (through an https://
-    /// proxy) the one to the proxy and the one to the server inside it. A server makes its
-    /// session when the first bytes arrive.
-    var tlsLayers: [TLSSession] = []
-    /// Ciphertext of layer i waiting to be written into layer i - 1 (nested TLS only).
-    var layerPending: [[UInt8]] = []
-    /// Where the inner TLS layer's plaintext is read (nested TLS only).
-    var innerPlain: [UInt8] = []
     var tls: TLSSession? { self.tlsLayers.last }
-    /// Client: the proxy and where the tunnel goes; the negotiation under way; its bytes out.
-    var proxy: ProxyURL?
-    var proxyTarget: (host: String, port: UInt16)?
-    var proxyNegotiation: ProxyNegotiation?
-    var proxyOut: [UInt8] = []
     /// Server: this port speaks TLS. Client: the URL was wss://.
     var wantsTLS = false
-    /// Client: the URL's host, for SNI and the certificate check.
-    var tlsHost: String?
-    /// Ciphertext not yet written, from `tlsOutHead` on.
-    var tlsOut: [UInt8] = []
-    var tlsOutHead = 0
     /// Plain HTTP arrived on a TLS port: the 400 is being written; input is ignored.
     var refusedPlaintext = false
 
@@ -194,7 +180,7 @@ public final class Connection: @unchecked Sendable {
         self.loop = loop
         self.fd = fd
         self.handlers = server.handlers
-        self.options = server.configuration.options
+        self.sharedOptions = server.sharedOptions
         self.server = server
         self.phase = .handshaking
         self.head = HTTPHeadReader(limit: server.configuration.options.maxHeaderBytes)
@@ -212,7 +198,7 @@ public final class Connection: @unchecked Sendable {
         self.loop = loop
         self.fd = fd
         self.handlers = handlers
-        self.options = configuration.options
+        self.sharedOptions = SharedOptions(configuration.options)
         self.server = nil
         self.phase = .connecting
         self.session = Session(role: .client)
@@ -590,12 +576,12 @@ public final class Connection: @unchecked Sendable {
             case .failure(let e):
                 self.reject(e.response)
             case .success(let head):
-                self.route(head, leftover: UnsafeMutableRawBufferPointer(rebasing: bytes[consumed...]))
+                self.route(head, raw: reader.bytes, leftover: UnsafeMutableRawBufferPointer(rebasing: bytes[consumed...]))
             }
         }
     }
 
-    private func route(_ head: HTTPRequestHead, leftover: UnsafeMutableRawBufferPointer) {
+    private func route(_ head: HTTPRequestHead, raw: [UInt8], leftover: UnsafeMutableRawBufferPointer) {
         guard let server = self.server else { return }
         if self.overLimit { return self.reject(HandshakeError.serviceUnavailable.response) }
         guard HandshakeRequest.isUpgrade(head) else { return self.plainRequest(head, leftover: UnsafeRawBufferPointer(leftover)) }
@@ -628,9 +614,15 @@ public final class Connection: @unchecked Sendable {
         self.session = Session(
             role: .server, configuration: self.options.session, compression: negotiated?.compression, zlibPool: self.loop.zlibPool)
         _ = response.withUnsafeBytes { try? self.session.queueEncoded($0) }
-        self.request = request
-        self.subprotocol = subprotocol
+        // Kept in an exactly sized array: the reader's may have grown with room to spare.
+        self.requestBytes = [UInt8](unsafeUninitializedCapacity: raw.count) { buffer, n in
+            n = buffer.initialize(fromContentsOf: raw)
+        }
+        if subprotocol != nil { self.subprotocol = subprotocol }
+        self.openingRequest = RequestBox(request)
+        self.releaseBuffersAfterFlush = true
         self.open(leftover: leftover)
+        self.openingRequest = nil
     }
 
     private func open(leftover: UnsafeMutableRawBufferPointer) {
@@ -947,6 +939,11 @@ public final class Connection: @unchecked Sendable {
             }
             if !self.moveBacklogIntoOutput(all: false) { break }
         }
+        if self.releaseBuffersAfterFlush {
+            // The 101 is out: an idle connection keeps no buffer (the first message makes one).
+            self.releaseBuffersAfterFlush = false
+            self.session.releaseIdleBuffers()
+        }
         self.setWriteInterest(false)
         self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
         if self.readPaused {
@@ -1151,8 +1148,8 @@ public final class Connection: @unchecked Sendable {
             // close_notify, best effort: the socket has room, everything else is written.
             tls.shutdown()
             if self.pumpLayers() { _ = self.tlsOut.withUnsafeBytes { Sys.write(self.fd, $0) } }
-            self.tlsOut = []
-            self.tlsOutHead = 0
+            self.extras?.tlsOut = []
+            self.extras?.tlsOutHead = 0
         }
         shutdown(self.fd, Int32(SHUT_WR))
         self.phase = .draining
@@ -1258,7 +1255,7 @@ public final class Connection: @unchecked Sendable {
             }
             moved = true
         }
-        if self.backlogHead == self.backlog.count {
+        if moved && self.backlogHead == self.backlog.count {
             self.backlog.removeAll(keepingCapacity: self.backlog.count < 64)
             self.backlogHead = 0
         }
@@ -1371,11 +1368,13 @@ public final class Connection: @unchecked Sendable {
             self.loop.topics[t]?.removeAll { $0 === self }
             if self.loop.topics[t]?.isEmpty == true { self.loop.topics.removeValue(forKey: t) }
         }
-        self.subscriptions = []
-        self.backlog = []
-        self.backlogHead = 0
-        self.backlogBytes = 0
-        self.stash = []
+        if let e = self.extras {
+            e.subscriptions = []
+            e.backlog = []
+            e.backlogHead = 0
+            e.backlogBytes = 0
+            e.stash = []
+        }
         self.bufferedBytes.store(0, ordering: .relaxed)
         if self.role == .server { self.server?.connectionClosed() }
         if self.closeReason.isEmpty && self.closeCode == .abnormalClosure { self.closeReason = message }
@@ -1388,4 +1387,172 @@ public final class Connection: @unchecked Sendable {
         self.handlers = Handlers.none
         self.session = Session(role: self.role)
     }
+}
+
+// MARK: State out of line
+
+extension Connection {
+    /// The subprotocol agreed in the handshake.
+    public private(set) var subprotocol: String? {
+        get { self.extras?.subprotocol ?? nil }
+        _modify { yield &self.more.subprotocol }
+    }
+    /// Frames waiting for room under the backpressure limit, from `backlogHead` on.
+    var backlog: [QueuedFrame] {
+        get { self.extras?.backlog ?? [] }
+        _modify { yield &self.more.backlog }
+    }
+    var backlogHead: Int {
+        get { self.extras?.backlogHead ?? 0 }
+        _modify { yield &self.more.backlogHead }
+    }
+    var backlogBytes: Int {
+        get { self.extras?.backlogBytes ?? 0 }
+        _modify { yield &self.more.backlogBytes }
+    }
+    var subscriptions: [String] {
+        get { self.extras?.subscriptions ?? [] }
+        _modify { yield &self.more.subscriptions }
+    }
+    /// Input kept while reading is paused.
+    var stash: [UInt8] {
+        get { self.extras?.stash ?? [] }
+        _modify { yield &self.more.stash }
+    }
+    var closeReason: String {
+        get { self.extras?.closeReason ?? "" }
+        _modify { yield &self.more.closeReason }
+    }
+    /// Why a connecting client failed, reported by `closeTransport` through `onConnectFailed`.
+    var connectError: RuntimeError? {
+        get { self.extras?.connectError ?? nil }
+        _modify { yield &self.more.connectError }
+    }
+    var clientHandshake: ClientHandshake? {
+        get { self.extras?.clientHandshake ?? nil }
+        _modify { yield &self.more.clientHandshake }
+    }
+    var clientConfiguration: ClientConfiguration? {
+        get { self.extras?.clientConfiguration ?? nil }
+        _modify { yield &self.more.clientConfiguration }
+    }
+    /// Client: the addresses still to try.
+    var pendingAddresses: [SocketAddress] {
+        get { self.extras?.pendingAddresses ?? [] }
+        _modify { yield &self.more.pendingAddresses }
+    }
+    /// TLS sessions, outermost first: none, the one to the peer, or (through an https:// proxy) the one to the proxy and the one to the server inside it. A server makes its session when the first bytes arrive.
+    var tlsLayers: [TLSSession] {
+        get { self.extras?.tlsLayers ?? [] }
+        _modify { yield &self.more.tlsLayers }
+    }
+    /// Ciphertext of layer i waiting to be written into layer i - 1 (nested TLS only).
+    var layerPending: [[UInt8]] {
+        get { self.extras?.layerPending ?? [] }
+        _modify { yield &self.more.layerPending }
+    }
+    /// Where the inner TLS layer's plaintext is read (nested TLS only).
+    var innerPlain: [UInt8] {
+        get { self.extras?.innerPlain ?? [] }
+        _modify { yield &self.more.innerPlain }
+    }
+    /// Client: the proxy and where the tunnel goes; the negotiation under way; its bytes out.
+    var proxy: ProxyURL? {
+        get { self.extras?.proxy ?? nil }
+        _modify { yield &self.more.proxy }
+    }
+    var proxyTarget: (host: String, port: UInt16)? {
+        get { self.extras?.proxyTarget ?? nil }
+        _modify { yield &self.more.proxyTarget }
+    }
+    var proxyNegotiation: ProxyNegotiation? {
+        get { self.extras?.proxyNegotiation ?? nil }
+        _modify { yield &self.more.proxyNegotiation }
+    }
+    var proxyOut: [UInt8] {
+        get { self.extras?.proxyOut ?? [] }
+        _modify { yield &self.more.proxyOut }
+    }
+    /// Client: the URL's host, for SNI and the certificate check.
+    var tlsHost: String? {
+        get { self.extras?.tlsHost ?? nil }
+        _modify { yield &self.more.tlsHost }
+    }
+    /// Ciphertext not yet written, from `tlsOutHead` on.
+    var tlsOut: [UInt8] {
+        get { self.extras?.tlsOut ?? [] }
+        _modify { yield &self.more.tlsOut }
+    }
+    var tlsOutHead: Int {
+        get { self.extras?.tlsOutHead ?? 0 }
+        _modify { yield &self.more.tlsOutHead }
+    }
+    /// A plain request whose body is still arriving: its head, and the body so far.
+    var pendingRequest: (head: HTTPRequestHead, length: Int, body: [UInt8])? {
+        get { self.extras?.pendingRequest ?? nil }
+        _modify { yield &self.more.pendingRequest }
+    }
+    /// Per topic resumed with `subscribe(_:after:)`: the last event id already replayed, so that the same message still on its way to this loop is not delivered twice.
+    var resumeFloors: [String: UInt64] {
+        get { self.extras?.resumeFloors ?? [:] }
+        _modify { yield &self.more.resumeFloors }
+    }
+    /// The plain HTTP request of a streaming (SSE) connection.
+    public private(set) var httpRequest: HTTPRequestHead? {
+        get { self.extras?.httpRequest ?? nil }
+        _modify { yield &self.more.httpRequest }
+    }
+}
+
+final class RequestBox {
+    let request: HandshakeRequest
+    init(_ request: HandshakeRequest) { self.request = request }
+}
+
+/// The options of a server's connections, shared rather than copied into each.
+final class SharedOptions: Sendable {
+    let value: ConnectionOptions
+    init(_ value: ConnectionOptions) { self.value = value }
+}
+
+/// A connection's rarely needed state (see `Connection.extras`).
+final class ConnectionExtras {
+    /// The subprotocol agreed in the handshake.
+    var subprotocol: String? = nil
+    /// Frames waiting for room under the backpressure limit, from `backlogHead` on.
+    var backlog: [QueuedFrame] = []
+    var backlogHead: Int = 0
+    var backlogBytes: Int = 0
+    var subscriptions: [String] = []
+    /// Input kept while reading is paused.
+    var stash: [UInt8] = []
+    var closeReason: String = ""
+    /// Why a connecting client failed, reported by `closeTransport` through `onConnectFailed`.
+    var connectError: RuntimeError? = nil
+    var clientHandshake: ClientHandshake? = nil
+    var clientConfiguration: ClientConfiguration? = nil
+    /// Client: the addresses still to try.
+    var pendingAddresses: [SocketAddress] = []
+    /// TLS sessions, outermost first: none, the one to the peer, or (through an https:// proxy) the one to the proxy and the one to the server inside it. A server makes its session when the first bytes arrive.
+    var tlsLayers: [TLSSession] = []
+    /// Ciphertext of layer i waiting to be written into layer i - 1 (nested TLS only).
+    var layerPending: [[UInt8]] = []
+    /// Where the inner TLS layer's plaintext is read (nested TLS only).
+    var innerPlain: [UInt8] = []
+    /// Client: the proxy and where the tunnel goes; the negotiation under way; its bytes out.
+    var proxy: ProxyURL? = nil
+    var proxyTarget: (host: String, port: UInt16)? = nil
+    var proxyNegotiation: ProxyNegotiation? = nil
+    var proxyOut: [UInt8] = []
+    /// Client: the URL's host, for SNI and the certificate check.
+    var tlsHost: String? = nil
+    /// Ciphertext not yet written, from `tlsOutHead` on.
+    var tlsOut: [UInt8] = []
+    var tlsOutHead: Int = 0
+    /// A plain request whose body is still arriving: its head, and the body so far.
+    var pendingRequest: (head: HTTPRequestHead, length: Int, body: [UInt8])? = nil
+    /// Per topic resumed with `subscribe(_:after:)`: the last event id already replayed, so that the same message still on its way to this loop is not delivered twice.
+    var resumeFloors: [String: UInt64] = [:]
+    /// The plain HTTP request of a streaming (SSE) connection.
+    var httpRequest: HTTPRequestHead? = nil
 }

@@ -293,9 +293,7 @@ final class EventLoop: @unchecked Sendable {
                 }
                 return
             }
-            var peer = SocketAddress()
-            peer.storage = storage
-            peer.length = len
+            let peer = withUnsafeBytes(of: &storage) { SocketAddress($0.baseAddress!, length: len) }
             Sys.noDelay(fd)
             let c = Connection(serverSideOf: server, loop: self, fd: fd, peer: peer)
             self.adopt(c)

@@ -11,6 +11,8 @@ public final class Server: @unchecked Sendable {
     public let configuration: ServerConfiguration
     public let handlers: Handlers
     let topics = TopicRegistry()
+    /// `configuration.options`, once for all connections.
+    let sharedOptions: SharedOptions
     private(set) var loops: [EventLoop] = []
     private let openConnections = Atomic<Int>(0)
     private let lifecycle = Lock<Lifecycle>(.idle)
@@ -31,6 +33,7 @@ public final class Server: @unchecked Sendable {
     public init(configuration: ServerConfiguration, handlers: Handlers) {
         self.configuration = configuration
         self.handlers = handlers
+        self.sharedOptions = SharedOptions(configuration.options)
     }
 
     /// Binds and starts every loop on background threads; returns once the server is listening.

@@ -3,10 +3,19 @@ import Glibc
 
 /// An IPv4 or IPv6 socket address.
 public struct SocketAddress: Sendable, CustomStringConvertible {
-    var storage = sockaddr_storage()
+    /// Room for a sockaddr_in6 (28 bytes), which also holds a sockaddr_in: every connection
+    /// keeps its peer's address, so not a 128-byte sockaddr_storage.
+    var storage = sockaddr_in6()
     var length: socklen_t = 0
 
     init() {}
+
+    /// From what accept(2) or getaddrinfo(3) filled in (IPv4 or IPv6 only).
+    init(_ sa: UnsafeRawPointer, length: socklen_t) {
+        let n = min(Int(length), MemoryLayout<sockaddr_in6>.size)
+        withUnsafeMutableBytes(of: &self.storage) { $0.baseAddress!.copyMemory(from: sa, byteCount: n) }
+        self.length = socklen_t(n)
+    }
 
     /// A numeric address (`127.0.0.1`, `::1`, `0.0.0.0`, `::`); nil if `host` is not one.
     public init?(numericHost host: String, port: UInt16) {
@@ -52,13 +61,9 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         var out: [SocketAddress] = []
         var p: UnsafeMutablePointer<addrinfo>? = first
         while let ai = p {
-            if let sa = ai.pointee.ai_addr, ai.pointee.ai_addrlen <= socklen_t(MemoryLayout<sockaddr_storage>.size) {
-                var a = SocketAddress()
-                withUnsafeMutableBytes(of: &a.storage) {
-                    $0.baseAddress!.copyMemory(from: sa, byteCount: Int(ai.pointee.ai_addrlen))
-                }
-                a.length = ai.pointee.ai_addrlen
-                out.append(a)
+            let family = ai.pointee.ai_family
+            if let sa = ai.pointee.ai_addr, family == AF_INET || family == AF_INET6 {
+                out.append(SocketAddress(sa, length: ai.pointee.ai_addrlen))
             }
             p = ai.pointee.ai_next
         }
@@ -66,7 +71,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         return out
     }
 
-    public var family: Int32 { Int32(self.storage.ss_family) }
+    public var family: Int32 { Int32(self.storage.sin6_family) }
 
     /// The address in network order: 4 bytes (IPv4) or 16 (IPv6).
     var addressBytes: [UInt8] {
@@ -191,7 +196,7 @@ enum Sys {
 
     static func localAddress(_ fd: Int32) -> SocketAddress {
         var a = SocketAddress()
-        a.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        a.length = socklen_t(MemoryLayout<sockaddr_in6>.size)
         withUnsafeMutableBytes(of: &a.storage) { raw in
             _ = getsockname(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &a.length)
         }

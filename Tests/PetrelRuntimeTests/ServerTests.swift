@@ -46,6 +46,23 @@ extension RuntimeTests {
             }
         }
 
+        @Test("the upgrade request stays readable after onOpen (kept as bytes, parsed again on access)")
+        func requestAfterOpen() throws {
+            let server = try startEchoServer { _, handlers in
+                handlers.onMessage = { c, _, _ in
+                    let r = c.request
+                    c.send(text: "\(r?.path ?? "-") \(r?.query ?? "-") \(r?.headers.first("X-Trace") ?? "-") \(c.subprotocol ?? "-")")
+                }
+            }
+            defer { server.stop(grace: 100) }
+            let raw = try RawSocket(port: server.port)
+            let response = raw.handshake(path: "/room/7?user=ann", extra: "X-Trace: abc123\r\n")
+            #expect(response.hasPrefix("HTTP/1.1 101"))
+            raw.write(clientFrame(0x1, Array("who".utf8)))
+            let r = raw.read(until: { $0.count >= 2 && $0.count >= 2 + Int($0[1] & 0x7F) })
+            #expect(String(decoding: r.bytes.dropFirst(2), as: UTF8.self) == "/room/7 user=ann abc123 -")
+        }
+
         @Test("a fragmented message from a raw client is reassembled and echoed")
         func fragmented() throws {
             let server = try startEchoServer()

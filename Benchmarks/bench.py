@@ -1,0 +1,258 @@
+"""Runs every benchmark scenario against every server, in alternation, and writes the tables.
+
+Called by Benchmarks/run.sh after it has built everything (see that script for the set-up).
+Each server runs pinned to CPU 0, the load generator (Benchmarks/load/petrel-load) to CPU 1.
+For each round, each scenario runs once per server in turn (A B C ... A B C ...), so that drift
+in the machine's state hits every server alike; the tables give the median over the rounds.
+
+    python Benchmarks/bench.py [--rounds 3] [--servers petrel,nio,...] [--scenarios echo-100x16,...]
+                               [--seconds 3] [--out .build/bench]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAD = ROOT / "Benchmarks/load/petrel-load"
+PY = os.environ.get("PETREL_BENCH_PYTHON", str(ROOT / ".venv/bin/python"))
+TICK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+@dataclass
+class ServerKind:
+    name: str
+    command: list[str]
+    deflate: bool  # supports permessage-deflate
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def servers() -> list[ServerKind]:
+    lib = str(ROOT / ".build-static/release/libpetrel.so")
+    return [
+        ServerKind("petrel", [str(ROOT / ".build/release/petrel-echo"), "--host", "127.0.0.1", "--threads", "1"], True),
+        ServerKind("petrel-c", [str(ROOT / "Benchmarks/servers/petrel-c-echo")], True),
+        ServerKind("petrel-python", [PY, str(ROOT / "Benchmarks/servers/petrel_python_echo.py")], True,
+                   {"PETREL_LIBRARY": lib}),
+        ServerKind("nio", [str(ROOT / "Benchmarks/peers/nio-echo/.build/release/nio-echo")], False),
+        ServerKind("libwebsockets", [str(ROOT / "Benchmarks/peers/lws-echo")], True),
+        ServerKind("websockets", [PY, str(ROOT / "Benchmarks/peers/websockets_echo.py")], True),
+        # picows' core API has no permessage-deflate; with --deflate its server runs picows'
+        # websockets-compatible layer, which has it.
+        ServerKind("picows", [PY, str(ROOT / "Benchmarks/peers/picows_echo.py")], True),
+    ]
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    args: list[str]
+    metric: str  # the JSON field compared across servers
+    unit: str
+    deflate: bool = False  # run the server with --deflate (servers without it are skipped)
+    timeout: float = 120
+
+
+def scenarios(seconds: float) -> list[Scenario]:
+    s = f"{seconds:g}"
+    return [
+        Scenario("echo-1x1", "echo 20 B text, 1 connection, window 1 (latency)",
+                 ["--mode", "echo", "--conns", "1", "--window", "1", "--size", "20", "--seconds", s], "msgs_per_s", "msg/s"),
+        Scenario("echo-1x64", "echo 20 B text, 1 connection, window 64",
+                 ["--mode", "echo", "--conns", "1", "--window", "64", "--size", "20", "--seconds", s], "msgs_per_s", "msg/s"),
+        Scenario("echo-100x16", "echo 20 B text, 100 connections, window 16",
+                 ["--mode", "echo", "--conns", "100", "--window", "16", "--size", "20", "--seconds", s], "msgs_per_s", "msg/s"),
+        Scenario("echo-16k", "echo 16 KiB binary, 10 connections, window 4",
+                 ["--mode", "echo", "--conns", "10", "--window", "4", "--size", "16384", "--binary", "--seconds", s],
+                 "mb_per_s", "MB/s"),
+        Scenario("fanout-1k", "fan-out: 100 B each ms to 1,000 subscribers (1,000 messages)",
+                 ["--mode", "fanout", "--conns", "1000", "--messages", "1000", "--size", "100", "--seconds", "60"],
+                 "deliveries_per_s", "deliveries/s"),
+        Scenario("fanout-10k", "fan-out: 100 B each ms to 10,000 subscribers (200 messages)",
+                 ["--mode", "fanout", "--conns", "10000", "--messages", "200", "--size", "100", "--seconds", "90"],
+                 "deliveries_per_s", "deliveries/s", timeout=240),
+        Scenario("handshake", "handshakes: connect, upgrade, close; 50 in flight",
+                 ["--mode", "handshake", "--conns", "50", "--seconds", s], "handshakes_per_s", "handshakes/s"),
+        Scenario("idle-10k", "memory: 10,000 idle connections, permessage-deflate offered",
+                 ["--mode", "idle", "--conns", "10000", "--deflate", "--seconds", "1"], "bytes_per_conn", "B/conn",
+                 deflate=True),
+        Scenario("deflate-100x16", "echo stock-tick JSON with permessage-deflate, 100 connections, window 16",
+                 ["--mode", "echo", "--conns", "100", "--window", "16", "--deflate", "--seconds", s], "msgs_per_s", "msg/s",
+                 deflate=True),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def start_server(kind: ServerKind, port: int, deflate: bool) -> subprocess.Popen:
+    cmd = ["taskset", "-c", SERVER_CPU, *kind.command, "--port", str(port)]
+    if deflate:
+        cmd.append("--deflate")
+    elif kind.name == "petrel":
+        cmd.append("--no-compression")
+    env = {**os.environ, **kind.env}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind.name} exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    stop_server(proc)
+    raise RuntimeError(f"{kind.name} did not listen on {port}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def server_pid(proc: subprocess.Popen) -> int:
+    # taskset execs the server, so the pid is the server's own.
+    return proc.pid
+
+
+def run_one(kind: ServerKind, sc: Scenario) -> dict:
+    port = free_port()
+    proc = start_server(kind, port, sc.deflate)
+    try:
+        pid = server_pid(proc)
+        args = list(sc.args)
+        if sc.name.startswith("idle"):
+            args += ["--server-pid", str(pid)]
+        cpu0, t0 = cpu_seconds(pid), time.time()
+        load = subprocess.run(["taskset", "-c", LOAD_CPU, str(LOAD), "--port", str(port), *args],
+                              capture_output=True, text=True, timeout=sc.timeout)
+        cpu1, t1 = cpu_seconds(pid), time.time()
+        lines = [l for l in load.stdout.splitlines() if l.startswith("{")]
+        result = json.loads(lines[-1]) if lines else {}
+        result["server_cpu"] = round((cpu1 - cpu0) / max(t1 - t0, 1e-9), 3)
+        result["exit"] = load.returncode
+        if load.returncode != 0:
+            result["error"] = (load.stderr.strip().splitlines() or ["exit %d" % load.returncode])[-1][:200]
+        return result
+    except subprocess.TimeoutExpired:
+        return {"exit": -1, "error": f"timed out after {sc.timeout:g} s"}
+    finally:
+        stop_server(proc)
+
+
+def human(v: float, unit: str) -> str:
+    if unit == "MB/s":
+        return f"{v:,.0f} MB/s"
+    if unit == "B/conn":
+        return f"{v:,.0f} B"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f} k"
+    return f"{v:.0f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--servers", default="")
+    ap.add_argument("--scenarios", default="")
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--out", default=str(ROOT / ".build/bench"))
+    a = ap.parse_args()
+    kinds = [k for k in servers() if not a.servers or k.name in a.servers.split(",")]
+    scs = [s for s in scenarios(a.seconds) if not a.scenarios or s.name in a.scenarios.split(",")]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / "results.jsonl"
+    results: dict[tuple[str, str], list[dict]] = {}
+    with raw.open("w") as log:
+        for r in range(a.rounds):
+            for sc in scs:
+                for kind in kinds:
+                    if sc.deflate and not kind.deflate:
+                        continue
+                    res = run_one(kind, sc)
+                    res.update(server=kind.name, scenario=sc.name, round=r + 1)
+                    log.write(json.dumps(res) + "\n")
+                    log.flush()
+                    results.setdefault((sc.name, kind.name), []).append(res)
+                    shown = res.get(sc.metric)
+                    print(f"round {r + 1} {sc.name:15} {kind.name:14} "
+                          f"{human(shown, sc.unit) if shown is not None else res.get('error', '?'):>12} "
+                          f"server cpu {res.get('server_cpu', 0):.2f} load cpu {res.get('cpu', 0):.2f}", flush=True)
+    write_tables(out, kinds, scs, results, a)
+
+
+def median(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get("exit") == 0 and isinstance(r.get(key), (int, float))]
+    return statistics.median(values) if values else None
+
+
+def write_tables(out: Path, kinds, scs, results, a) -> None:
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    lines = [f"# Petrel benchmarks, {time.strftime('%Y-%m-%d')}", "",
+             f"Machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}. Server on CPU {SERVER_CPU}, "
+             f"load generator on CPU {LOAD_CPU}. Median of {a.rounds} alternating rounds, {a.seconds:g} s per echo run.",
+             "", "Ratio: Petrel's figure over the server's (for bytes per connection: the server's over Petrel's), "
+             "so above 1 means Petrel is ahead.", ""]
+    lower_better = {"bytes_per_conn"}
+    for sc in scs:
+        base = median(results.get((sc.name, "petrel"), []), sc.metric)
+        lines += [f"## {sc.title}", "", f"| server | {sc.unit} | Petrel ahead by | p50 µs | p99 µs | server CPU | load CPU | notes |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for kind in kinds:
+            rows = results.get((sc.name, kind.name))
+            if not rows:
+                lines.append(f"| {kind.name} | n/a | | | | | | no permessage-deflate |")
+                continue
+            v = median(rows, sc.metric)
+            if v is None:
+                err = next((r.get("error") for r in rows if r.get("error")), "failed")
+                lines.append(f"| {kind.name} | failed | | | | | | {err} |")
+                continue
+            ratio = ""
+            if base:
+                ratio = f"{(v / base if sc.metric in lower_better else base / v):.2f}×"
+            notes = []
+            if sc.metric == "deliveries_per_s":
+                lost = max((r.get("lost", 0) for r in rows), default=0)
+                notes.append(f"lost {lost}")
+            if "ratio" in rows[0]:
+                notes.append(f"wire/plain {median(rows, 'ratio'):.3f}")
+            p50, p99 = median(rows, "p50_us"), median(rows, "p99_us")
+            lines.append(f"| {kind.name} | {human(v, sc.unit)} | {ratio} | {'' if p50 is None else f'{p50:,.0f}'} | "
+                         f"{'' if p99 is None else f'{p99:,.0f}'} | {median(rows, 'server_cpu') or 0:.2f} | "
+                         f"{median(rows, 'cpu') or 0:.2f} | {', '.join(notes)} |")
+        lines.append("")
+    (out / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"\nwritten: {out / 'results.md'} and {out / 'results.jsonl'}")
+
+
+if __name__ == "__main__":
+    main()
