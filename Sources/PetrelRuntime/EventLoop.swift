@@ -52,6 +52,8 @@ final class EventLoop: @unchecked Sendable {
     var connections: [ConnectionID: Connection] = [:]
     var slots: [Slot] = []
     var dirty: [Connection] = []
+    /// The list being flushed (swapped with `dirty`).
+    private var flushing: [Connection] = []
     var topics: [String: [Connection]] = [:]
     var listeners: [Listener] = []
     let zlibPool = ZlibPool()
@@ -208,7 +210,14 @@ final class EventLoop: @unchecked Sendable {
             self.connections[id]?.unsubscribeOnLoop(topic)
         case .publish(let frame):
             guard let subscribers = self.topics[frame.topic] else { return }
-            for c in subscribers { c.deliver(frame) }
+            // Borrowed, not retained: a retain and release of each subscriber around the call
+            // cost a cache miss each, a quarter of a 10,000-subscriber fan-out. The local copy of
+            // the list keeps every subscriber alive while it runs, whatever `deliver` closes.
+            subscribers.withUnsafeBufferPointer { list in
+                list.withMemoryRebound(to: Unmanaged<Connection>.self) { refs in
+                    for r in refs { r._withUnsafeGuaranteedRef { $0.deliver(frame) } }
+                }
+            }
         case .attach(let c):
             c.attach()
         case .stop(let grace):
@@ -260,12 +269,13 @@ final class EventLoop: @unchecked Sendable {
     private func flushDirty() {
         // Flushing can dirty more connections (a drain callback sends): loop until quiet.
         while !self.dirty.isEmpty {
-            let batch = self.dirty
-            self.dirty.removeAll(keepingCapacity: true)
-            for c in batch {
+            // Swap with the spare list rather than copy: no allocation per iteration.
+            swap(&self.dirty, &self.flushing)
+            for c in self.flushing {
                 c.isDirty = false
                 c.flush()
             }
+            self.flushing.removeAll(keepingCapacity: true)
         }
     }
 
