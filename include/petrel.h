@@ -21,6 +21,8 @@
  *            concurrently with another callback for the same connection. Callbacks of different
  *            connections may run at the same time on different loop threads.
  *            petrel_conn_*, petrel_server_publish and petrel_server_stop are safe from any thread.
+ *            With queue_events = 1, open/message/close/drain are not callbacks but records a
+ *            thread of the host's pulls with petrel_server_next_events.
  *            Every other call is "one thread at a time per handle". A petrel_session is not
  *            thread-safe. petrel_server_destroy from inside a callback returns
  *            PETREL_E_WRONG_THREAD rather than deadlocking.
@@ -191,6 +193,11 @@ typedef struct petrel_server_config {
     const char *tls_client_ca_file; /* NULL: no client certificates; else required and checked against it */
     const char *tls_sni_certificates; /* NULL, or more certificates by the name clients send (SNI):
                                      "name,chain.pem,key.pem;*.example.com,chain2.pem,key2.pem" */
+    int32_t queue_events;         /* default 0: on_open/on_message/on_close/on_drain run on the loop
+                                     threads. 1: those four are not called; their events are queued
+                                     for petrel_server_next_events (see there) */
+    uint64_t event_queue_bytes;   /* with queue_events: the queue's size, default 16 MiB (at least 64 KiB);
+                                     when it is full, loop threads wait for room */
 } petrel_server_config;
 
 /**
@@ -353,6 +360,35 @@ petrel_status petrel_server_reload_tls(petrel_server *server);
 
 /** Open connections (WebSocket and those still in their handshake). Thread: any. */
 petrel_status petrel_server_connection_count(const petrel_server *server, uint64_t *count_out);
+
+/**
+ * Queued events (queue_events = 1): a batch of whole records, for a host that would rather pull
+ * events on a thread of its own than be called on Petrel's loop threads (a language runtime
+ * with a global lock, such as CPython, spends far less per message this way). Each record is a
+ * petrel_event_record followed by `len` bytes (the message, or the close reason), padded with
+ * zeros to a multiple of 8 bytes; records of one connection come in order (open, messages,
+ * drains, close) and its id is valid from its open record to its close record.
+ * Waits up to timeout_ms (-1: no limit) for at least one record, then copies as many whole
+ * records as fit in cap bytes into buf.
+ * Returns: PETREL_OK (*len_out = bytes written, at least one record); PETREL_E_TIMEOUT;
+ *          PETREL_E_BUFFER_TOO_SMALL (the first record needs *len_out bytes: call again with
+ *          that much); PETREL_E_STOPPED (stopped and nothing left); PETREL_E_STATE (queue_events
+ *          is 0); PETREL_E_NULL.
+ * Thread: any thread that is not a loop thread; one consumer at a time. Call petrel_server_stop
+ * first and let the consumer see PETREL_E_STOPPED before petrel_server_destroy.
+ */
+typedef struct petrel_event_record {
+    uint64_t conn;                /* the connection's id */
+    uint32_t len;                 /* bytes that follow the record */
+    uint16_t code;                /* PETREL_QUEUED_CLOSE: the close code */
+    uint8_t type;                 /* PETREL_QUEUED_* */
+    uint8_t kind;                 /* PETREL_QUEUED_MESSAGE: PETREL_TEXT or PETREL_BINARY */
+} petrel_event_record;
+#define PETREL_QUEUED_OPEN 1
+#define PETREL_QUEUED_MESSAGE 2
+#define PETREL_QUEUED_CLOSE 3
+#define PETREL_QUEUED_DRAIN 4
+petrel_status petrel_server_next_events(petrel_server *server, int32_t timeout_ms, void *buf, size_t cap, size_t *len_out);
 
 /**
  * Publishes a message to every subscriber of `topic` on every loop. The frame is encoded once.

@@ -54,6 +54,8 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.tls_key_file = nil
     c.tls_client_ca_file = nil
     c.tls_sni_certificates = nil
+    c.queue_events = 0
+    c.event_queue_bytes = 16 << 20
     config.pointee = c
 }
 
@@ -172,26 +174,39 @@ public func petrel_server_create(
     case .failure(let e): return e.status
     case .success(let r): runtimeConfig = r
     }
+    guard let queueBytes = Int(exactly: c.event_queue_bytes), queueBytes <= 1 << 40 else { return PETREL_E_INVALID_ARGUMENT }
     let handlers = Handlers()
     let server = Server(configuration: runtimeConfig, handlers: handlers)
-    let box = CServer(server: server, callbacks: cb)
+    let queue = c.queue_events != 0 ? EventQueue(limit: max(64 * 1024, queueBytes)) : nil
+    let box = CServer(server: server, callbacks: cb, queue: queue)
     let handle = box.handle
     let userdata = cb.userdata
-    if let onOpen = cb.on_open {
+    if let queue {
+        let none = UnsafeRawBufferPointer(start: nil, count: 0)
+        handlers.onOpen = { conn in queue.push(type: Int32(PETREL_QUEUED_OPEN), conn: conn.id.rawValue, none) }
+        handlers.onMessage = { conn, kind, payload in
+            queue.push(type: Int32(PETREL_QUEUED_MESSAGE), conn: conn.id.rawValue, kind: Int32(kind.rawValue), payload)
+        }
+        handlers.onClose = { conn, code, reason in
+            var r = reason
+            r.withUTF8 { queue.push(type: Int32(PETREL_QUEUED_CLOSE), conn: conn.id.rawValue, code: code.rawValue, UnsafeRawBufferPointer($0)) }
+        }
+        handlers.onDrain = { conn in queue.push(type: Int32(PETREL_QUEUED_DRAIN), conn: conn.id.rawValue, none) }
+    } else if let onOpen = cb.on_open {
         handlers.onOpen = { conn in onOpen(userdata, handle, conn.id.rawValue) }
     }
-    if let onMessage = cb.on_message {
+    if queue == nil, let onMessage = cb.on_message {
         handlers.onMessage = { conn, kind, payload in
             onMessage(userdata, handle, conn.id.rawValue, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
         }
     }
-    if let onClose = cb.on_close {
+    if queue == nil, let onClose = cb.on_close {
         handlers.onClose = { conn, code, reason in
             var r = reason
             r.withUTF8 { onClose(userdata, handle, conn.id.rawValue, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
         }
     }
-    if let onDrain = cb.on_drain {
+    if queue == nil, let onDrain = cb.on_drain {
         handlers.onDrain = { conn in onDrain(userdata, handle, conn.id.rawValue) }
     }
     if let onHTTP = cb.on_http {
@@ -242,7 +257,12 @@ public func petrel_server_run(_ server: OpaquePointer?) -> Int32 {
 public func petrel_server_stop(_ server: OpaquePointer?, _ graceMs: UInt32) -> Int32 {
     guard let s = CServer.from(server) else { return PETREL_E_NULL }
     guard s.server.isRunning else { return PETREL_E_STOPPED }
+    s.stopRequested.store(true, ordering: .releasing)
+    // Loop threads must not wait for queue room while they close their connections.
+    s.queue?.beginStop()
     s.server.stop(grace: Int(graceMs))
+    // From a loop thread the stop has only begun; the queue closes when a consumer sees it done.
+    if !s.server.needsStop { s.queue?.close() }
     return PETREL_OK
 }
 
@@ -253,10 +273,12 @@ public func petrel_server_destroy(_ server: OpaquePointer?) -> Int32 {
     // Started and not yet fully stopped (even if a stop is under way): stop and wait, so that no
     // callback can run with this handle after it is released.
     if s.server.needsStop {
+        s.queue?.beginStop()
         s.server.stop(grace: 1_000)
         // External-poll mode: the caller is the host thread; finish the shutdown here.
         if s.server.external { while s.server.service(timeout: 10) {} }
     }
+    s.queue?.close()
     Unmanaged<CServer>.fromOpaque(UnsafeRawPointer(server)).release()
     return PETREL_OK
 }

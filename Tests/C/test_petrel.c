@@ -780,6 +780,90 @@ static void test_tls(void) {
     CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
 }
 
+/* Queued events: open, messages and close come as records from petrel_server_next_events, in
+ * order; a record that does not fit says how much room it needs; stop ends the queue. */
+static void test_event_queue(void) {
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    CHECK(config.queue_events == 0 && config.event_queue_bytes == 16u << 20);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    config.threads = 2;
+    config.queue_events = 1;
+    config.event_queue_bytes = 1; /* raised to the 64 KiB minimum */
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(&config, NULL, &server), PETREL_OK);
+    if (!server) return;
+    size_t len = 0;
+    enum { CAP = 256 * 1024 };
+    uint8_t *buf = malloc(CAP);
+    CHECK_STATUS(petrel_server_next_events(server, 0, buf, CAP, NULL), PETREL_E_NULL);
+    CHECK_STATUS(petrel_server_next_events(server, 10, buf, CAP, &len), PETREL_E_TIMEOUT);
+    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
+    uint16_t port = 0;
+    CHECK_STATUS(petrel_server_port(server, &port), PETREL_OK);
+    petrel_client *client = connect_client(port, "/queue");
+    /* 200 messages of growing size (0..199 bytes), then one of 100 KiB, then a close. */
+    static uint8_t big[100 * 1024];
+    memset(big, 'b', sizeof big);
+    uint8_t msg[200];
+    for (int i = 0; i < 200; i++) {
+        memset(msg, 'a' + i % 26, (size_t)i);
+        CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, msg, (size_t)i), PETREL_OK);
+    }
+    CHECK_STATUS(petrel_client_send(client, PETREL_BINARY, big, sizeof big), PETREL_OK);
+    CHECK_STATUS(petrel_client_close(client, 4001, "bye"), PETREL_OK);
+    int opened = 0, messages = 0, in_order = 1, big_ok = 0, closed = 0, too_small = 0;
+    uint64_t id = 0;
+    for (int rounds = 0; rounds < 500 && !closed; rounds++) {
+        /* A small buffer first, so that the 100 KiB message cannot fit. */
+        size_t cap = too_small ? CAP : 4096;
+        petrel_status st = petrel_server_next_events(server, 2000, buf, cap, &len);
+        if (st == PETREL_E_BUFFER_TOO_SMALL) {
+            too_small = (len == sizeof(petrel_event_record) + sizeof big);
+            continue;
+        }
+        if (st != PETREL_OK) break;
+        for (size_t off = 0; off < len;) {
+            petrel_event_record r;
+            memcpy(&r, buf + off, sizeof r);
+            const uint8_t *payload = buf + off + sizeof r;
+            if (r.type == PETREL_QUEUED_OPEN) {
+                opened++;
+                id = r.conn;
+            } else if (r.type == PETREL_QUEUED_MESSAGE && r.conn == id) {
+                if (messages < 200) {
+                    if (r.kind != PETREL_TEXT || r.len != (uint32_t)messages ||
+                        (r.len > 0 && payload[0] != 'a' + messages % 26)) in_order = 0;
+                } else {
+                    big_ok = r.kind == PETREL_BINARY && r.len == sizeof big && payload[r.len - 1] == 'b';
+                }
+                messages++;
+            } else if (r.type == PETREL_QUEUED_CLOSE && r.conn == id) {
+                closed = r.code == 4001 && r.len == 3 && memcmp(payload, "bye", 3) == 0;
+            }
+            off += sizeof r + ((r.len + 7u) & ~7u);
+        }
+    }
+    CHECK(opened == 1 && id != 0);
+    CHECK(messages == 201 && in_order);
+    CHECK(too_small && big_ok);
+    CHECK(closed);
+    petrel_client_destroy(client);
+    CHECK_STATUS(petrel_server_stop(server, 1000), PETREL_OK);
+    CHECK_STATUS(petrel_server_next_events(server, 1000, buf, CAP, &len), PETREL_E_STOPPED);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+
+    /* Without queue_events there is nothing to take. */
+    petrel_server_config_init(&config);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    CHECK_STATUS(petrel_server_create(&config, NULL, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_next_events(server, 0, buf, CAP, &len), PETREL_E_STATE);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+    free(buf);
+}
+
 int main(void) {
     uint16_t port = 0;
     petrel_server *server = start_server(&port);
@@ -800,6 +884,7 @@ int main(void) {
         CHECK_STATUS(petrel_server_publish(server, "ticks", PETREL_TEXT, "x", 1, NULL, NULL), PETREL_E_STOPPED);
         CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
     }
+    test_event_queue();
     test_sessions();
     test_external_poll();
     test_http_and_streams();

@@ -1,13 +1,18 @@
 """A Petrel server with Python callbacks.
 
-Callbacks run on Petrel's loop threads with the GIL held, one at a time per connection. An
-exception in a callback is logged (logger "petrel") and never reaches the library. Payloads are
-copied before the callback sees them.
+on_open, on_message, on_close and on_drain run on one dispatcher thread of the server's own
+("petrel-dispatch"), in order for each connection: the loop threads queue those events
+(`queue_events` in petrel.h) and the dispatcher takes them in batches, one C call per batch
+rather than one callback per message, and the loop threads never wait for the GIL. on_http and
+on_upgrade must answer at once, so they run on the loop threads. An exception in a callback is
+logged (logger "petrel") and never reaches the library. Payloads are copied before the callback
+sees them.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
+import struct
 import threading
 from typing import Callable, Dict, Iterable, Optional, Union
 
@@ -20,10 +25,15 @@ Data = Union[str, bytes, bytearray, memoryview]
 _POLICIES = {"close": 0, "drop_oldest": 1, "drop_newest": 2, "coalesce": 3}
 
 
+_RECORD = struct.Struct("<QIHBB")  # petrel_event_record: conn, len, code, type, kind
+
+
 def _payload(data: Data) -> tuple[int, bytes]:
     if isinstance(data, str):
         return _lib.TEXT, data.encode("utf-8")
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    if isinstance(data, bytes):
+        return _lib.BINARY, data
+    if isinstance(data, (bytearray, memoryview)):
         return _lib.BINARY, bytes(data)
     raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
 
@@ -34,11 +44,23 @@ class Connection:
     def __init__(self, server: "Server", conn_id: int) -> None:
         self.server = server
         self.id = conn_id
+        self._cid = ctypes.c_uint64(conn_id)
 
     def send(self, data: Data) -> None:
         """Queues a message: str as text, bytes as binary. Raises Backpressure or ConnectionClosed."""
-        kind, raw = _payload(data)
-        check(lib.petrel_conn_send(self.server._handle, self.id, kind, raw, len(raw)))
+        if type(data) is str:
+            kind, raw = _lib.TEXT, data.encode("utf-8")
+        elif type(data) is bytes:
+            kind, raw = _lib.BINARY, data
+        else:
+            kind, raw = _payload(data)
+        n = len(raw)
+        if n < 0x7FFFFFFF:
+            rc = _lib.send_unchecked(self.server._handle, self._cid, kind, raw, n)
+        else:
+            rc = lib.petrel_conn_send(self.server._handle, self.id, kind, raw, n)
+        if rc:
+            check(rc)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         check(lib.petrel_conn_close(self.server._handle, self.id, code, reason.encode()))
@@ -245,19 +267,18 @@ class Server:
         cfg.max_request_body = max_request_body
         cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file = self._keep[5], self._keep[6], self._keep[7]
         cfg.tls_sni_certificates = self._keep[8]
+        cfg.queue_events = 1
         # The CFUNCTYPE objects are kept on the server for its whole life: ctypes does not.
         self._callbacks = _lib.ServerCallbacks()
         lib.petrel_server_callbacks_init(ctypes.byref(self._callbacks))
-        self._callbacks.on_open = _lib.OnOpen(self._c_open)
-        self._callbacks.on_message = _lib.OnMessage(self._c_message)
-        self._callbacks.on_close = _lib.OnClose(self._c_close)
-        self._callbacks.on_drain = _lib.OnDrain(self._c_drain)
+        # on_open, on_message, on_close and on_drain arrive through the event queue (_dispatch).
         self._callbacks.on_http = _lib.OnHTTP(self._c_http)
         self._callbacks.on_upgrade = _lib.OnHTTP(self._c_upgrade)
         handle = ctypes.c_void_p()
         check(lib.petrel_server_create(ctypes.byref(cfg), ctypes.byref(self._callbacks), ctypes.byref(handle)))
         self._handle = handle
         self._started = False
+        self._dispatcher: Optional[threading.Thread] = None
 
     # -- decorators --
     def on_open(self, f: Callable[[Connection], None]) -> Callable[[Connection], None]:
@@ -284,38 +305,72 @@ class Server:
 
     # -- C callbacks (loop threads; ctypes takes the GIL) --
     def _conn(self, conn_id: int) -> Connection:
-        with self._lock:
-            c = self._connections.get(conn_id)
-            if c is None:
-                c = self._connections[conn_id] = Connection(self, conn_id)
-            return c
-
-    def _c_open(self, _ud, _srv, conn_id):  # type: ignore[no-untyped-def]
-        try:
-            if self._on_open:
-                self._on_open(self._conn(conn_id))
-        except Exception:
-            log.exception("petrel: exception in on_open")
-
-    def _c_message(self, _ud, _srv, conn_id, kind, data, length):  # type: ignore[no-untyped-def]
-        try:
-            if self._on_message:
-                raw = ctypes.string_at(data, length) if length else b""
-                self._on_message(self._conn(conn_id), raw.decode("utf-8") if kind == _lib.TEXT else raw)
-        except Exception:
-            log.exception("petrel: exception in on_message")
-
-    def _c_close(self, _ud, _srv, conn_id, code, reason, length):  # type: ignore[no-untyped-def]
-        try:
-            conn = self._conn(conn_id)
+        c = self._connections.get(conn_id)
+        if c is None:
             with self._lock:
-                self._connections.pop(conn_id, None)
-                self._user_data.pop(conn_id, None)
-            if self._on_close:
-                text = ctypes.string_at(reason, length).decode("utf-8", "replace") if length else ""
-                self._on_close(conn, code, text)
-        except Exception:
-            log.exception("petrel: exception in on_close")
+                c = self._connections.get(conn_id)
+                if c is None:
+                    c = self._connections[conn_id] = Connection(self, conn_id)
+        return c
+
+    def _invoke(self, handler: Callable[..., object], *args: object) -> None:
+        """Runs a handler on the dispatcher thread (petrel.asyncio hands coroutines to its loop)."""
+        handler(*args)
+
+    def _pump_events(self) -> None:
+        """The dispatcher thread: takes batches of queued events until the server has stopped."""
+        cap = 1 << 20
+        buf = ctypes.create_string_buffer(cap)
+        view = memoryview(buf)
+        n = ctypes.c_size_t()
+        handle = self._handle
+        unpack = _RECORD.unpack_from
+        conn_of = self._conn
+        # Handlers are called directly unless a subclass (petrel.asyncio) wraps them.
+        invoke = None if type(self)._invoke is Server._invoke else self._invoke
+        while True:
+            rc = lib.petrel_server_next_events(handle, 200, buf, cap, ctypes.byref(n))
+            if rc == -103:  # PETREL_E_TIMEOUT
+                continue
+            if rc == -304:  # PETREL_E_STOPPED: everything has been handed out
+                return
+            if rc == -308:  # PETREL_E_BUFFER_TOO_SMALL: a message bigger than the buffer
+                cap = max(cap * 2, n.value)
+                buf = ctypes.create_string_buffer(cap)
+                view = memoryview(buf)
+                continue
+            check(rc)
+            end, off = n.value, 0
+            on_message = self._on_message
+            while off < end:
+                conn_id, length, code, kind_type, kind = unpack(view, off)
+                off += 16
+                payload = view[off:off + length]
+                off += (length + 7) & ~7
+                try:
+                    if kind_type == _lib.QUEUED_MESSAGE:
+                        if on_message:
+                            message = str(payload, "utf-8") if kind == 1 else payload.tobytes()
+                            if invoke is None:
+                                on_message(conn_of(conn_id), message)
+                            else:
+                                invoke(on_message, conn_of(conn_id), message)
+                    elif kind_type == _lib.QUEUED_OPEN:
+                        if self._on_open:
+                            self._invoke(self._on_open, conn_of(conn_id))
+                    elif kind_type == _lib.QUEUED_CLOSE:
+                        conn = conn_of(conn_id)
+                        with self._lock:
+                            self._connections.pop(conn_id, None)
+                            self._user_data.pop(conn_id, None)
+                        if self._on_close:
+                            self._invoke(self._on_close, conn, code, str(payload, "utf-8", "replace"))
+                    elif kind_type == _lib.QUEUED_DRAIN:
+                        if self._on_drain:
+                            self._invoke(self._on_drain, conn_of(conn_id))
+                except Exception:
+                    name = {1: "on_open", 2: "on_message", 3: "on_close", 4: "on_drain"}.get(kind_type, "a handler")
+                    log.exception("petrel: exception in %s", name)
 
     def _c_http(self, _ud, _srv, raw):  # type: ignore[no-untyped-def]
         try:
@@ -356,18 +411,13 @@ class Server:
             log.exception("petrel: exception in on_upgrade (the upgrade is refused)")
             lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
 
-    def _c_drain(self, _ud, _srv, conn_id):  # type: ignore[no-untyped-def]
-        try:
-            if self._on_drain:
-                self._on_drain(self._conn(conn_id))
-        except Exception:
-            log.exception("petrel: exception in on_drain")
-
     # -- lifecycle --
     def start(self) -> "Server":
         """Binds and serves on background threads; returns at once."""
         check(lib.petrel_server_start(self._handle))
         self._started = True
+        self._dispatcher = threading.Thread(target=self._pump_events, name="petrel-dispatch", daemon=True)
+        self._dispatcher.start()
         return self
 
     def serve_forever(self) -> None:
@@ -386,12 +436,25 @@ class Server:
         rc = lib.petrel_server_stop(self._handle, int(grace * 1000))
         if rc != -304:
             check(rc)
+        self._join_dispatcher()
         if getattr(self, "_stopped", None) is not None:
             self._stopped.set()
+
+    def _join_dispatcher(self) -> None:
+        # The dispatcher hands out what is left, sees the queue closed and ends (unless this is it).
+        d = self._dispatcher
+        if d is not None and d is not threading.current_thread():
+            d.join()
 
     def close(self) -> None:
         """Stops the server if needed and releases it."""
         if self._handle:
+            d = self._dispatcher
+            if d is not None and d.is_alive():
+                if d is threading.current_thread():
+                    raise RuntimeError("close() from a handler: call stop() there, close() elsewhere")
+                lib.petrel_server_stop(self._handle, 1000)
+                d.join()
             check(lib.petrel_server_destroy(self._handle))
             self._handle = ctypes.c_void_p()
 

@@ -139,7 +139,8 @@ Handler = Callable[..., Optional[Awaitable[None]]]
 
 class Server(_SyncServer):
     """A Petrel server whose handlers may be coroutines: they run on the event loop that called
-    start() or serve_forever(), never on Petrel's threads, so they can await freely."""
+    start() or serve_forever(), never on Petrel's threads, so they can await freely. (Plain
+    functions run on the dispatcher thread, as with petrel.Server.)"""
 
     def start(self) -> "Server":  # type: ignore[override]
         self._event_loop = asyncio.get_running_loop()
@@ -161,26 +162,11 @@ class Server(_SyncServer):
         if done is not None:
             self._event_loop.call_soon_threadsafe(done.set)
 
-    def _dispatch(self, handler: Optional[Handler], *args: Any) -> None:
-        if handler is None:
-            return
+    def _invoke(self, handler: Handler, *args: Any) -> None:
         result = handler(*args)
         if asyncio.iscoroutine(result):
             future = asyncio.run_coroutine_threadsafe(result, self._event_loop)
             future.add_done_callback(_log_failure)
-
-    def _c_open(self, _ud, _srv, conn_id):  # type: ignore[no-untyped-def]
-        try:
-            self._dispatch(self._on_open, self._conn(conn_id))
-        except Exception:
-            log.exception("petrel: exception in on_open")
-
-    def _c_message(self, _ud, _srv, conn_id, kind, data, length):  # type: ignore[no-untyped-def]
-        try:
-            raw = ctypes.string_at(data, length) if length else b""
-            self._dispatch(self._on_message, self._conn(conn_id), raw.decode("utf-8") if kind == _lib.TEXT else raw)
-        except Exception:
-            log.exception("petrel: exception in on_message")
 
 
 def _log_failure(future: "asyncio.Future[Any]") -> None:
