@@ -92,7 +92,11 @@ static struct {
     long interval_us;
     int server_pid;
     int inflight;
-} opt = { "127.0.0.1", 9001, M_ECHO, 100, -1, 1.0, "/", 16, -1, 0, 0, NULL, 1000, 1000, 0, 200 };
+    int plain_ticks;      /* echo the tick lines uncompressed (the deflate scenario's baseline) */
+} opt = { "127.0.0.1", 9001, M_ECHO, 100, -1, 1.0, "/", 16, -1, 0, 0, NULL, 1000, 1000, 0, 200, 0 };
+
+/* Echo of stock-tick lines: compressed (--deflate) or as they are (--plain-ticks). */
+#define TICKS (opt.deflate || opt.plain_ticks)
 
 static void usage(FILE *f)
 {
@@ -109,6 +113,7 @@ static void usage(FILE *f)
         "  --inflight N        connections being set up at once (default 200)\n"
         "echo:     --window W (default 16) --size S (>= 16, default 20) --binary\n"
         "          --deflate [--ticks FILE]  permessage-deflate with stock-tick JSON lines\n"
+        "          --plain-ticks [--ticks FILE]  the same lines uncompressed (the baseline)\n"
         "fanout:   --messages M (default 1000) --size S (default 100) --interval-us U (default 1000)\n"
         "idle:     --server-pid PID  --deflate (offer permessage-deflate)\n");
 }
@@ -502,7 +507,7 @@ static void emit_pending(conn *c)
     if (!c->to_send)
         return;
     if (sending && c->role == R_ECHO)
-        opt.deflate ? emit_deflate(c, c->to_send) : emit_stamped(c, c->to_send);
+        TICKS ? emit_deflate(c, c->to_send) : emit_stamped(c, c->to_send);
     c->to_send = 0;
 }
 
@@ -791,7 +796,7 @@ static int inflate_feed(conn *c, const uint8_t *p, size_t n)
 static void on_message(conn *c)
 {
     int idx = (int)(c - conns);
-    if (c->role == R_ECHO && opt.deflate) {
+    if (c->role == R_ECHO && TICKS) {
         uint64_t got = c->msg_comp ? c->msg_infl : c->msg_len;
         if (c->fifo_n == 0) {
             note(&log_len, "conn %d: unexpected message of %" PRIu64 " bytes", idx, got);
@@ -1282,6 +1287,23 @@ static void prepare_deflate(void)
         die("out of memory");
     for (int i = 0; i < nlines; i++) {
         size_t l = strlen(lines[i]);
+        if (opt.plain_ticks) {
+            /* The baseline of the deflate scenario: the same lines, uncompressed. */
+            uint8_t *f = df_frames + total;
+            size_t hl = frame_header(f, 0x81, l, df_key);
+            for (size_t j = 0; j < l; j++)
+                f[hl + j] = (uint8_t)lines[i][j] ^ df_key[j & 3];
+            line_len[i] = (uint32_t)l;
+            df_off[i] = (uint32_t)total;
+            df_len[i] = (uint32_t)(hl + l);
+            total += hl + l;
+            df_raw_total += l;
+            df_comp_total += l;
+            if (l > max_line_len)
+                max_line_len = l;
+            free(lines[i]);
+            continue;
+        }
         deflateReset(&d);
         d.next_in = (Bytef *)lines[i];
         d.avail_in = (uInt)l;
@@ -1364,7 +1386,7 @@ static int mode_echo(void)
     init_slots(opt.conns, R_ECHO, opt.path);
     for (int i = 0; i < nconns; i++) {
         conn *c = &conns[i];
-        if (opt.deflate) {
+        if (TICKS) {
             c->fifo = malloc(sizeof *c->fifo * (size_t)opt.window);
             if (!c->fifo)
                 die("out of memory");
@@ -1373,7 +1395,7 @@ static int mode_echo(void)
             build_template(c, opt.size, opt.binary);
         }
         /* room for a full window plus control frames; grows if ever needed */
-        size_t frame = opt.deflate ? 1024 : c->tmpl_len;
+        size_t frame = TICKS ? 1024 : c->tmpl_len;
         c->out_cap = (size_t)opt.window * frame + 1024;
         if (!(c->out = malloc(c->out_cap)))
             die("out of memory");
@@ -1405,16 +1427,20 @@ static int mode_echo(void)
     json_head();
     json_str("path", opt.path);
     printf("\"conns\":%d,\"connected\":%d,\"window\":%d,", opt.conns, n_established, opt.window);
-    if (opt.deflate && opt.ticks)
+    if (TICKS && opt.ticks)
         json_str("ticks", opt.ticks);
-    if (opt.deflate)
-        printf("\"deflate\":true,\"lines\":%d,\"avg_line\":%.1f,\"send_ratio\":%.3f,",
+    if (opt.plain_ticks)
+        printf("\"plain_ticks\":true,");
+    if (TICKS)
+        printf("\"deflate\":%s,", opt.deflate ? "true" : "false");
+    if (TICKS)
+        printf("\"lines\":%d,\"avg_line\":%.1f,\"send_ratio\":%.3f,",
                nlines, (double)df_raw_total / nlines, (double)df_comp_total / (double)df_raw_total);
     else
         printf("\"size\":%d,\"binary\":%s,\"deflate\":false,", opt.size, opt.binary ? "true" : "false");
     printf("\"seconds\":%.2f,\"warmup\":%.2f,\"msgs\":%" PRIu64 ",\"msgs_per_s\":%.1f,",
            opt.seconds, opt.warmup, m_msgs, m_msgs / el);
-    if (opt.deflate)
+    if (TICKS)
         printf("\"mb_per_s\":%.2f,\"wire_mb_per_s\":%.2f,\"ratio\":%.3f,", m_infl / el / 1e6, m_wire / el / 1e6,
                m_infl ? (double)m_wire / (double)m_infl : 0.0);
     else {
@@ -1636,6 +1662,7 @@ static void parse_args(int argc, char **argv)
         }
         if (!strcmp(f, "--binary")) { opt.binary = 1; continue; }
         if (!strcmp(f, "--deflate")) { opt.deflate = 1; continue; }
+        if (!strcmp(f, "--plain-ticks")) { opt.plain_ticks = 1; continue; }
         if (i + 1 >= argc) {
             usage(stderr);
             die("%s: missing value or unknown flag", f);
@@ -1714,7 +1741,7 @@ int main(int argc, char **argv)
     if (gai)
         die("%s: %s", opt.host, gai_strerror(gai));
 
-    if (opt.deflate && opt.mode == M_ECHO)
+    if (TICKS && opt.mode == M_ECHO)
         prepare_deflate();
 
     epfd = epoll_create1(EPOLL_CLOEXEC);

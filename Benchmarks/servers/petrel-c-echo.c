@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
     config.topic_max_queued = UINT32_MAX;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) config.port = (uint16_t)atoi(argv[++i]);
-        else if (strcmp(argv[i], "--deflate") == 0) config.compression = 1;
+        else if (strcmp(argv[i], "--deflate") == 0) config.compression = 2; /* keep the context: best ratio */
         else {
             fprintf(stderr, "usage: petrel-c-echo [--port N] [--deflate]\n");
             return 2;

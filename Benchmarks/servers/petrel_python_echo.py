@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--deflate", action="store_true")
     args = parser.parse_args()
-    server = petrel.Server("127.0.0.1", args.port, threads=1, compression=args.deflate,
+    server = petrel.Server("127.0.0.1", args.port, threads=1, compression="takeover" if args.deflate else False,
                            max_message_size=16 << 20, max_backpressure=256 << 20, max_queued=2**31 - 1)
     publishers = set()
 

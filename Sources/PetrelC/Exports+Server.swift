@@ -94,7 +94,12 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
     config.options.pongTimeout = Int(c.pong_timeout_ms)
     config.options.closeTimeout = Int(c.close_timeout_ms)
     config.options.closeOnBackpressure = c.close_on_backpressure != 0
-    if c.compression == 0 { config.compression = nil }
+    switch c.compression {
+    case 0: config.compression = nil
+    case 1: break
+    case 2: config.compression?.localNoContextTakeover = false
+    default: return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+    }
     if c.subprotocols != nil {
         guard let list = commaList(c.subprotocols), list.allSatisfy(ASCII.isToken) else {
             return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))

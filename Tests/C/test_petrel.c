@@ -854,6 +854,11 @@ static void test_event_queue(void) {
     CHECK_STATUS(petrel_server_next_events(server, 1000, buf, CAP, &len), PETREL_E_STOPPED);
     CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
 
+    /* compression: 0, 1 or 2 (keep the context); nothing else. */
+    petrel_server_config_init(&config);
+    config.compression = 3;
+    CHECK_STATUS(petrel_server_create(&config, NULL, &server), PETREL_E_INVALID_ARGUMENT);
+
     /* Without queue_events there is nothing to take. */
     petrel_server_config_init(&config);
     config.host = "127.0.0.1";

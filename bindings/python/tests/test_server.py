@@ -29,6 +29,24 @@ def test_websockets_client_echo(echo_server, compression):
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("setting,keeps_context", [(True, False), ("takeover", True)])
+def test_compression_context_takeover_is_a_choice(setting, keeps_context):
+    server = petrel.Server("127.0.0.1", 0, threads=1, compression=setting)
+    server.on_message(lambda conn, message: conn.send(message))
+    with server:
+        async def run():
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/", compression="deflate") as ws:
+                (extension,) = ws.protocol.extensions
+                assert extension.remote_no_context_takeover is not keeps_context
+                for i in range(20):
+                    tick = '{"ticker":"AAPL","price":%d.25,"change":0.5}' % (180 + i)
+                    await ws.send(tick)
+                    assert await ws.recv() == tick
+        asyncio.run(run())
+    with pytest.raises(ValueError):
+        petrel.Server("127.0.0.1", 0, compression="sometimes")
+
+
 def test_close_code_from_client_reaches_on_close():
     closes = []
     done = threading.Event()

@@ -212,7 +212,7 @@ class Server:
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 8080, *, threads: int = 0, compression: bool = True,
+        self, host: str = "127.0.0.1", port: int = 8080, *, threads: int = 0, compression: Union[bool, str] = True,
         max_message_size: int = 16 * 1024 * 1024, max_backpressure: int = 1024 * 1024,
         origins: Optional[Iterable[str]] = None, subprotocols: Optional[Iterable[str]] = None,
         slow_consumer: str = "close", max_queued: int = 1024, replay: int = 0,
@@ -258,7 +258,10 @@ class Server:
         cfg.host, cfg.port, cfg.threads = self._keep[0], port, threads
         cfg.max_message_size = cfg.max_frame_size = max_message_size
         cfg.max_backpressure = max_backpressure
-        cfg.compression = 1 if compression else 0
+        # True: permessage-deflate without keeping the context between messages; "takeover": keep it.
+        if compression not in (True, False, "takeover"):
+            raise ValueError('compression must be True, False or "takeover"')
+        cfg.compression = 2 if compression == "takeover" else 1 if compression else 0
         cfg.subprotocols, cfg.allowed_origins = self._keep[1], self._keep[2]
         cfg.topic_slow_consumer = _POLICIES[slow_consumer]
         cfg.topic_max_queued, cfg.topic_replay = max_queued, replay
