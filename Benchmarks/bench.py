@@ -252,9 +252,50 @@ def write_tables(out: Path, kinds, scs, results, a) -> None:
                          f"{'' if p99 is None else f'{p99:,.0f}'} | {median(rows, 'server_cpu') or 0:.2f} | "
                          f"{median(rows, 'cpu') or 0:.2f} | {', '.join(notes)} |")
         lines.append("")
+    lines += bars(results)
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"\nwritten: {out / 'results.md'} and {out / 'results.jsonl'}")
+
+
+def bars(results) -> list[str]:
+    """The issue's acceptance bars, computed from the medians of this run."""
+    def m(scenario: str, server: str, key: str) -> float | None:
+        return median(results.get((scenario, server), []), key)
+
+    def best_peer(scenario: str, key: str) -> tuple[str, float | None]:
+        peers = [(k, m(scenario, k, key)) for k in ("nio", "libwebsockets", "websockets", "picows")]
+        peers = [(k, v) for k, v in peers if v]
+        return max(peers, key=lambda kv: kv[1]) if peers else ("none", None)
+
+    rows = []
+
+    def bar(text: str, value: float | None, need: float, unit: str = "×", lower: bool = False) -> None:
+        if value is None:
+            rows.append(f"| {text} | not measured | | |")
+            return
+        ok = value <= need if lower else value >= need
+        rows.append(f"| {text} | {value:.2f}{unit} | {'≤' if lower else '≥'} {need:g}{unit} | {'yes' if ok else '**no**'} |")
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    bar("echo 100 conns w16: Petrel / NIOWebSocket", ratio(m("echo-100x16", "petrel", "msgs_per_s"), m("echo-100x16", "nio", "msgs_per_s")), 2.5)
+    bar("echo 1 conn w64: Petrel / NIOWebSocket", ratio(m("echo-1x64", "petrel", "msgs_per_s"), m("echo-1x64", "nio", "msgs_per_s")), 1.5)
+    name, v = best_peer("echo-16k", "mb_per_s")
+    bar(f"echo 16 KiB: Petrel / best peer ({name})", ratio(m("echo-16k", "petrel", "mb_per_s"), v), 1.3)
+    idle = m("idle-10k", "petrel", "bytes_per_conn")
+    bar("idle connection with permessage-deflate, bytes", idle, 1024, unit=" B", lower=True)
+    name, v = best_peer("fanout-10k", "deliveries_per_s")
+    lost = max((r.get("lost", 0) for r in results.get(("fanout-10k", "petrel"), [])), default=None)
+    bar(f"fan-out 10k: Petrel / best peer ({name}), lost {lost}", ratio(m("fanout-10k", "petrel", "deliveries_per_s"), v), 3)
+    bar("deflate echo / plain echo of the same ticks (Petrel)",
+        ratio(m("deflate-100x16", "petrel", "msgs_per_s"), m("ticks-100x16", "petrel", "msgs_per_s")), 0.4)
+    c_ratio = ratio(m("echo-100x16", "petrel-c", "msgs_per_s"), m("echo-100x16", "petrel", "msgs_per_s"))
+    bar("C ABI / Swift, echo 100 conns w16", c_ratio, 0.9)
+    bar("Python bindings / picows, echo 100 conns w16",
+        ratio(m("echo-100x16", "petrel-python", "msgs_per_s"), m("echo-100x16", "picows", "msgs_per_s")), 1.0)
+    return ["## The bars of issue 9", "", "| bar | this run | needed | met |", "| --- | --- | --- | --- |", *rows, ""]
 
 
 if __name__ == "__main__":

@@ -111,7 +111,19 @@ public final class Connection: @unchecked Sendable {
     unowned(unsafe) let server: Server?
 
     var phase: Phase
-    var head: HTTPHeadReader?
+    /// The HTTP head being read (the handshake only): boxed, 8 bytes for the rest of the
+    /// connection's life instead of 32.
+    private var headBox: HeadBox?
+    var head: HTTPHeadReader? {
+        get { self.headBox?.reader }
+        set {
+            if let reader = newValue {
+                if let box = self.headBox { box.reader = reader } else { self.headBox = HeadBox(reader) }
+            } else {
+                self.headBox = nil
+            }
+        }
+    }
     var session: Session
     /// The upgrade request (server side), for the application's routing and authentication.
     /// An open connection keeps only the request's bytes; the parsed form exists while the
@@ -186,7 +198,7 @@ public final class Connection: @unchecked Sendable {
         self.sharedOptions = server.sharedOptions
         self.server = server
         self.phase = .handshaking
-        self.head = HTTPHeadReader(limit: server.configuration.options.maxHeaderBytes)
+        self.headBox = HeadBox(HTTPHeadReader(limit: server.configuration.options.maxHeaderBytes))
         self.session = Session(role: .server)
         self.deadline = loop.now + UInt64(self.options.handshakeTimeout)
         self.lastReceive = loop.now
@@ -1511,6 +1523,11 @@ extension Connection {
         get { self.extras?.httpRequest ?? nil }
         _modify { yield &self.more.httpRequest }
     }
+}
+
+final class HeadBox {
+    var reader: HTTPHeadReader
+    init(_ reader: HTTPHeadReader) { self.reader = reader }
 }
 
 final class RequestBox {
