@@ -5,7 +5,7 @@ VERSION := $(shell sed -n 's/^\#define PETREL_VERSION_\(MAJOR\|MINOR\|PATCH\) \(
 LIB_BUILD := .build-static
 LIB := $(LIB_BUILD)/release/libpetrel.so
 
-.PHONY: test demo lib install microbench tlsbench
+.PHONY: test demo lib install microbench tlsbench bench
 test:
 	bash tools/test.sh
 
@@ -29,6 +29,11 @@ install: lib
 
 microbench:
 	cd Benchmarks && swift run -c release petrel-microbench
+
+# Petrel next to libwebsockets, websockets, picows and NIOWebSocket: every scenario, 3 rounds,
+# server on CPU 0 and load on CPU 1; writes .build/bench/results.md (about 25 minutes).
+bench:
+	bash Benchmarks/run.sh --micro $(ARGS)
 
 # ws:// next to wss://: handshakes per second and echo throughput (certificates from the openssl command).
 tlsbench:

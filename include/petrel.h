@@ -198,8 +198,8 @@ typedef struct petrel_server_config {
     int32_t queue_events;         /* default 0: on_open/on_message/on_close/on_drain run on the loop
                                      threads. 1: those four are not called; their events are queued
                                      for petrel_server_next_events (see there) */
-    uint64_t event_queue_bytes;   /* with queue_events: the queue's size, default 16 MiB (at least 64 KiB);
-                                     when it is full, loop threads wait for room */
+    uint64_t event_queue_bytes;   /* with queue_events: the queue's size, default 16 MiB (at least 64 KiB,
+                                     at most 1 TiB); when it is full, loop threads wait for room */
 } petrel_server_config;
 
 /**
@@ -367,17 +367,27 @@ petrel_status petrel_server_connection_count(const petrel_server *server, uint64
  * Queued events (queue_events = 1): a batch of whole records, for a host that would rather pull
  * events on a thread of its own than be called on Petrel's loop threads (a language runtime
  * with a global lock, such as CPython, spends far less per message this way). Each record is a
- * petrel_event_record followed by `len` bytes (the message, or the close reason), padded with
- * zeros to a multiple of 8 bytes; records of one connection come in order (open, messages,
- * drains, close) and its id is valid from its open record to its close record.
+ * petrel_event_record followed by `len` bytes, padded with zeros to a multiple of 8 bytes:
+ * OPEN carries the request target ("/path?query"), MESSAGE the message, CLOSE the reason,
+ * DRAIN nothing. A connection's records come in order: open, messages and drains, close. The
+ * records describe the past: by the time an open record is read the connection may already
+ * have closed (calls with its id then return PETREL_E_UNKNOWN_CONNECTION; its close record
+ * follows).
  * Waits up to timeout_ms (-1: no limit) for at least one record, then copies as many whole
- * records as fit in cap bytes into buf.
+ * records as fit in cap bytes into buf. With buf NULL and cap 0 it reports the size of the
+ * next record (PETREL_E_BUFFER_TOO_SMALL) without taking it.
+ * The queue holds event_queue_bytes; when it is full, loop threads wait for room (a record
+ * bigger than the whole queue still goes in once the queue is empty). Once a stop has begun,
+ * and in external-poll mode (where the loop runs on the consumer's thread), nothing waits:
+ * the queue grows instead. queue_events needs max_message_size below 4 GiB
+ * (PETREL_E_INVALID_ARGUMENT from petrel_server_create otherwise).
  * Returns: PETREL_OK (*len_out = bytes written, at least one record); PETREL_E_TIMEOUT;
  *          PETREL_E_BUFFER_TOO_SMALL (the first record needs *len_out bytes: call again with
- *          that much); PETREL_E_STOPPED (stopped and nothing left); PETREL_E_STATE (queue_events
- *          is 0); PETREL_E_NULL.
- * Thread: any thread that is not a loop thread; one consumer at a time. Call petrel_server_stop
- * first and let the consumer see PETREL_E_STOPPED before petrel_server_destroy.
+ *          that much); PETREL_E_STOPPED (the server stopped, however the stop began, and every
+ *          record was handed out); PETREL_E_STATE (queue_events is 0); PETREL_E_WRONG_THREAD
+ *          (called on a loop thread); PETREL_E_NULL.
+ * Thread: any thread that is not a loop thread; one consumer at a time. After
+ * petrel_server_stop, let the consumer see PETREL_E_STOPPED before petrel_server_destroy.
  */
 typedef struct petrel_event_record {
     uint64_t conn;                /* the connection's id */

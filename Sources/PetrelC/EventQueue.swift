@@ -1,7 +1,6 @@
 import CPetrelABI
 import Glibc
 import PetrelRuntime
-import Synchronization
 
 /// The queue behind `queue_events`: loop threads append records (open, message, close, drain);
 /// one host thread takes them in batches with `petrel_server_next_events`. A pthread mutex and
@@ -21,6 +20,8 @@ final class EventQueue: @unchecked Sendable {
     private var stopping = false
     /// Set once the server has stopped: nothing more will come.
     private var closed = false
+    /// External-poll mode: producers never wait (the loop runs on the consumer's thread).
+    private var noWaiting = false
 
     static let recordSize = MemoryLayout<petrel_event_record>.size
 
@@ -54,7 +55,7 @@ final class EventQueue: @unchecked Sendable {
         let size = EventQueue.recordSize + padded
         pthread_mutex_lock(self.mutex)
         defer { pthread_mutex_unlock(self.mutex) }
-        while !self.stopping && self.tail - self.head > 0 && self.tail - self.head + size > self.limit {
+        while !self.stopping && !self.noWaiting && self.tail - self.head > 0 && self.tail - self.head + size > self.limit {
             pthread_cond_wait(self.room, self.mutex)
         }
         if self.closed { return }
@@ -135,6 +136,12 @@ final class EventQueue: @unchecked Sendable {
         return PETREL_OK
     }
 
+    func neverWait() {
+        pthread_mutex_lock(self.mutex)
+        self.noWaiting = true
+        pthread_mutex_unlock(self.mutex)
+    }
+
     /// A stop begins: producers stop waiting for room.
     func beginStop() {
         pthread_mutex_lock(self.mutex)
@@ -162,12 +169,7 @@ public func petrel_server_next_events(
     guard let queue = s.queue else { return PETREL_E_STATE }
     if s.server.isCurrentLoopThread { return PETREL_E_WRONG_THREAD }
     var length = 0
-    var status = queue.take(timeoutMilliseconds: timeoutMs, into: buf, capacity: max(0, cap), length: &length)
-    if status == PETREL_E_TIMEOUT && s.stopRequested.load(ordering: .acquiring) && !s.server.needsStop {
-        // A stop that began on a loop thread has finished: close, and hand out what is left.
-        queue.close()
-        status = queue.take(timeoutMilliseconds: 0, into: buf, capacity: max(0, cap), length: &length)
-    }
+    let status = queue.take(timeoutMilliseconds: timeoutMs, into: buf, capacity: max(0, cap), length: &length)
     lenOut.pointee = status == PETREL_OK || status == PETREL_E_BUFFER_TOO_SMALL ? length : 0
     return status
 }

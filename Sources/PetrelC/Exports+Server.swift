@@ -180,6 +180,8 @@ public func petrel_server_create(
     case .success(let r): runtimeConfig = r
     }
     guard let queueBytes = Int(exactly: c.event_queue_bytes), queueBytes <= 1 << 40 else { return PETREL_E_INVALID_ARGUMENT }
+    // A queued record carries a 32-bit length.
+    if c.queue_events != 0 && runtimeConfig.options.session.maxMessageSize > Int(UInt32.max) { return PETREL_E_INVALID_ARGUMENT }
     let handlers = Handlers()
     let server = Server(configuration: runtimeConfig, handlers: handlers)
     let queue = c.queue_events != 0 ? EventQueue(limit: max(64 * 1024, queueBytes)) : nil
@@ -188,7 +190,15 @@ public func petrel_server_create(
     let userdata = cb.userdata
     if let queue {
         let none = UnsafeRawBufferPointer(start: nil, count: 0)
-        handlers.onOpen = { conn in queue.push(type: Int32(PETREL_QUEUED_OPEN), conn: conn.id.rawValue, none) }
+        // Every loop has finished, however the stop began: the consumer gets what is left, then STOPPED.
+        server.onStopped = { queue.close() }
+        handlers.onOpen = { conn in
+            // The open record carries the request target (path and query), so that a consumer
+            // can route on it even if the connection has closed by the time it looks.
+            var target = conn.request.map { r in r.query.map { "\(r.path)?\($0)" } ?? r.path }
+                ?? conn.httpRequest.map { h in h.query.map { "\(h.path)?\($0)" } ?? h.path } ?? ""
+            target.withUTF8 { queue.push(type: Int32(PETREL_QUEUED_OPEN), conn: conn.id.rawValue, UnsafeRawBufferPointer($0)) }
+        }
         handlers.onMessage = { conn, kind, payload in
             queue.push(type: Int32(PETREL_QUEUED_MESSAGE), conn: conn.id.rawValue, kind: Int32(kind.rawValue), payload)
         }
@@ -262,12 +272,9 @@ public func petrel_server_run(_ server: OpaquePointer?) -> Int32 {
 public func petrel_server_stop(_ server: OpaquePointer?, _ graceMs: UInt32) -> Int32 {
     guard let s = CServer.from(server) else { return PETREL_E_NULL }
     guard s.server.isRunning else { return PETREL_E_STOPPED }
-    s.stopRequested.store(true, ordering: .releasing)
     // Loop threads must not wait for queue room while they close their connections.
     s.queue?.beginStop()
     s.server.stop(grace: Int(graceMs))
-    // From a loop thread the stop has only begun; the queue closes when a consumer sees it done.
-    if !s.server.needsStop { s.queue?.close() }
     return PETREL_OK
 }
 
@@ -340,6 +347,9 @@ public func petrel_server_publish(
 @_cdecl("petrel_server_start_external")
 public func petrel_server_start_external(_ server: OpaquePointer?, _ fdOut: UnsafeMutablePointer<Int32>?) -> Int32 {
     guard let s = CServer.from(server), let fdOut else { return PETREL_E_NULL }
+    // The host's thread runs the loop and is usually the queue's consumer too: a loop that
+    // waited for queue room would wait for itself.
+    s.queue?.neverWait()
     do throws(RuntimeError) {
         fdOut.pointee = try s.server.startExternal()
         return PETREL_OK

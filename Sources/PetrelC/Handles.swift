@@ -2,7 +2,6 @@ import CPetrelABI
 import Glibc
 import PetrelCore
 import PetrelRuntime
-import Synchronization
 
 /// What a `petrel_server *` points to: the runtime server plus the caller's callbacks.
 final class CServer: @unchecked Sendable {
@@ -10,8 +9,6 @@ final class CServer: @unchecked Sendable {
     let callbacks: petrel_server_callbacks
     /// With `queue_events`: where open, message, close and drain go instead of callbacks.
     let queue: EventQueue?
-    /// petrel_server_stop was called (so a stopped server means the queue can close).
-    let stopRequested = Atomic<Bool>(false)
 
     init(server: Server, callbacks: petrel_server_callbacks, queue: EventQueue?) {
         self.server = server

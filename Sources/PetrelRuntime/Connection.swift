@@ -129,7 +129,9 @@ public final class Connection: @unchecked Sendable {
     /// An open connection keeps only the request's bytes; the parsed form exists while the
     /// handshake and `onOpen` run, and is parsed again on each later access.
     public var request: HandshakeRequest? {
-        if let r = self.openingRequest { return r.request }
+        // The parsed form is the loop thread's (it drops it after onOpen); others parse the
+        // bytes, which are written before onOpen runs or any event about it is queued.
+        if self.loop.isCurrentThread, let r = self.openingRequest { return r.request }
         guard let raw = self.requestBytes, case .success(let head) = HTTPRequestHead.parse(raw, maxFieldCount: Int.max),
             case .success(let r) = HandshakeRequest.validate(head)
         else { return nil }
@@ -426,13 +428,13 @@ public final class Connection: @unchecked Sendable {
         guard self.phase == .open, !self.subscriptions.contains(topic) else { return }
         self.subscriptions.append(topic)
         self.loop.topics[topic, default: []].append(self)
-        self.resumeFloors.removeValue(forKey: topic)
+        self.extras?.resumeFloors.removeValue(forKey: topic)
         for frame in replay { self.deliver(frame) }
         if floor > 0 { self.resumeFloors[topic] = floor }
     }
 
     func unsubscribeOnLoop(_ topic: String) {
-        self.resumeFloors.removeValue(forKey: topic)
+        self.extras?.resumeFloors.removeValue(forKey: topic)
         guard let i = self.subscriptions.firstIndex(of: topic) else { return }
         self.subscriptions.remove(at: i)
         self.loop.topics[topic]?.removeAll { $0 === self }
@@ -1198,7 +1200,7 @@ public final class Connection: @unchecked Sendable {
     func deliver(_ frame: SharedFrame) {
         if let e = self.extras, !e.resumeFloors.isEmpty, let floor = e.resumeFloors[frame.topic] {
             if frame.eventID <= floor { return }
-            self.resumeFloors.removeValue(forKey: frame.topic)
+            self.extras?.resumeFloors.removeValue(forKey: frame.topic)
         }
         guard self.phase == .open, self.session.state == .open, !self.closeAfterFlush else { return }
         if self.backlogIsEmpty && self.outputBytes < self.options.maxBackpressure {
@@ -1442,7 +1444,8 @@ extension Connection {
     }
     var closeReason: String {
         get { self.extras?.closeReason ?? "" }
-        _modify { yield &self.more.closeReason }
+        // An empty reason (most closes) makes no extras object.
+        set { if !newValue.isEmpty || self.extras != nil { self.more.closeReason = newValue } }
     }
     /// Why a connecting client failed, reported by `closeTransport` through `onConnectFailed`.
     var connectError: RuntimeError? {

@@ -119,7 +119,20 @@ final class EventLoop: @unchecked Sendable {
         self.kernelThreadID.store(petrel_gettid(), ordering: .releasing)
         self.threadID.store(UInt(pthread_self()), ordering: .releasing)
         while !self.finished { self.runOnce(timeoutMilliseconds: -1) }
+        self.releaseState()
         self.threadID.store(0, ordering: .releasing)
+    }
+
+    /// After the last iteration: drops every connection and queued command, so that nothing
+    /// (a connection holds its loop strongly; a queued closure may hold a connection) keeps the
+    /// loop and its descriptors alive in a cycle.
+    func releaseState() {
+        _ = self.queue.withLock { q in q.removeAll() }
+        self.connections.removeAll()
+        self.dirty.removeAll()
+        self.flushing.removeAll()
+        self.topics.removeAll()
+        self.slots.removeAll()
     }
 
     private lazy var events = UnsafeMutableRawPointer.allocate(

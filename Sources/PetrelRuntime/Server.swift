@@ -13,6 +13,9 @@ public final class Server: @unchecked Sendable {
     let topics = TopicRegistry()
     /// `configuration.options`, once for all connections.
     let sharedOptions: SharedOptions
+    /// Runs once every loop has finished after a stop, on the last loop's thread (or the
+    /// host's thread in external-poll mode). Set it before `start`.
+    public var onStopped: (@Sendable () -> Void)?
     private(set) var loops: [EventLoop] = []
     private let openConnections = Atomic<Int>(0)
     private let lifecycle = Lock<Lifecycle>(.idle)
@@ -48,7 +51,7 @@ public final class Server: @unchecked Sendable {
         try self.prepare()
         for loop in self.loops.dropFirst() { try self.spawn(loop) }
         self.loops[0].run()
-        self.stoppedLoops.add(1, ordering: .releasing)
+        self.loopFinished()
         self.waitForLoops()
     }
 
@@ -68,7 +71,8 @@ public final class Server: @unchecked Sendable {
         if loop.finished { return false }
         loop.asCurrentThread { loop.runOnce(timeoutMilliseconds: Int32(clamping: timeout)) }
         if loop.finished {
-            self.stoppedLoops.add(1, ordering: .releasing)
+            loop.releaseState()
+            self.loopFinished()
             self.lifecycle.withLock { $0 = .stopped }
             return false
         }
@@ -134,9 +138,17 @@ public final class Server: @unchecked Sendable {
     private func spawn(_ loop: EventLoop) throws(RuntimeError) {
         let t = try spawnThread(name: "petrel-loop") { [self] in
             loop.run()
-            self.stoppedLoops.add(1, ordering: .releasing)
+            self.loopFinished()
         }
         self.threads.append(t)
+    }
+
+    /// Counts a loop that has finished; the last one runs `onStopped` (on its own thread), even
+    /// when the stop began on a loop thread and nobody waits for it.
+    private func loopFinished() {
+        if self.stoppedLoops.add(1, ordering: .acquiringAndReleasing).newValue == self.loops.count {
+            self.onStopped?()
+        }
     }
 
     /// Stops accepting, sends close 1001 to every WebSocket peer, waits up to `grace`
@@ -183,10 +195,10 @@ public final class Server: @unchecked Sendable {
         try contexts.reload(configuration)
     }
 
-    /// Whether the calling thread is one of this server's loop threads (a callback is running).
     /// The kernel thread ids of the loop threads that have started (for leak tests).
     var loopKernelThreadIDs: [Int32] { self.loops.map { $0.kernelThreadID.load(ordering: .acquiring) }.filter { $0 != 0 } }
 
+    /// Whether the calling thread is one of this server's loop threads (a callback is running).
     public var isCurrentLoopThread: Bool { self.loops.contains { $0.isCurrentThread } }
 
     /// Whether the server was started and has not finished stopping: it must be stopped (and

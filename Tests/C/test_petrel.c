@@ -813,7 +813,7 @@ static void test_event_queue(void) {
     }
     CHECK_STATUS(petrel_client_send(client, PETREL_BINARY, big, sizeof big), PETREL_OK);
     CHECK_STATUS(petrel_client_close(client, 4001, "bye"), PETREL_OK);
-    int opened = 0, messages = 0, in_order = 1, big_ok = 0, closed = 0, too_small = 0;
+    int opened = 0, messages = 0, in_order = 1, big_ok = 0, closed = 0, too_small = 0, target_ok = 0;
     uint64_t id = 0;
     for (int rounds = 0; rounds < 500 && !closed; rounds++) {
         /* A small buffer first, so that the 100 KiB message cannot fit. */
@@ -831,6 +831,7 @@ static void test_event_queue(void) {
             if (r.type == PETREL_QUEUED_OPEN) {
                 opened++;
                 id = r.conn;
+                target_ok = r.len == 6 && memcmp(payload, "/queue", 6) == 0;
             } else if (r.type == PETREL_QUEUED_MESSAGE && r.conn == id) {
                 if (messages < 200) {
                     if (r.kind != PETREL_TEXT || r.len != (uint32_t)messages ||
@@ -845,7 +846,7 @@ static void test_event_queue(void) {
             off += sizeof r + ((r.len + 7u) & ~7u);
         }
     }
-    CHECK(opened == 1 && id != 0);
+    CHECK(opened == 1 && id != 0 && target_ok);
     CHECK(messages == 201 && in_order);
     CHECK(too_small && big_ok);
     CHECK(closed);

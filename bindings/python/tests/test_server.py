@@ -180,3 +180,55 @@ def test_exception_in_callback_is_logged_and_serving_goes_on(caplog):
             ws.send("still here")
             assert ws.recv(timeout=5) == "still here"
     assert any("user bug" in r.getMessage() or "user bug" in str(r.exc_info) for r in caplog.records)
+
+
+def test_stop_from_an_http_handler_ends_the_dispatcher():
+    """A stop that begins on a loop thread (on_http) still ends the event queue: the dispatcher
+    hands out the last events and exits, and close() returns."""
+    closes = []
+    server = petrel.Server("127.0.0.1", 0, threads=2)
+    server.on_close(lambda conn, code, reason: closes.append(code))
+
+    @server.on_http
+    def http(request):
+        if request.path == "/stop":
+            server.stop(0.5)
+            return (200, "text/plain", "stopping\n")
+        return None
+
+    server.start()
+    port = server.port
+
+    async def run():
+        async with websockets.connect(f"ws://127.0.0.1:{port}/room?user=a") as ws:
+            import urllib.request
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/stop", timeout=5).read())
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+
+    asyncio.run(run())
+    server._dispatcher.join(timeout=5)
+    assert not server._dispatcher.is_alive()
+    assert closes == [1001]
+    server.close()
+
+
+def test_open_event_carries_the_target_even_after_the_connection_closed():
+    seen = []
+    done = threading.Event()
+    server = petrel.Server("127.0.0.1", 0, threads=1)
+
+    @server.on_open
+    def opened(conn):
+        time.sleep(0.3)  # the client is gone by now
+        seen.append((conn.path, conn.query))
+        done.set()
+
+    with server:
+        async def run():
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/feed/ticks?since=42"):
+                pass
+        asyncio.run(run())
+        assert done.wait(5)
+    assert seen == [("/feed/ticks", "since=42")]

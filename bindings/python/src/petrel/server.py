@@ -14,6 +14,7 @@ import ctypes
 import logging
 import struct
 import threading
+import time
 from typing import Callable, Dict, Iterable, Optional, Union
 
 from . import _lib
@@ -26,6 +27,7 @@ _POLICIES = {"close": 0, "drop_oldest": 1, "drop_newest": 2, "coalesce": 3}
 
 
 _RECORD = struct.Struct("<QIHBB")  # petrel_event_record: conn, len, code, type, kind
+_loop_thread = threading.local()  # .active: a handler is running on one of Petrel's loop threads
 
 
 def _payload(data: Data) -> tuple[int, bytes]:
@@ -45,6 +47,7 @@ class Connection:
         self.server = server
         self.id = conn_id
         self._cid = ctypes.c_uint64(conn_id)
+        self._target: Optional[str] = None  # "/path?query", from the open event
 
     def send(self, data: Data) -> None:
         """Queues a message: str as text, bytes as binary. Raises Backpressure or ConnectionClosed."""
@@ -96,10 +99,14 @@ class Connection:
 
     @property
     def path(self) -> Optional[str]:
+        if self._target is not None:  # known even if the connection has closed since
+            return self._target.split("?", 1)[0]
         return self._text(lib.petrel_conn_path)
 
     @property
     def query(self) -> Optional[str]:
+        if self._target is not None:
+            return self._target.split("?", 1)[1] if "?" in self._target else None
         return self._text(lib.petrel_conn_query)
 
     def header(self, name: str) -> Optional[str]:
@@ -342,7 +349,10 @@ class Server:
                 buf = ctypes.create_string_buffer(cap)
                 view = memoryview(buf)
                 continue
-            check(rc)
+            if rc != 0:
+                log.error("petrel: petrel_server_next_events returned %d; retrying", rc)
+                time.sleep(0.1)
+                continue
             end, off = n.value, 0
             on_message = self._on_message
             while off < end:
@@ -359,8 +369,10 @@ class Server:
                             else:
                                 invoke(on_message, conn_of(conn_id), message)
                     elif kind_type == _lib.QUEUED_OPEN:
+                        conn = conn_of(conn_id)
+                        conn._target = str(payload, "utf-8", "replace")
                         if self._on_open:
-                            self._invoke(self._on_open, conn_of(conn_id))
+                            self._invoke(self._on_open, conn)
                     elif kind_type == _lib.QUEUED_CLOSE:
                         conn = conn_of(conn_id)
                         with self._lock:
@@ -376,6 +388,7 @@ class Server:
                     log.exception("petrel: exception in %s", name)
 
     def _c_http(self, _ud, _srv, raw):  # type: ignore[no-untyped-def]
+        _loop_thread.active = True
         try:
             if not self._on_http:
                 return
@@ -385,6 +398,8 @@ class Server:
         except Exception:
             log.exception("petrel: exception in on_http")
             lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
+        finally:
+            _loop_thread.active = False
 
     def on_upgrade(self, f: Callable[[HTTPRequest], object]) -> Callable[[HTTPRequest], object]:
         """The accept hook, before a WebSocket upgrade is answered: return None or True to accept,
@@ -394,6 +409,7 @@ class Server:
         return f
 
     def _c_upgrade(self, _ud, _srv, raw):  # type: ignore[no-untyped-def]
+        _loop_thread.active = True
         try:
             if not self._on_upgrade:
                 return
@@ -413,6 +429,8 @@ class Server:
         except Exception:
             log.exception("petrel: exception in on_upgrade (the upgrade is refused)")
             lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
+        finally:
+            _loop_thread.active = False
 
     # -- lifecycle --
     def start(self) -> "Server":
@@ -444,9 +462,10 @@ class Server:
             self._stopped.set()
 
     def _join_dispatcher(self) -> None:
-        # The dispatcher hands out what is left, sees the queue closed and ends (unless this is it).
+        # The dispatcher hands out what is left, sees the queue closed and ends. Not waited for
+        # from itself, nor from a loop thread (on_http, on_upgrade): the stop only begins there.
         d = self._dispatcher
-        if d is not None and d is not threading.current_thread():
+        if d is not None and d is not threading.current_thread() and not getattr(_loop_thread, "active", False):
             d.join()
 
     def close(self) -> None:
