@@ -66,6 +66,15 @@ static inline ssize_t petrel_send(int fd, const void *buf, size_t len) {
     return send(fd, buf, len, MSG_NOSIGNAL);
 }
 
+/* writev without SIGPIPE. */
+static inline ssize_t petrel_sendv(int fd, const struct iovec *iov, int count) {
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)count;
+    return sendmsg(fd, &m, MSG_NOSIGNAL);
+}
+
 static inline uint64_t petrel_monotonic_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

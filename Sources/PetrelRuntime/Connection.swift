@@ -131,19 +131,26 @@ public final class Connection: @unchecked Sendable {
     public var request: HandshakeRequest? {
         // The parsed form is the loop thread's (it drops it after onOpen); others parse the
         // bytes, which are written before onOpen runs or any event about it is queued.
-        if self.loop.isCurrentThread, let r = self.openingRequest { return r.request }
+        if self.loop.isCurrentThread, let (id, r) = self.loop.openingRequest, id == self.id { return r }
         guard let raw = self.requestBytes, case .success(let head) = HTTPRequestHead.parse(raw, maxFieldCount: Int.max),
             case .success(let r) = HandshakeRequest.validate(head)
         else { return nil }
         return r
     }
-    /// The parsed request while the handshake and `onOpen` run (boxed: 8 bytes when absent).
-    private var openingRequest: RequestBox?
     private var requestBytes: [UInt8]?
     /// Whatever the application attached (the accept hook may set it).
     public var userData: UInt = 0
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
     public private(set) var isStream = false
+    /// Topics this connection is subscribed to.
+    var subscriptions: [String] = []
+    /// Topic frames queued after the session's bytes, written straight from the shared frames
+    /// with one writev per flush: fan-out copies nothing per subscriber. `sharedHead` bytes of
+    /// the first are already written; `sharedBytes` are still to go. Any other write first
+    /// moves these into the session's buffer (`spillShared`), so that order is kept.
+    var sharedOut: [SharedFrame] = []
+    var sharedHead = 0
+    var sharedBytes = 0
     /// Free the session's buffers once the handshake response is written.
     private var releaseBuffersAfterFlush = false
     /// What only some connections need (clients, TLS, proxies, plain HTTP, resumed topics),
@@ -348,6 +355,7 @@ public final class Connection: @unchecked Sendable {
             // Keep order behind queued topic messages.
             self.pushBacklog(.direct(kind, [UInt8](payload)))
         } else {
+            self.spillShared()
             do { try self.session.send(kind, payload) } catch { return .closed }
         }
         self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
@@ -365,6 +373,7 @@ public final class Connection: @unchecked Sendable {
         if self.backlogHead < self.backlog.count {
             self.pushBacklog(.raw([UInt8](bytes)))
         } else {
+            self.spillShared()
             do { try self.session.queueEncoded(bytes) } catch { return .closed }
         }
         self.loop.markDirty(self)
@@ -401,6 +410,7 @@ public final class Connection: @unchecked Sendable {
         switch self.phase {
         case .open where !self.isStream:
             guard self.session.state == .open else { return }
+            self.spillShared()
             self.moveBacklogIntoOutput(all: true)
             var r = reason
             while r.utf8.count > 123 { r.removeLast() }
@@ -443,8 +453,8 @@ public final class Connection: @unchecked Sendable {
 
     /// Output past the backlog: the session's bytes and, with TLS, what is encrypted but unsent.
     var outputBytes: Int {
-        guard let e = self.extras else { return self.session.pendingOutputCount }
-        var n = self.session.pendingOutputCount + (e.tlsOut.count - e.tlsOutHead) + e.proxyOut.count
+        guard let e = self.extras else { return self.session.pendingOutputCount + self.sharedBytes }
+        var n = self.session.pendingOutputCount + self.sharedBytes + (e.tlsOut.count - e.tlsOutHead) + e.proxyOut.count
         for p in e.layerPending { n += p.count }
         return n
     }
@@ -513,6 +523,8 @@ public final class Connection: @unchecked Sendable {
                 self.pauseReading()
                 break
             }
+            // Parsing may queue a close frame: it must follow every topic frame already queued.
+            if !self.sharedOut.isEmpty { self.spillShared() }
             let (used, event) = self.session.parse(UnsafeMutableRawBufferPointer(rebasing: bytes[offset...]))
             offset += used
             if let event { self.dispatch(event) }
@@ -642,10 +654,10 @@ public final class Connection: @unchecked Sendable {
             n = buffer.initialize(fromContentsOf: raw)
         }
         if subprotocol != nil { self.subprotocol = subprotocol }
-        self.openingRequest = RequestBox(request)
+        self.loop.openingRequest = (self.id, request)
         self.releaseBuffersAfterFlush = true
         self.open(leftover: leftover)
-        self.openingRequest = nil
+        self.loop.openingRequest = nil
     }
 
     private func open(leftover: UnsafeMutableRawBufferPointer) {
@@ -985,14 +997,18 @@ public final class Connection: @unchecked Sendable {
     /// Writes the session's output (through the TLS layers and any proxy negotiation). Returns
     /// false when the socket is full (write interest is then on) or the connection failed.
     private func writeQueued() -> Bool {
-        if self.tlsLayers.isEmpty && self.proxyOut.isEmpty && self.tlsOutHead == self.tlsOut.count {
+        if self.extras == nil || (self.tlsLayers.isEmpty && self.proxyOut.isEmpty && self.tlsOutHead == self.tlsOut.count) {
             while self.session.pendingOutputCount > 0 {
                 let result = self.session.withPendingOutput { Sys.write(self.fd, $0) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
                 self.session.consumeOutput(n)
             }
+            while !self.sharedOut.isEmpty {
+                guard self.writeShared() else { return false }
+            }
             return true
         }
+        self.spillShared()
         while true {
             // What is already encrypted goes first: nothing more is encrypted while the socket is full.
             while self.tlsOutHead < self.tlsOut.count {
@@ -1056,6 +1072,52 @@ public final class Connection: @unchecked Sendable {
             }
         }
         return true
+    }
+
+    /// One writev of queued topic frames (up to `EventLoop.maxIovecs`), straight from their
+    /// shared memory. False when the socket is full or failed.
+    private func writeShared() -> Bool {
+        let iov = self.loop.iovecs
+        var count = 0
+        for f in self.sharedOut {
+            if count == EventLoop.maxIovecs { break }
+            let skip = count == 0 ? self.sharedHead : 0
+            iov[count] = iovec(iov_base: f.wire.baseAddress! + skip, iov_len: f.wire.count - skip)
+            count += 1
+        }
+        let result = Sys.writev(self.fd, iov, count)
+        guard case .done(var n) = result else { return self.writeFailed(result) }
+        self.sharedBytes -= n
+        var done = 0
+        while done < self.sharedOut.count {
+            let left = self.sharedOut[done].wire.count - (done == 0 ? self.sharedHead : 0)
+            if n < left {
+                self.sharedHead = (done == 0 ? self.sharedHead : 0) + n
+                break
+            }
+            n -= left
+            done += 1
+            self.sharedHead = 0
+        }
+        if done == self.sharedOut.count {
+            self.sharedOut.removeAll(keepingCapacity: self.sharedOut.count <= 64)
+        } else if done > 0 {
+            self.sharedOut.removeFirst(done)
+        }
+        return true
+    }
+
+    /// Moves queued topic frames into the session's buffer (a copy), ahead of whatever is
+    /// written next: for writes that are not topic frames, and for TLS.
+    func spillShared() {
+        guard !self.sharedOut.isEmpty else { return }
+        for (i, f) in self.sharedOut.enumerated() {
+            let bytes = i == 0 ? UnsafeRawBufferPointer(rebasing: f.encoded[self.sharedHead...]) : f.encoded
+            _ = try? self.session.queueEncoded(bytes)
+        }
+        self.sharedOut.removeAll(keepingCapacity: false)
+        self.sharedHead = 0
+        self.sharedBytes = 0
     }
 
     private func writeFailed(_ result: IOResult) -> Bool {
@@ -1203,6 +1265,16 @@ public final class Connection: @unchecked Sendable {
             self.extras?.resumeFloors.removeValue(forKey: frame.topic)
         }
         guard self.phase == .open, self.session.state == .open, !self.closeAfterFlush else { return }
+        // The fast path: a plain WebSocket (no TLS, proxy, backlog or compression) whose socket
+        // took everything at the last flush queues a reference to the frame, not a copy.
+        if self.extras == nil && !self.isStream && !self.writeInterest && !self.session.isCompressing
+            && self.sharedBytes + frame.wire.count <= self.options.maxBackpressure
+        {
+            self.sharedOut.append(frame)
+            self.sharedBytes += frame.wire.count
+            self.loop.markDirty(self)
+            return
+        }
         if self.backlogIsEmpty && self.outputBytes < self.options.maxBackpressure {
             self.write(frame)
             self.loop.markDirty(self)
@@ -1288,6 +1360,7 @@ public final class Connection: @unchecked Sendable {
     /// Writes a shared frame: its shared compressed form when this connection's compressor keeps
     /// no context, compressed by the session when it does, or as encoded.
     private func write(_ frame: SharedFrame) {
+        self.spillShared()
         if self.isStream {
             _ = frame.sseEvent.withUnsafeBytes { try? self.session.queueEncoded($0) }
             return
@@ -1301,7 +1374,7 @@ public final class Connection: @unchecked Sendable {
             }
             return
         }
-        _ = frame.encoded.withUnsafeBytes { try? self.session.queueEncoded($0) }
+        _ = try? self.session.queueEncoded(frame.encoded)
     }
 
     // MARK: Timers
@@ -1391,8 +1464,11 @@ public final class Connection: @unchecked Sendable {
             self.loop.topics[t]?.removeAll { $0 === self }
             if self.loop.topics[t]?.isEmpty == true { self.loop.topics.removeValue(forKey: t) }
         }
+        self.subscriptions = []
+        self.sharedOut = []
+        self.sharedHead = 0
+        self.sharedBytes = 0
         if let e = self.extras {
-            e.subscriptions = []
             e.backlog = []
             e.backlogHead = 0
             e.backlogBytes = 0
@@ -1432,10 +1508,6 @@ extension Connection {
     var backlogBytes: Int {
         get { self.extras?.backlogBytes ?? 0 }
         _modify { yield &self.more.backlogBytes }
-    }
-    var subscriptions: [String] {
-        get { self.extras?.subscriptions ?? [] }
-        _modify { yield &self.more.subscriptions }
     }
     /// Input kept while reading is paused.
     var stash: [UInt8] {
@@ -1533,11 +1605,6 @@ final class HeadBox {
     init(_ reader: HTTPHeadReader) { self.reader = reader }
 }
 
-final class RequestBox {
-    let request: HandshakeRequest
-    init(_ request: HandshakeRequest) { self.request = request }
-}
-
 /// The options of a server's connections, shared rather than copied into each.
 final class SharedOptions: Sendable {
     let value: ConnectionOptions
@@ -1552,7 +1619,6 @@ final class ConnectionExtras {
     var backlog: [QueuedFrame] = []
     var backlogHead: Int = 0
     var backlogBytes: Int = 0
-    var subscriptions: [String] = []
     /// Input kept while reading is paused.
     var stash: [UInt8] = []
     var closeReason: String = ""

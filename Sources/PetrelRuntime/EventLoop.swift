@@ -52,6 +52,12 @@ final class EventLoop: @unchecked Sendable {
     var connections: [ConnectionID: Connection] = [:]
     var slots: [Slot] = []
     var dirty: [Connection] = []
+    /// The parsed upgrade request of the connection whose onOpen is running (kept here rather
+    /// than in every connection).
+    var openingRequest: (ConnectionID, HandshakeRequest)?
+    /// Scratch for gathering a subscriber's queued topic frames into one writev.
+    let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: EventLoop.maxIovecs)
+    static let maxIovecs = 64
     /// The list being flushed (swapped with `dirty`).
     private var flushing: [Connection] = []
     var topics: [String: [Connection]] = [:]
@@ -106,6 +112,7 @@ final class EventLoop: @unchecked Sendable {
         Sys.close(self.wakeFd)
         Sys.close(self.timerFd)
         self.readBuffer.deallocate()
+        self.iovecs.deallocate()
         self.tlsBufferStorage?.deallocate()
         self.events.deallocate()
     }

@@ -10,8 +10,10 @@ public final class SharedFrame: @unchecked Sendable {
     public let eventID: UInt64
     public let kind: MessageKind
     public let payload: [UInt8]
-    /// The unmasked, uncompressed frame.
-    let encoded: [UInt8]
+    /// The unmasked, uncompressed frame, at a fixed address for its whole life: subscribers'
+    /// sockets are written straight from it (writev), never from a copy per subscriber.
+    let wire: UnsafeMutableRawBufferPointer
+    var encoded: UnsafeRawBufferPointer { UnsafeRawBufferPointer(self.wire) }
     private let compressedByWindow = Lock<[Int: [UInt8]]>([:])
     private let sse = Lock<[UInt8]?>(nil)
 
@@ -21,14 +23,17 @@ public final class SharedFrame: @unchecked Sendable {
         self.eventID = eventID
         self.kind = kind
         self.payload = payload
-        var frame = [UInt8](repeating: 0, count: FrameHeader.size(payloadLength: payload.count, masked: false) + payload.count)
-        frame.withUnsafeMutableBytes { p in
-            let n = FrameHeader.encode(fin: true, opcode: kind.opcode, payloadLength: payload.count, maskKey: nil, into: p.baseAddress!)
-            payload.withUnsafeBytes { src in
-                if src.count > 0 { (p.baseAddress! + n).copyMemory(from: src.baseAddress!, byteCount: src.count) }
-            }
+        let frame = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: FrameHeader.size(payloadLength: payload.count, masked: false) + payload.count, alignment: 16)
+        let n = FrameHeader.encode(fin: true, opcode: kind.opcode, payloadLength: payload.count, maskKey: nil, into: frame.baseAddress!)
+        payload.withUnsafeBytes { src in
+            if src.count > 0 { (frame.baseAddress! + n).copyMemory(from: src.baseAddress!, byteCount: src.count) }
         }
-        self.encoded = frame
+        self.wire = frame
+    }
+
+    deinit {
+        self.wire.deallocate()
     }
 
     /// The frame compressed on its own for a window of `windowBits`: made by the first loop that

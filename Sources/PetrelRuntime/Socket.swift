@@ -168,6 +168,18 @@ enum Sys {
         }
     }
 
+    /// Gathers `count` buffers into one system call.
+    static func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int) -> IOResult {
+        while true {
+            let n = petrel_sendv(fd, iov, Int32(count))
+            if n >= 0 { return .done(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            return .failed(e)
+        }
+    }
+
     static func close(_ fd: Int32) {
         _ = Glibc.close(fd)
     }

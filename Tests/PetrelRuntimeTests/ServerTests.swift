@@ -184,6 +184,61 @@ extension RuntimeTests {
             }
         }
 
+        @Test("a subscriber that does not read for a while gets every topic frame and direct send, in order, intact")
+        func sharedFramesThroughPartialWrites() throws {
+            // Topic frames go out by writev straight from the shared frames; a full socket splits
+            // them anywhere; a direct send in between must keep its place.
+            let opened = Lock<ConnectionID?>(nil)
+            let server = try startEchoServer { c, h in
+                c.options.maxBackpressure = 64 << 20
+                c.defaultTopicPolicy = TopicPolicy(slowConsumer: .close(.policyViolation), maxQueuedMessages: 1_000_000)
+                h.onOpen = { conn in
+                    conn.subscribe("t")
+                    opened.withLock { $0 = conn.id }
+                }
+            }
+            defer { server.stop(grace: 100) }
+            let raw = try RawSocket(port: server.port, receiveBuffer: 4096)
+            #expect(raw.handshake().hasPrefix("HTTP/1.1 101"))
+            #expect(waitUntil { opened.withLock { $0 } != nil && server.loops.map { $0.topics["t"]?.count ?? 0 }.reduce(0, +) == 1 })
+            let id = opened.withLock { $0 }!
+            let filler = String(repeating: "x", count: 6000)
+            var expected: [String] = []
+            for i in 0..<3000 {
+                let t = "t:\(i):" + filler.prefix(i * 7 % 6000)
+                server.publish("t", text: t)
+                expected.append(t)
+                if i >= 2000 && i % 10 == 0 {  // topic frames alone first, then mixed
+                    let d = "d:\(i)"
+                    _ = d.utf8.withContiguousStorageIfAvailable { server.send(to: id, .text, UnsafeRawBufferPointer($0)) }
+                    expected.append(d)
+                }
+            }
+            // Only now read: megabytes have piled up behind a full socket.
+            var bytes: [UInt8] = []
+            var got: [String] = []
+            var offset = 0
+            let end = Date().addingTimeInterval(20)
+            while got.count < expected.count && Date() < end {
+                bytes += raw.read(timeout: 0.5, until: { $0.count >= 1 << 16 }).bytes
+                while bytes.count - offset >= 2 {
+                    var len = Int(bytes[offset + 1] & 0x7F)
+                    var at = offset + 2
+                    if len == 126 {
+                        guard bytes.count - offset >= 4 else { break }
+                        len = Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
+                        at = offset + 4
+                    }
+                    guard bytes.count >= at + len else { break }
+                    #expect(bytes[offset] == 0x81)
+                    got.append(String(decoding: bytes[at..<at + len], as: UTF8.self))
+                    offset = at + len
+                }
+            }
+            #expect(got.count == expected.count)
+            #expect(got == expected)
+        }
+
         @Test("compressed subscribers receive the shared compressed frame")
         func compressedFanOut() throws {
             let server = try startEchoServer { _, h in h.onOpen = { c in c.subscribe("t") } }

@@ -70,9 +70,14 @@ final class TestClient: @unchecked Sendable {
 final class RawSocket: @unchecked Sendable {
     let fd: Int32
 
-    init(port: UInt16, host: String = "127.0.0.1") throws {
+    /// `receiveBuffer`: a small SO_RCVBUF (set before connecting) makes the server's socket
+    /// fill up soon when this end does not read.
+    init(port: UInt16, host: String = "127.0.0.1", receiveBuffer: Int32? = nil) throws {
         let addr = SocketAddress(numericHost: host, port: port)!
         self.fd = socket(addr.family, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer {
+            _ = setsockopt(self.fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         let rc = addr.withSockaddr { Glibc.connect(self.fd, $0, $1) }
         if rc != 0 { throw RuntimeError.system(.connect, "raw connect") }
     }
