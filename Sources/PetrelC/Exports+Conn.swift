@@ -17,16 +17,26 @@ private func lookup(_ server: OpaquePointer?, _ conn: UInt64) -> Result<Connecti
 public func petrel_conn_send(_ server: OpaquePointer?, _ conn: UInt64, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
     guard data != nil || len == 0 else { return PETREL_E_NULL }
     guard len >= 0, kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
-    let c: Connection
-    switch lookup(server, conn) {
-    case .failure(let e): return e.status
-    case .success(let found): c = found
-    }
+    guard let server else { return PETREL_E_NULL }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
-    if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
-    if k == .binary && c.isStream { return PETREL_E_INVALID_ARGUMENT }
-    if let s = CServer.from(server), len > s.server.configuration.options.session.maxMessageSize { return PETREL_E_TOO_BIG }
-    return Status.of(c.send(k, payload))
+    return Unmanaged<CServer>.fromOpaque(UnsafeRawPointer(server))._withUnsafeGuaranteedRef { s in
+        if len > s.maxMessageSize { return PETREL_E_TOO_BIG }
+        // Inside that connection's own on_message (a reply, an echo): no lookup, and text that
+        // is the received message itself is already known to be UTF-8.
+        if let slot = s.connectionInCallback(conn), let c = slot.connection {
+            if k == .text && !(slot.payload.baseAddress == payload.baseAddress && slot.payload.count == len) && !UTF8Validator.isValid(payload) {
+                return PETREL_E_INVALID_ARGUMENT
+            }
+            return c._withUnsafeGuaranteedRef { c in
+                if k == .binary && c.isStream { return PETREL_E_INVALID_ARGUMENT }
+                return Status.of(c.send(k, payload))
+            }
+        }
+        guard let c = s.server.connection(ConnectionID(rawValue: conn)) else { return PETREL_E_UNKNOWN_CONNECTION }
+        if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
+        if k == .binary && c.isStream { return PETREL_E_INVALID_ARGUMENT }
+        return Status.of(c.send(k, payload))
+    }
 }
 
 @_cdecl("petrel_conn_send_event")

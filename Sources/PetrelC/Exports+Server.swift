@@ -211,8 +211,13 @@ public func petrel_server_create(
         handlers.onOpen = { conn in onOpen(userdata, handle, conn.id.rawValue) }
     }
     if queue == nil, let onMessage = cb.on_message {
+        let slots = box.inCallback
         handlers.onMessage = { conn, kind, payload in
-            onMessage(userdata, handle, conn.id.rawValue, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+            let id = conn.id.rawValue
+            let slot = slots + Int(id & 0xFF)
+            slot.pointee = CServer.InCallback(id: id, thread: pthread_self(), connection: .passUnretained(conn), payload: payload)
+            onMessage(userdata, handle, id, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+            slot.pointee.id = 0
         }
     }
     if queue == nil, let onClose = cb.on_close {

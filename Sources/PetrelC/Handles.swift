@@ -10,10 +10,38 @@ final class CServer: @unchecked Sendable {
     /// With `queue_events`: where open, message, close and drain go instead of callbacks.
     let queue: EventQueue?
 
+    /// Per loop (the low byte of a connection id names its loop): the connection whose
+    /// on_message is running on that loop's thread, and the message. A send from inside the
+    /// callback to that connection (an echo, a reply) then needs no lookup, no lock, and no
+    /// second UTF-8 check of text it received. Written and trusted only by that thread.
+    struct InCallback {
+        var id: UInt64 = 0
+        var thread = pthread_t()
+        var connection: Unmanaged<Connection>?
+        var payload = UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+    let inCallback = UnsafeMutablePointer<InCallback>.allocate(capacity: 256)
+    let maxMessageSize: Int
+
     init(server: Server, callbacks: petrel_server_callbacks, queue: EventQueue?) {
         self.server = server
         self.callbacks = callbacks
         self.queue = queue
+        self.maxMessageSize = server.configuration.options.session.maxMessageSize
+        self.inCallback.initialize(repeating: InCallback(), count: 256)
+    }
+
+    deinit {
+        self.inCallback.deinitialize(count: 256)
+        self.inCallback.deallocate()
+    }
+
+    /// The connection `id` if its on_message is running on the calling thread.
+    @inline(__always)
+    func connectionInCallback(_ id: UInt64) -> InCallback? {
+        let slot = self.inCallback[Int(id & 0xFF)]
+        guard slot.id == id, pthread_equal(slot.thread, pthread_self()) != 0 else { return nil }
+        return slot
     }
 
     var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }

@@ -107,6 +107,10 @@ public struct Session: ~Copyable {
 
     /// Buffers above this size are released once their message is delivered, so an idle session is small.
     static let keepBufferBytes = 64 * 1024
+    /// The output buffer keeps up to what one loop read can turn into replies (the runtime reads
+    /// 256 KiB at a time): an echo of 16 KiB messages four at a time once freed and re-made its
+    /// 128 KiB buffer after every write. Idle connections still free it (`releaseIdleBuffers`).
+    static let keepOutputBytes = 256 * 1024
 
     /// - Parameters:
     ///   - compression: permessage-deflate as negotiated in the handshake, or nil.
@@ -538,7 +542,7 @@ public struct Session: ~Copyable {
     public mutating func consumeOutput(_ count: Int) {
         precondition(count >= 0 && count <= self.out.count, "consumeOutput beyond the queued bytes")
         self.out.consume(count)
-        if self.out.isEmpty { self.out.clear(keepingUpTo: Session.keepBufferBytes) }
+        if self.out.isEmpty { self.out.clear(keepingUpTo: Session.keepOutputBytes) }
     }
 
     /// Takes all queued bytes as an array (a convenience for tests and simple drivers).

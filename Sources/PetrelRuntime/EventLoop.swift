@@ -136,6 +136,7 @@ final class EventLoop: @unchecked Sendable {
     func releaseState() {
         _ = self.queue.withLock { q in q.removeAll() }
         self.connections.removeAll()
+        self.registry.withLock { $0.removeAll() }
         self.dirty.removeAll()
         self.flushing.removeAll()
         self.topics.removeAll()
@@ -276,7 +277,9 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func lookup(_ id: ConnectionID) -> Connection? {
-        self.registry.withLock { $0[id] }
+        // On the loop's own thread its table needs no lock.
+        if self.isCurrentThread { return self.connections[id] }
+        return self.registry.withLock { $0[id] }
     }
 
     func markDirty(_ c: Connection) {
