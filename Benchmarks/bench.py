@@ -185,13 +185,21 @@ def main() -> None:
     ap.add_argument("--scenarios", default="")
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--out", default=str(ROOT / ".build/bench"))
+    ap.add_argument("--from-jsonl", help="rewrite the tables from an earlier run's results.jsonl; run nothing")
     a = ap.parse_args()
     kinds = [k for k in servers() if not a.servers or k.name in a.servers.split(",")]
     scs = [s for s in scenarios(a.seconds) if not a.scenarios or s.name in a.scenarios.split(",")]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = out / "results.jsonl"
     results: dict[tuple[str, str], list[dict]] = {}
+    if a.from_jsonl:
+        for line in Path(a.from_jsonl).read_text().splitlines():
+            r = json.loads(line)
+            results.setdefault((r["scenario"], r["server"]), []).append(r)
+        a.rounds = max((r.get("round", 1) for rows in results.values() for r in rows), default=1)
+        write_tables(out, kinds, scs, results, a)
+        return
+    raw = out / "results.jsonl"
     with raw.open("w") as log:
         for r in range(a.rounds):
             for sc in scs:
@@ -252,10 +260,24 @@ def write_tables(out: Path, kinds, scs, results, a) -> None:
                          f"{'' if p99 is None else f'{p99:,.0f}'} | {median(rows, 'server_cpu') or 0:.2f} | "
                          f"{median(rows, 'cpu') or 0:.2f} | {', '.join(notes)} |")
         lines.append("")
+    lines += summary(kinds, scs, results)
     lines += bars(results)
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"\nwritten: {out / 'results.md'} and {out / 'results.jsonl'}")
+
+
+def summary(kinds, scs, results) -> list[str]:
+    """One row per scenario, one column per server: the medians side by side."""
+    head = "| scenario | " + " | ".join(k.name for k in kinds) + " |"
+    rows = [head, "| --- |" + " --- |" * len(kinds)]
+    for sc in scs:
+        cells = []
+        for k in kinds:
+            v = median(results.get((sc.name, k.name), []), sc.metric)
+            cells.append("n/a" if not results.get((sc.name, k.name)) else ("failed" if v is None else human(v, sc.unit)))
+        rows.append(f"| {sc.name} ({sc.unit}) | " + " | ".join(cells) + " |")
+    return ["## Summary (medians)", "", *rows, ""]
 
 
 def bars(results) -> list[str]:
