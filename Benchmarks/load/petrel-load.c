@@ -1287,38 +1287,29 @@ static void prepare_deflate(void)
         die("out of memory");
     for (int i = 0; i < nlines; i++) {
         size_t l = strlen(lines[i]);
-        if (opt.plain_ticks) {
-            /* The baseline of the deflate scenario: the same lines, uncompressed. */
-            uint8_t *f = df_frames + total;
-            size_t hl = frame_header(f, 0x81, l, df_key);
-            for (size_t j = 0; j < l; j++)
-                f[hl + j] = (uint8_t)lines[i][j] ^ df_key[j & 3];
-            line_len[i] = (uint32_t)l;
-            df_off[i] = (uint32_t)total;
-            df_len[i] = (uint32_t)(hl + l);
-            total += hl + l;
-            df_raw_total += l;
-            df_comp_total += l;
-            if (l > max_line_len)
-                max_line_len = l;
-            free(lines[i]);
-            continue;
+        /* --plain-ticks, the baseline of the deflate scenario: the same lines, uncompressed. */
+        const uint8_t *payload = (const uint8_t *)lines[i];
+        size_t cl = l;
+        uint8_t b0 = 0x81;
+        if (!opt.plain_ticks) {
+            deflateReset(&d);
+            d.next_in = (Bytef *)lines[i];
+            d.avail_in = (uInt)l;
+            d.next_out = tmp;
+            d.avail_out = (uInt)cap;
+            if (deflate(&d, Z_SYNC_FLUSH) != Z_OK || d.avail_in)
+                die("deflate failed");
+            cl = cap - d.avail_out;
+            if (cl < 4 || memcmp(tmp + cl - 4, "\0\0\xff\xff", 4) != 0)
+                die("deflate: no sync flush marker");
+            cl -= 4;
+            payload = tmp;
+            b0 = 0xC1;
         }
-        deflateReset(&d);
-        d.next_in = (Bytef *)lines[i];
-        d.avail_in = (uInt)l;
-        d.next_out = tmp;
-        d.avail_out = (uInt)cap;
-        if (deflate(&d, Z_SYNC_FLUSH) != Z_OK || d.avail_in)
-            die("deflate failed");
-        size_t cl = cap - d.avail_out;
-        if (cl < 4 || memcmp(tmp + cl - 4, "\0\0\xff\xff", 4) != 0)
-            die("deflate: no sync flush marker");
-        cl -= 4;
         uint8_t *f = df_frames + total;
-        size_t hl = frame_header(f, 0xC1, cl, df_key);
+        size_t hl = frame_header(f, b0, cl, df_key);
         for (size_t j = 0; j < cl; j++)
-            f[hl + j] = tmp[j] ^ df_key[j & 3];
+            f[hl + j] = payload[j] ^ df_key[j & 3];
         line_len[i] = (uint32_t)l;
         df_off[i] = (uint32_t)total;
         df_len[i] = (uint32_t)(hl + cl);

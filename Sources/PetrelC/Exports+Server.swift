@@ -215,7 +215,7 @@ public func petrel_server_create(
         handlers.onMessage = { conn, kind, payload in
             let id = conn.id.rawValue
             let slot = slots + Int(id & 0xFF)
-            slot.pointee = CServer.InCallback(id: id, thread: pthread_self(), connection: .passUnretained(conn), payload: payload)
+            slot.pointee = CServer.InCallback(id: id, connection: .passUnretained(conn), payload: payload)
             onMessage(userdata, handle, id, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
             slot.pointee.id = 0
         }

@@ -13,10 +13,9 @@ final class CServer: @unchecked Sendable {
     /// Per loop (the low byte of a connection id names its loop): the connection whose
     /// on_message is running on that loop's thread, and the message. A send from inside the
     /// callback to that connection (an echo, a reply) then needs no lookup, no lock, and no
-    /// second UTF-8 check of text it received. Written and trusted only by that thread.
+    /// second UTF-8 check of text it received. Read and written only by that loop's thread.
     struct InCallback {
         var id: UInt64 = 0
-        var thread = pthread_t()
         var connection: Unmanaged<Connection>?
         var payload = UnsafeRawBufferPointer(start: nil, count: 0)
     }
@@ -36,12 +35,13 @@ final class CServer: @unchecked Sendable {
         self.inCallback.deallocate()
     }
 
-    /// The connection `id` if its on_message is running on the calling thread.
+    /// The connection `id` if its on_message is running on the calling thread. Other threads
+    /// never read the slot (it is their loop's, not theirs).
     @inline(__always)
     func connectionInCallback(_ id: UInt64) -> InCallback? {
+        guard self.server.isLoopThread(of: ConnectionID(rawValue: id)) else { return nil }
         let slot = self.inCallback[Int(id & 0xFF)]
-        guard slot.id == id, pthread_equal(slot.thread, pthread_self()) != 0 else { return nil }
-        return slot
+        return slot.id == id ? slot : nil
     }
 
     var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }

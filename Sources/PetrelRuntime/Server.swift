@@ -198,6 +198,11 @@ public final class Server: @unchecked Sendable {
     /// The kernel thread ids of the loop threads that have started (for leak tests).
     var loopKernelThreadIDs: [Int32] { self.loops.map { $0.kernelThreadID.load(ordering: .acquiring) }.filter { $0 != 0 } }
 
+    /// Whether the calling thread is the loop thread that owns connection `id`.
+    public func isLoopThread(of id: ConnectionID) -> Bool {
+        id.loopIndex < self.loops.count && self.loops[id.loopIndex].isCurrentThread
+    }
+
     /// Whether the calling thread is one of this server's loop threads (a callback is running).
     public var isCurrentLoopThread: Bool { self.loops.contains { $0.isCurrentThread } }
 
