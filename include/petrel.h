@@ -623,12 +623,15 @@ typedef struct petrel_session_config {
     int32_t role;                 /* PETREL_ROLE_SERVER (default) or PETREL_ROLE_CLIENT */
     uint64_t max_message_size;    /* default 16 MiB */
     uint32_t max_header_bytes;    /* default 16 KiB */
-    int32_t compression;          /* default 1: negotiate permessage-deflate */
+    int32_t compression;          /* default 1: negotiate permessage-deflate (a server keeps no compression
+                                     context between messages, as petrel_server does) */
     int32_t auto_pong;            /* default 1: answer pings */
     const char *subprotocols;     /* server: preference list; client: offer (comma-separated) */
     const char *host;             /* client: the Host header, e.g. "example.com:8080" (required) */
     const char *path;             /* client: the request target, default "/" */
     const char *origin;           /* client: Origin header, or NULL */
+    uint32_t max_header_count;    /* default 100: header fields in the request or response head (431 beyond) */
+    const char *allowed_origins;  /* server: comma-separated Origin values that may connect (403 for others); NULL: any */
 } petrel_session_config;
 
 /** Fills *config with the defaults above and sets its size. Thread: any. */

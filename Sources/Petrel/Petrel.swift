@@ -29,7 +29,7 @@ public struct WebSocketConnection: Sendable, Hashable {
     public var request: HandshakeRequest? { self.connection.request }
     public var subprotocol: String? { self.connection.subprotocol }
     /// True for a Server-Sent Events stream (an event-stream path), false for a WebSocket.
-    public var isEventStream: Bool { self.connection.isStream }
+    public var isEventStream: Bool { self.connection.isEventStream }
     /// The request path (WebSocket upgrade or event stream), without the query.
     public var path: String { self.connection.request?.head.path ?? self.connection.httpRequest?.path ?? "" }
     /// A decoded query parameter of the request.

@@ -28,13 +28,13 @@ public func petrel_conn_send(_ server: OpaquePointer?, _ conn: UInt64, _ kind: I
                 return PETREL_E_INVALID_ARGUMENT
             }
             return c._withUnsafeGuaranteedRef { c in
-                if k == .binary && c.isStream { return PETREL_E_INVALID_ARGUMENT }
+                if k == .binary && c.isEventStream { return PETREL_E_INVALID_ARGUMENT }
                 return Status.of(c.send(k, payload))
             }
         }
         guard let c = s.server.connection(ConnectionID(rawValue: conn)) else { return PETREL_E_UNKNOWN_CONNECTION }
         if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
-        if k == .binary && c.isStream { return PETREL_E_INVALID_ARGUMENT }
+        if k == .binary && c.isEventStream { return PETREL_E_INVALID_ARGUMENT }
         return Status.of(c.send(k, payload))
     }
 }

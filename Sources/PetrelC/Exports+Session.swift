@@ -13,13 +13,11 @@ final class CSession {
     }
 
     let role: Role
-    let sessionConfiguration: SessionConfiguration
-    let compression: DeflateOptions?
-    let subprotocols: [String]
     var session: Session
-    var handshaking = true
-    var head: HTTPHeadReader
+    /// The opening handshake while it runs (one of the two, by role); nil once it is over.
+    var serverHandshake: ServerHandshake?
     var clientHandshake: ClientHandshake?
+    var handshaking: Bool { self.serverHandshake != nil || self.clientHandshake != nil }
     /// The handshake request or response, written before any frame.
     var handshakeOutput: [UInt8] = []
     var handshakeOffset = 0
@@ -30,13 +28,17 @@ final class CSession {
     var ended = false
     var closeAfterOutput = false
 
-    init(role: Role, configuration: SessionConfiguration, maxHeaderBytes: Int, compression: DeflateOptions?, subprotocols: [String]) {
-        self.role = role
-        self.sessionConfiguration = configuration
-        self.compression = compression
-        self.subprotocols = subprotocols
-        self.session = Session(role: role, configuration: configuration)
-        self.head = HTTPHeadReader(limit: maxHeaderBytes)
+    init(server policy: ServerHandshake.Policy) {
+        self.role = .server
+        self.session = Session(role: .server, configuration: policy.session)
+        self.serverHandshake = ServerHandshake(policy: policy)
+    }
+
+    init(client handshake: ClientHandshake) {
+        self.role = .client
+        self.session = Session(role: .client, configuration: handshake.session)
+        self.clientHandshake = handshake
+        self.handshakeOutput = handshake.request
     }
 
     static func from(_ p: OpaquePointer?) -> CSession? {
@@ -51,17 +53,8 @@ final class CSession {
         bytes.withUnsafeMutableBytes { buf in
             var offset = 0
             if self.handshaking {
-                switch self.head.feed(UnsafeRawBufferPointer(buf)) {
-                case .needMore:
-                    return
-                case .tooLarge:
-                    return self.role == .server
-                        ? self.refuse(.headersTooLarge(limit: self.head.limit))
-                        : self.fail(status: ClientHandshakeError.responseTooLarge(limit: self.head.limit).cStatus)
-                case .complete(let consumed):
-                    guard self.completeHandshake() else { return }
-                    offset = consumed
-                }
+                guard let consumed = self.handshake(UnsafeRawBufferPointer(buf)) else { return }
+                offset = consumed
             }
             while offset < buf.count && !self.ended {
                 let (used, event) = self.session.parse(UnsafeMutableRawBufferPointer(rebasing: buf[offset...]))
@@ -82,53 +75,53 @@ final class CSession {
         }
     }
 
-    /// Handles a complete handshake head; true if the session is now open.
-    private func completeHandshake() -> Bool {
-        self.handshaking = false
-        if self.role == .server {
-            let request: HandshakeRequest
-            switch HTTPRequestHead.parse(self.head.bytes).flatMap({ HandshakeRequest.validate($0) }) {
-            case .failure(let e):
+    /// Feeds the opening handshake; returns how many bytes it took once the session is open,
+    /// nil while it needs more or after it failed.
+    private func handshake(_ input: UnsafeRawBufferPointer) -> Int? {
+        if var handshake = self.serverHandshake {
+            let step = handshake.feed(input)
+            self.serverHandshake = handshake
+            switch step {
+            case .needMore:
+                return nil
+            case .refuse(let e):
+                self.serverHandshake = nil
                 self.refuse(e)
-                return false
-            case .success(let r): request = r
+                return nil
+            case .plainRequest:
+                // The policy does not answer plain requests: feed never returns this.
+                self.serverHandshake = nil
+                self.refuse(.notUpgrade)
+                return nil
+            case .upgrade(let request, let consumed):
+                self.serverHandshake = nil
+                let agreement = handshake.accept(request)
+                self.handshakeOutput = agreement.response
+                self.session = agreement.makeSession()
+                self.push(QueuedEvent(type: PETREL_EVENT_OPEN, data: Array((agreement.subprotocol ?? "").utf8)))
+                return consumed
             }
-            let negotiated = self.compression.flatMap { PerMessageDeflate.negotiate(offers: request.extensions, options: $0) }
-            let subprotocol = request.selectSubprotocol(from: self.subprotocols)
-            self.handshakeOutput = request.acceptResponse(subprotocol: subprotocol, extensions: negotiated.map { [$0.response] } ?? [])
-            self.session = Session(role: .server, configuration: self.sessionConfiguration, compression: negotiated?.compression)
-            self.push(QueuedEvent(type: PETREL_EVENT_OPEN, data: Array((subprotocol ?? "").utf8)))
-            return true
         }
-        guard let handshake = self.clientHandshake else { return false }
-        let accepted: ClientHandshake.Accepted
-        switch HTTPResponseHead.parse(self.head.bytes).flatMap(handshake.validate) {
-        case .failure(let e):
+        guard var handshake = self.clientHandshake else { return nil }
+        let step = handshake.feed(input)
+        self.clientHandshake = handshake
+        switch step {
+        case .needMore:
+            return nil
+        case .fail(let e):
+            self.clientHandshake = nil
             self.fail(status: e.cStatus)
-            return false
-        case .success(let a): accepted = a
+            return nil
+        case .open(let agreement, let consumed):
+            self.clientHandshake = nil
+            self.session = agreement.makeSession()
+            self.push(QueuedEvent(type: PETREL_EVENT_OPEN, data: Array((agreement.subprotocol ?? "").utf8)))
+            return consumed
         }
-        var compression: Compression? = nil
-        if let ext = accepted.extensions.first {
-            guard let offered = self.compression else {
-                self.fail(status: ClientHandshakeError.unexpectedExtension(ext.name).cStatus)
-                return false
-            }
-            switch PerMessageDeflate.accept(response: ext, options: offered) {
-            case .failure(let e):
-                self.fail(status: e.cStatus)
-                return false
-            case .success(let c): compression = c
-            }
-        }
-        self.session = Session(role: .client, configuration: self.sessionConfiguration, compression: compression)
-        self.push(QueuedEvent(type: PETREL_EVENT_OPEN, data: Array((accepted.subprotocol ?? "").utf8)))
-        return true
     }
 
     /// Server: answers the HTTP error and closes after it.
     private func refuse(_ e: HandshakeError) {
-        self.handshaking = false
         self.handshakeOutput = e.response
         self.closeAfterOutput = true
         self.ended = true
@@ -137,7 +130,6 @@ final class CSession {
 
     /// Client: the handshake failed; the transport should close.
     private func fail(status: Int32) {
-        self.handshaking = false
         self.closeAfterOutput = true
         self.ended = true
         self.push(QueuedEvent(type: PETREL_EVENT_ERROR, status: status, code: CloseCode.abnormalClosure.rawValue))
@@ -153,7 +145,9 @@ public func petrel_session_config_init(_ config: UnsafeMutablePointer<petrel_ses
     c.size = MemoryLayout<petrel_session_config>.size
     c.role = Int32(PETREL_ROLE_SERVER)
     c.max_message_size = UInt64(SessionConfiguration().maxMessageSize)
-    c.max_header_bytes = 16 * 1024
+    let defaults = ServerHandshake.Policy()
+    c.max_header_bytes = UInt32(defaults.maxHeaderBytes)
+    c.max_header_count = UInt32(defaults.maxHeaderCount)
     c.compression = 1
     c.auto_pong = 1
     config.pointee = c
@@ -173,11 +167,22 @@ public func petrel_session_create(_ config: UnsafePointer<petrel_session_config>
         guard let list = commaList(c.subprotocols), list.allSatisfy(ASCII.isToken) else { return PETREL_E_INVALID_ARGUMENT }
         subprotocols = list
     }
-    let role: Role = c.role == Int32(PETREL_ROLE_CLIENT) ? .client : .server
+    guard c.max_header_count >= 1 else { return PETREL_E_INVALID_ARGUMENT }
     let sc = SessionConfiguration(maxFrameSize: maxMessage, maxMessageSize: maxMessage, autoPong: c.auto_pong != 0)
-    let s = CSession(role: role, configuration: sc, maxHeaderBytes: Int(c.max_header_bytes),
-                     compression: c.compression != 0 ? DeflateOptions() : nil, subprotocols: subprotocols)
-    if role == .client {
+    let s: CSession
+    if c.role == Int32(PETREL_ROLE_SERVER) {
+        var policy = ServerHandshake.Policy()
+        policy.maxHeaderBytes = Int(c.max_header_bytes)
+        policy.maxHeaderCount = Int(c.max_header_count)
+        policy.subprotocols = subprotocols
+        if c.compression == 0 { policy.compression = nil }
+        policy.session = sc
+        if c.allowed_origins != nil {
+            guard let list = commaList(c.allowed_origins) else { return PETREL_E_INVALID_ARGUMENT }
+            policy.allowedOrigins = list
+        }
+        s = CSession(server: policy)
+    } else {
         guard let hostPointer = c.host, let host = string(hostPointer), !host.isEmpty, isHeaderSafe(host) else {
             return PETREL_E_INVALID_ARGUMENT
         }
@@ -192,11 +197,10 @@ public func petrel_session_create(_ config: UnsafePointer<petrel_session_config>
             origin = v
         }
         var entropy = EntropySource.system
-        let handshake = ClientHandshake(
+        s = CSession(client: ClientHandshake(
             host: host, target: path, origin: origin, subprotocols: subprotocols,
-            extensions: s.compression.map { PerMessageDeflate.offers(options: $0) } ?? [], entropy: &entropy)
-        s.clientHandshake = handshake
-        s.handshakeOutput = handshake.request
+            compression: c.compression != 0 ? DeflateOptions() : nil, maxHeaderBytes: Int(c.max_header_bytes),
+            maxHeaderCount: Int(c.max_header_count), session: sc, entropy: &entropy))
     }
     sessionOut.pointee = OpaquePointer(Unmanaged.passRetained(s).toOpaque())
     return PETREL_OK
@@ -215,7 +219,8 @@ public func petrel_session_feed(_ session: OpaquePointer?, _ data: UnsafeRawPoin
 public func petrel_session_end_of_stream(_ session: OpaquePointer?) -> Int32 {
     guard let s = CSession.from(session) else { return PETREL_E_NULL }
     if s.handshaking {
-        s.handshaking = false
+        s.serverHandshake = nil
+        s.clientHandshake = nil
         s.ended = true
         s.push(CSession.QueuedEvent(type: PETREL_EVENT_ERROR, status: ProtocolError.abnormalClosure.status, code: 1006))
         return PETREL_OK

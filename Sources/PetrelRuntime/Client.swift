@@ -49,9 +49,9 @@ public enum ClientConnector {
         var entropy = EntropySource.system
         let handshake = ClientHandshake(
             host: target.hostHeader, target: target.target, origin: configuration.origin,
-            subprotocols: configuration.subprotocols,
-            extensions: configuration.compression.map { PerMessageDeflate.offers(options: $0) } ?? [],
-            headers: configuration.headers, entropy: &entropy)
+            subprotocols: configuration.subprotocols, compression: configuration.compression, headers: configuration.headers,
+            maxHeaderBytes: configuration.options.maxHeaderBytes, maxHeaderCount: configuration.options.maxHeaderCount,
+            session: configuration.options.session, entropy: &entropy)
         guard let loop = ClientLoop.shared?.loop else {
             throw RuntimeError(.thread, "the client loop thread could not be started")
         }

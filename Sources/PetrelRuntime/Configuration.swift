@@ -70,11 +70,7 @@ public struct ServerConfiguration: Sendable {
     /// permessage-deflate, or nil to decline it. By default the server does not keep its
     /// compression context between messages (256 KiB less per connection, and pub/sub frames
     /// can be compressed once for every subscriber).
-    public var compression: DeflateOptions? = {
-        var o = DeflateOptions()
-        o.localNoContextTakeover = true
-        return o
-    }()
+    public var compression: DeflateOptions? = DeflateOptions.serverDefault
     /// Subprotocols in order of preference; the first one the client also offers is chosen.
     public var subprotocols: [String] = []
     /// If set, only these `Origin` values may connect (403 otherwise).

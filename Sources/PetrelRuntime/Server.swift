@@ -13,6 +13,8 @@ public final class Server: @unchecked Sendable {
     let topics = TopicRegistry()
     /// `configuration.options`, once for all connections.
     let sharedOptions: SharedOptions
+    /// What the opening handshake accepts, made once from the configuration.
+    let handshakePolicy: ServerHandshake.Policy
     /// Runs once every loop has finished after a stop, on the last loop's thread (or the
     /// host's thread in external-poll mode). Set it before `start`.
     public var onStopped: (@Sendable () -> Void)?
@@ -37,6 +39,15 @@ public final class Server: @unchecked Sendable {
         self.configuration = configuration
         self.handlers = handlers
         self.sharedOptions = SharedOptions(configuration.options)
+        var policy = ServerHandshake.Policy()
+        policy.maxHeaderBytes = configuration.options.maxHeaderBytes
+        policy.maxHeaderCount = configuration.options.maxHeaderCount
+        policy.allowedOrigins = configuration.allowedOrigins
+        policy.subprotocols = configuration.subprotocols
+        policy.compression = configuration.compression
+        policy.session = configuration.options.session
+        policy.answersPlainRequests = true
+        self.handshakePolicy = policy
     }
 
     /// Binds and starts every loop on background threads; returns once the server is listening.

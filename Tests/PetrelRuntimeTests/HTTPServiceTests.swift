@@ -145,8 +145,8 @@ extension RuntimeTests {
                 c.eventStreamPaths = ["/events"]
                 c.topicPolicies["t"] = TopicPolicy(replayCapacity: 4)
                 h.onOpen = { conn in
-                    opened.withLock { $0.append("\(conn.isStream) \(conn.lastEventID.map(String.init) ?? "nil")") }
-                    if conn.isStream {
+                    opened.withLock { $0.append("\(conn.isEventStream) \(conn.lastEventID.map(String.init) ?? "nil")") }
+                    if conn.isEventStream {
                         conn.send(text: "hello\nworld")
                         if !conn.subscribe("t", after: conn.lastEventID ?? 0) {
                             conn.send(text: "snapshot", eventID: owner(conn).statistics(topic: "t").lastEventID)

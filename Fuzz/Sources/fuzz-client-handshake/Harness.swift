@@ -1,4 +1,5 @@
-// The client's side: the server's response to our handshake, in any split. Oracle: every
+// The client's side, through the core's ClientHandshake (the state machine the runtime and the C
+// session drive): the server's response to our handshake, in any split. Oracle: every
 // outcome is a documented ClientHandshakeError or an acceptance whose extension parameters
 // are ones we offered and can run.
 import FuzzSupport
@@ -9,7 +10,7 @@ nonisolated(unsafe) let handshake: ClientHandshake = {
     var entropy = EntropySource.seeded(42)
     return ClientHandshake(
         host: "example.com", target: "/chat", subprotocols: ["chat", "superchat"],
-        extensions: PerMessageDeflate.offers(options: DeflateOptions()), entropy: &entropy)
+        compression: DeflateOptions(), maxHeaderBytes: 4096, maxHeaderCount: 32, entropy: &entropy)
 }()
 
 /// The right Sec-WebSocket-Accept for our key: "@@" in an input stands for it, so the fuzzer can
@@ -29,29 +30,23 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             i += 1
         }
     }
-    var reader = HTTPHeadReader(limit: 4096)
+    var client = handshake
     Chunks(input).forEach { piece in
-        switch piece.withUnsafeBytes({ reader.feed($0) }) {
+        switch piece.withUnsafeBytes({ client.feed($0) }) {
         case .needMore:
             return true
-        case .tooLarge:
-            require(reader.bytes.count <= 4097, "the head reader holds more than its limit")
+        case .fail(let e):
+            require(!e.message.isEmpty && e.cStatus <= -260 && e.cStatus >= -269, "undocumented error \(e)")
             return false
-        case .complete:
-            switch HTTPResponseHead.parse(reader.bytes, maxFieldCount: 32).flatMap(handshake.validate) {
-            case .failure(let e):
-                require(!e.message.isEmpty && e.cStatus <= -260 && e.cStatus >= -269, "undocumented error \(e)")
-            case .success(let accepted):
-                require(accepted.subprotocol == nil || ["chat", "superchat"].contains(accepted.subprotocol!), "a subprotocol we did not offer")
-                require(accepted.extensions.count <= 1, "more than one extension accepted")
-                if let ext = accepted.extensions.first {
-                    switch PerMessageDeflate.accept(response: ext, options: DeflateOptions()) {
-                    case .failure(let e): require(!e.message.isEmpty, "empty error")
-                    case .success(let c):
-                        require((8...15).contains(c.parameters.localMaxWindowBits) && (8...15).contains(c.parameters.remoteMaxWindowBits), "window bits out of range")
-                    }
-                }
+        case .open(let agreement, let consumed):
+            require(consumed > 0 && consumed <= piece.count, "bad consumed count")
+            require(agreement.subprotocol == nil || ["chat", "superchat"].contains(agreement.subprotocol!), "a subprotocol we did not offer")
+            if let c = agreement.compression {
+                require((8...15).contains(c.parameters.localMaxWindowBits) && (8...15).contains(c.parameters.remoteMaxWindowBits), "window bits out of range")
             }
+            let session = agreement.makeSession()
+            require(session.state == .open, "the agreed session is not open")
+            _ = session.pendingOutputCount
             return false
         }
     }

@@ -1,0 +1,255 @@
+import CLinux
+import Glibc
+import PetrelCore
+
+/// What waits in the backlog for room under the backpressure limit.
+enum QueuedFrame {
+    case shared(SharedFrame)
+    case direct(MessageKind, [UInt8])
+    case raw([UInt8])
+
+    var byteCount: Int {
+        switch self {
+        case .shared(let f): return f.encoded.count
+        case .direct(_, let b), .raw(let b): return b.count
+        }
+    }
+}
+
+/// The output queue: the session's bytes, topic frames written straight from their shared
+/// memory, the backlog of frames waiting for room under the backpressure limit, and writing
+/// all of it to the socket.
+extension Connection {
+    func sendOnLoop(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer) -> SendStatus {
+        if self.isEventStream { return ServerSentEvents.event(id: 0, payload: payload).withUnsafeBytes { self.sendRawOnLoop($0) } }
+        guard self.phase == .open, self.session.state == .open else { return .closed }
+        if self.queuedBytes >= self.options.maxBackpressure {
+            self.wantsDrain = true
+            if self.options.closeOnBackpressure { self.closeOnLoop(code: .policyViolation, reason: self.backpressureReason) }
+            return .backpressure
+        }
+        if self.backlogHead < self.backlog.count {
+            // Keep order behind queued topic messages.
+            self.pushBacklog(.direct(kind, [UInt8](payload)))
+        } else {
+            self.spillShared()
+            do { try self.session.send(kind, payload) } catch { return .closed }
+        }
+        self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+        self.loop.markDirty(self)
+        return .ok
+    }
+
+    /// Writes bytes that are already encoded (an SSE event, a shared frame). Loop thread only.
+    func sendRawOnLoop(_ bytes: UnsafeRawBufferPointer) -> SendStatus {
+        guard self.phase == .open, self.session.state == .open, !self.closeAfterFlush else { return .closed }
+        if self.queuedBytes >= self.options.maxBackpressure {
+            self.wantsDrain = true
+            return .backpressure
+        }
+        if self.backlogHead < self.backlog.count {
+            self.pushBacklog(.raw([UInt8](bytes)))
+        } else {
+            self.spillShared()
+            do { try self.session.queueEncoded(bytes) } catch { return .closed }
+        }
+        self.loop.markDirty(self)
+        return .ok
+    }
+
+    func pingOnLoop(_ payload: UnsafeRawBufferPointer) -> SendStatus {
+        guard self.phase == .open, !self.isEventStream else { return .closed }
+        do { try self.session.sendPing(payload) } catch { return .closed }
+        self.pingQueued = true
+        self.lastPing = self.loop.now
+        self.loop.markDirty(self)
+        return .ok
+    }
+
+
+    /// Output past the backlog: the session's bytes and, with TLS, what is encrypted but unsent.
+    var outputBytes: Int {
+        guard let e = self.extras else { return self.session.pendingOutputCount + self.sharedBytes }
+        var n = self.session.pendingOutputCount + self.sharedBytes + (e.tlsOut.count - e.tlsOutHead) + e.proxyOut.count
+        for p in e.layerPending { n += p.count }
+        return n
+    }
+
+    var queuedBytes: Int { self.outputBytes + self.backlogBytes }
+
+    var backlogIsEmpty: Bool {
+        guard let e = self.extras else { return true }
+        return e.backlogHead == e.backlog.count
+    }
+
+
+    func writable() {
+        if self.phase == .connecting {
+            self.connectCompleted()
+            return
+        }
+        self.flush()
+    }
+
+    func flush() {
+        guard self.phase != .closed, self.phase != .connecting else { return }
+        while true {
+            guard self.writeQueued() else { return }
+            if self.pingQueued {
+                self.pingQueued = false
+                self.awaitingPong = true
+                self.pingSentAt = self.loop.now
+            }
+            if !self.moveBacklogIntoOutput(all: false) { break }
+        }
+        if self.releaseBuffersAfterFlush {
+            // The 101 is out: an idle connection keeps no buffer (the first message makes one).
+            self.releaseBuffersAfterFlush = false
+            self.session.releaseIdleBuffers()
+        }
+        self.setWriteInterest(false)
+        self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+        if self.readPaused {
+            self.resumeReading()
+            // The stashed input may have queued output (replies, a close echo): write it first.
+            if self.session.pendingOutputCount > 0 || self.phase == .closed { return self.loop.markDirty(self) }
+        }
+        if self.wantsDrain && self.queuedBytes == 0 && self.phase == .open {
+            self.wantsDrain = false
+            self.handlers.onDrain?(self)
+            if self.session.pendingOutputCount > 0 { return self.loop.markDirty(self) }
+        }
+        self.afterOutputWritten()
+    }
+
+    /// Writes the session's output (through the TLS layers and any proxy negotiation). Returns
+    /// false when the socket is full (write interest is then on) or the connection failed.
+    func writeQueued() -> Bool {
+        if self.extras == nil || (self.tlsLayers.isEmpty && self.proxyOut.isEmpty && self.tlsOutHead == self.tlsOut.count) {
+            while self.session.pendingOutputCount > 0 {
+                let result = self.session.withPendingOutput { Sys.write(self.fd, $0) }
+                guard case .done(let n) = result else { return self.writeFailed(result) }
+                self.session.consumeOutput(n)
+            }
+            while !self.sharedOut.isEmpty {
+                guard self.writeShared() else { return false }
+            }
+            return true
+        }
+        self.spillShared()
+        while true {
+            // What is already encrypted goes first: nothing more is encrypted while the socket is full.
+            while self.tlsOutHead < self.tlsOut.count {
+                let result = self.tlsOut.withUnsafeBytes { Sys.write(self.fd, UnsafeRawBufferPointer(rebasing: $0[self.tlsOutHead...])) }
+                guard case .done(let n) = result else { return self.writeFailed(result) }
+                self.tlsOutHead += n
+            }
+            self.tlsOut.removeAll(keepingCapacity: self.tlsOut.capacity <= 64 * 1024)
+            self.tlsOutHead = 0
+            guard self.pumpLayers() else { return false }
+            if self.tlsOut.isEmpty { return true }
+        }
+    }
+
+    /// One writev of queued topic frames (up to `EventLoop.maxIovecs`), straight from their
+    /// shared memory. False when the socket is full or failed.
+    func writeShared() -> Bool {
+        let iov = self.loop.iovecs
+        var count = 0
+        for f in self.sharedOut {
+            if count == EventLoop.maxIovecs { break }
+            let skip = count == 0 ? self.sharedHead : 0
+            iov[count] = iovec(iov_base: f.wire.baseAddress! + skip, iov_len: f.wire.count - skip)
+            count += 1
+        }
+        let result = Sys.writev(self.fd, iov, count)
+        guard case .done(var n) = result else { return self.writeFailed(result) }
+        self.sharedBytes -= n
+        var done = 0
+        while done < self.sharedOut.count {
+            let left = self.sharedOut[done].wire.count - (done == 0 ? self.sharedHead : 0)
+            if n < left {
+                self.sharedHead = (done == 0 ? self.sharedHead : 0) + n
+                break
+            }
+            n -= left
+            done += 1
+            self.sharedHead = 0
+        }
+        if done == self.sharedOut.count {
+            self.sharedOut.removeAll(keepingCapacity: self.sharedOut.count <= 64)
+        } else if done > 0 {
+            self.sharedOut.removeFirst(done)
+        }
+        return true
+    }
+
+    /// Moves queued topic frames into the session's buffer (a copy), ahead of whatever is
+    /// written next: for writes that are not topic frames, and for TLS.
+    func spillShared() {
+        guard !self.sharedOut.isEmpty else { return }
+        for (i, f) in self.sharedOut.enumerated() {
+            let bytes = i == 0 ? UnsafeRawBufferPointer(rebasing: f.encoded[self.sharedHead...]) : f.encoded
+            _ = try? self.session.queueEncoded(bytes)
+        }
+        self.sharedOut.removeAll(keepingCapacity: false)
+        self.sharedHead = 0
+        self.sharedBytes = 0
+    }
+
+    func writeFailed(_ result: IOResult) -> Bool {
+        switch result {
+        case .wouldBlock:
+            self.setWriteInterest(true)
+            self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+        case .failed(let e):
+            self.closeTransport(reason: .abnormalClosure, message: "write failed: \(String(cString: strerror(e)))")
+        case .eof, .done:
+            break
+        }
+        return false
+    }
+
+    func pushBacklog(_ item: QueuedFrame) {
+        self.backlog.append(item)
+        self.backlogBytes += item.byteCount
+        self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+    }
+
+    /// Moves queued frames into the session's output while it is under the limit (or all of
+    /// them). Returns whether anything moved.
+    @discardableResult
+    func moveBacklogIntoOutput(all: Bool) -> Bool {
+        var moved = false
+        while self.backlogHead < self.backlog.count && (all || self.outputBytes < self.options.maxBackpressure) {
+            let item = self.backlog[self.backlogHead]
+            self.backlogHead += 1
+            self.backlogBytes -= item.byteCount
+            switch item {
+            case .shared(let f): self.write(f)
+            case .direct(let kind, let bytes): _ = bytes.withUnsafeBytes { try? self.session.send(kind, $0) }
+            case .raw(let bytes): _ = bytes.withUnsafeBytes { try? self.session.queueEncoded($0) }
+            }
+            moved = true
+        }
+        if moved && self.backlogHead == self.backlog.count {
+            self.backlog.removeAll(keepingCapacity: self.backlog.count < 64)
+            self.backlogHead = 0
+        }
+        return moved
+    }
+
+    func setWriteInterest(_ on: Bool) {
+        guard on != self.writeInterest else { return }
+        self.writeInterest = on
+        self.updateInterest()
+    }
+
+    func updateInterest() {
+        guard self.phase != .closed else { return }
+        var events: UInt32 = 0
+        if !self.readPaused { events |= UInt32(EPOLLIN.rawValue) }
+        if self.writeInterest { events |= UInt32(EPOLLOUT.rawValue) }
+        self.loop.modify(fd: self.fd, events: events)
+    }
+}

@@ -1,0 +1,132 @@
+import CLinux
+import Glibc
+import PetrelCore
+
+/// The read path: bytes from the socket (or from the TLS layers) to the handshake, the frame
+/// parser and the application's callbacks; pausing reads while the peer does not read ours.
+extension Connection {
+    func readable() {
+        switch self.phase {
+        case .closed:
+            return
+        case .connecting:
+            return  // the loop hands connect completion to writable()
+        default:
+            break
+        }
+        if self.readPaused { return }
+        let buffer = self.loop.readBuffer
+        while true {
+            switch Sys.read(self.fd, buffer) {
+            case .wouldBlock:
+                return
+            case .eof:
+                self.endOfStream()
+                return
+            case .failed(let e):
+                self.closeTransport(reason: .abnormalClosure, message: "read failed: \(String(cString: strerror(e)))")
+                return
+            case .done(let n):
+                self.lastReceive = self.loop.now
+                if self.wantsTLS || self.proxy != nil || self.refusedPlaintext {
+                    self.receiveCiphertext(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                } else {
+                    self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+                }
+                if self.phase == .closed || self.readPaused || n < buffer.count { return }
+            }
+        }
+    }
+
+    func consume(_ bytes: UnsafeMutableRawBufferPointer) {
+        switch self.phase {
+        case .handshaking:
+            if self.role == .server { self.serverHandshake(bytes) } else { self.clientHandshakeBytes(bytes) }
+        case .open:
+            if self.isEventStream { return }  // an SSE client has nothing more to say
+            self.parseFrames(bytes)
+        default:
+            break  // draining: discard until the peer closes
+        }
+    }
+
+    func parseFrames(_ bytes: UnsafeMutableRawBufferPointer) {
+        var offset = 0
+        while offset < bytes.count {
+            if self.queuedBytes >= self.options.maxBackpressure && self.session.wantsRead {
+                // The peer is not reading what we send: stop reading what it sends (TCP pushes
+                // back), keeping the unparsed rest, until our buffer drains.
+                self.stash.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                self.pauseReading()
+                break
+            }
+            // Parsing may queue a close frame: it must follow every topic frame already queued.
+            if !self.sharedOut.isEmpty { self.spillShared() }
+            let (used, event) = self.session.parse(UnsafeMutableRawBufferPointer(rebasing: bytes[offset...]))
+            offset += used
+            if let event { self.dispatch(event) }
+            if self.phase != .open { return }
+        }
+        if self.session.pendingOutputCount > 0 || self.session.state != .open { self.loop.markDirty(self) }
+    }
+
+    func dispatch(_ event: Event) {
+        switch event {
+        case .text(let p):
+            self.handlers.onMessage?(self, .text, p)
+        case .binary(let p):
+            self.handlers.onMessage?(self, .binary, p)
+        case .ping:
+            self.loop.markDirty(self)
+        case .pong(let p):
+            if self.awaitingPong {
+                self.awaitingPong = false
+                self.rtt.store(Int(self.loop.now - self.pingSentAt), ordering: .relaxed)
+            }
+            self.handlers.onPong?(self, p)
+        case .close(let code, let reason):
+            if !self.closedFirst {
+                self.closeCode = code ?? .noStatusReceived
+                self.closeReason = String(decoding: reason, as: UTF8.self)
+            }
+            self.moveBacklogIntoOutput(all: false)
+            self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
+        case .failed(let error):
+            self.closeCode = error.closeCode
+            self.closeReason = error.description
+            self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
+        }
+    }
+
+    func pauseReading() {
+        guard !self.readPaused else { return }
+        self.readPaused = true
+        self.updateInterest()
+    }
+
+    func resumeReading() {
+        guard self.readPaused else { return }
+        self.readPaused = false
+        self.updateInterest()
+        if !self.stash.isEmpty {
+            var pending = self.stash
+            self.stash = []
+            pending.withUnsafeMutableBytes { self.parseFrames($0) }
+        }
+    }
+
+    func endOfStream() {
+        switch self.phase {
+        case .open where !self.isEventStream:
+            if let error = self.session.receiveEndOfStream() {
+                self.closeCode = error.closeCode
+                self.closeReason = error.description
+            }
+            self.closeTransport(reason: self.closeCode, message: self.closeReason)
+        case .handshaking where self.role == .client:
+            self.failConnect(RuntimeError(.handshake, "server closed the connection during the handshake"))
+        default:
+            self.closeTransport(reason: self.closeCode, message: self.closeReason)
+        }
+    }
+}

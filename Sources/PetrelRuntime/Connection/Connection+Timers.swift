@@ -1,0 +1,60 @@
+import CLinux
+import Glibc
+import PetrelCore
+
+/// Timers: the handshake deadline, idle timeout, pings and pongs, and the closing deadlines,
+/// checked by the loop every `timerResolution`.
+extension Connection {
+    func checkTimers(now: UInt64) {
+        switch self.phase {
+        case .connecting:
+            if now >= self.deadline { self.failConnect(RuntimeError(.connectTimeout, "connect to \(self.peerAddress) timed out")) }
+        case .handshaking:
+            guard now >= self.deadline else { return }
+            if self.role == .client {
+                self.failConnect(RuntimeError(.handshake, "handshake not completed in \(self.options.handshakeTimeout) ms"))
+            } else if !self.tlsLayers.allSatisfy(\.handshakeComplete) {
+                self.closeTransport(reason: .abnormalClosure, message: "TLS handshake not completed in \(self.options.handshakeTimeout) ms")
+            } else if self.wantsTLS && self.tls == nil {
+                self.closeTransport(reason: .abnormalClosure, message: "nothing received in \(self.options.handshakeTimeout) ms")
+            } else if !self.closeAfterFlush {
+                self.respondAndClose(HandshakeError.timeout.response)
+            } else {
+                self.closeTransport(reason: .abnormalClosure, message: "handshake timeout")
+            }
+        case .open:
+            if self.isEventStream {
+                if self.closeAfterFlush && now >= self.deadline && self.deadline != 0 { self.closeTransport(reason: self.closeCode, message: self.closeReason) }
+                let interval = self.options.pingInterval
+                if interval > 0 && !self.closeAfterFlush && now - self.lastPing >= UInt64(interval) {
+                    self.lastPing = now
+                    _ = ServerSentEvents.keepalive.withUnsafeBytes { self.sendRawOnLoop($0) }
+                }
+                return
+            }
+            if self.session.state != .open {
+                if self.deadline != 0 && now >= self.deadline {
+                    self.closeTransport(reason: self.closeCode, message: self.closeReason.isEmpty ? "close timeout" : self.closeReason)
+                }
+                return
+            }
+            let idle = self.options.idleTimeout
+            if idle > 0 && now - self.lastReceive >= UInt64(idle) {
+                return self.closeOnLoop(code: .goingAway, reason: "idle for \(idle) ms")
+            }
+            let interval = self.options.pingInterval
+            guard interval > 0 else { return }
+            if self.awaitingPong {
+                if now - self.pingSentAt >= UInt64(self.options.pongTimeout) {
+                    self.closeOnLoop(code: .internalError, reason: "no pong within \(self.options.pongTimeout) ms")
+                }
+            } else if !self.pingQueued && now - max(self.lastReceive, self.lastPing) >= UInt64(interval) {
+                _ = self.pingOnLoop(UnsafeRawBufferPointer(start: nil, count: 0))
+            }
+        case .draining:
+            if now >= self.deadline { self.closeTransport(reason: self.closeCode, message: self.closeReason) }
+        case .closed:
+            break
+        }
+    }
+}
