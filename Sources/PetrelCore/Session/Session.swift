@@ -163,7 +163,7 @@ public struct Session: ~Copyable {
                         if let error = self.readHeader(UnsafeRawPointer(base + i)) { return (n, self.fail(error)) }
                         i += need
                     } else {
-                        self.stash(UnsafeRawPointer(base + i), count: n - i)
+                        self.appendToHeaderSpill(UnsafeRawPointer(base + i), count: n - i)
                         i = n
                         continue
                     }
@@ -171,7 +171,7 @@ public struct Session: ~Copyable {
                     // Gather a header that arrives in pieces in the 14-byte spill.
                     let need = self.spillCount >= 2 ? Session.headerLength(self.spillByte(1)) : 2
                     let take = min(need - self.spillCount, n - i)
-                    self.stash(UnsafeRawPointer(base + i), count: take)
+                    self.appendToHeaderSpill(UnsafeRawPointer(base + i), count: take)
                     i += take
                     if self.spillCount == 2 {
                         if let error = self.checkStart(self.spillByte(0), self.spillByte(1)) { return (n, self.fail(error)) }
@@ -226,7 +226,8 @@ public struct Session: ~Copyable {
         withUnsafeBytes(of: self.spill) { $0[i] }
     }
 
-    mutating func stash(_ p: UnsafeRawPointer, count: Int) {
+    /// Keeps part of a frame header that arrived split, until the rest comes.
+    mutating func appendToHeaderSpill(_ p: UnsafeRawPointer, count: Int) {
         let at = self.spillCount
         withUnsafeMutableBytes(of: &self.spill) { $0.baseAddress!.advanced(by: at).copyMemory(from: p, byteCount: count) }
         self.spillCount += count

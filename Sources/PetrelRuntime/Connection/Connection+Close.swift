@@ -57,7 +57,7 @@ extension Connection {
         if let tls = self.tls, self.tlsOutHead == self.tlsOut.count {
             // close_notify, best effort: the socket has room, everything else is written.
             tls.shutdown()
-            if self.pumpLayers() { _ = self.tlsOut.withUnsafeBytes { Sys.write(self.fd, $0) } }
+            if self.pumpLayers() { _ = self.tlsOut.withUnsafeBytes { Syscall.write(self.fd, $0) } }
             self.extras?.tlsOut = []
             self.extras?.tlsOutHead = 0
         }
@@ -90,7 +90,7 @@ extension Connection {
         self.closedFlag.store(true, ordering: .relaxed)
         if self.fd >= 0 {
             self.loop.unregister(fd: self.fd)
-            Sys.close(self.fd)
+            Syscall.close(self.fd)
             self.fd = -1
         }
         self.loop.forget(self)
@@ -106,7 +106,9 @@ extension Connection {
             e.backlog = []
             e.backlogHead = 0
             e.backlogBytes = 0
-            e.stash = []
+            e.unparsedInput = []
+            e.plainOutput = []
+            e.plainOutputHead = 0
         }
         self.bufferedBytes.store(0, ordering: .relaxed)
         if self.role == .server { self.server?.connectionClosed() }

@@ -26,7 +26,7 @@ extension Connection {
             }
             return
         }
-        Sys.noDelay(self.fd)
+        Syscall.noDelay(self.fd)
         self.phase = .handshaking
         self.deadline = self.loop.now + UInt64(self.options.handshakeTimeout)
         if let proxy = self.proxy, let target = self.proxyTarget {
@@ -54,7 +54,7 @@ extension Connection {
         if self.wantsTLS {
             guard self.startClientTLS(hostname: self.clientConfiguration?.tls.serverName ?? self.tlsHost, forProxy: false) else { return }
         }
-        _ = handshake.request.withUnsafeBytes { try? self.session.queueEncoded($0) }
+        handshake.request.withUnsafeBytes { self.queuePlain($0) }
         self.loop.markDirty(self)
     }
 
@@ -153,7 +153,7 @@ extension Connection {
 
     func retryNextAddress() {
         self.loop.unregister(fd: self.fd)
-        Sys.close(self.fd)
+        Syscall.close(self.fd)
         self.fd = -1
         while !self.pendingAddresses.isEmpty {
             let next = self.pendingAddresses.removeFirst()
@@ -163,7 +163,7 @@ extension Connection {
             let rc = next.withSockaddr { Glibc.connect(fd, $0, $1) }
             if rc != 0 && errno != EINPROGRESS {
                 let error = RuntimeError.system(.connect, "connect to \(next)")
-                Sys.close(fd)
+                Syscall.close(fd)
                 if self.pendingAddresses.isEmpty { return self.failConnect(error) }
                 continue
             }

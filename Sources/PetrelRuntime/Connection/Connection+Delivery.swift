@@ -96,7 +96,7 @@ extension Connection {
     func write(_ frame: SharedFrame) {
         self.spillShared()
         if self.isEventStream {
-            _ = frame.sseEvent.withUnsafeBytes { try? self.session.queueEncoded($0) }
+            frame.sseEvent.withUnsafeBytes { self.queuePlain($0) }
             return
         }
         if let c = self.session.compression, frame.payload.count >= c.options.minimumSize {

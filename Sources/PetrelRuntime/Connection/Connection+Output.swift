@@ -49,12 +49,50 @@ extension Connection {
         }
         if self.backlogHead < self.backlog.count {
             self.pushBacklog(.raw([UInt8](bytes)))
+        } else if self.isEventStream {
+            self.queuePlain(bytes)
         } else {
             self.spillShared()
             do { try self.session.queueEncoded(bytes) } catch { return .closed }
         }
         self.loop.markDirty(self)
         return .ok
+    }
+
+    /// Queues HTTP bytes that are not WebSocket frames: a plain response, an event stream's
+    /// head and events, a client's opening request. They go out before the session's bytes.
+    func queuePlain(_ bytes: UnsafeRawBufferPointer) {
+        self.more.plainOutput.append(contentsOf: bytes)
+    }
+
+    /// Plain HTTP bytes not yet written.
+    var plainPending: Int {
+        guard let e = self.extras else { return 0 }
+        return e.plainOutput.count - e.plainOutputHead
+    }
+
+    /// Everything still to write above the TLS layers: plain HTTP bytes, then the session's.
+    var plaintextPending: Int { self.plainPending + self.session.pendingOutputCount }
+
+    /// Calls `body` with the next contiguous plaintext to write (plain HTTP bytes first).
+    func withNextPlaintext<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        if let e = self.extras, e.plainOutputHead < e.plainOutput.count {
+            return e.plainOutput.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[e.plainOutputHead...])) }
+        }
+        return self.session.withPendingOutput(body)
+    }
+
+    /// Marks `n` bytes of what `withNextPlaintext` offered as written.
+    func consumePlaintext(_ n: Int) {
+        if let e = self.extras, e.plainOutputHead < e.plainOutput.count {
+            e.plainOutputHead += n
+            if e.plainOutputHead == e.plainOutput.count {
+                e.plainOutput.removeAll(keepingCapacity: e.plainOutput.capacity <= 64 * 1024)
+                e.plainOutputHead = 0
+            }
+            return
+        }
+        self.session.consumeOutput(n)
     }
 
     func pingOnLoop(_ payload: UnsafeRawBufferPointer) -> SendStatus {
@@ -70,7 +108,7 @@ extension Connection {
     /// Output past the backlog: the session's bytes and, with TLS, what is encrypted but unsent.
     var outputBytes: Int {
         guard let e = self.extras else { return self.session.pendingOutputCount + self.sharedBytes }
-        var n = self.session.pendingOutputCount + self.sharedBytes + (e.tlsOut.count - e.tlsOutHead) + e.proxyOut.count
+        var n = self.plaintextPending + self.sharedBytes + (e.tlsOut.count - e.tlsOutHead) + e.proxyOut.count
         for p in e.layerPending { n += p.count }
         return n
     }
@@ -112,22 +150,28 @@ extension Connection {
         if self.readPaused {
             self.resumeReading()
             // The stashed input may have queued output (replies, a close echo): write it first.
-            if self.session.pendingOutputCount > 0 || self.phase == .closed { return self.loop.markDirty(self) }
+            if self.plaintextPending > 0 || self.phase == .closed { return self.loop.markDirty(self) }
         }
         if self.wantsDrain && self.queuedBytes == 0 && self.phase == .open {
             self.wantsDrain = false
             self.handlers.onDrain?(self)
-            if self.session.pendingOutputCount > 0 { return self.loop.markDirty(self) }
+            if self.plaintextPending > 0 { return self.loop.markDirty(self) }
         }
         self.afterOutputWritten()
     }
 
-    /// Writes the session's output (through the TLS layers and any proxy negotiation). Returns
-    /// false when the socket is full (write interest is then on) or the connection failed.
+    /// Writes the plain HTTP bytes and the session's output (through the TLS layers and any
+    /// proxy negotiation). Returns false when the socket is full (write interest is then on) or
+    /// the connection failed.
     func writeQueued() -> Bool {
         if self.extras == nil || (self.tlsLayers.isEmpty && self.proxyOut.isEmpty && self.tlsOutHead == self.tlsOut.count) {
+            while self.plainPending > 0 {
+                let result = self.withNextPlaintext { Syscall.write(self.fd, $0) }
+                guard case .done(let n) = result else { return self.writeFailed(result) }
+                self.consumePlaintext(n)
+            }
             while self.session.pendingOutputCount > 0 {
-                let result = self.session.withPendingOutput { Sys.write(self.fd, $0) }
+                let result = self.session.withPendingOutput { Syscall.write(self.fd, $0) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
                 self.session.consumeOutput(n)
             }
@@ -140,7 +184,7 @@ extension Connection {
         while true {
             // What is already encrypted goes first: nothing more is encrypted while the socket is full.
             while self.tlsOutHead < self.tlsOut.count {
-                let result = self.tlsOut.withUnsafeBytes { Sys.write(self.fd, UnsafeRawBufferPointer(rebasing: $0[self.tlsOutHead...])) }
+                let result = self.tlsOut.withUnsafeBytes { Syscall.write(self.fd, UnsafeRawBufferPointer(rebasing: $0[self.tlsOutHead...])) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
                 self.tlsOutHead += n
             }
@@ -162,7 +206,7 @@ extension Connection {
             iov[count] = iovec(iov_base: f.wire.baseAddress! + skip, iov_len: f.wire.count - skip)
             count += 1
         }
-        let result = Sys.writev(self.fd, iov, count)
+        let result = Syscall.writev(self.fd, iov, count)
         guard case .done(var n) = result else { return self.writeFailed(result) }
         self.sharedBytes -= n
         var done = 0
@@ -228,6 +272,7 @@ extension Connection {
             switch item {
             case .shared(let f): self.write(f)
             case .direct(let kind, let bytes): _ = bytes.withUnsafeBytes { try? self.session.send(kind, $0) }
+            case .raw(let bytes) where self.isEventStream: bytes.withUnsafeBytes { self.queuePlain($0) }
             case .raw(let bytes): _ = bytes.withUnsafeBytes { try? self.session.queueEncoded($0) }
             }
             moved = true

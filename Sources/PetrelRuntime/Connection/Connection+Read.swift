@@ -17,7 +17,7 @@ extension Connection {
         if self.readPaused { return }
         let buffer = self.loop.readBuffer
         while true {
-            switch Sys.read(self.fd, buffer) {
+            switch Syscall.read(self.fd, buffer) {
             case .wouldBlock:
                 return
             case .eof:
@@ -29,7 +29,7 @@ extension Connection {
             case .done(let n):
                 self.lastReceive = self.loop.now
                 if self.wantsTLS || self.proxy != nil || self.refusedPlaintext {
-                    self.receiveCiphertext(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                    self.receiveThroughLayers(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 } else {
                     self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
                 }
@@ -56,7 +56,7 @@ extension Connection {
             if self.queuedBytes >= self.options.maxBackpressure && self.session.wantsRead {
                 // The peer is not reading what we send: stop reading what it sends (TCP pushes
                 // back), keeping the unparsed rest, until our buffer drains.
-                self.stash.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                self.unparsedInput.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
                 self.pauseReading()
                 break
             }
@@ -108,9 +108,9 @@ extension Connection {
         guard self.readPaused else { return }
         self.readPaused = false
         self.updateInterest()
-        if !self.stash.isEmpty {
-            var pending = self.stash
-            self.stash = []
+        if !self.unparsedInput.isEmpty {
+            var pending = self.unparsedInput
+            self.unparsedInput = []
             pending.withUnsafeMutableBytes { self.parseFrames($0) }
         }
     }

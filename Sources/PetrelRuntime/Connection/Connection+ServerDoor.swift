@@ -117,7 +117,7 @@ extension Connection {
         self.deadline = 0
         self.lastPing = self.loop.now
         self.openNotified = true
-        _ = ServerSentEvents.head.withUnsafeBytes { try? self.session.queueEncoded($0) }
+        ServerSentEvents.head.withUnsafeBytes { self.queuePlain($0) }
         self.loop.markDirty(self)
         self.handlers.onOpen?(self)
     }
@@ -125,8 +125,7 @@ extension Connection {
     /// Answers with a complete HTTP response (an error, a route's answer, a static file) and
     /// closes once it is written.
     func respondAndClose(_ response: [UInt8]) {
-        self.session = Session(role: .server)
-        _ = response.withUnsafeBytes { try? self.session.queueEncoded($0) }
+        response.withUnsafeBytes { self.queuePlain($0) }
         self.closeAfterFlush = true
         self.loop.markDirty(self)
     }

@@ -7,7 +7,7 @@ import PetrelCore
 extension Connection {
     /// Bytes from the socket: up through the TLS layers, then to the proxy negotiation or the
     /// protocol as plaintext.
-    func receiveCiphertext(_ bytes: UnsafeRawBufferPointer) {
+    func receiveThroughLayers(_ bytes: UnsafeRawBufferPointer) {
         if self.refusedPlaintext { return }
         if self.tlsLayers.isEmpty && self.role == .server {
             guard let contexts = self.server?.tlsContexts else { return }
@@ -27,7 +27,7 @@ extension Connection {
         self.receive(bytes, depth: 0)
         guard self.phase != .closed else { return }
         let progressed = self.tlsLayers.map(\.handshakeComplete) != before
-        if self.tlsLayers.contains(where: { $0.pendingOutput > 0 }) || (progressed && (self.session.pendingOutputCount > 0 || !self.proxyOut.isEmpty)) {
+        if self.tlsLayers.contains(where: { $0.pendingOutput > 0 }) || (progressed && (self.plaintextPending > 0 || !self.proxyOut.isEmpty)) {
             self.loop.markDirty(self)
         }
     }
@@ -83,19 +83,19 @@ extension Connection {
     /// layer's ciphertext into the layer below, and the outermost's into `tlsOut`.
     func pumpLayers() -> Bool {
         if self.proxyNegotiation == nil, let top = self.tlsLayers.last {
-            while self.session.pendingOutputCount > 0 {
-                guard let n = self.session.withPendingOutput({ top.write($0) }) else {
+            while self.plaintextPending > 0 {
+                guard let n = self.withNextPlaintext({ top.write($0) }) else {
                     self.tlsFailed(top.failureText())
                     return false
                 }
                 if n == 0 { break }  // that layer's handshake is not done yet
-                self.session.consumeOutput(n)
+                self.consumePlaintext(n)
             }
         } else if self.proxyNegotiation == nil && self.tlsLayers.isEmpty {
-            // A plain tunnel: the session's bytes go out as they are.
-            while self.session.pendingOutputCount > 0 {
-                let n = self.session.withPendingOutput { p in self.tlsOut.append(contentsOf: p); return p.count }
-                self.session.consumeOutput(n)
+            // A plain tunnel: the bytes go out as they are.
+            while self.plaintextPending > 0 {
+                let n = self.withNextPlaintext { p in self.tlsOut.append(contentsOf: p); return p.count }
+                self.consumePlaintext(n)
             }
         }
         if !self.proxyOut.isEmpty {

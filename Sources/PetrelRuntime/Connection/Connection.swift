@@ -21,7 +21,7 @@ public final class Connection: @unchecked Sendable {
     var fd: Int32
     /// The callbacks; replaced by an empty set once the connection is gone, so that closures
     /// capturing an object that holds this connection do not keep both alive.
-    internal(set) var handlers: Handlers
+    var handlers: Handlers
     /// The options, shared by every connection of a server (not copied into each one).
     let sharedOptions: SharedOptions
     var options: ConnectionOptions { _read { yield self.sharedOptions.value } }

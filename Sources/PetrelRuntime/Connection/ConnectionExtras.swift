@@ -19,9 +19,9 @@ extension Connection {
         get { self.extras?.backlogBytes ?? 0 }
         _modify { yield &self.more.backlogBytes }
     }
-    var stash: [UInt8] {
-        get { self.extras?.stash ?? [] }
-        _modify { yield &self.more.stash }
+    var unparsedInput: [UInt8] {
+        get { self.extras?.unparsedInput ?? [] }
+        _modify { yield &self.more.unparsedInput }
     }
     var closeReason: String {
         get { self.extras?.closeReason ?? "" }
@@ -113,7 +113,11 @@ final class ConnectionExtras {
     var backlogHead: Int = 0
     var backlogBytes: Int = 0
     /// Input kept while reading is paused.
-    var stash: [UInt8] = []
+    var unparsedInput: [UInt8] = []
+    /// HTTP bytes that are not WebSocket frames (a plain response, an event stream, a client's
+    /// request), written before the session's, from `plainOutputHead` on.
+    var plainOutput: [UInt8] = []
+    var plainOutputHead = 0
     var closeReason: String = ""
     /// Why a connecting client failed, reported by `closeTransport` through `onConnectFailed`.
     var connectError: RuntimeError? = nil

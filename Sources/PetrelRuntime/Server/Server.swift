@@ -126,12 +126,12 @@ public final class Server: @unchecked Sendable {
         do throws(RuntimeError) {
             var bindAddress = address
             for _ in 0..<count {
-                let fd = try Sys.listen(bindAddress, backlog: self.configuration.backlog)
+                let fd = try Syscall.listen(bindAddress, backlog: self.configuration.backlog)
                 fds.append(fd)
                 // With port 0 the first bind picks the port; the others must share it.
-                bindAddress = Sys.localAddress(fds[0])
+                bindAddress = Syscall.localAddress(fds[0])
             }
-            self.port = Sys.localAddress(fds[0]).port
+            self.port = Syscall.localAddress(fds[0]).port
             for i in 0..<count {
                 let loop = try EventLoop(index: i, timerResolution: self.configuration.timerResolution)
                 loop.server = self
@@ -140,7 +140,7 @@ public final class Server: @unchecked Sendable {
             }
             self.lifecycle.withLock { $0 = .running }
         } catch {
-            if self.loops.isEmpty { for fd in fds { Sys.close(fd) } }
+            if self.loops.isEmpty { for fd in fds { Syscall.close(fd) } }
             self.lifecycle.withLock { $0 = .stopped }
             throw error
         }
@@ -283,7 +283,7 @@ public final class Server: @unchecked Sendable {
 }
 
 /// Number of open file descriptors of this process (for leak tests and health).
-public func openFileDescriptorCount() -> Int { Sys.openFileCount() }
+public func openFileDescriptorCount() -> Int { Syscall.openFileCount() }
 
 extension Server {
     /// Stops the server gracefully on SIGINT or SIGTERM. Call it before `start`/`run` on the main

@@ -90,13 +90,13 @@ final class EventLoop: @unchecked Sendable {
         guard ep >= 0 else { throw .system(.thread, "epoll_create1") }
         let wake = petrel_eventfd()
         guard wake >= 0 else {
-            Sys.close(ep)
+            Syscall.close(ep)
             throw .system(.thread, "eventfd")
         }
         let timer = petrel_timerfd(self.timerResolution)
         guard timer >= 0 else {
-            Sys.close(ep)
-            Sys.close(wake)
+            Syscall.close(ep)
+            Syscall.close(wake)
             throw .system(.thread, "timerfd")
         }
         self.epfd = ep
@@ -108,9 +108,9 @@ final class EventLoop: @unchecked Sendable {
     }
 
     deinit {
-        Sys.close(self.epfd)
-        Sys.close(self.wakeFd)
-        Sys.close(self.timerFd)
+        Syscall.close(self.epfd)
+        Syscall.close(self.wakeFd)
+        Syscall.close(self.timerFd)
         self.readBuffer.deallocate()
         self.iovecs.deallocate()
         self.tlsBufferStorage?.deallocate()
@@ -327,7 +327,7 @@ final class EventLoop: @unchecked Sendable {
                 return
             }
             let peer = withUnsafeBytes(of: &storage) { SocketAddress($0.baseAddress!, length: len) }
-            Sys.noDelay(fd)
+            Syscall.noDelay(fd)
             let c = Connection(serverSideOf: server, loop: self, fd: fd, peer: peer)
             self.adopt(c)
             self.register(fd: fd, slot: .connection(c), events: UInt32(EPOLLIN.rawValue))
@@ -352,7 +352,7 @@ final class EventLoop: @unchecked Sendable {
         self.stopDeadline = self.now + UInt64(max(0, grace))
         for l in self.listeners {
             self.unregister(fd: l.fd)
-            Sys.close(l.fd)
+            Syscall.close(l.fd)
         }
         self.listeners.removeAll()
         for c in Array(self.connections.values) { c.shutdownForStop() }

@@ -62,7 +62,7 @@ public enum ClientConnector {
             let rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
             if rc != 0 && errno != EINPROGRESS {
                 let error = RuntimeError.system(.connect, "connect to \(address)")
-                Sys.close(fd)
+                Syscall.close(fd)
                 if addresses.isEmpty { throw error }
                 continue
             }
