@@ -116,6 +116,9 @@ typedef int32_t petrel_status;
 #define PETREL_E_CONTROL_PAYLOAD (-321)      /* a ping or pong payload over 125 bytes */
 #define PETREL_E_BAD_CLOSE_CODE (-322)       /* close codes allowed: 1000-1003, 1007-1014, 3000-4999 */
 #define PETREL_E_CLOSE_REASON_LONG (-323)    /* a close reason over 123 bytes */
+#define PETREL_E_BAD_OPCODE (-324)           /* not a text, binary or continuation opcode */
+#define PETREL_E_NO_MESSAGE (-325)           /* no fragmented message is in progress */
+#define PETREL_E_MESSAGE_IN_PROGRESS (-326)  /* a fragmented message is in progress */
 /* -5xx: resources and limits */
 #define PETREL_E_NOMEM (-501)               
 #define PETREL_E_TOO_BIG (-502)              /* a message over the configured maximum size */

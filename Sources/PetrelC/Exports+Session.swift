@@ -68,7 +68,7 @@ final class CSession {
                 case .close(let code, let reason):
                     self.push(QueuedEvent(type: PETREL_EVENT_CLOSE, code: (code ?? .noStatusReceived).rawValue, data: Array(reason)))
                 case .failed(let e):
-                    self.push(QueuedEvent(type: PETREL_EVENT_ERROR, status: e.status, code: e.closeCode.rawValue, data: Array(e.description.utf8)))
+                    self.push(QueuedEvent(type: PETREL_EVENT_ERROR, status: e.code.rawValue, code: e.closeCode.rawValue, data: Array(e.description.utf8)))
                 }
             }
             if !self.session.wantsRead { self.ended = true }
@@ -110,7 +110,7 @@ final class CSession {
             return nil
         case .fail(let e):
             self.clientHandshake = nil
-            self.fail(status: e.cStatus)
+            self.fail(status: e.code.rawValue)
             return nil
         case .open(let agreement, let consumed):
             self.clientHandshake = nil
@@ -125,7 +125,7 @@ final class CSession {
         self.handshakeOutput = e.response
         self.closeAfterOutput = true
         self.ended = true
-        self.push(QueuedEvent(type: PETREL_EVENT_ERROR, status: e.cStatus, code: 0, data: Array(e.message.utf8)))
+        self.push(QueuedEvent(type: PETREL_EVENT_ERROR, status: e.code.rawValue, code: 0, data: Array(e.message.utf8)))
     }
 
     /// Client: the handshake failed; the transport should close.
@@ -222,12 +222,12 @@ public func petrel_session_end_of_stream(_ session: OpaquePointer?) -> Int32 {
         s.serverHandshake = nil
         s.clientHandshake = nil
         s.ended = true
-        s.push(CSession.QueuedEvent(type: PETREL_EVENT_ERROR, status: ProtocolError.abnormalClosure.status, code: 1006))
+        s.push(CSession.QueuedEvent(type: PETREL_EVENT_ERROR, status: ProtocolError.abnormalClosure.code.rawValue, code: 1006))
         return PETREL_OK
     }
     s.ended = true
     if let e = s.session.receiveEndOfStream() {
-        s.push(CSession.QueuedEvent(type: PETREL_EVENT_ERROR, status: e.status, code: e.closeCode.rawValue, data: Array(e.description.utf8)))
+        s.push(CSession.QueuedEvent(type: PETREL_EVENT_ERROR, status: e.code.rawValue, code: e.closeCode.rawValue, data: Array(e.description.utf8)))
     }
     return PETREL_OK
 }
@@ -260,7 +260,7 @@ private func sessionSend(_ session: OpaquePointer?, _ body: (inout Session) thro
         try body(&s.session)
         return PETREL_OK
     } catch {
-        return error.status
+        return error.code.rawValue
     }
 }
 

@@ -6,23 +6,7 @@ import PetrelRuntime
 /// The C status of each error type, and the text `petrel_strerror` gives for each status. The
 /// protocol and handshake codes come from PetrelCore's error table (Errors.swift).
 enum Status {
-    static func of(_ e: RuntimeError) -> petrel_status {
-        switch e.kind {
-        case .resolve: return PETREL_E_RESOLVE
-        case .socket: return PETREL_E_SOCKET
-        case .bind, .listen: return PETREL_E_BIND
-        case .connect: return PETREL_E_CONNECT
-        case .connectTimeout: return PETREL_E_CONNECT_TIMEOUT
-        case .thread: return PETREL_E_THREAD
-        case .stopped: return PETREL_E_STATE
-        case .invalidURL: return PETREL_E_URL
-        case .handshake: return PETREL_E_HANDSHAKE
-        case .closed: return PETREL_E_CLOSED
-        case .configuration: return PETREL_E_INVALID_ARGUMENT
-        case .tls: return PETREL_E_TLS
-        case .proxy: return PETREL_E_PROXY
-        }
-    }
+    static func of(_ e: RuntimeError) -> petrel_status { e.code.rawValue }
 
     static func of(_ s: SendStatus) -> petrel_status {
         switch s {
@@ -64,13 +48,13 @@ enum Status {
             PETREL_E_TLS: "TLS failed: certificate not trusted, expired or for another name; or a TLS file could not be loaded",
         ]
         for e in ProtocolError.allCases {
-            t[e.status] = e.limit == 0 && e.closeCode == .messageTooBig
+            t[e.code.rawValue] = e.limit == 0 && e.closeCode == .messageTooBig
                 ? (e == .frameTooBig(limit: 0) ? "frame over the configured maximum size" : "message over the configured maximum size")
                 : e.description
         }
-        for e in UsageError.allCases { t[e.status] = e.description }
-        for e in HandshakeError.allCases { t[e.cStatus] = "handshake refused (\(e.status)): \(e.message)" }
-        for e in ClientHandshakeError.allCases { t[e.cStatus] = e.message }
+        for e in UsageError.allCases { t[e.code.rawValue] = e.description }
+        for e in HandshakeError.allCases { t[e.code.rawValue] = "handshake refused (\(e.httpStatus)): \(e.message)" }
+        for e in ClientHandshakeError.allCases { t[e.code.rawValue] = e.message }
         return t
     }()
 

@@ -114,7 +114,7 @@ struct ServerHandshakeTests {
         switch validateRequest(c.request, step: 7) {
         case .success: Issue.record("\(c.name) was accepted")
         case .failure(let e):
-            #expect(e.status == c.status, "\(c.name): \(e)")
+            #expect(e.httpStatus == c.status, "\(c.name): \(e)")
             let response = String(decoding: e.response, as: UTF8.self)
             #expect(response.hasPrefix("HTTP/1.1 \(c.status) "))
             #expect(response.contains("Content-Length: "))
@@ -129,7 +129,7 @@ struct ServerHandshakeTests {
             Issue.record("accepted")
             return
         }
-        #expect(e.status == 403)
+        #expect(e.httpStatus == 403)
     }
 
     @Test("a head over the size limit is refused with 431, even fed byte by byte")
@@ -140,7 +140,7 @@ struct ServerHandshakeTests {
                 Issue.record("accepted")
                 return
             }
-            #expect(e.status == 431)
+            #expect(e.httpStatus == 431)
         }
     }
 
@@ -151,7 +151,7 @@ struct ServerHandshakeTests {
             Issue.record("accepted")
             return
         }
-        #expect(e.status == 431)
+        #expect(e.httpStatus == 431)
     }
 }
 

@@ -36,7 +36,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         case .needMore:
             return true
         case .fail(let e):
-            require(!e.message.isEmpty && e.cStatus <= -260 && e.cStatus >= -269, "undocumented error \(e)")
+            require(!e.message.isEmpty && e.code.rawValue <= -260 && e.code.rawValue >= -269, "undocumented error \(e)")
             return false
         case .open(let agreement, let consumed):
             require(consumed > 0 && consumed <= piece.count, "bad consumed count")

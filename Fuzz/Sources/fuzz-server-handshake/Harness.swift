@@ -24,7 +24,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         case .needMore:
             return true
         case .refuse(let e):
-            require((400...599).contains(e.status), "refusal status \(e.status)")
+            require((400...599).contains(e.httpStatus), "refusal status \(e.httpStatus)")
             return false
         case .plainRequest:
             require(false, "a plain request without answersPlainRequests")

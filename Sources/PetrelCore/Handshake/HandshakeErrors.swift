@@ -1,7 +1,7 @@
 /// Why a server refuses an opening handshake, and the HTTP response it sends.
 public struct HandshakeError: Error, Hashable, Sendable, CustomStringConvertible {
     @usableFromInline
-    enum Kind: UInt8, Sendable, CaseIterable {
+    enum Kind: Sendable, CaseIterable {
         case malformed, tooLarge, tooManyHeaders, notGet, httpVersion, missingHost, notUpgrade
         case invalidKey, unsupportedVersion, originRefused, invalidExtensions, invalidSubprotocols
         case serviceUnavailable, timeout
@@ -64,7 +64,7 @@ public struct HandshakeError: Error, Hashable, Sendable, CustomStringConvertible
     }
 
     /// The HTTP status of the refusal.
-    public var status: Int {
+    public var httpStatus: Int {
         switch self.kind {
         case .tooLarge, .tooManyHeaders: return 431
         case .notUpgrade, .unsupportedVersion: return 426
@@ -75,10 +75,27 @@ public struct HandshakeError: Error, Hashable, Sendable, CustomStringConvertible
         }
     }
 
-    /// The C status (`PETREL_E_*`, -2xx band after the protocol errors).
-    public var cStatus: Int32 { -240 - Int32(self.kind.rawValue) }
+    /// The status the C API reports (`PETREL_E_HS_*`, the -24x band).
+    public var code: StatusCode {
+        switch self.kind {
+        case .malformed: return .hsMalformed
+        case .tooLarge: return .hsTooLarge
+        case .tooManyHeaders: return .hsTooManyHeaders
+        case .notGet: return .hsNotGet
+        case .httpVersion: return .hsHTTPVersion
+        case .missingHost: return .hsHost
+        case .notUpgrade: return .hsNotUpgrade
+        case .invalidKey: return .hsKey
+        case .unsupportedVersion: return .hsVersion
+        case .originRefused: return .hsOrigin
+        case .invalidExtensions: return .hsExtensions
+        case .invalidSubprotocols: return .hsSubprotocols
+        case .serviceUnavailable: return .hsUnavailable
+        case .timeout: return .hsTimeout
+        }
+    }
 
-    public var description: String { "\(self.status): \(self.message)" }
+    public var description: String { "\(self.httpStatus): \(self.message)" }
 
     /// The complete HTTP response to send before closing the connection.
     public var response: [UInt8] {
@@ -88,14 +105,14 @@ public struct HandshakeError: Error, Hashable, Sendable, CustomStringConvertible
         case .notUpgrade: headers.append(HTTPField(name: "Upgrade", value: "websocket"))
         default: break
         }
-        return HTTPResponse.error(status: self.status, body: self.message, headers: headers)
+        return HTTPResponse.error(status: self.httpStatus, body: self.message, headers: headers)
     }
 }
 
 /// Why a client rejects a server's handshake response. Each failure is distinct.
 public struct ClientHandshakeError: Error, Hashable, Sendable, CustomStringConvertible {
     @usableFromInline
-    enum Kind: UInt8, Sendable, CaseIterable {
+    enum Kind: Sendable, CaseIterable {
         case malformedResponse, responseTooLarge, unexpectedStatus, missingUpgrade, missingConnection
         case acceptMismatch, unexpectedSubprotocol, unexpectedExtension, invalidExtensionParameters
     }
@@ -155,8 +172,20 @@ public struct ClientHandshakeError: Error, Hashable, Sendable, CustomStringConve
     /// Compares the failure, not its detail text.
     public func matches(_ other: ClientHandshakeError) -> Bool { self.kind == other.kind }
 
-    /// The C status (`PETREL_E_*`, -26x band).
-    public var cStatus: Int32 { -260 - Int32(self.kind.rawValue) }
+    /// The status the C API reports (`PETREL_E_HS_*`, the -26x band).
+    public var code: StatusCode {
+        switch self.kind {
+        case .malformedResponse: return .hsBadResponse
+        case .responseTooLarge: return .hsResponseTooLarge
+        case .unexpectedStatus: return .hsStatus
+        case .missingUpgrade: return .hsNoUpgrade
+        case .missingConnection: return .hsNoConnection
+        case .acceptMismatch: return .hsAccept
+        case .unexpectedSubprotocol: return .hsSubprotocol
+        case .unexpectedExtension: return .hsExtension
+        case .invalidExtensionParameters: return .hsExtensionParams
+        }
+    }
 
     public var description: String { self.message }
 }

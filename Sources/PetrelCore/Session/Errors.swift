@@ -1,6 +1,5 @@
-/// The single table of everything Petrel reports: each violation has its RFC close code or HTTP
-/// status, its C status (`petrel.h`), and its message. The C façade, the Python exceptions and
-/// the README's tables are derived from these values.
+/// What Petrel reports after the handshake: each violation has its RFC close code, its status
+/// (`code`, a case of the one table in Status.swift) and its message.
 
 // MARK: - Protocol errors (the connection is failed with a close code)
 
@@ -8,7 +7,7 @@
 /// `closeCode` and `reason` and will not read further input.
 public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible {
     @usableFromInline
-    enum Kind: UInt8, Sendable, CaseIterable {
+    enum Kind: Sendable, CaseIterable {
         case reservedOpcode, reservedBits, controlFrameTooLong, fragmentedControlFrame, lengthTopBitSet
         case unmaskedFrame, maskedFrame, unexpectedContinuation, expectedContinuation
         case closePayloadOneByte, invalidCloseCode, invalidUTF8, invalidCloseReason
@@ -58,7 +57,27 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
     }
 
     /// The status the C API reports for this error (`PETREL_E_*` in petrel.h).
-    public var status: Int32 { -201 - Int32(self.kind.rawValue) }
+    public var code: StatusCode {
+        switch self.kind {
+        case .reservedOpcode: return .reservedOpcode
+        case .reservedBits: return .reservedBits
+        case .controlFrameTooLong: return .controlTooLong
+        case .fragmentedControlFrame: return .fragmentedControl
+        case .lengthTopBitSet: return .lengthTopBit
+        case .unmaskedFrame: return .unmaskedFrame
+        case .maskedFrame: return .maskedFrame
+        case .unexpectedContinuation: return .unexpectedContinuation
+        case .expectedContinuation: return .expectedContinuation
+        case .closePayloadOneByte: return .closePayload
+        case .invalidCloseCode: return .closeCode
+        case .invalidUTF8: return .invalidUTF8
+        case .invalidCloseReason: return .closeReasonUTF8
+        case .frameTooBig: return .frameTooBig
+        case .messageTooBig: return .messageTooBig
+        case .inflateFailed: return .inflate
+        case .abnormalClosure: return .abnormalClosure
+        }
+    }
 
     /// The reason sent in the close frame (ASCII, at most 123 bytes).
     public var description: String {
@@ -89,7 +108,7 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
 /// A call the session cannot honour in its current state; nothing was queued.
 public struct UsageError: Error, Hashable, Sendable, CustomStringConvertible {
     @usableFromInline
-    enum Kind: UInt8, Sendable, CaseIterable {
+    enum Kind: Sendable, CaseIterable {
         case closing, controlPayloadTooLong, invalidCloseCode, closeReasonTooLong, invalidOpcode
         case noMessageInProgress, messageInProgress
     }
@@ -111,8 +130,18 @@ public struct UsageError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public static var allCases: [UsageError] { Kind.allCases.map { UsageError($0) } }
 
-    /// C status (`PETREL_E_*`): the -3xx band, bad argument or state.
-    public var status: Int32 { -320 - Int32(self.kind.rawValue) }
+    /// The status the C API reports (`PETREL_E_*`): the -3xx band, bad argument or state.
+    public var code: StatusCode {
+        switch self.kind {
+        case .closing: return .sendingClosed
+        case .controlPayloadTooLong: return .controlPayload
+        case .invalidCloseCode: return .badCloseCode
+        case .closeReasonTooLong: return .closeReasonLong
+        case .invalidOpcode: return .badOpcode
+        case .noMessageInProgress: return .noMessage
+        case .messageInProgress: return .messageInProgress
+        }
+    }
 
     public var description: String {
         switch self.kind {

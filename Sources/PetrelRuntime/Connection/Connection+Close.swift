@@ -94,10 +94,7 @@ extension Connection {
             self.fd = -1
         }
         self.loop.forget(self)
-        for t in self.subscriptions {
-            self.loop.topics[t]?.removeAll { $0 === self }
-            if self.loop.topics[t]?.isEmpty == true { self.loop.topics.removeValue(forKey: t) }
-        }
+        for s in self.subscriptions { self.loop.topics.remove(slot: s.slot, of: s.topic) }
         self.subscriptions = []
         self.sharedOut = []
         self.sharedHead = 0

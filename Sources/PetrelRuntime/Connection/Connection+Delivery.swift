@@ -6,9 +6,8 @@ import PetrelCore
 /// this subscriber, or handled by the topic's slow-consumer policy when it cannot keep up.
 extension Connection {
     func subscribeOnLoop(_ topic: String, replay: [SharedFrame] = [], floor: UInt64 = 0) {
-        guard self.phase == .open, !self.subscriptions.contains(topic) else { return }
-        self.subscriptions.append(topic)
-        self.loop.topics[topic, default: []].append(self)
+        guard self.phase == .open, !self.subscriptions.contains(where: { $0.topic == topic }) else { return }
+        self.subscriptions.append(Subscription(topic: topic, slot: self.loop.topics.add(self, to: topic)))
         self.extras?.resumeFloors.removeValue(forKey: topic)
         for frame in replay { self.deliver(frame) }
         if floor > 0 { self.resumeFloors[topic] = floor }
@@ -16,10 +15,14 @@ extension Connection {
 
     func unsubscribeOnLoop(_ topic: String) {
         self.extras?.resumeFloors.removeValue(forKey: topic)
-        guard let i = self.subscriptions.firstIndex(of: topic) else { return }
-        self.subscriptions.remove(at: i)
-        self.loop.topics[topic]?.removeAll { $0 === self }
-        if self.loop.topics[topic]?.isEmpty == true { self.loop.topics.removeValue(forKey: topic) }
+        guard let i = self.subscriptions.firstIndex(where: { $0.topic == topic }) else { return }
+        let s = self.subscriptions.remove(at: i)
+        self.loop.topics.remove(slot: s.slot, of: topic)
+    }
+
+    /// The loop moved this subscriber to another slot of `topic`'s list.
+    func subscriptionMoved(topic: String, to slot: Int) {
+        if let i = self.subscriptions.firstIndex(where: { $0.topic == topic }) { self.subscriptions[i].slot = slot }
     }
 
     func deliver(_ frame: SharedFrame) {

@@ -47,7 +47,7 @@ public final class Connection: @unchecked Sendable {
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
     public internal(set) var isEventStream = false
     /// Topics this connection is subscribed to.
-    var subscriptions: [String] = []
+    var subscriptions: [Subscription] = []
     /// Topic frames queued after the session's bytes, written straight from the shared frames
     /// with one writev per flush: fan-out copies nothing per subscriber. `sharedHead` bytes of
     /// the first are already written; `sharedBytes` are still to go. Any other write first

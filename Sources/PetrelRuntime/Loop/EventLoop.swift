@@ -60,7 +60,7 @@ final class EventLoop: @unchecked Sendable {
     static let maxIovecs = 64
     /// The list being flushed (swapped with `dirty`).
     private var flushing: [Connection] = []
-    var topics: [String: [Connection]] = [:]
+    var topics = LoopSubscribers()
     var listeners: [Listener] = []
     let zlibPool = ZlibPool()
     /// One receive buffer per loop (uWS): every connection reads into it and parses in place.

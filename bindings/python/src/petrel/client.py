@@ -5,6 +5,7 @@ import ctypes
 from typing import Iterable, Iterator, Optional, Union
 
 from . import _lib
+from . import _status as S
 from ._lib import lib
 from .exceptions import ConnectionClosed, check, error_for
 from .server import Data, _payload
@@ -31,12 +32,12 @@ class ClientConnection:
         ms = -1 if timeout is None else max(0, int(timeout * 1000))
         while True:
             rc = lib.petrel_client_receive(self._handle, ms, ctypes.byref(kind), self._buf, len(self._buf), ctypes.byref(size))
-            if rc == -308:  # buffer too small: grow to what is needed and take it again
+            if rc == S.E_BUFFER_TOO_SMALL:  # buffer too small: grow to what is needed and take it again
                 self._buf = ctypes.create_string_buffer(size.value)
                 continue
-            if rc == -306:
+            if rc == S.E_CLOSED:
                 code, reason = self.close_status()
-                raise ConnectionClosed(-306, code, reason)
+                raise ConnectionClosed(S.E_CLOSED, code, reason)
             check(rc)
             raw = self._buf.raw[: size.value]
             return raw.decode("utf-8") if kind.value == _lib.TEXT else raw
@@ -51,7 +52,7 @@ class ClientConnection:
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Starts the closing handshake (no-op if already closed)."""
         rc = lib.petrel_client_close(self._handle, code, reason.encode())
-        if rc != -306:
+        if rc != S.E_CLOSED:
             check(rc)
 
     def close_status(self) -> tuple[Optional[int], str]:
@@ -60,7 +61,7 @@ class ClientConnection:
         size = ctypes.c_size_t()
         buf = ctypes.create_string_buffer(128)
         rc = lib.petrel_client_close_status(self._handle, ctypes.byref(code), buf, len(buf), ctypes.byref(size))
-        if rc == -101:
+        if rc == S.E_AGAIN:
             return None, ""
         check(rc)
         return code.value, buf.raw[: size.value].decode("utf-8", "replace")

@@ -1,19 +1,20 @@
-"""Exceptions, one per band of petrel.h's status codes::
+"""Exceptions, one per band of petrel.h's status codes (numbers by name from ._status)::
 
     PetrelError                      every error; .status is the C status, str() its message
-    ├── Backpressure                 -102: not queued, the send buffer is full (wait for drain)
-    ├── Timeout (also TimeoutError)  -103
-    ├── ConnectionClosed             -306, -320: .code and .reason once known
+    ├── Backpressure                 E_BACKPRESSURE: not queued, the send buffer is full (wait for drain)
+    ├── Timeout (also TimeoutError)  E_TIMEOUT
+    ├── ConnectionClosed             E_CLOSED, E_SENDING_CLOSED: .code and .reason once known
     ├── ProtocolError                -2xx: the peer broke RFC 6455 / RFC 7692
-    │   └── InvalidHandshake         -24x, -26x, -608: the opening handshake failed
-    ├── InvalidArgument (also ValueError)   -301, -302, -308, -309, -321...-323
-    ├── InvalidState                 -303, -304, -305, -307: unknown connection, stopped, wrong thread
+    │   └── InvalidHandshake         E_HS_*, E_HANDSHAKE: the opening handshake failed
+    ├── InvalidArgument (also ValueError)   E_NULL, E_INVALID_ARGUMENT, E_BUFFER_TOO_SMALL, ...
+    ├── InvalidState                 the rest of -3xx: unknown connection, stopped, wrong thread
     └── ConnectFailed (also OSError) -6xx: resolve, bind, connect, URL
 """
 from __future__ import annotations
 
 from typing import Optional
 
+from . import _status as S
 from ._lib import lib
 
 
@@ -36,7 +37,7 @@ class Timeout(PetrelError, TimeoutError):
 class ConnectionClosed(PetrelError):
     """The connection is closed; `code` and `reason` say how, when known."""
 
-    def __init__(self, status: int = -306, code: Optional[int] = None, reason: str = "") -> None:
+    def __init__(self, status: int = S.E_CLOSED, code: Optional[int] = None, reason: str = "") -> None:
         super().__init__(status, f"connection closed (code {code}{': ' + reason if reason else ''})" if code else None)
         self.code = code
         self.reason = reason
@@ -62,23 +63,36 @@ class ConnectFailed(PetrelError, OSError):
     """A name could not be resolved, an address bound, or a connection made."""
 
 
+def _band(status: int, hundreds: int) -> bool:
+    """Whether `status` is in petrel.h's band -<hundreds>xx (wslay's grouping)."""
+    return -hundreds * 100 - 99 <= status <= -hundreds * 100
+
+
+_CLOSED = (S.E_CLOSED, S.E_SENDING_CLOSED)
+_BAD_ARGUMENT = (S.E_NULL, S.E_INVALID_ARGUMENT, S.E_BUFFER_TOO_SMALL, S.E_CONFIG_SIZE, S.E_CONTROL_PAYLOAD,
+                 S.E_BAD_CLOSE_CODE, S.E_CLOSE_REASON_LONG, S.E_BAD_OPCODE)
+# The opening handshake's statuses: the server's refusals (PETREL_E_HS_MALFORMED...) and the
+# client's (PETREL_E_HS_BAD_RESPONSE...), and the runtime's PETREL_E_HANDSHAKE.
+_HANDSHAKE = tuple(v for k, v in vars(S).items() if k.startswith("E_HS_")) + (S.E_HANDSHAKE,)
+
+
 def error_for(status: int) -> PetrelError:
     """The exception for a (negative) status code."""
-    if status == -102:
+    if status == S.E_BACKPRESSURE:
         return Backpressure(status)
-    if status == -103:
+    if status == S.E_TIMEOUT:
         return Timeout(status)
-    if status in (-306, -320):
+    if status in _CLOSED:
         return ConnectionClosed(status)
-    if -269 <= status <= -240 or status == -608:
+    if status in _HANDSHAKE:
         return InvalidHandshake(status)
-    if -299 <= status <= -200:
+    if _band(status, 2):
         return ProtocolError(status)
-    if status in (-301, -302, -308, -309) or -329 <= status <= -321:
+    if status in _BAD_ARGUMENT:
         return InvalidArgument(status)
-    if -399 <= status <= -300:
+    if _band(status, 3):
         return InvalidState(status)
-    if -699 <= status <= -600:
+    if _band(status, 6):
         return ConnectFailed(status)
     return PetrelError(status)
 

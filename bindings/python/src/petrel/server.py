@@ -18,6 +18,7 @@ import time
 from typing import Callable, Dict, Iterable, Optional, Union
 
 from . import _lib
+from . import _status as S
 from ._lib import lib
 from .exceptions import check
 
@@ -89,10 +90,10 @@ class Connection:
         size = ctypes.c_size_t()
         buf = ctypes.create_string_buffer(256)
         rc = getter(self.server._handle, self.id, *args, buf, len(buf), ctypes.byref(size))
-        if rc == -308:  # too small: retry with the size needed
+        if rc == S.E_BUFFER_TOO_SMALL:  # too small: retry with the size needed
             buf = ctypes.create_string_buffer(size.value + 1)
             rc = getter(self.server._handle, self.id, *args, buf, len(buf), ctypes.byref(size))
-        if rc == -101:
+        if rc == S.E_AGAIN:
             return None
         check(rc)
         return buf.raw[: size.value].decode("utf-8", "replace")
@@ -126,7 +127,7 @@ class Connection:
         """The event id a reconnecting client saw last (Last-Event-ID, or ?last_event_id=), or None."""
         n = ctypes.c_uint64()
         rc = lib.petrel_conn_last_event_id(self.server._handle, self.id, ctypes.byref(n))
-        if rc == -101:
+        if rc == S.E_AGAIN:
             return None
         check(rc)
         return n.value
@@ -142,7 +143,7 @@ class Connection:
         the topic's ring, then live. False (nothing subscribed) when the ring no longer has them:
         send a snapshot, then subscribe after the snapshot's id."""
         rc = lib.petrel_conn_subscribe_after(self.server._handle, self.id, topic.encode(), event_id)
-        if rc == -104:
+        if rc == S.E_REPLAY_GONE:
             return False
         check(rc)
         return True
@@ -169,10 +170,10 @@ class HTTPRequest:
         size = ctypes.c_size_t()
         buf = ctypes.create_string_buffer(256)
         rc = getter(self._raw, name.encode(), buf, len(buf), ctypes.byref(size))
-        if rc == -308:
+        if rc == S.E_BUFFER_TOO_SMALL:
             buf = ctypes.create_string_buffer(size.value + 1)
             rc = getter(self._raw, name.encode(), buf, len(buf), ctypes.byref(size))
-        if rc == -101:
+        if rc == S.E_AGAIN:
             return None
         check(rc)
         return buf.raw[: size.value].decode("utf-8", "replace")
@@ -340,11 +341,11 @@ class Server:
         invoke = None if type(self)._invoke is Server._invoke else self._invoke
         while True:
             rc = lib.petrel_server_next_events(handle, 200, buf, cap, ctypes.byref(n))
-            if rc == -103:  # PETREL_E_TIMEOUT
+            if rc == S.E_TIMEOUT:
                 continue
-            if rc == -304:  # PETREL_E_STOPPED: everything has been handed out
+            if rc == S.E_STOPPED:  # everything has been handed out
                 return
-            if rc == -308:  # PETREL_E_BUFFER_TOO_SMALL: a message bigger than the buffer
+            if rc == S.E_BUFFER_TOO_SMALL:  # a message bigger than the buffer
                 cap = max(cap * 2, n.value)
                 buf = ctypes.create_string_buffer(cap)
                 view = memoryview(buf)
@@ -455,7 +456,7 @@ class Server:
     def stop(self, grace: float = 5.0) -> None:
         """Sends close 1001 to every client and waits up to `grace` seconds for them."""
         rc = lib.petrel_server_stop(self._handle, int(grace * 1000))
-        if rc != -304:
+        if rc != S.E_STOPPED:
             check(rc)
         self._join_dispatcher()
         if getattr(self, "_stopped", None) is not None:

@@ -14,6 +14,7 @@ import logging
 from typing import Any, Awaitable, Callable, Optional
 
 from .. import _lib
+from .. import _status as S
 from .._lib import lib
 from ..client import Message
 from ..exceptions import ConnectionClosed, check
@@ -53,11 +54,11 @@ class WebSocket:
     async def recv(self) -> Message:
         """The next message; raises ConnectionClosed (with code and reason) once closed."""
         if self._closed:
-            raise ConnectionClosed(-306, self._closed.code, self._closed.reason)
+            raise ConnectionClosed(S.E_CLOSED, self._closed.code, self._closed.reason)
         item = await self._queue.get()
         if isinstance(item, _Closed):
             self._closed = item
-            raise ConnectionClosed(-306, item.code, item.reason)
+            raise ConnectionClosed(S.E_CLOSED, item.code, item.reason)
         return item
 
     async def send(self, data: Data) -> None:
@@ -69,7 +70,7 @@ class WebSocket:
         """Closes and waits for the closing handshake to finish."""
         if self._closed is None:
             rc = lib.petrel_client_close(self._handle, code, reason.encode())
-            if rc != -306:
+            if rc != S.E_CLOSED:
                 check(rc)
             while self._closed is None:
                 item = await self._queue.get()
