@@ -41,7 +41,8 @@ let package = Package(
         .executableTarget(name: "petrel-soak", dependencies: ["PetrelRuntime"]),
         .testTarget(
             name: "PetrelRuntimeTests",
-            dependencies: ["PetrelRuntime"],
+            // PetrelC too: one suite drives the same handshakes through the runtime and the C session.
+            dependencies: ["PetrelRuntime", "PetrelC", "CPetrelABI"],
             swiftSettings: coreSettings
         ),
         .testTarget(
