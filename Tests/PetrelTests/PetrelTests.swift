@@ -5,13 +5,13 @@ import Testing
 struct PetrelAPITests {
     @Test("an async client talks to a closure server; inbound ends at close")
     func roundTrip() async throws {
-        var config = ServerConfiguration(host: "127.0.0.1", port: 0)
+        var config = WebSocketServer.Configuration(host: "127.0.0.1", port: 0)
         config.threads = 1
         let server = WebSocketServer(
             configuration: config,
             onOpen: { c in c.subscribe(to: "news") },
             onMessage: { c, m in
-                if case .text("bye") = m { return c.close(code: CloseCode(4002), reason: "see you") }
+                if case .text("bye") = m { return c.close(code: WebSocketCloseCode(4002), reason: "see you") }
                 try? c.send(m)
             })
         try server.start()
@@ -27,7 +27,7 @@ struct PetrelAPITests {
         #expect(try await iterator.next() == .text("extra"))
         try ws.send(.text("bye"))
         #expect(try await iterator.next() == nil)
-        #expect(ws.closeCode == CloseCode(4002))
+        #expect(ws.closeCode == WebSocketCloseCode(4002))
         #expect(ws.closeReason == "see you")
         #expect(throws: WebSocketError.closed) { try ws.send(.text("late")) }
     }
@@ -35,6 +35,6 @@ struct PetrelAPITests {
     @Test("connecting to nothing throws")
     func refused() async {
         await #expect(throws: (any Error).self) { _ = try await WebSocketClient.connect(to: "ws://127.0.0.1:1/") }
-        await #expect(throws: RuntimeError.self) { _ = try await WebSocketClient.connect(to: "http://nope/") }
+        await #expect(throws: PetrelError.self) { _ = try await WebSocketClient.connect(to: "http://nope/") }
     }
 }

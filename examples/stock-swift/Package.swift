@@ -9,6 +9,9 @@ let package = Package(
     targets: [
         .executableTarget(name: "stock-server", dependencies: [.product(name: "Petrel", package: "Petrel")]),
         // A load generator: N WebSocket and M SSE clients that check every tick arrives, in order.
-        .executableTarget(name: "stock-load", dependencies: [.product(name: "Petrel", package: "Petrel")]),
+        // It drives the runtime directly (raw clients by the thousand), as a load tool would.
+        .executableTarget(
+            name: "stock-load",
+            dependencies: [.product(name: "PetrelRuntime", package: "Petrel"), .product(name: "PetrelCore", package: "Petrel")]),
     ]
 )

@@ -5,7 +5,8 @@
 //   stock-load --port 8080 --ws 1000 --sse 100 --seconds 10
 import Foundation
 import Glibc
-import Petrel
+import PetrelCore
+import PetrelRuntime
 import Synchronization
 
 var port: UInt16 = 8080

@@ -59,15 +59,15 @@ guard (tlsCert == nil) == (tlsKey == nil) else { fail("--tls-cert and --tls-key 
 let stocks: [Stock]
 do { stocks = try loadStocks(dataFile) } catch { fail("\(error)") }
 
-var configuration = ServerConfiguration(host: host, port: port)
+var configuration = WebSocketServer.Configuration(host: host, port: port)
 configuration.threads = threads
 configuration.staticRoot = webRoot
 configuration.eventStreamPaths = ["/events"]
-if let tlsCert, let tlsKey { configuration.tls = TLSServerConfiguration(certificateChainFile: tlsCert, privateKeyFile: tlsKey) }
+if let tlsCert, let tlsKey { configuration.tls = WebSocketServer.TLSConfiguration(certificateChainFile: tlsCert, privateKeyFile: tlsKey) }
 configuration.options.pingInterval = 15_000  // WebSocket pings and SSE keepalive comments
 // A client that falls behind keeps only the newest tick per stock; 4,096 recent ticks are kept
 // for clients that reconnect.
-configuration.topicPolicies[Market.topic] = TopicPolicy(slowConsumer: .coalesceByKey, maxQueuedMessages: 4096, replayCapacity: 4096)
+configuration.topicPolicies[Market.topic] = WebSocketServer.TopicPolicy(slowConsumer: .coalesceByKey, maxQueuedMessages: 4096, replayCapacity: 4096)
 
 let holder = MarketHolder()
 let server = WebSocketServer(
@@ -98,7 +98,7 @@ server.onHTTPRequest { request in
 }
 
 do {
-    try server.server.stopOnSignals(grace: 1_000)
+    try server.stopOnSignals(grace: .seconds(1))
     try server.start()
 } catch {
     fail("\(error)")
@@ -112,7 +112,7 @@ fflush(nil)
 let interval = tickMin...tickMax
 let feed = Thread {
     var next = Date()
-    while server.server.isRunning {
+    while server.isRunning {
         holder.market.tick()
         next += Double.random(in: interval)
         let wait = next.timeIntervalSinceNow
@@ -120,7 +120,7 @@ let feed = Thread {
     }
 }
 feed.start()
-while server.server.isRunning { Thread.sleep(forTimeInterval: 0.2) }
+while server.isRunning { Thread.sleep(forTimeInterval: 0.2) }
 print("stopped")
 
 /// Lets the handlers reach the market created after the server.

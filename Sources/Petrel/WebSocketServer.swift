@@ -1,0 +1,89 @@
+import PetrelCore
+import PetrelRuntime
+
+/// A WebSocket server with closure handlers. Handlers run on the connection's loop thread, one
+/// at a time per connection: keep them short, or hand work to a task.
+public final class WebSocketServer: Sendable {
+    /// Port, threads, limits, timers, compression, TLS, topics, static files: see docs/limits.md.
+    public typealias Configuration = ServerConfiguration
+    public typealias TLSConfiguration = TLSServerConfiguration
+    public typealias TopicPolicy = PetrelRuntime.TopicPolicy
+    /// permessage-deflate settings (`Configuration.compression`).
+    public typealias Compression = DeflateOptions
+    /// A plain HTTP request on the server's port, and the answer a route gives.
+    public typealias HTTPRequest = PetrelRuntime.HTTPRequest
+    public typealias HTTPAnswer = PetrelRuntime.HTTPAnswer
+    public typealias HTTPField = PetrelCore.HTTPField
+    /// The runtime's callbacks, for hooks beyond the closures (accept hook, drain).
+    public typealias Handlers = PetrelRuntime.Handlers
+
+    let server: Server
+
+    /// - Parameters:
+    ///   - onMessage: called for every message; reply with `connection.send`.
+    public init(
+        configuration: Configuration = Configuration(),
+        onOpen: (@Sendable (WebSocketConnection) -> Void)? = nil,
+        onMessage: @escaping @Sendable (WebSocketConnection, WebSocketMessage) -> Void,
+        onClose: (@Sendable (WebSocketConnection, WebSocketCloseCode, String) -> Void)? = nil
+    ) {
+        let handlers = Handlers()
+        if let onOpen { handlers.onOpen = { onOpen(WebSocketConnection(connection: $0)) } }
+        handlers.onMessage = { c, kind, payload in
+            let m: WebSocketMessage = kind == .text ? .text(String(decoding: payload, as: UTF8.self)) : .binary(Array(payload))
+            onMessage(WebSocketConnection(connection: c), m)
+        }
+        if let onClose { handlers.onClose = { onClose(WebSocketConnection(connection: $0), $1, $2) } }
+        self.server = Server(configuration: configuration, handlers: handlers)
+    }
+
+    /// The runtime's handlers, for hooks beyond the three above (accept hook, HTTP routes,
+    /// drain). Set them before `start`.
+    public var handlers: Handlers { self.server.handlers }
+
+    /// Answers plain HTTP requests on the server's port (a `/health` route, say). Return nil to
+    /// let the server go on: event-stream paths, then static files. Set it before `start`.
+    public func onHTTPRequest(_ route: @escaping @Sendable (HTTPRequest) -> HTTPAnswer?) {
+        self.server.handlers.onHTTPRequest = { request, _ in route(request) }
+    }
+
+    /// The port actually bound.
+    public var port: UInt16 { self.server.port }
+
+    /// Open sockets: WebSocket, event streams and requests in progress.
+    public var connectionCount: Int { self.server.connectionCount }
+
+    public func start() throws(PetrelError) { try self.server.start() }
+
+    /// Whether the server is running (started and not yet stopped).
+    public var isRunning: Bool { self.server.isRunning }
+
+    /// Stops the server gracefully on SIGINT or SIGTERM (call before `start`).
+    public func stopOnSignals(grace: Duration = .seconds(5)) throws(PetrelError) {
+        try self.server.stopOnSignals(grace: Self.milliseconds(grace))
+    }
+
+    static func milliseconds(_ d: Duration) -> Int {
+        Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
+    }
+
+    /// Starts the server and suspends until it is stopped (by `stop` or a signal, see
+    /// `stopOnSignals`).
+    public func run() async throws(PetrelError) {
+        try self.server.start()
+        while self.server.isRunning { try? await Task.sleep(for: .milliseconds(50)) }
+    }
+
+    public func stop(grace: Duration = .seconds(5)) {
+        self.server.stop(grace: Self.milliseconds(grace))
+    }
+
+    /// Publishes to every subscriber of `topic`; returns the message's event id.
+    @discardableResult
+    public func publish(_ message: WebSocketMessage, to topic: String, key: String? = nil) -> UInt64 {
+        switch message {
+        case .text(let s): return self.server.publish(topic, .text, Array(s.utf8), key: key)
+        case .binary(let b): return self.server.publish(topic, .binary, b, key: key)
+        }
+    }
+}
