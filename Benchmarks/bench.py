@@ -51,7 +51,13 @@ def servers() -> list[ServerKind]:
         # picows' core API has no permessage-deflate; with --deflate its server runs picows'
         # websockets-compatible layer, which has it.
         ServerKind("picows", [PY, str(ROOT / "Benchmarks/peers/picows_echo.py")], True),
-    ]
+    ] + base
+
+
+# Before and after: PETREL_BASE_ECHO names a petrel-echo built from another commit (say, in a git
+# worktree), run as the server "petrel-base" next to "petrel", same flags, in alternation.
+base = [ServerKind("petrel-base", [os.environ["PETREL_BASE_ECHO"], "--host", "127.0.0.1", "--threads", "1"], True)] \
+    if os.environ.get("PETREL_BASE_ECHO") else []
 
 
 @dataclass
@@ -112,7 +118,7 @@ def start_server(kind: ServerKind, port: int, deflate: bool) -> subprocess.Popen
     cmd = ["taskset", "-c", SERVER_CPU, *kind.command, "--port", str(port)]
     if deflate:
         cmd.append("--deflate")
-    elif kind.name == "petrel":
+    elif kind.name in ("petrel", "petrel-base"):
         cmd.append("--no-compression")
     env = {**os.environ, **kind.env}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

@@ -159,7 +159,7 @@ const char *petrel_strerror(petrel_status status);
 
 typedef struct petrel_server petrel_server;
 
-/** What happens to a topic subscriber that cannot keep up (see the README). */
+/** What happens to a topic subscriber that cannot keep up (docs/runtime.md, slow consumers). */
 #define PETREL_SLOW_CLOSE 0       /* close it with 1008 */
 #define PETREL_SLOW_DROP_OLDEST 1
 #define PETREL_SLOW_DROP_NEWEST 2

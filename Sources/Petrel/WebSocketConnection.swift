@@ -42,6 +42,19 @@ public struct WebSocketConnection: Sendable, Hashable {
         try self.connection.send(text: text, eventID: eventID).check()
     }
 
+    /// Bytes queued but not yet written to the socket.
+    public var bufferedAmount: Int { self.connection.bufferedAmount }
+    /// The last measured ping round trip in milliseconds, or nil before the first pong.
+    public var roundTripTime: Int? { self.connection.roundTripTime }
+    /// Whether permessage-deflate was negotiated.
+    public var isCompressing: Bool { self.connection.isCompressing }
+    /// Topic messages dropped, and coalesced away, because this subscriber was slow.
+    public var droppedMessages: Int { self.connection.droppedMessages }
+    public var coalescedMessages: Int { self.connection.coalescedMessages }
+
+    /// Sends a ping (its pong updates `roundTripTime`).
+    public func ping(_ payload: [UInt8] = []) { self.connection.ping(payload) }
+
     public func close(code: WebSocketCloseCode = .normalClosure, reason: String = "") {
         self.connection.close(code: code, reason: reason)
     }

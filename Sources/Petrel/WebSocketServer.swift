@@ -78,6 +78,25 @@ public final class WebSocketServer: Sendable {
         self.server.stop(grace: Self.milliseconds(grace))
     }
 
+    /// Counters of a topic: published, dropped and coalesced for slow subscribers, the last id.
+    public typealias TopicStatistics = PetrelRuntime.TopicStatistics
+
+    public func statistics(topic: String) -> TopicStatistics { self.server.statistics(topic: topic) }
+
+    /// The messages published to `topic` after `eventID` that its replay ring still holds,
+    /// oldest first, with their ids; nil when some have already left the ring (send a snapshot).
+    public func replay(topic: String, after eventID: UInt64) -> [(eventID: UInt64, message: WebSocketMessage)]? {
+        self.server.replay(topic: topic, after: eventID)?.map { frame in
+            (frame.eventID, frame.kind == .text ? .text(String(decoding: frame.payload, as: UTF8.self)) : .binary(frame.payload))
+        }
+    }
+
+    /// Loads the certificate and key again (or `configuration`'s): new connections use them,
+    /// open ones go on with theirs.
+    public func reloadTLS(_ configuration: TLSConfiguration? = nil) throws(PetrelError) {
+        try self.server.reloadTLS(configuration)
+    }
+
     /// Publishes to every subscriber of `topic`; returns the message's event id.
     @discardableResult
     public func publish(_ message: WebSocketMessage, to topic: String, key: String? = nil) -> UInt64 {

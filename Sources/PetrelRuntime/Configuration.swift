@@ -57,7 +57,7 @@ public struct ConnectionOptions: Sendable {
     public init() {}
 }
 
-/// A server's configuration. Defaults are the README's limits table.
+/// A server's configuration. Defaults are in docs/limits.md.
 public struct ServerConfiguration: Sendable {
     public var host = "0.0.0.0"
     public var port: UInt16 = 8080

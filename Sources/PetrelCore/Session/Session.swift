@@ -5,7 +5,7 @@ public enum Role: Sendable {
     case client
 }
 
-/// Limits and behaviour of one session. Defaults are documented in the README's limits table.
+/// Limits and behaviour of one session. Defaults are in docs/limits.md.
 public struct SessionConfiguration: Sendable {
     /// Largest frame payload accepted; larger fails the connection with 1009.
     public var maxFrameSize: Int = 16 * 1024 * 1024
