@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-30}
 shift || true
-all=(fuzz-server-handshake fuzz-client-handshake fuzz-extensions fuzz-frames-server fuzz-frames-client fuzz-inflate fuzz-http)
+all=(fuzz-server-handshake fuzz-client-handshake fuzz-extensions fuzz-frames-server fuzz-frames-client fuzz-inflate fuzz-http
+    fuzz-proxy-socks5 fuzz-proxy-connect fuzz-request-body)
 harnesses=("${@:-${all[@]}}")
 [ $# -gt 0 ] || harnesses=("${all[@]}")
 out=../.build/fuzz
