@@ -34,18 +34,29 @@ struct ProxyTests {
 
     @Test("CONNECT and SOCKS5 messages, byte for byte")
     func messages() throws {
-        let p = try ProxyURL("socks5://ada:pw@h")
-        #expect(String(decoding: ProxyNegotiation.connectRequest(host: "::1", port: 443, proxy: try ProxyURL("http://h")), as: UTF8.self)
+        func tunnel(_ kind: ProxyHandshake.Kind, _ host: String, _ port: UInt16, _ user: String? = nil, _ pass: String? = nil) throws -> ProxyHandshake {
+            try ProxyHandshake(kind: kind, targetHost: host, targetPort: port, username: user, password: pass)
+        }
+        /// What the handshake sends after the proxy's `reply`, and whether it finished.
+        func after(_ t: inout ProxyHandshake, _ reply: [UInt8]) -> ProxyHandshake.Step { reply.withUnsafeBytes { t.feed($0) } }
+        #expect(String(decoding: try tunnel(.httpConnect, "::1", 443).firstBytes, as: UTF8.self)
             == "CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n")
-        #expect(ProxyNegotiation.socksGreeting(p) == [5, 2, 0, 2])
-        #expect(ProxyNegotiation.socksGreeting(try ProxyURL("socks5://h")) == [5, 1, 0])
-        #expect(ProxyNegotiation.socksAuth(p) == [1, 3] + Array("ada".utf8) + [2] + Array("pw".utf8))
-        #expect(ProxyNegotiation.socksConnect(host: "example.com", port: 443) == [5, 1, 0, 3, 11] + Array("example.com".utf8) + [1, 0xBB])
-        #expect(ProxyNegotiation.socksConnect(host: "127.0.0.1", port: 80) == [5, 1, 0, 1, 127, 0, 0, 1, 0, 80])
-        #expect(ProxyNegotiation.socksConnect(host: "::1", port: 1).count == 4 + 16 + 2)
-        #expect(ProxyNegotiation.socksReplyLength([5, 0, 0, 1, 1, 2, 3]) == nil)
-        #expect(ProxyNegotiation.socksReplyLength([5, 0, 0, 1, 1, 2, 3, 4, 0, 80]) == 10)
-        #expect(ProxyNegotiation.socksReplyLength([5, 0, 0, 3, 2, 65, 66, 0, 80]) == 9)
-        #expect(ProxyNegotiation.socksReplyText(5) == "connection refused")
+        var withCredentials = try tunnel(.socks5, "example.com", 443, "ada", "pw")
+        #expect(withCredentials.firstBytes == [5, 2, 0, 2])
+        #expect(try tunnel(.socks5, "example.com", 443).firstBytes == [5, 1, 0])
+        #expect(after(&withCredentials, [5, 2]) == .needMore(send: [1, 3] + Array("ada".utf8) + [2] + Array("pw".utf8)))
+        #expect(after(&withCredentials, [1, 0]) == .needMore(send: [5, 1, 0, 3, 11] + Array("example.com".utf8) + [1, 0xBB]))
+        var byAddress = try tunnel(.socks5, "127.0.0.1", 80)
+        #expect(after(&byAddress, [5, 0]) == .needMore(send: [5, 1, 0, 1, 127, 0, 0, 1, 0, 80]))
+        var v6 = try tunnel(.socks5, "::1", 1)
+        guard case .needMore(let connect) = after(&v6, [5, 0]) else { throw RuntimeError(.proxy, "no connect request") }
+        #expect(connect.count == 4 + 16 + 2)
+        // The connect reply's length depends on its address type: incomplete, IPv4, a name.
+        #expect(after(&byAddress, [5, 0, 0, 1, 1, 2, 3]) == .needMore(send: []))
+        #expect(after(&byAddress, [4, 0, 80]) == .established(consumed: 3))
+        var named = try tunnel(.socks5, "127.0.0.1", 80)
+        _ = after(&named, [5, 0])
+        #expect(after(&named, [5, 0, 0, 3, 2, 65, 66, 0, 80]) == .established(consumed: 9))
+        #expect(ProxyHandshake.socksReplyText(5) == "connection refused")
     }
 }

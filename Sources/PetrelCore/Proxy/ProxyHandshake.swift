@@ -67,10 +67,7 @@ public struct ProxyHandshake: Sendable {
         self.hasCredentials = username != nil
         switch kind {
         case .httpConnect:
-            var authorization: String?
-            if let username {
-                authorization = "Basic " + HandshakeCrypto.base64(Array("\(username):\(password ?? "")".utf8))
-            }
+            let authorization = username.map { Self.basicAuthorization(username: $0, password: password) }
             self.firstBytes = Self.connectRequest(host: targetHost, port: targetPort, authorization: authorization)
             self.socksAuthentication = []
             self.socksConnect = []
@@ -90,6 +87,11 @@ public struct ProxyHandshake: Sendable {
             self.socksConnect = connect
             self.phase = .socksMethod
         }
+    }
+
+    /// The `Proxy-Authorization` value for a user name and password (RFC 7617).
+    public static func basicAuthorization(username: String, password: String?) -> String {
+        "Basic " + HandshakeCrypto.base64(Array("\(username):\(password ?? "")".utf8))
     }
 
     /// Bytes held while waiting for the rest of a reply: at most `maxHeaderBytes + 1` for CONNECT,

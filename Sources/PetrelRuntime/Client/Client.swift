@@ -40,8 +40,18 @@ public enum ClientConnector {
             proxy = try ProxyURL.fromEnvironment(for: target)
         }
         if let p = proxy, p.kind == .https { _ = try ClientTLSContexts.context(for: configuration.tls) }
-        if let p = proxy, p.kind == .socks5, target.host.utf8.count > 255 {
-            throw RuntimeError(.invalidURL, "a host name over 255 bytes cannot go through SOCKS5")
+        // The tunnel's exchange, made (and its target checked) here, so that a host SOCKS5 cannot
+        // carry fails this call.
+        var tunnel: ProxyHandshake? = nil
+        if let p = proxy {
+            do throws(ProxyHandshakeError) {
+                tunnel = try ProxyHandshake(
+                    kind: p.kind == .socks5 ? .socks5 : .httpConnect, targetHost: target.host, targetPort: target.port,
+                    username: p.username, password: p.password, maxHeaderBytes: configuration.options.maxHeaderBytes,
+                    maxHeaderCount: configuration.options.maxHeaderCount)
+            } catch {
+                throw RuntimeError(.invalidURL, error.message)
+            }
         }
         // Through a proxy, only the proxy's name is resolved here (SOCKS5 and CONNECT resolve
         // the server's name at the proxy).
@@ -70,9 +80,9 @@ public enum ClientConnector {
             c.pendingAddresses = addresses
             c.wantsTLS = target.secure
             c.tlsHost = target.host
-            if let proxy {
+            if let proxy, let tunnel {
                 c.proxy = proxy
-                c.proxyTarget = (target.host, target.port)
+                c.proxyHandshake = tunnel
             }
             loop.execute(.attach(c))
             return c

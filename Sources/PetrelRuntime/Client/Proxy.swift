@@ -105,8 +105,7 @@ public struct ProxyURL: Sendable, Hashable, CustomStringConvertible {
 
     /// `Proxy-Authorization: Basic …` value, when there are credentials.
     var basicAuthorization: String? {
-        guard let u = self.username else { return nil }
-        return "Basic " + HandshakeCrypto.base64(Array("\(u):\(self.password ?? "")".utf8))
+        self.username.map { ProxyHandshake.basicAuthorization(username: $0, password: self.password) }
     }
 }
 
@@ -116,73 +115,5 @@ extension Substring {
         while s.first == " " || s.first == "\t" { s = s.dropFirst() }
         while s.last == " " || s.last == "\t" { s = s.dropLast() }
         return String(s)
-    }
-}
-
-/// The proxy negotiation a client connection goes through before its own handshake.
-enum ProxyNegotiation {
-    /// Waiting for the proxy's response to CONNECT.
-    case http(HTTPHeadReader)
-    /// SOCKS5: waiting for the method choice, the authentication result, or the connect reply.
-    case socksMethod([UInt8])
-    case socksAuth([UInt8])
-    case socksConnect([UInt8])
-
-    /// `CONNECT host:port` with Host and, with credentials, Proxy-Authorization.
-    static func connectRequest(host: String, port: UInt16, proxy: ProxyURL) -> [UInt8] {
-        let authority = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
-        var s = "CONNECT \(authority) HTTP/1.1\r\nHost: \(authority)\r\n"
-        if let auth = proxy.basicAuthorization { s += "Proxy-Authorization: \(auth)\r\n" }
-        return Array((s + "\r\n").utf8)
-    }
-
-    /// The greeting: no authentication, plus username/password when we have credentials.
-    static func socksGreeting(_ proxy: ProxyURL) -> [UInt8] {
-        proxy.username == nil ? [5, 1, 0] : [5, 2, 0, 2]
-    }
-
-    static func socksAuth(_ proxy: ProxyURL) -> [UInt8] {
-        let u = Array((proxy.username ?? "").utf8), p = Array((proxy.password ?? "").utf8)
-        return [1, UInt8(u.count)] + u + [UInt8(p.count)] + p
-    }
-
-    /// CONNECT to the target by name (the proxy resolves it) or by address.
-    static func socksConnect(host: String, port: UInt16) -> [UInt8] {
-        var out: [UInt8] = [5, 1, 0]
-        if let a = SocketAddress(numericHost: host, port: port) {
-            out += a.family == AF_INET ? [1] + a.addressBytes : [4] + a.addressBytes
-        } else {
-            let name = Array(host.utf8)  // at most 255 bytes: ClientConnector checks
-            out += [3, UInt8(name.count)] + name
-        }
-        return out + [UInt8(port >> 8), UInt8(port & 0xFF)]
-    }
-
-    /// The length of a complete connect reply at the start of `b`, if it is all there.
-    static func socksReplyLength(_ b: [UInt8]) -> Int? {
-        guard b.count >= 5 else { return nil }
-        let n: Int
-        switch b[3] {
-        case 1: n = 4 + 4 + 2
-        case 4: n = 4 + 16 + 2
-        case 3: n = 4 + 1 + Int(b[4]) + 2
-        default: return 4  // malformed: the caller rejects it
-        }
-        return b.count >= n ? n : nil
-    }
-
-    /// RFC 1928 §6 reply codes.
-    static func socksReplyText(_ code: UInt8) -> String {
-        switch code {
-        case 1: return "general SOCKS server failure"
-        case 2: return "connection not allowed by ruleset"
-        case 3: return "network unreachable"
-        case 4: return "host unreachable"
-        case 5: return "connection refused"
-        case 6: return "TTL expired"
-        case 7: return "command not supported"
-        case 8: return "address type not supported"
-        default: return "unknown reply"
-        }
     }
 }

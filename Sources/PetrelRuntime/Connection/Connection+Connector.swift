@@ -29,19 +29,12 @@ extension Connection {
         Syscall.noDelay(self.fd)
         self.phase = .handshaking
         self.deadline = self.loop.now + UInt64(self.options.handshakeTimeout)
-        if let proxy = self.proxy, let target = self.proxyTarget {
+        if let proxy = self.proxy, let tunnel = self.proxyHandshake {
             // First the tunnel: TLS to an https:// proxy, then CONNECT, or the SOCKS5 exchange.
             if proxy.kind == .https {
                 guard self.startClientTLS(hostname: proxy.host, forProxy: true) else { return }
             }
-            switch proxy.kind {
-            case .http, .https:
-                self.proxyNegotiation = .http(HTTPHeadReader(limit: self.options.maxHeaderBytes))
-                self.proxyOut = ProxyNegotiation.connectRequest(host: target.host, port: target.port, proxy: proxy)
-            case .socks5:
-                self.proxyNegotiation = .socksMethod([])
-                self.proxyOut = ProxyNegotiation.socksGreeting(proxy)
-            }
+            self.proxyOut = tunnel.firstBytes
             self.loop.markDirty(self)
             return
         }
@@ -81,70 +74,25 @@ extension Connection {
         }
     }
 
-    /// Bytes from the proxy while the tunnel is being set up.
+    /// Bytes from the proxy while the tunnel is being set up, through the core's `ProxyHandshake`.
     func proxyBytes(_ bytes: UnsafeRawBufferPointer) {
-        guard let negotiation = self.proxyNegotiation, let proxy = self.proxy, let target = self.proxyTarget else { return }
-        func fail(_ why: String) { self.failConnect(RuntimeError(.proxy, "proxy \(proxy): \(why)")) }
-        switch negotiation {
-        case .http(var reader):
-            switch reader.feed(bytes) {
-            case .needMore:
-                self.proxyNegotiation = .http(reader)
-            case .tooLarge:
-                fail("response head too large")
-            case .complete(let consumed):
-                switch HTTPResponseHead.parse(reader.bytes, maxFieldCount: self.options.maxHeaderCount) {
-                case .failure(let e):
-                    fail(e.message)
-                case .success(let head):
-                    guard (200...299).contains(head.status) else {
-                        return fail("CONNECT refused: \(head.status) \(head.reason)")
-                    }
-                    self.tunnelEstablished(leftover: UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
-                }
-            }
-        case .socksMethod(var got), .socksAuth(var got), .socksConnect(var got):
-            got.append(contentsOf: bytes)
-            switch negotiation {
-            case .socksMethod:
-                guard got.count >= 2 else { return self.proxyNegotiation = .socksMethod(got) }
-                guard got[0] == 5 else { return fail("not a SOCKS5 server") }
-                switch got[1] {
-                case 0:
-                    self.proxyNegotiation = .socksConnect(Array(got[2...]))
-                    self.proxyOut += ProxyNegotiation.socksConnect(host: target.host, port: target.port)
-                case 2 where proxy.username != nil:
-                    self.proxyNegotiation = .socksAuth(Array(got[2...]))
-                    self.proxyOut += ProxyNegotiation.socksAuth(proxy)
-                case 2:
-                    return fail("SOCKS5 proxy wants a user name and password")
-                default:
-                    return fail("SOCKS5 proxy accepts none of our authentication methods")
-                }
-                self.loop.markDirty(self)
-            case .socksAuth:
-                guard got.count >= 2 else { return self.proxyNegotiation = .socksAuth(got) }
-                guard got[0] == 1 else { return fail("malformed SOCKS5 authentication reply") }
-                guard got[1] == 0 else { return fail("SOCKS5 authentication failed (status \(got[1]))") }
-                self.proxyNegotiation = .socksConnect(Array(got[2...]))
-                self.proxyOut += ProxyNegotiation.socksConnect(host: target.host, port: target.port)
-                self.loop.markDirty(self)
-            default:
-                guard let n = ProxyNegotiation.socksReplyLength(got) else { return self.proxyNegotiation = .socksConnect(got) }
-                guard got[0] == 5, n > 4 else { return fail("malformed SOCKS5 reply") }
-                guard got[1] == 0 else {
-                    return fail("SOCKS5 CONNECT refused: \(ProxyNegotiation.socksReplyText(got[1])) (reply \(got[1]))")
-                }
-                got.removeFirst(n)
-                got.withUnsafeBytes { self.tunnelEstablished(leftover: $0) }
-            }
+        guard self.proxyHandshake != nil, let proxy = self.proxy else { return }
+        switch self.more.proxyHandshake!.feed(bytes) {
+        case .needMore(let send):
+            guard !send.isEmpty else { return }
+            self.proxyOut += send
+            self.loop.markDirty(self)
+        case .failed(let e):
+            self.failConnect(RuntimeError(.proxy, "proxy \(proxy): \(e.message)"))
+        case .established(let consumed):
+            self.tunnelEstablished(leftover: UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
         }
     }
 
     /// The tunnel is up: what follows is the connection to the server.
     func tunnelEstablished(leftover: UnsafeRawBufferPointer) {
         let depth = self.tlsLayers.count
-        self.proxyNegotiation = nil
+        self.proxyHandshake = nil
         self.proxyOut = []
         self.startWebSocketHandshake()
         guard self.phase != .closed, leftover.count > 0 else { return }

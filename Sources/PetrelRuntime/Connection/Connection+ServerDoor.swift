@@ -61,34 +61,25 @@ extension Connection {
         self.loop.openingRequest = nil
     }
 
+    /// A request that is not an upgrade: its body is read by Content-Length, then it is answered.
     func plainRequest(_ head: HTTPRequestHead, leftover: UnsafeRawBufferPointer) {
         guard let server = self.server else { return }
-        if head.headers["Transfer-Encoding"] != nil {
-            return self.respondAndClose(HTTPResponse.error(status: 411, body: "a request body needs Content-Length"))
+        switch HTTPRequestBodyReader.start(head: head, maxBodyBytes: server.configuration.maxRequestBody) {
+        case .failure(let e):
+            self.respondAndClose(e.response)
+        case .success(let reader):
+            self.pendingRequest = (head, reader)
+            self.requestBody(leftover)
         }
-        let lengths = head.headers.values("Content-Length")
-        var length = 0
-        if let first = lengths.first {
-            guard lengths.allSatisfy({ $0 == first }), !first.isEmpty, first.utf8.count <= 18, first.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-                let n = Int(first)
-            else { return self.respondAndClose(HTTPResponse.error(status: 400, body: "bad Content-Length")) }
-            length = n
-        }
-        if length > server.configuration.maxRequestBody {
-            return self.respondAndClose(HTTPResponse.error(status: 413, body: "request body over \(server.configuration.maxRequestBody) bytes"))
-        }
-        self.pendingRequest = (head, length, [])
-        self.requestBody(leftover)
     }
 
+    /// Bytes of a plain request's body, through the core's `HTTPRequestBodyReader`; the
+    /// request is answered once the body is complete.
     func requestBody(_ bytes: UnsafeRawBufferPointer) {
-        guard var pending = self.pendingRequest else { return }
-        let take = min(bytes.count, pending.length - pending.body.count)
-        pending.body.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[0..<take]))
-        self.pendingRequest = pending
-        guard pending.body.count == pending.length else { return }
+        guard self.pendingRequest != nil else { return }
+        guard case .complete = self.more.pendingRequest!.reader.feed(bytes), let pending = self.pendingRequest else { return }
         self.pendingRequest = nil
-        self.answer(HTTPRequest(head: pending.head, body: pending.body, peer: self.peerAddress))
+        self.answer(HTTPRequest(head: pending.head, body: pending.reader.body, peer: self.peerAddress))
     }
 
     func answer(_ request: HTTPRequest) {

@@ -41,7 +41,7 @@ extension Connection {
     /// proxy negotiation or the protocol.
     func receive(_ bytes: UnsafeRawBufferPointer, depth: Int) {
         guard depth < self.tlsLayers.count else {
-            if self.proxyNegotiation != nil { return self.proxyBytes(bytes) }
+            if self.proxyHandshake != nil { return self.proxyBytes(bytes) }
             return self.consume(UnsafeMutableRawBufferPointer(mutating: bytes))
         }
         let tls = self.tlsLayers[depth]
@@ -82,7 +82,7 @@ extension Connection {
     /// any proxy tunnel is up), proxy negotiation bytes into the layer under the tunnel, each
     /// layer's ciphertext into the layer below, and the outermost's into `tlsOut`.
     func pumpLayers() -> Bool {
-        if self.proxyNegotiation == nil, let top = self.tlsLayers.last {
+        if self.proxyHandshake == nil, let top = self.tlsLayers.last {
             while self.plaintextPending > 0 {
                 guard let n = self.withNextPlaintext({ top.write($0) }) else {
                     self.tlsFailed(top.failureText())
@@ -91,7 +91,7 @@ extension Connection {
                 if n == 0 { break }  // that layer's handshake is not done yet
                 self.consumePlaintext(n)
             }
-        } else if self.proxyNegotiation == nil && self.tlsLayers.isEmpty {
+        } else if self.proxyHandshake == nil && self.tlsLayers.isEmpty {
             // A plain tunnel: the bytes go out as they are.
             while self.plaintextPending > 0 {
                 let n = self.withNextPlaintext { p in self.tlsOut.append(contentsOf: p); return p.count }

@@ -60,13 +60,9 @@ extension Connection {
         get { self.extras?.proxy ?? nil }
         _modify { yield &self.more.proxy }
     }
-    var proxyTarget: (host: String, port: UInt16)? {
-        get { self.extras?.proxyTarget ?? nil }
-        _modify { yield &self.more.proxyTarget }
-    }
-    var proxyNegotiation: ProxyNegotiation? {
-        get { self.extras?.proxyNegotiation ?? nil }
-        _modify { yield &self.more.proxyNegotiation }
+    var proxyHandshake: ProxyHandshake? {
+        get { self.extras?.proxyHandshake ?? nil }
+        _modify { yield &self.more.proxyHandshake }
     }
     var proxyOut: [UInt8] {
         get { self.extras?.proxyOut ?? [] }
@@ -84,7 +80,7 @@ extension Connection {
         get { self.extras?.tlsOutHead ?? 0 }
         _modify { yield &self.more.tlsOutHead }
     }
-    var pendingRequest: (head: HTTPRequestHead, length: Int, body: [UInt8])? {
+    var pendingRequest: (head: HTTPRequestHead, reader: HTTPRequestBodyReader)? {
         get { self.extras?.pendingRequest ?? nil }
         _modify { yield &self.more.pendingRequest }
     }
@@ -133,16 +129,15 @@ final class ConnectionExtras {
     var innerPlain: [UInt8] = []
     /// Client: the proxy and where the tunnel goes; the negotiation under way; its bytes out.
     var proxy: ProxyURL? = nil
-    var proxyTarget: (host: String, port: UInt16)? = nil
-    var proxyNegotiation: ProxyNegotiation? = nil
+    var proxyHandshake: ProxyHandshake? = nil
     var proxyOut: [UInt8] = []
     /// Client: the URL's host, for SNI and the certificate check.
     var tlsHost: String? = nil
     /// Ciphertext not yet written, from `tlsOutHead` on.
     var tlsOut: [UInt8] = []
     var tlsOutHead: Int = 0
-    /// A plain request whose body is still arriving: its head, and the body so far.
-    var pendingRequest: (head: HTTPRequestHead, length: Int, body: [UInt8])? = nil
+    /// A plain request whose body is still arriving: its head, and the reader of its body.
+    var pendingRequest: (head: HTTPRequestHead, reader: HTTPRequestBodyReader)? = nil
     /// Per topic resumed with `subscribe(_:after:)`: the last event id already replayed, so that the same message still on its way to this loop is not delivered twice.
     var resumeFloors: [String: UInt64] = [:]
     /// The plain HTTP request of a streaming (SSE) connection.
