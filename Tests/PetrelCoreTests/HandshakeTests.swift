@@ -231,6 +231,8 @@ struct ClientHandshakeTests {
             ("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", .unexpectedStatus(403, reason: "")),
             ("HTTP/1.1 200 OK\r\n\r\n", .unexpectedStatus(200, reason: "")),
             ("garbage\r\n\r\n", .malformedResponse("")),
+            ("HTTP/1.1 003 Filtered\r\n\r\n", .malformedResponse("")),
+            ("HTTP/1.1 600 Nope\r\n\r\n", .malformedResponse("")),
             (good.replacing("Upgrade: websocket\r\n", ""), .missingUpgrade),
             (good.replacing("Connection: Upgrade\r\n", "Connection: close\r\n"), .missingConnection),
             (good.replacing("Sec-WebSocket-Accept: ", "Sec-WebSocket-Accept: x"), .acceptMismatch),

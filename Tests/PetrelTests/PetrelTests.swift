@@ -37,4 +37,33 @@ struct PetrelAPITests {
         await #expect(throws: (any Error).self) { _ = try await WebSocketClient.connect(to: "ws://127.0.0.1:1/") }
         await #expect(throws: PetrelError.self) { _ = try await WebSocketClient.connect(to: "http://nope/") }
     }
+
+    @Test("topics from the Swift API: statistics, replay after an id, and a connection's counters and ping")
+    func topicsAndCounters() async throws {
+        var config = WebSocketServer.Configuration(host: "127.0.0.1", port: 0)
+        config.threads = 1
+        config.topicPolicies["news"] = WebSocketServer.TopicPolicy(replayCapacity: 8)
+        config.options.pingInterval = 0
+        let opened = AsyncStream<WebSocketConnection>.makeStream()
+        let server = WebSocketServer(configuration: config, onOpen: { c in opened.continuation.yield(c) }, onMessage: { _, _ in })
+        try server.start()
+        defer { server.stop(grace: .milliseconds(100)) }
+        #expect(server.publish(.text("one"), to: "news") == 1)
+        #expect(server.publish(.binary([2]), to: "news") == 2)
+        #expect(server.statistics(topic: "news").published == 2)
+        #expect(server.statistics(topic: "news").lastEventID == 2)
+        let after1 = try #require(server.replay(topic: "news", after: 1))
+        #expect(after1.count == 1 && after1[0].eventID == 2 && after1[0].message == .binary([2]))
+        #expect(server.replay(topic: "news", after: 0)?.map(\.message) == [.text("one"), .binary([2])])
+        let ws = try await WebSocketClient.connect(to: "ws://127.0.0.1:\(server.port)/")
+        var connections = opened.stream.makeAsyncIterator()
+        let c = try #require(await connections.next())
+        #expect(c.bufferedAmount == 0)
+        #expect(c.roundTripTime == nil)
+        c.ping()
+        for _ in 0..<200 where c.roundTripTime == nil { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(c.roundTripTime != nil)
+        #expect(c.droppedMessages == 0 && c.coalescedMessages == 0)
+        ws.close()
+    }
 }

@@ -223,6 +223,8 @@ public struct HTTPResponseHead: Sendable {
                 parts[1].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 })
             else { return .failure(.malformedResponse("malformed status line")) }
             let status = parts[1].reduce(0) { $0 * 10 + Int($1 - 0x30) }
+            // RFC 9110 §15: every valid status code is within 100–599.
+            guard (100...599).contains(status) else { return .failure(.malformedResponse("status code \(status) outside 100-599")) }
             return .success(
                 HTTPResponseHead(
                     version: String(decoding: parts[0], as: UTF8.self), status: status,
