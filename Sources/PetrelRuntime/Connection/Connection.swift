@@ -3,13 +3,20 @@ import Glibc
 import PetrelCore
 import Synchronization
 
+/// Where a connection is in its life: a client's TCP connect, the opening handshake (or a
+/// plain request being read), open (a WebSocket or an event stream), reading until the peer's
+/// FIN after a half-close, gone.
 enum Phase {
     case connecting, handshaking, open, draining, closed
 }
 
-
 /// One connection, pinned to one loop thread for life. Its methods are safe from any thread:
 /// called off the loop, they are queued to it.
+///
+/// This file holds its state and its birth; what it does is in one file per concern beside it:
+/// `+API` (the public surface), `+Read`, `+TLS`, `+ServerDoor` (a server's first request),
+/// `+Connector` (a client's way to its server), `+Output`, `+Delivery` (topic messages),
+/// `+Timers` and `+Close`; rarely needed state lives in `ConnectionExtras`.
 public final class Connection: @unchecked Sendable {
     public let id: ConnectionID
     public let role: Role
