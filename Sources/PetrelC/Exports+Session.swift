@@ -78,9 +78,10 @@ final class CSession {
     /// Feeds the opening handshake; returns how many bytes it took once the session is open,
     /// nil while it needs more or after it failed.
     private func handshake(_ input: UnsafeRawBufferPointer) -> Int? {
-        if var handshake = self.serverHandshake {
-            let step = handshake.feed(input)
-            self.serverHandshake = handshake
+        if self.serverHandshake != nil {
+            // Fed in place: a copy would copy the head gathered so far on every feed.
+            let step = self.serverHandshake!.feed(input)
+            guard let handshake = self.serverHandshake else { return nil }
             switch step {
             case .needMore:
                 return nil
@@ -102,9 +103,8 @@ final class CSession {
                 return consumed
             }
         }
-        guard var handshake = self.clientHandshake else { return nil }
-        let step = handshake.feed(input)
-        self.clientHandshake = handshake
+        guard self.clientHandshake != nil else { return nil }
+        let step = self.clientHandshake!.feed(input)
         switch step {
         case .needMore:
             return nil

@@ -48,6 +48,9 @@ public struct ServerHandshake: Sendable {
     }
 
     public let policy: Policy
+    /// Set when the server is at its connection limit: a request whose head parses is refused
+    /// with 503 before anything else about it is checked.
+    public var atCapacity = false
     private var reader: HTTPHeadReader
 
     public init(policy: Policy = Policy()) {
@@ -72,6 +75,7 @@ public struct ServerHandshake: Sendable {
             case .failure(let e): return .refuse(e)
             case .success(let h): head = h
             }
+            if self.atCapacity { return .refuse(.serviceUnavailable) }
             if !HandshakeRequest.isUpgrade(head) {
                 return self.policy.answersPlainRequests ? .plainRequest(head, consumed: consumed) : .refuse(.notUpgrade)
             }

@@ -7,7 +7,7 @@ import PetrelCore
 extension Connection {
     func closeOnLoop(code: CloseCode, reason: String) {
         switch self.phase {
-        case .open where !self.isEventStream:
+        case .open where !self.eventStream:
             guard self.session.state == .open else { return }
             self.spillShared()
             self.moveBacklogIntoOutput(all: true)
@@ -71,7 +71,7 @@ extension Connection {
     /// Server stop: close 1001 to a WebSocket peer, end everything else.
     func shutdownForStop() {
         switch self.phase {
-        case .open where !self.isEventStream:
+        case .open where !self.eventStream:
             self.closeOnLoop(code: .goingAway, reason: "server shutting down")
         case .open:
             self.closeAfterFlush = true

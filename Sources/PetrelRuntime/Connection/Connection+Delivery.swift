@@ -33,7 +33,7 @@ extension Connection {
         guard self.phase == .open, self.session.state == .open, !self.closeAfterFlush else { return }
         // The fast path: a plain WebSocket (no TLS, proxy, backlog or compression) whose socket
         // took everything at the last flush queues a reference to the frame, not a copy.
-        if self.extras == nil && !self.isEventStream && !self.writeInterest && !self.session.isCompressing
+        if self.extras == nil && !self.eventStream && !self.writeInterest && !self.session.isCompressing
             && self.sharedBytes + frame.wire.count <= self.options.maxBackpressure
         {
             self.sharedOut.append(frame)
@@ -98,7 +98,7 @@ extension Connection {
     /// no context, compressed by the session when it does, or as encoded.
     func write(_ frame: SharedFrame) {
         self.spillShared()
-        if self.isEventStream {
+        if self.eventStream {
             frame.sseEvent.withUnsafeBytes { self.queuePlain($0) }
             return
         }

@@ -21,7 +21,7 @@ enum QueuedFrame {
 /// all of it to the socket.
 extension Connection {
     func sendOnLoop(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer) -> SendStatus {
-        if self.isEventStream { return ServerSentEvents.event(id: 0, payload: payload).withUnsafeBytes { self.sendRawOnLoop($0) } }
+        if self.eventStream { return ServerSentEvents.event(id: 0, payload: payload).withUnsafeBytes { self.sendRawOnLoop($0) } }
         guard self.phase == .open, self.session.state == .open else { return .closed }
         if self.queuedBytes >= self.options.maxBackpressure {
             self.wantsDrain = true
@@ -49,7 +49,7 @@ extension Connection {
         }
         if self.backlogHead < self.backlog.count {
             self.pushBacklog(.raw([UInt8](bytes)))
-        } else if self.isEventStream {
+        } else if self.eventStream {
             self.queuePlain(bytes)
         } else {
             self.spillShared()
@@ -60,7 +60,9 @@ extension Connection {
     }
 
     /// Queues HTTP bytes that are not WebSocket frames: a plain response, an event stream's
-    /// head and events, a client's opening request. They go out before the session's bytes.
+    /// head and events, a client's opening request. They go out before the session's bytes, so
+    /// a connection uses one or the other for what it writes in order: an event stream and a
+    /// plain response only this; a client only this for its request, which precedes any frame.
     func queuePlain(_ bytes: UnsafeRawBufferPointer) {
         self.more.plainOutput.append(contentsOf: bytes)
     }
@@ -89,6 +91,10 @@ extension Connection {
             if e.plainOutputHead == e.plainOutput.count {
                 e.plainOutput.removeAll(keepingCapacity: e.plainOutput.capacity <= 64 * 1024)
                 e.plainOutputHead = 0
+            } else if e.plainOutputHead >= 64 * 1024 && e.plainOutputHead * 2 >= e.plainOutput.count {
+                // A reader that never quite catches up must not keep what was written long ago.
+                e.plainOutput.removeFirst(e.plainOutputHead)
+                e.plainOutputHead = 0
             }
             return
         }
@@ -96,7 +102,7 @@ extension Connection {
     }
 
     func pingOnLoop(_ payload: UnsafeRawBufferPointer) -> SendStatus {
-        guard self.phase == .open, !self.isEventStream else { return .closed }
+        guard self.phase == .open, !self.eventStream else { return .closed }
         do { try self.session.sendPing(payload) } catch { return .closed }
         self.pingQueued = true
         self.lastPing = self.loop.now
@@ -105,7 +111,8 @@ extension Connection {
     }
 
 
-    /// Output past the backlog: the session's bytes and, with TLS, what is encrypted but unsent.
+    /// Output past the backlog: plain HTTP bytes, the session's bytes, queued shared frames and,
+    /// with TLS or a proxy, what is encrypted or negotiated but unsent.
     var outputBytes: Int {
         guard let e = self.extras else { return self.session.pendingOutputCount + self.sharedBytes }
         var n = self.plaintextPending + self.sharedBytes + (e.tlsOut.count - e.tlsOutHead) + e.proxyOut.count
@@ -260,8 +267,8 @@ extension Connection {
         self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
     }
 
-    /// Moves queued frames into the session's output while it is under the limit (or all of
-    /// them). Returns whether anything moved.
+    /// Moves queued frames into the output (the session's, or an event stream's plain output)
+    /// while it is under the limit (or all of them). Returns whether anything moved.
     @discardableResult
     func moveBacklogIntoOutput(all: Bool) -> Bool {
         var moved = false
@@ -272,7 +279,7 @@ extension Connection {
             switch item {
             case .shared(let f): self.write(f)
             case .direct(let kind, let bytes): _ = bytes.withUnsafeBytes { try? self.session.send(kind, $0) }
-            case .raw(let bytes) where self.isEventStream: bytes.withUnsafeBytes { self.queuePlain($0) }
+            case .raw(let bytes) where self.eventStream: bytes.withUnsafeBytes { self.queuePlain($0) }
             case .raw(let bytes): _ = bytes.withUnsafeBytes { try? self.session.queueEncoded($0) }
             }
             moved = true

@@ -43,7 +43,7 @@ extension Connection {
         case .handshaking:
             if self.role == .server { self.serverHandshake(bytes) } else { self.clientHandshakeBytes(bytes) }
         case .open:
-            if self.isEventStream { return }  // an SSE client has nothing more to say
+            if self.eventStream { return }  // an SSE client has nothing more to say
             self.parseFrames(bytes)
         default:
             break  // draining: discard until the peer closes
@@ -117,7 +117,7 @@ extension Connection {
 
     func endOfStream() {
         switch self.phase {
-        case .open where !self.isEventStream:
+        case .open where !self.eventStream:
             if let error = self.session.receiveEndOfStream() {
                 self.closeCode = error.closeCode
                 self.closeReason = error.description

@@ -19,11 +19,9 @@ extension Connection {
             self.respondAndClose(e.response)
         case .plainRequest(let head, let consumed):
             self.handshakeBox = nil
-            if self.overLimit { return self.respondAndClose(HandshakeError.serviceUnavailable.response) }
             self.plainRequest(head, leftover: UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
         case .upgrade(let request, let consumed):
             self.handshakeBox = nil
-            if self.overLimit { return self.respondAndClose(HandshakeError.serviceUnavailable.response) }
             self.upgrade(request, handshake: box.handshake, leftover: UnsafeMutableRawBufferPointer(rebasing: bytes[consumed...]))
         }
     }
@@ -102,7 +100,7 @@ extension Connection {
 
     func openEventStream(_ head: HTTPRequestHead) {
         self.httpRequest = head
-        self.isEventStream = true
+        self.eventStream = true
         self.isEventStreamFlag.store(true, ordering: .releasing)
         self.phase = .open
         self.deadline = 0

@@ -23,7 +23,7 @@ extension Connection {
                 self.closeTransport(reason: .abnormalClosure, message: "handshake timeout")
             }
         case .open:
-            if self.isEventStream {
+            if self.eventStream {
                 if self.closeAfterFlush && now >= self.deadline && self.deadline != 0 { self.closeTransport(reason: self.closeCode, message: self.closeReason) }
                 let interval = self.options.pingInterval
                 if interval > 0 && !self.closeAfterFlush && now - self.lastPing >= UInt64(interval) {

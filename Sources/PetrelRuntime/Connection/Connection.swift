@@ -52,7 +52,10 @@ public final class Connection: @unchecked Sendable {
     /// Whatever the application attached (the accept hook may set it).
     public var userData: UInt = 0
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
-    public internal(set) var isEventStream = false
+    /// Loop thread only; `isEventStream` is the same for any thread.
+    var eventStream = false
+    /// True for a Server-Sent Events stream. Safe from any thread.
+    public var isEventStream: Bool { self.isEventStreamFlag.load(ordering: .acquiring) }
     /// Topics this connection is subscribed to.
     var subscriptions: [Subscription] = []
     /// Topic frames queued after the session's bytes, written straight from the shared frames
@@ -83,7 +86,6 @@ public final class Connection: @unchecked Sendable {
     var isDirty = false
     var writeInterest = false
     var readPaused = false
-    var overLimit = false
     var closeAfterFlush = false
     var wantsDrain = false
     var openNotified = false
@@ -122,7 +124,8 @@ public final class Connection: @unchecked Sendable {
         self.session = Session(role: .server)
         self.deadline = loop.now + UInt64(self.options.handshakeTimeout)
         self.lastReceive = loop.now
-        self.overLimit = !server.connectionOpened()
+        // Counted from accept; over the limit, a request that parses is answered 503.
+        self.handshakeBox?.handshake.atCapacity = !server.connectionOpened()
         self.wantsTLS = server.tlsContexts != nil
     }
 

@@ -70,7 +70,7 @@ def _band(status: int, hundreds: int) -> bool:
 
 _CLOSED = (S.E_CLOSED, S.E_SENDING_CLOSED)
 _BAD_ARGUMENT = (S.E_NULL, S.E_INVALID_ARGUMENT, S.E_BUFFER_TOO_SMALL, S.E_CONFIG_SIZE, S.E_CONTROL_PAYLOAD,
-                 S.E_BAD_CLOSE_CODE, S.E_CLOSE_REASON_LONG, S.E_BAD_OPCODE)
+                 S.E_BAD_CLOSE_CODE, S.E_CLOSE_REASON_LONG, S.E_BAD_OPCODE, S.E_NO_MESSAGE, S.E_MESSAGE_IN_PROGRESS)
 # The opening handshake's statuses: the server's refusals (PETREL_E_HS_MALFORMED...) and the
 # client's (PETREL_E_HS_BAD_RESPONSE...), and the runtime's PETREL_E_HANDSHAKE.
 _HANDSHAKE = tuple(v for k, v in vars(S).items() if k.startswith("E_HS_")) + (S.E_HANDSHAKE,)
