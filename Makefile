@@ -12,7 +12,7 @@ test:
 # The stock-ticker demo: builds and starts the Swift server with the sample feed; open the URL
 # it prints. Flags after ARGS=, e.g. make demo ARGS="--port 9000 --host 0.0.0.0".
 demo:
-	@bash tools/apt.sh pkg-config zlib1g-dev libssl-dev
+	@bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libhiredis-dev
 	swift build -c release --package-path examples/stock-swift --product stock-server
 	examples/stock-swift/.build/release/stock-server $(ARGS)
 

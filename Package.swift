@@ -21,6 +21,9 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLinux"),
+        // hiredis, for the Redis Streams engine: linked statically (libpetrel.so gains no runtime
+        // dependency, and its version script keeps hiredis's symbols private).
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .target(
             name: "PetrelCore",
             dependencies: ["CZlib", "COpenSSL", "CLinux"],
@@ -28,8 +31,9 @@ let package = Package(
         ),
         .target(
             name: "PetrelRuntime",
-            dependencies: ["PetrelCore", "CLinux"],
-            swiftSettings: coreSettings
+            dependencies: ["PetrelCore", "CLinux", "CHiredis"],
+            swiftSettings: coreSettings,
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-l:libhiredis.a"])]
         ),
         .target(name: "Petrel", dependencies: ["PetrelRuntime"], swiftSettings: coreSettings),
         .systemLibrary(name: "CPetrelABI", path: "include"),

@@ -128,11 +128,12 @@ typedef int32_t petrel_status;
 #define PETREL_E_BIND (-603)                 /* the address is in use or not ours */
 #define PETREL_E_CONNECT (-604)              /* connection refused or unreachable */
 #define PETREL_E_CONNECT_TIMEOUT (-605)     
-#define PETREL_E_URL (-606)                  /* not a ws:// URL (or wss:// without TLS support) */
+#define PETREL_E_URL (-606)                  /* not a ws:// URL (or wss:// without TLS support), or not an engine_url */
 #define PETREL_E_THREAD (-607)               /* a loop thread could not be started */
 #define PETREL_E_HANDSHAKE (-608)            /* the opening handshake failed (petrel_last_error says why) */
 #define PETREL_E_TLS (-609)                  /* TLS: an untrusted, expired or misnamed certificate, or a bad TLS file */
 #define PETREL_E_PROXY (-610)                /* the proxy refused (HTTP 407, 403, 502...; a SOCKS reply code) or failed */
+#define PETREL_E_ENGINE (-611)               /* the pub/sub engine (Redis) was unreachable or refused: nothing was published */
 
 /** Message kinds. */
 #define PETREL_TEXT 1
@@ -203,6 +204,13 @@ typedef struct petrel_server_config {
                                      for petrel_server_next_events (see there) */
     uint64_t event_queue_bytes;   /* with queue_events: the queue's size, default 16 MiB (at least 64 KiB,
                                      at most 1 TiB); when it is full, loop threads wait for room */
+    const char *engine_url;       /* NULL or "" (default): event ids and replay in this process. Else
+                                     "redis://host[:port]" or a Unix socket path: topics shared with
+                                     every server on that Redis (docs/cluster.md); petrel_server_start
+                                     fails with PETREL_E_ENGINE if it cannot be reached */
+    uint32_t engine_timeout_ms;   /* default 2000: connecting to Redis, or one reply, at most this long */
+    uint64_t topic_stream_capacity; /* default 10000: with Redis, about how many messages each topic's
+                                     stream keeps (resume from older ids gets PETREL_E_REPLAY_GONE) */
 } petrel_server_config;
 
 /**
@@ -290,7 +298,8 @@ void petrel_server_callbacks_init(petrel_server_callbacks *callbacks);
 
 /**
  * Creates a server (nothing is bound yet).
- * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_CONFIG_SIZE; PETREL_E_INVALID_ARGUMENT.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_CONFIG_SIZE; PETREL_E_INVALID_ARGUMENT;
+ *          PETREL_E_URL (engine_url is not an engine address; petrel_last_error says why).
  * Ownership: *server_out is the caller's; release it with petrel_server_destroy.
  * Thread: any.
  */
@@ -300,7 +309,8 @@ petrel_status petrel_server_create(const petrel_server_config *config, const pet
 /**
  * Binds and starts the loop threads; returns once the server is listening.
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_STATE (already started); PETREL_E_RESOLVE;
- *          PETREL_E_BIND; PETREL_E_SOCKET; PETREL_E_THREAD.
+ *          PETREL_E_BIND; PETREL_E_SOCKET; PETREL_E_THREAD; PETREL_E_ENGINE (engine_url names a
+ *          Redis that cannot be reached; petrel_last_error says why).
  * Thread: any (one at a time per handle).
  */
 petrel_status petrel_server_start(petrel_server *server);
@@ -407,10 +417,13 @@ petrel_status petrel_server_next_events(petrel_server *server, int32_t timeout_m
 
 /**
  * Publishes a message to every subscriber of `topic` on every loop. The frame is encoded once.
- * Subscribers receive a topic's messages in publish order.
+ * Subscribers receive a topic's messages in publish order. With engine_url, the message goes
+ * to Redis, which gives its id, and reaches the subscribers of every server on that Redis
+ * (this one included) when each reads it back; the call waits for Redis's answer.
  * key: NULL, or the coalescing key (PETREL_SLOW_COALESCE keeps the newest message per key).
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (bad kind, or text not UTF-8);
- *          PETREL_E_STOPPED.
+ *          PETREL_E_STOPPED; PETREL_E_ENGINE (Redis unreachable or refused: not published;
+ *          petrel_last_error says why).
  * Ownership: data is copied. *event_id_out (may be NULL) receives the message's event id.
  * Thread: any.
  */
@@ -493,8 +506,8 @@ petrel_status petrel_conn_last_event_id(petrel_server *server, uint64_t conn, ui
 
 /**
  * Subscribes so that every message published to `topic` after `after_id` reaches the connection
- * exactly once and in order: first those the topic's replay ring (topic_replay) still holds,
- * then live ones. For a gapless snapshot, build it under the lock you publish under, with the
+ * exactly once and in order: first those the topic's replay ring (topic_replay) still holds
+ * (with engine_url, then those the Redis stream still holds), then live ones. For a gapless snapshot, build it under the lock you publish under, with the
  * last event id petrel_server_publish gave, send it, then call this with that id.
  * Returns: PETREL_OK; PETREL_E_REPLAY_GONE (the ring no longer holds them all, or the id was
  *          never given out: nothing is subscribed; send a snapshot); PETREL_E_NULL;

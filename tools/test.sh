@@ -10,7 +10,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system packages"
 # chromium and its driver are for the stock page's browser tests; socat, tinyproxy and
 # dante-server for TLS and proxy tests.
-bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server
 
 step "python venv (.venv, pinned in tools/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -62,6 +62,9 @@ bash Tests/TLS/make-certs.sh "$PETREL_TEST_CERTS"
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_petrel.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-tests
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_engine.c $(pkg-config --libs petrel) -lpthread \
+    -Wl,-rpath,"$prefix/lib" -o .build/c-engine-tests
+valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-engine-tests
 bash Tests/C/example.sh "$prefix"
 
 step "Python bindings: pip install ./bindings/python, then pytest (with websockets)"

@@ -8,6 +8,10 @@ public final class WebSocketServer: Sendable {
     public typealias Configuration = ServerConfiguration
     public typealias TLSConfiguration = TLSServerConfiguration
     public typealias TopicPolicy = PetrelRuntime.TopicPolicy
+    /// Where topics get their ids and history (`Configuration.engine`): in-process, or Redis
+    /// Streams shared by several servers (docs/cluster.md). `EventIDLayout` splits its ids.
+    public typealias Engine = PetrelRuntime.Engine
+    public typealias EventIDLayout = PetrelCore.EventIDLayout
     /// permessage-deflate settings (`Configuration.compression`).
     public typealias Compression = DeflateOptions
     /// A plain HTTP request on the server's port, and the answer a route gives.
@@ -98,11 +102,15 @@ public final class WebSocketServer: Sendable {
     }
 
     /// Publishes to every subscriber of `topic`; returns the message's event id.
+    ///
+    /// With the Redis engine (`Configuration.engine`), throws `PetrelError` of kind `.engine`
+    /// when Redis cannot be reached or refuses: the message was not published. The in-process
+    /// engine never throws.
     @discardableResult
-    public func publish(_ message: WebSocketMessage, to topic: String, key: String? = nil) -> UInt64 {
+    public func publish(_ message: WebSocketMessage, to topic: String, key: String? = nil) throws(PetrelError) -> UInt64 {
         switch message {
-        case .text(let s): return self.server.publish(topic, .text, Array(s.utf8), key: key)
-        case .binary(let b): return self.server.publish(topic, .binary, b, key: key)
+        case .text(let s): return try self.server.publish(topic, .text, Array(s.utf8), key: key)
+        case .binary(let b): return try self.server.publish(topic, .binary, b, key: key)
         }
     }
 }

@@ -56,6 +56,9 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.tls_sni_certificates = nil
     c.queue_events = 0
     c.event_queue_bytes = 16 << 20
+    c.engine_url = nil
+    c.engine_timeout_ms = UInt32(d.engineTimeout)
+    c.topic_stream_capacity = UInt64(d.defaultTopicPolicy.streamCapacity)
     config.pointee = c
 }
 
@@ -151,7 +154,22 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
     } else if c.tls_client_ca_file != nil || c.tls_sni_certificates != nil {
         return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
     }
-    config.defaultTopicPolicy = TopicPolicy(slowConsumer: policy, maxQueuedMessages: max(1, Int(c.topic_max_queued)), replayCapacity: Int(c.topic_replay))
+    guard c.topic_stream_capacity >= 1, c.topic_stream_capacity <= 1 << 40, c.engine_timeout_ms >= 1 else {
+        return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+    }
+    config.defaultTopicPolicy = TopicPolicy(
+        slowConsumer: policy, maxQueuedMessages: max(1, Int(c.topic_max_queued)), replayCapacity: Int(c.topic_replay),
+        streamCapacity: Int(c.topic_stream_capacity))
+    if let p = c.engine_url {
+        guard let url = string(p) else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+        do throws(RuntimeError) {
+            config.engine = try Engine(url: url)
+        } catch {
+            LastError.set(error.message)
+            return .failure(CStatusError(PETREL_E_URL))
+        }
+    }
+    config.engineTimeout = Int(c.engine_timeout_ms)
     return .success(config)
 }
 
@@ -344,9 +362,12 @@ public func petrel_server_publish(
         keyString = ks
     }
     guard s.server.isRunning else { return PETREL_E_STOPPED }
-    let id = s.server.publish(t, k, [UInt8](payload), key: keyString)
-    eventIDOut?.pointee = id
-    return PETREL_OK
+    do throws(RuntimeError) {
+        eventIDOut?.pointee = try s.server.publish(t, k, [UInt8](payload), key: keyString)
+        return PETREL_OK
+    } catch {
+        return LastError.failed(error)
+    }
 }
 
 @_cdecl("petrel_server_start_external")

@@ -41,10 +41,11 @@ enum Status {
             PETREL_E_BIND: "the address could not be bound (in use, or not local)",
             PETREL_E_CONNECT: "the connection was refused or the host is unreachable",
             PETREL_E_CONNECT_TIMEOUT: "the connection attempt timed out",
-            PETREL_E_URL: "not a valid ws:// URL",
+            PETREL_E_URL: "not a valid URL (a ws:// or wss:// URL, or an engine_url)",
             PETREL_E_THREAD: "a loop thread could not be started",
             PETREL_E_HANDSHAKE: "the opening handshake failed",
             PETREL_E_PROXY: "the proxy refused the tunnel or failed (petrel_last_error gives its answer)",
+            PETREL_E_ENGINE: "the pub/sub engine (Redis) could not be reached or refused (petrel_last_error says why); a publish that returns it published nothing",
             PETREL_E_TLS: "TLS failed: certificate not trusted, expired or for another name; or a TLS file could not be loaded",
         ]
         for e in ProtocolError.allCases {

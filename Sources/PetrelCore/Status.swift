@@ -86,6 +86,7 @@ public enum StatusCode: Int32, CaseIterable, Sendable {
     case handshake = -608
     case tls = -609
     case proxy = -610
+    case engine = -611
 
     /// The name in `petrel.h`: `PETREL_OK`, or `PETREL_E_` and the case name in upper snake
     /// case (a word starts at an uppercase letter after a lowercase one or a digit, and at the

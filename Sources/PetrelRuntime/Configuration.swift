@@ -24,11 +24,20 @@ public struct TopicPolicy: Sendable, Hashable {
     public var maxQueuedMessages = 1024
     /// Recent messages kept for replay to clients that resume with a last event id (0 = none).
     public var replayCapacity = 0
+    /// With the Redis engine: about how many messages the topic's stream keeps in Redis
+    /// (`XADD ... MAXLEN ~`; Redis trims in whole blocks, so it may keep a little more). A client
+    /// resuming from an older id takes a snapshot; a node that falls further behind than this
+    /// closes its subscribers of the topic (1012) so that they resume.
+    public var streamCapacity = 10_000
 
-    public init(slowConsumer: SlowConsumerPolicy = .close(.policyViolation), maxQueuedMessages: Int = 1024, replayCapacity: Int = 0) {
+    public init(
+        slowConsumer: SlowConsumerPolicy = .close(.policyViolation), maxQueuedMessages: Int = 1024, replayCapacity: Int = 0,
+        streamCapacity: Int = 10_000
+    ) {
         self.slowConsumer = slowConsumer
         self.maxQueuedMessages = maxQueuedMessages
         self.replayCapacity = replayCapacity
+        self.streamCapacity = streamCapacity
     }
 }
 
@@ -75,6 +84,11 @@ public struct ServerConfiguration: Sendable {
     public var subprotocols: [String] = []
     /// If set, only these `Origin` values may connect (403 otherwise).
     public var allowedOrigins: [String]? = nil
+    /// Where topics get their event ids and keep their history: in this process (the default),
+    /// or Redis Streams shared with other servers (`Engine`).
+    public var engine = Engine.inProcess
+    /// With the Redis engine: how long connecting to Redis, or one reply, may take.
+    public var engineTimeout: Milliseconds = 2_000
     public var defaultTopicPolicy = TopicPolicy()
     public var topicPolicies: [String: TopicPolicy] = [:]
     /// How often the timers are checked. Timeouts are accurate to about this much.

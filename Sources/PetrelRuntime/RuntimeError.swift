@@ -5,6 +5,8 @@ import PetrelCore
 public struct RuntimeError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Kind: Sendable, CaseIterable {
         case resolve, socket, bind, listen, connect, connectTimeout, thread, stopped, invalidURL, handshake, closed, configuration, tls, proxy
+        /// The pub/sub engine (Redis) could not be reached, or refused a command.
+        case engine
     }
 
     public let kind: Kind
@@ -38,6 +40,7 @@ public struct RuntimeError: Error, Hashable, Sendable, CustomStringConvertible {
         case .configuration: return .invalidArgument
         case .tls: return .tls
         case .proxy: return .proxy
+        case .engine: return .engine
         }
     }
 

@@ -2,6 +2,8 @@
 // Flags: --host H --port P --threads N --no-compression --max-message-size BYTES --compress-min BYTES
 //        --compress-window-bits 8-15 --compress-memory-level 1-9 --compress-level 1-9
 //        --deflate (keep the compression context between messages) --tls-cert PEM --tls-key PEM (wss://)
+//        --engine URL (topics through Redis Streams: redis://host:port or a Unix socket path;
+//        default: in-process)
 // Paths (Benchmarks/PROTOCOL.md): `/sub` subscribes to the topic "bench"; every message sent on
 // `/pub` is published to it; any other path echoes.
 import Glibc
@@ -9,7 +11,7 @@ import PetrelCore
 import PetrelRuntime
 
 func usage() -> Never {
-    print("usage: petrel-echo [--host H] [--port P] [--threads N] [--no-compression] [--deflate] [--max-message-size BYTES] [--compress-min BYTES] [--compress-window-bits N] [--compress-memory-level N] [--compress-level N] [--tls-cert PEM --tls-key PEM]")
+    print("usage: petrel-echo [--host H] [--port P] [--threads N] [--no-compression] [--deflate] [--max-message-size BYTES] [--compress-min BYTES] [--compress-window-bits N] [--compress-memory-level N] [--compress-level N] [--tls-cert PEM --tls-key PEM] [--engine URL]")
     exit(2)
 }
 
@@ -46,6 +48,13 @@ while let flag = args.popFirst() {
     case "--compress-level": configuration.compression?.compressionLevel = Int(value()) ?? { usage() }()
     case "--tls-cert": tlsCert = value()
     case "--tls-key": tlsKey = value()
+    case "--engine":
+        do throws(RuntimeError) {
+            configuration.engine = try Engine(url: value())
+        } catch {
+            print("petrel-echo: \(error)")
+            exit(2)
+        }
     case "-h", "--help": usage()
     default: usage()
     }
@@ -73,7 +82,11 @@ func makeHandlers() -> Handlers {
     }
     handlers.onMessage = { connection, kind, payload in
         if connection.userData == publisher {
-            _ = benchServer?.publish("bench", kind, Array(payload))
+            do {
+                _ = try benchServer?.publish("bench", kind, Array(payload))
+            } catch {
+                print("petrel-echo: publish failed: \(error)")
+            }
         } else {
             connection.send(kind, payload)
         }
@@ -86,6 +99,7 @@ benchServer = server
 do {
     try server.stopOnSignals(grace: 2_000)
     try server.start()
+    if configuration.engine != .inProcess { print("petrel-echo: topics through \(configuration.engine)") }
     print("petrel-echo listening\(configuration.tls == nil ? "" : " (TLS)") on \(configuration.host):\(server.port)")
     fflush(nil)
     while server.isRunning { sleep(1) }

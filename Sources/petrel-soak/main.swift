@@ -77,7 +77,7 @@ let publisher = Thread {
     var n = 0
     while !stop.load(ordering: .relaxed) {
         n += 1
-        server.publish("numbers", text: String(n))
+        _ = try? server.publish("numbers", text: String(n))
         published.store(n, ordering: .relaxed)
         usleep(1_000)
     }

@@ -163,7 +163,7 @@ extension RuntimeTests {
             let head = String(decoding: seen, as: UTF8.self)
             #expect(head.hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"))
             #expect(!head.contains("Content-Length"))
-            for i in 1...6 { server.publish("t", text: "m\(i)") }
+            for i in 1...6 { try! server.publish("t", text: "m\(i)") }
             let got = events(raw, count: 7, after: &seen)
             #expect(got.dropFirst().map { $0.0 } == [1, 2, 3, 4, 5, 6])
             #expect(got.last?.1 == "m6")
@@ -172,7 +172,7 @@ extension RuntimeTests {
             again.write("GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 3\r\n\r\n")
             var seen2: [UInt8] = []
             _ = events(again, count: 4, after: &seen2)
-            server.publish("t", text: "m7")
+            try! server.publish("t", text: "m7")
             #expect(events(again, count: 5, after: &seen2).dropFirst().map { $0.0 } == [4, 5, 6, 7])
             // Too old (the ring holds 4): a snapshot with the last id, then live ones only.
             let old = try RawSocket(port: server.port)
@@ -180,7 +180,7 @@ extension RuntimeTests {
             var seen3: [UInt8] = []
             let snap = events(old, count: 2, after: &seen3)
             #expect(snap.last?.0 == 7 && snap.last?.1 == "snapshot")
-            server.publish("t", text: "m8")
+            try! server.publish("t", text: "m8")
             #expect(events(old, count: 3, after: &seen3).last.map { ($0.0, $0.1) } ?? (0, "") == (8, "m8"))
             #expect(opened.withLock { $0 } == ["true nil", "true 3", "true 1"])
             // Only GET opens a stream.
@@ -197,7 +197,7 @@ extension RuntimeTests {
                 h.onOpen = { conn in #expect(conn.subscribe("big", after: 0)) }
             }
             defer { server.stop(grace: 100) }
-            for i in 1...500 { server.publish("big", text: String(repeating: "x", count: 100) + "\(i)") }
+            for i in 1...500 { try! server.publish("big", text: String(repeating: "x", count: 100) + "\(i)") }
             let client = try TestClient.connect("ws://127.0.0.1:\(server.port)/")
             var got = 0
             while got < 10, client.receive(timeout: 2) != nil { got += 1 }
@@ -214,7 +214,7 @@ extension RuntimeTests {
             defer { server.stop(grace: 100) }
             let client = try TestClient.connect("ws://127.0.0.1:\(server.port)/")
             let conn = try #require(waitUntil { server.connectionCount == 1 } ? server.loops[0].connections.values.first : nil)
-            let publisher = Thread { for i in 1...20_000 { server.publish("race", text: "\(i)") } }
+            let publisher = Thread { for i in 1...20_000 { try! server.publish("race", text: "\(i)") } }
             publisher.start()
             while server.statistics(topic: "race").lastEventID < 5_000 { usleep(100) }
             // Resume from an id the ring still holds, from another thread, mid-stream.

@@ -167,7 +167,7 @@ extension RuntimeTests {
             #expect(waitUntil { server.loops.map { $0.topics["ticks"]?.count ?? 0 }.reduce(0, +) == 100 })
             let perThread = 50
             DispatchQueue.concurrentPerform(iterations: 8) { t in
-                for i in 0..<perThread { server.publish("ticks", text: "\(t):\(i)") }
+                for i in 0..<perThread { try! server.publish("ticks", text: "\(t):\(i)") }
             }
             #expect(server.statistics(topic: "ticks").lastEventID == UInt64(8 * perThread))
             for c in clients {
@@ -206,7 +206,7 @@ extension RuntimeTests {
             var expected: [String] = []
             for i in 0..<3000 {
                 let t = "t:\(i):" + filler.prefix(i * 7 % 6000)
-                server.publish("t", text: t)
+                try! server.publish("t", text: t)
                 expected.append(t)
                 if i >= 2000 && i % 10 == 0 {  // topic frames alone first, then mixed
                     let d = "d:\(i)"
@@ -249,7 +249,7 @@ extension RuntimeTests {
             let b = try TestClient.connect("ws://127.0.0.1:\(server.port)/", configuration: plain)
             #expect(waitUntil { server.loops.map { $0.topics["t"]?.count ?? 0 }.reduce(0, +) == 2 })
             let tick = #"{"ticker":"AAPL","company":"Apple Inc.","price":189.25,"change":0.42,"changePercent":0.22}"#
-            for _ in 0..<3 { server.publish("t", text: tick, key: "AAPL") }
+            for _ in 0..<3 { try! server.publish("t", text: tick, key: "AAPL") }
             for c in [a, b] {
                 for _ in 0..<3 { #expect(c.receive() == .text(tick)) }
             }
@@ -274,7 +274,7 @@ extension RuntimeTests {
             #expect(waitUntil { server.loops.map { $0.topics.count }.reduce(0, +) == 3 })
             let payload = String(repeating: "x", count: 2000)
             for i in 0..<3000 {
-                for t in ["coalesce", "oldest", "close"] { server.publish(t, text: "\(i % 5) \(payload)", key: "k\(i % 5)") }
+                for t in ["coalesce", "oldest", "close"] { try! server.publish(t, text: "\(i % 5) \(payload)", key: "k\(i % 5)") }
             }
             #expect(waitUntil { server.statistics(topic: "coalesce").coalesced > 0 })
             #expect(waitUntil { server.statistics(topic: "oldest").dropped > 0 })
@@ -289,7 +289,7 @@ extension RuntimeTests {
         func replay() throws {
             let server = try startEchoServer { c, _ in c.topicPolicies["r"] = TopicPolicy(replayCapacity: 5) }
             defer { server.stop(grace: 100) }
-            for i in 1...8 { server.publish("r", text: "m\(i)") }
+            for i in 1...8 { try! server.publish("r", text: "m\(i)") }
             #expect(server.replay(topic: "r", after: 5)?.map(\.eventID) == [6, 7, 8])
             #expect(server.replay(topic: "r", after: 3)?.map(\.eventID) == [4, 5, 6, 7, 8])
             #expect(server.replay(topic: "r", after: 2) == nil)

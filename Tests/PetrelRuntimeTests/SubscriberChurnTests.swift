@@ -55,7 +55,7 @@ extension RuntimeTests {
             // A real subscriber that comes after still gets what is published.
             let client = try TestClient.connect("ws://127.0.0.1:\(server.port)/")
             #expect(waitUntil { Self.onLoop(server) { server.loops[0].topics["t"]?.count == 1 } })
-            _ = server.publish("t", text: "after")
+            _ = try! server.publish("t", text: "after")
             #expect(client.receive() == .text("after"))
         }
 

@@ -23,7 +23,7 @@ struct PetrelAPITests {
         #expect(try await iterator.next() == .text("hi"))
         #expect(try await iterator.next() == .binary([1, 2, 3]))
         // onOpen subscribed on the loop thread before the 101 went out, so this is delivered.
-        #expect(server.publish(.text("extra"), to: "news") == 1)
+        #expect(try! server.publish(.text("extra"), to: "news") == 1)
         #expect(try await iterator.next() == .text("extra"))
         try ws.send(.text("bye"))
         #expect(try await iterator.next() == nil)
@@ -48,8 +48,8 @@ struct PetrelAPITests {
         let server = WebSocketServer(configuration: config, onOpen: { c in opened.continuation.yield(c) }, onMessage: { _, _ in })
         try server.start()
         defer { server.stop(grace: .milliseconds(100)) }
-        #expect(server.publish(.text("one"), to: "news") == 1)
-        #expect(server.publish(.binary([2]), to: "news") == 2)
+        #expect(try! server.publish(.text("one"), to: "news") == 1)
+        #expect(try! server.publish(.binary([2]), to: "news") == 2)
         #expect(server.statistics(topic: "news").published == 2)
         #expect(server.statistics(topic: "news").lastEventID == 2)
         let after1 = try #require(server.replay(topic: "news", after: 1))

@@ -52,7 +52,10 @@ extension Connection {
     }
 
     /// Adds the connection to `topic`'s subscribers. Safe from any thread.
-    public func subscribe(_ topic: String) { self.loop.execute(.subscribe(self.id, topic)) }
+    public func subscribe(_ topic: String) {
+        self.server?.track(topic)
+        self.loop.execute(.subscribe(self.id, topic))
+    }
 
     public func unsubscribe(_ topic: String) { self.loop.execute(.unsubscribe(self.id, topic)) }
 
@@ -68,7 +71,7 @@ extension Connection {
     public func subscribe(_ topic: String, after eventID: UInt64) -> Bool {
         guard let server = self.server else { return false }
         let onLoop = self.loop.isCurrentThread
-        let found: ([SharedFrame], UInt64)? = server.topics.resume(topic: topic, after: eventID) { frames, last in
+        let found: ([SharedFrame], UInt64)? = server.resume(topic: topic, after: eventID) { frames, last in
             // Under the topic lock: every message up to `last` is already queued to this loop,
             // every later one will be queued after this. Off the loop, the subscription must be
             // queued here too, to keep that order; on it, the loop runs nothing meanwhile.

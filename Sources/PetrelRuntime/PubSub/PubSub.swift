@@ -6,7 +6,8 @@ public final class SharedFrame: @unchecked Sendable {
     public let topic: String
     /// The coalescing key (e.g. a ticker), if the publisher gave one.
     public let key: String?
-    /// The topic's event id: increasing by one per publish, starting at 1.
+    /// The topic's event id: increasing by one per publish, starting at 1 (with the Redis
+    /// engine, an epoch in the top bits: `EventIDLayout`).
     public let eventID: UInt64
     public let kind: MessageKind
     public let payload: [UInt8]
@@ -75,6 +76,24 @@ final class TopicRegistry: @unchecked Sendable {
         var statistics = TopicStatistics()
         var ring: [SharedFrame] = []
         var ringStart = 0
+        /// With an engine: the epoch of the ids this node reads (0 until known).
+        var epoch: UInt64 = 0
+
+        var ordered: [SharedFrame] { Array(self.ring[self.ringStart...] + self.ring[..<self.ringStart]) }
+
+        mutating func keep(_ frame: SharedFrame, capacity: Int) {
+            guard capacity > 0 else { return }
+            if self.ring.count > capacity {  // the capacity shrank: keep the newest
+                self.ring = Array(self.ordered.suffix(capacity))
+                self.ringStart = 0
+            }
+            if self.ring.count < capacity {
+                self.ring.append(frame)
+            } else {
+                self.ring[self.ringStart] = frame
+                self.ringStart = (self.ringStart + 1) % capacity
+            }
+        }
     }
 
     let state = Lock<[String: Topic]>([:])
@@ -89,14 +108,7 @@ final class TopicRegistry: @unchecked Sendable {
             t.statistics.lastEventID += 1
             t.statistics.published += 1
             let frame = SharedFrame(topic: topic, key: key, eventID: t.statistics.lastEventID, kind: kind, payload: payload)
-            if replayCapacity > 0 {
-                if t.ring.count < replayCapacity {
-                    t.ring.append(frame)
-                } else {
-                    t.ring[t.ringStart] = frame
-                    t.ringStart = (t.ringStart + 1) % replayCapacity
-                }
-            }
+            t.keep(frame, capacity: replayCapacity)
             topics[topic] = t
             distribute(frame)
             return frame.eventID
@@ -106,26 +118,113 @@ final class TopicRegistry: @unchecked Sendable {
     /// Runs `body` under the lock with the messages after `eventID` (oldest first) and the
     /// topic's last event id, so that no publish falls between the two; nil (and `body` is not
     /// run) when some of them are no longer kept, or `eventID` was never given out.
-    func resume<R>(topic: String, after eventID: UInt64, _ body: ([SharedFrame], UInt64) -> R) -> R? {
+    ///
+    /// `older(after, before)` reads, from an engine, the messages between `after` and the
+    /// ring's first (or, with an empty ring, the last one's successor), when the ring does not
+    /// reach back far enough; it is called only for an id of the topic's current epoch.
+    ///
+    /// `ahead(id)` says whether an engine gave out an id this node has not read yet (a client
+    /// that comes from a node that is a little ahead): then the client is subscribed with that
+    /// id as its floor.
+    func resume<R>(
+        topic: String, after eventID: UInt64, older: ((UInt64, UInt64) -> [SharedFrame]?)? = nil,
+        ahead: ((UInt64) -> Bool)? = nil, _ body: ([SharedFrame], UInt64) -> R
+    ) -> R? {
         self.state.withLock { topics in
             let last = topics[topic]?.statistics.lastEventID ?? 0
-            if eventID > last { return nil }
+            if eventID > last {
+                guard let ahead, ahead(eventID) else { return nil }
+                return body([], eventID)
+            }
             if eventID == last { return body([], last) }
             guard let t = topics[topic] else { return nil }
-            let ordered = Array(t.ring[t.ringStart...] + t.ring[..<t.ringStart])
-            guard let first = ordered.first, first.eventID <= eventID + 1 else { return nil }
-            return body(ordered.filter { $0.eventID > eventID }, last)
+            let ordered = t.ordered
+            if let first = ordered.first, first.eventID <= eventID + 1 {
+                return body(ordered.filter { $0.eventID > eventID }, last)
+            }
+            // Older than the ring: only an engine may still have them, and only in this epoch
+            // (0 = from the epoch's first message).
+            guard let older, eventID == 0 || EventIDLayout.epoch(of: eventID) == EventIDLayout.epoch(of: last) else { return nil }
+            let before = ordered.first?.eventID ?? last + 1
+            guard let missing = older(eventID, before) else { return nil }
+            return body(missing + ordered, last)
         }
     }
 
     /// The messages after `eventID`, oldest first; nil when some of them are no longer kept.
-    func replay(topic: String, after eventID: UInt64) -> [SharedFrame]? {
+    func replay(topic: String, after eventID: UInt64, older: ((UInt64, UInt64) -> [SharedFrame]?)? = nil) -> [SharedFrame]? {
+        self.resume(topic: topic, after: eventID, older: older) { frames, _ in frames }
+    }
+
+    // MARK: With an engine
+
+    /// An engine's first look at a topic on this node: its epoch and the newest messages of its
+    /// history (oldest first), for replay. Nothing is delivered.
+    func fill(topic: String, epoch: UInt64, frames: [SharedFrame], capacity: Int) {
         self.state.withLock { topics in
-            guard let t = topics[topic] else { return eventID == 0 ? [] : nil }
-            if eventID >= t.statistics.lastEventID { return [] }
-            let ordered = Array(t.ring[t.ringStart...] + t.ring[..<t.ringStart])
-            guard let first = ordered.first, first.eventID <= eventID + 1 else { return nil }
-            return ordered.filter { $0.eventID > eventID }
+            var t = topics[topic] ?? Topic()
+            t.epoch = frames.last.map { EventIDLayout.epoch(of: $0.eventID) } ?? epoch
+            t.ring = []
+            t.ringStart = 0
+            for f in frames.suffix(capacity) { t.keep(f, capacity: capacity) }
+            if let newest = frames.last { t.statistics.lastEventID = newest.eventID }
+            topics[topic] = t
+        }
+    }
+
+    enum Arrival { case delivered, duplicate, discontinuous }
+
+    /// A message an engine read, with its id: kept for replay and handed to `distribute` under
+    /// the lock, after the messages before it. An id already seen is skipped (`.duplicate`).
+    /// An id that does not follow the last one (another epoch: the engine lost its history; or
+    /// a gap: entries were trimmed before this node read them) empties the ring first and
+    /// returns `.discontinuous`, after `discontinuity` ran under the lock, before the delivery.
+    func arrive(
+        _ frame: SharedFrame, capacity: Int, discontinuity: () -> Void, distribute: (SharedFrame) -> Void
+    ) -> Arrival {
+        self.state.withLock { topics in
+            var t = topics[frame.topic] ?? Topic()
+            let last = t.statistics.lastEventID
+            let epoch = EventIDLayout.epoch(of: frame.eventID)
+            let sequence = EventIDLayout.sequence(of: frame.eventID)
+            var arrival = Arrival.delivered
+            if last != 0 && epoch == EventIDLayout.epoch(of: last) && frame.eventID <= last { return .duplicate }
+            let follows = last == 0 ? (t.epoch == 0 || t.epoch == epoch) && sequence == 1 : frame.eventID == last + 1
+            if !follows && !(last == 0 && t.epoch == 0) {
+                t.ring = []
+                t.ringStart = 0
+                discontinuity()
+                arrival = .discontinuous
+            }
+            t.epoch = epoch
+            t.statistics.lastEventID = frame.eventID
+            t.statistics.published += 1
+            t.keep(frame, capacity: capacity)
+            topics[frame.topic] = t
+            distribute(frame)
+            return arrival
+        }
+    }
+
+    /// An epoch this node's own publish was given, kept if the topic has none yet.
+    func noteEpoch(topic: String, epoch: UInt64) {
+        self.state.withLock { topics in
+            if topics[topic]?.epoch ?? 0 == 0 { topics[topic, default: Topic()].epoch = epoch }
+        }
+    }
+
+    /// The engine's epoch of `topic` on this node (0 until known).
+    func epoch(of topic: String) -> UInt64 { self.state.withLock { $0[topic]?.epoch ?? 0 } }
+
+    /// The engine lost the topic's history: forget the ring and the last id, take the new epoch.
+    func forget(topic: String, epoch: UInt64) {
+        self.state.withLock { topics in
+            guard var t = topics[topic] else { return }
+            t.ring = []
+            t.ringStart = 0
+            t.statistics.lastEventID = 0
+            t.epoch = epoch
+            topics[topic] = t
         }
     }
 

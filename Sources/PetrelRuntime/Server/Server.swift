@@ -32,6 +32,8 @@ public final class Server: @unchecked Sendable {
     private(set) var staticFiles: StaticFiles?
     /// The TLS context(s), made at start when the configuration has TLS.
     private(set) var tlsContexts: TLSServerContexts?
+    /// The Redis engine, when the configuration names one (connected at start).
+    private(set) var redis: RedisEngine?
 
     enum Lifecycle { case idle, starting, running, stopping, stopped }
 
@@ -95,9 +97,20 @@ public final class Server: @unchecked Sendable {
             guard state == .idle else { throw RuntimeError(.stopped, "a server can be started once") }
             state = .starting
         }
+        if case .redis(let address) = self.configuration.engine {
+            let engine = RedisEngine(address: address, server: self, timeout: self.configuration.engineTimeout)
+            do throws(RuntimeError) {
+                try engine.start()
+            } catch {
+                self.lifecycle.withLock { $0 = .stopped }
+                throw error
+            }
+            self.redis = engine
+        }
         if let root = self.configuration.staticRoot {
             guard let files = StaticFiles(root: root, maxFileSize: self.configuration.maxStaticFileSize) else {
                 self.lifecycle.withLock { $0 = .stopped }
+                self.redis?.stop()
                 throw RuntimeError(.configuration, "static root \(root): \(String(cString: strerror(errno)))", errno: errno)
             }
             self.staticFiles = files
@@ -107,6 +120,7 @@ public final class Server: @unchecked Sendable {
                 self.tlsContexts = try TLSServerContexts(tls)
             } catch {
                 self.lifecycle.withLock { $0 = .stopped }
+                self.redis?.stop()
                 throw error
             }
         }
@@ -120,6 +134,7 @@ public final class Server: @unchecked Sendable {
             address = first
         } catch {
             self.lifecycle.withLock { $0 = .stopped }
+            self.redis?.stop()
             throw error
         }
         var fds: [Int32] = []
@@ -142,6 +157,7 @@ public final class Server: @unchecked Sendable {
         } catch {
             if self.loops.isEmpty { for fd in fds { Syscall.close(fd) } }
             self.lifecycle.withLock { $0 = .stopped }
+            self.redis?.stop()
             throw error
         }
     }
@@ -173,6 +189,8 @@ public final class Server: @unchecked Sendable {
             return true
         }
         if first {
+            // The engine first: nothing more arrives for the loops to deliver.
+            self.redis?.stop()
             for loop in self.loops { loop.enqueue(.stop(graceMilliseconds: grace)) }
         }
         if self.loops.contains(where: { $0.isCurrentThread }) { return }
@@ -255,10 +273,19 @@ public final class Server: @unchecked Sendable {
 
     /// Publishes to every subscriber of `topic`, on every loop. Safe from any thread. The frame is
     /// encoded once; per topic, subscribers receive messages in publish order.
+    ///
+    /// With the Redis engine the message goes to Redis, which gives its id, and reaches the
+    /// subscribers of every server on that Redis (this one included) when each reads it back.
     /// - Parameter key: for `coalesceByKey` topics, the key whose older queued message this replaces.
     /// - Returns: the message's event id.
+    /// - Throws: with the Redis engine, `.engine` when Redis cannot be reached or refuses (the
+    ///   message was not published), `.stopped` before `start`. The in-process engine never throws.
     @discardableResult
-    public func publish(_ topic: String, _ kind: MessageKind, _ payload: [UInt8], key: String? = nil) -> UInt64 {
+    public func publish(_ topic: String, _ kind: MessageKind, _ payload: [UInt8], key: String? = nil) throws(RuntimeError) -> UInt64 {
+        if let redis = self.redis { return try redis.publish(topic: topic, key: key, kind: kind, payload: payload) }
+        if case .redis(let address) = self.configuration.engine {
+            throw RuntimeError(.stopped, "publish to \(topic): the server is not running, so it has no link to \(address)")
+        }
         let capacity = self.configuration.policy(for: topic).replayCapacity
         return self.topics.publish(topic: topic, key: key, kind: kind, payload: payload, replayCapacity: capacity) { frame in
             for loop in self.loops { loop.enqueue(.publish(frame)) }
@@ -266,14 +293,54 @@ public final class Server: @unchecked Sendable {
     }
 
     @discardableResult
-    public func publish(_ topic: String, text: String, key: String? = nil) -> UInt64 {
-        self.publish(topic, .text, Array(text.utf8), key: key)
+    public func publish(_ topic: String, text: String, key: String? = nil) throws(RuntimeError) -> UInt64 {
+        try self.publish(topic, .text, Array(text.utf8), key: key)
     }
 
-    /// The messages published to `topic` after `eventID` that the replay ring still holds, oldest
-    /// first; nil when some were already dropped from the ring (the caller should resynchronise).
+    /// The messages published to `topic` after `eventID` that the replay ring (or, with the Redis
+    /// engine, the stream) still holds, oldest first; nil when some are no longer kept (the
+    /// caller should resynchronise).
     public func replay(topic: String, after eventID: UInt64) -> [SharedFrame]? {
-        self.topics.replay(topic: topic, after: eventID)
+        self.resume(topic: topic, after: eventID) { frames, _ in frames }
+    }
+
+    /// `TopicRegistry.resume`, with the engine's history behind the ring.
+    func resume<R>(topic: String, after eventID: UInt64, _ body: ([SharedFrame], UInt64) -> R) -> R? {
+        guard let redis = self.redis else { return self.topics.resume(topic: topic, after: eventID, body) }
+        redis.track(topic)
+        return self.topics.resume(
+            topic: topic, after: eventID, older: { redis.older(topic: topic, after: $0, before: $1) },
+            ahead: { redis.hasGivenOut(topic: topic, $0) }, body)
+    }
+
+    /// Makes sure the engine reads `topic` for this server's subscribers.
+    func track(_ topic: String) { self.redis?.track(topic) }
+
+    /// A message the engine read: kept for replay, then fanned out to every loop.
+    func deliverFromEngine(_ frame: SharedFrame) {
+        let capacity = self.configuration.policy(for: frame.topic).replayCapacity
+        _ = self.topics.arrive(frame, capacity: capacity, discontinuity: { self.closeSubscribers(of: frame.topic) }) { f in
+            for loop in self.loops { loop.enqueue(.publish(f)) }
+        }
+    }
+
+    /// The engine lost `topic`'s history (Redis restarted without it, or was flushed).
+    func historyLost(topic: String, epoch: UInt64) {
+        self.topics.forget(topic: topic, epoch: epoch)
+        self.closeSubscribers(of: topic)
+    }
+
+    /// Closes this server's subscribers of `topic` with 1012 (an event stream just ends), because
+    /// the messages they would get next do not follow the last ones they got. Each resumes with
+    /// its last id, which is then too old: the application sends it a snapshot.
+    func closeSubscribers(of topic: String) {
+        for loop in self.loops {
+            loop.enqueue(.call { [loop] in
+                for c in loop.topics[topic] ?? [] {
+                    c.closeOnLoop(code: .serviceRestart, reason: "messages were lost upstream: resume for a snapshot")
+                }
+            })
+        }
     }
 
     public func statistics(topic: String) -> TopicStatistics { self.topics.statistics(topic) }

@@ -58,6 +58,7 @@ class ServerConfig(Structure):
         ("max_request_body", c_uint64), ("tls_cert_file", c_char_p), ("tls_key_file", c_char_p),
         ("tls_client_ca_file", c_char_p), ("tls_sni_certificates", c_char_p),
         ("queue_events", c_int32), ("event_queue_bytes", c_uint64),
+        ("engine_url", c_char_p), ("engine_timeout_ms", c_uint32), ("topic_stream_capacity", c_uint64),
     ]
 
 

@@ -63,6 +63,10 @@ class ConnectFailed(PetrelError, OSError):
     """A name could not be resolved, an address bound, or a connection made."""
 
 
+class EngineUnavailable(PetrelError, OSError):
+    """The pub/sub engine (Redis) could not be reached or refused: the message was not published."""
+
+
 def _band(status: int, hundreds: int) -> bool:
     """Whether `status` is in petrel.h's band -<hundreds>xx (wslay's grouping)."""
     return -hundreds * 100 - 99 <= status <= -hundreds * 100
@@ -92,6 +96,8 @@ def error_for(status: int) -> PetrelError:
         return InvalidArgument(status)
     if _band(status, 3):
         return InvalidState(status)
+    if status == S.E_ENGINE:
+        return EngineUnavailable(status)
     if _band(status, 6):
         return ConnectFailed(status)
     return PetrelError(status)

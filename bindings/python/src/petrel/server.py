@@ -224,6 +224,7 @@ class Server:
         max_message_size: int = 16 * 1024 * 1024, max_backpressure: int = 1024 * 1024,
         origins: Optional[Iterable[str]] = None, subprotocols: Optional[Iterable[str]] = None,
         slow_consumer: str = "close", max_queued: int = 1024, replay: int = 0,
+        engine: Optional[str] = None, stream_capacity: int = 10_000, engine_timeout: float = 2.0,
         ping_interval: float = 0.0, idle_timeout: float = 0.0,
         on_open: Optional[Callable[[Connection], None]] = None,
         on_message: Optional[Callable[[Connection, Data], None]] = None,
@@ -244,6 +245,12 @@ class Server:
             raise ValueError("threads must be an int in 0..255 (0: one per core)")
         if not isinstance(max_message_size, int) or max_message_size <= 0:
             raise ValueError("max_message_size must be a positive int")
+        if engine is not None and not isinstance(engine, str):
+            raise TypeError('engine must be a str: "redis://host:port" or a Unix socket path')
+        if not isinstance(stream_capacity, int) or not 1 <= stream_capacity <= 1 << 40:
+            raise ValueError("stream_capacity must be an int in 1..2**40")
+        if not 0 < engine_timeout <= 3600:
+            raise ValueError("engine_timeout must be a number of seconds in (0, 3600]")
         if slow_consumer not in _POLICIES:
             raise ValueError(f"slow_consumer must be one of {sorted(_POLICIES)}")
         self._on_open, self._on_message, self._on_close, self._on_drain = on_open, on_message, on_close, on_drain
@@ -260,7 +267,7 @@ class Server:
                       str(tls_cert).encode() if tls_cert else None, str(tls_key).encode() if tls_key else None,
                       str(tls_client_ca).encode() if tls_client_ca else None,
                       ";".join(f"{name},{chain},{key}" for name, (chain, key) in tls_sni.items()).encode()
-                      if tls_sni else None]
+                      if tls_sni else None, engine.encode() if engine else None]
         cfg = _lib.ServerConfig()
         lib.petrel_server_config_init(ctypes.byref(cfg))
         cfg.host, cfg.port, cfg.threads = self._keep[0], port, threads
@@ -278,6 +285,11 @@ class Server:
         cfg.max_request_body = max_request_body
         cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file = self._keep[5], self._keep[6], self._keep[7]
         cfg.tls_sni_certificates = self._keep[8]
+        # Event ids and history: in this process (None), or Redis Streams shared by every server
+        # on that Redis (docs/cluster.md).
+        cfg.engine_url = self._keep[9]
+        cfg.engine_timeout_ms = max(1, int(engine_timeout * 1000))
+        cfg.topic_stream_capacity = stream_capacity
         cfg.queue_events = 1
         # The CFUNCTYPE objects are kept on the server for its whole life: ctypes does not.
         self._callbacks = _lib.ServerCallbacks()
@@ -511,7 +523,11 @@ class Server:
         return n.value
 
     def publish(self, topic: str, data: Data, key: Optional[str] = None) -> int:
-        """Publishes to every subscriber of `topic`; safe from any thread. Returns the event id."""
+        """Publishes to every subscriber of `topic`; safe from any thread. Returns the event id.
+
+        With `engine="redis://..."` the message goes to Redis (this call waits for its answer) and
+        reaches the subscribers of every server on that Redis; raises EngineUnavailable when Redis
+        cannot be reached or refuses (the message was not published)."""
         if not isinstance(topic, str):
             raise TypeError("topic must be a str")
         kind, raw = _payload(data)

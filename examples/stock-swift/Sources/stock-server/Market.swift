@@ -100,7 +100,7 @@ final class Market: @unchecked Sendable {
         let id = self.lastID + 1
         let time = nowMilliseconds()
         let json = "{\"type\":\"tick\",\"id\":\(id),\(s.json),\"time\":\(time)}"
-        let given = self.server.publish(.text(json), to: Self.topic, key: s.ticker)
+        let given = try! self.server.publish(.text(json), to: Self.topic, key: s.ticker)
         precondition(given == id, "only the market publishes to \(Self.topic)")
         self.lastID = id
         self.published += 1

@@ -1,0 +1,182 @@
+/* C tests of the Redis Streams engine (engine_url): two servers share a topic through a real
+ * redis-server (Debian's package), which this program starts on a free port and kills at the
+ * end. Built like test_petrel.c with -Wall -Wextra -Werror and run under valgrind by the test
+ * command. Prints "N passed, N failed". */
+#define _POSIX_C_SOURCE 200809L
+#include <petrel.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int passed, failed;
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            passed++;                                                                \
+        } else {                                                                     \
+            failed++;                                                                \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+#define CHECK_STATUS(expr, want)                                                                              \
+    do {                                                                                                      \
+        petrel_status s_ = (expr);                                                                            \
+        if (s_ == (want)) {                                                                                   \
+            passed++;                                                                                         \
+        } else {                                                                                              \
+            failed++;                                                                                         \
+            fprintf(stderr, "%s:%d: %s returned %d (%s), wanted %d\n", __FILE__, __LINE__, #expr, (int)s_, \
+                    petrel_strerror(s_), (int)(want));                                                        \
+        }                                                                                                     \
+    } while (0)
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static uint16_t free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* redis-server on `port`, no persistence; waits until it accepts connections. */
+static pid_t start_redis(uint16_t port) {
+    char port_text[8];
+    snprintf(port_text, sizeof port_text, "%u", port);
+    char *argv[] = {"redis-server", "--port", port_text, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", "/tmp", "--logfile", "", "--daemonize", "no", NULL};
+    pid_t pid = 0;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", 1, 0);  /* O_WRONLY */
+    if (posix_spawnp(&pid, "redis-server", &actions, NULL, argv, environ) != 0) {
+        fprintf(stderr, "redis-server is not installed (make test installs Debian's redis-server)\n");
+        exit(2);
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    for (int i = 0; i < 500; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) return pid;
+        sleep_ms(10);
+    }
+    fprintf(stderr, "redis-server did not start on port %u\n", port);
+    exit(2);
+}
+
+static void stop_redis(pid_t pid) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static void on_open(void *userdata, petrel_server *server, uint64_t conn) {
+    (void)userdata;
+    petrel_conn_subscribe(server, conn, "t");
+}
+
+static petrel_server *node(const char *url, petrel_status want_start) {
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    CHECK(config.engine_url == NULL && config.engine_timeout_ms == 2000 && config.topic_stream_capacity == 10000);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    config.threads = 1;
+    config.engine_url = url;
+    config.engine_timeout_ms = 1000;
+    config.topic_replay = 16;
+    petrel_server_callbacks callbacks;
+    petrel_server_callbacks_init(&callbacks);
+    callbacks.on_open = on_open;
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), want_start);
+    return server;
+}
+
+int main(void) {
+    uint16_t redis_port = free_port();
+    pid_t redis = start_redis(redis_port);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%u", redis_port);
+
+    petrel_server *a = node(url, PETREL_OK), *b = node(url, PETREL_OK);
+    uint16_t port_b = 0;
+    CHECK_STATUS(petrel_server_port(b, &port_b), PETREL_OK);
+    char client_url[64];
+    snprintf(client_url, sizeof client_url, "ws://127.0.0.1:%u/", port_b);
+    petrel_client *client = NULL;
+    CHECK_STATUS(petrel_client_connect(client_url, NULL, NULL, &client), PETREL_OK);
+    sleep_ms(200); /* the subscription is made on B's loop */
+
+    /* Published on A, delivered by B, with ids of one epoch (top bits) and contiguous sequences. */
+    uint64_t first = 0, id = 0;
+    int contiguous = 1;
+    for (int m = 0; m < 50; m++) {
+        char text[32];
+        int len = snprintf(text, sizeof text, "tick %d", m);
+        CHECK_STATUS(petrel_server_publish(a, "t", PETREL_TEXT, text, (size_t)len, NULL, &id), PETREL_OK);
+        if (m == 0) first = id;
+        if (id != first + (uint64_t)m) contiguous = 0;
+    }
+    CHECK(contiguous);
+    CHECK((first >> 40) >= 1 && (first >> 40) <= 4095 && (first & ((1ULL << 40) - 1)) == 1);
+    int in_order = 1;
+    for (int m = 0; m < 50 && client; m++) {
+        char buf[64], want[32];
+        int32_t kind;
+        size_t len;
+        snprintf(want, sizeof want, "tick %d", m);
+        if (petrel_client_receive(client, 5000, &kind, buf, sizeof buf - 1, &len) != PETREL_OK) {
+            in_order = 0;
+            break;
+        }
+        buf[len] = 0;
+        if (strcmp(buf, want) != 0) in_order = 0;
+    }
+    CHECK(in_order);
+    petrel_client_destroy(client);
+
+    /* Redis gone: a publish fails and says why; nothing is published. */
+    stop_redis(redis);
+    CHECK_STATUS(petrel_server_publish(a, "t", PETREL_TEXT, "lost", 4, NULL, &id), PETREL_E_ENGINE);
+    CHECK(strstr(petrel_last_error(), "Redis at redis://127.0.0.1:") != NULL);
+    CHECK_STATUS(petrel_server_stop(a, 100), PETREL_OK);
+    CHECK_STATUS(petrel_server_stop(b, 100), PETREL_OK);
+    CHECK_STATUS(petrel_server_destroy(a), PETREL_OK);
+    CHECK_STATUS(petrel_server_destroy(b), PETREL_OK);
+
+    /* A Redis that cannot be reached: start fails; a URL that is not one: create fails. */
+    petrel_server *dead = node(url, PETREL_E_ENGINE);
+    CHECK_STATUS(petrel_server_destroy(dead), PETREL_OK);
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    config.engine_url = "http://127.0.0.1:6379";
+    petrel_server *none = NULL;
+    CHECK_STATUS(petrel_server_create(&config, NULL, &none), PETREL_E_URL);
+    CHECK(none == NULL && strstr(petrel_last_error(), "engine URL") != NULL);
+    config.engine_url = "redis://127.0.0.1:6379";
+    config.topic_stream_capacity = 0;
+    CHECK_STATUS(petrel_server_create(&config, NULL, &none), PETREL_E_INVALID_ARGUMENT);
+
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
