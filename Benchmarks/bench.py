@@ -11,6 +11,7 @@ in the machine's state hits every server alike; the tables give the median over 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +53,37 @@ def servers() -> list[ServerKind]:
         # picows' core API has no permessage-deflate; with --deflate its server runs picows'
         # websockets-compatible layer, which has it.
         ServerKind("picows", [PY, str(ROOT / "Benchmarks/peers/picows_echo.py")], True),
-    ] + base
+    ] + base + engine
+
+
+# The Redis Streams engine: petrel-echo with --engine, against a redis-server this script starts
+# (pinned with the server: its work is the server side's) and stops at exit. Compare it with
+# "petrel" in the fan-out scenarios: --servers petrel,petrel-redis --scenarios fanout-1k,fanout-10k
+engine = [ServerKind("petrel-redis", [str(ROOT / ".build/release/petrel-echo"), "--host", "127.0.0.1", "--threads", "1"], True)]
+_redis: dict = {}
+
+
+def redis_url() -> str:
+    if "url" not in _redis:
+        folder = tempfile.mkdtemp(prefix="petrel-bench-redis-")
+        port = free_port()
+        proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", folder, "--logfile", folder + "/redis.log"],
+                                start_new_session=True)
+        atexit.register(lambda: (proc.kill(), proc.wait()))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("redis-server did not start")
+        _redis["url"] = f"redis://127.0.0.1:{port}"
+    return _redis["url"]
 
 
 # Before and after: PETREL_BASE_ECHO names a petrel-echo built from another commit (say, in a git
@@ -89,6 +121,9 @@ def scenarios(seconds: float) -> list[Scenario]:
         Scenario("fanout-10k", "fan-out: 100 B each ms to 10,000 subscribers (200 messages)",
                  ["--mode", "fanout", "--conns", "10000", "--messages", "200", "--size", "100", "--seconds", "90"],
                  "deliveries_per_s", "deliveries/s", timeout=240),
+        Scenario("fanout-latency", "fan-out latency: 100 B each ms to 100 subscribers (3,000 messages; not saturated)",
+                 ["--mode", "fanout", "--conns", "100", "--messages", "3000", "--size", "100", "--seconds", "60"],
+                 "p99_us", "µs p99"),
         Scenario("handshake", "handshakes: connect, upgrade, close; 50 in flight",
                  ["--mode", "handshake", "--conns", "50", "--seconds", s], "handshakes_per_s", "handshakes/s"),
         Scenario("idle-10k", "memory: 10,000 idle connections, permessage-deflate offered",
@@ -118,8 +153,10 @@ def start_server(kind: ServerKind, port: int, deflate: bool) -> subprocess.Popen
     cmd = ["taskset", "-c", SERVER_CPU, *kind.command, "--port", str(port)]
     if deflate:
         cmd.append("--deflate")
-    elif kind.name in ("petrel", "petrel-base"):
+    elif kind.name in ("petrel", "petrel-base", "petrel-redis"):
         cmd.append("--no-compression")
+    if kind.name == "petrel-redis":
+        cmd += ["--engine", redis_url()]
     env = {**os.environ, **kind.env}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
@@ -212,6 +249,8 @@ def main() -> None:
                 for kind in kinds:
                     if sc.deflate and not kind.deflate:
                         continue
+                    if kind.name == "petrel-redis" and not sc.name.startswith("fanout"):
+                        continue  # the engine is on the publish path only
                     res = run_one(kind, sc)
                     res.update(server=kind.name, scenario=sc.name, round=r + 1)
                     log.write(json.dumps(res) + "\n")

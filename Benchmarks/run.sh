@@ -21,7 +21,7 @@ for a in "$@"; do
 done
 
 echo "==> packages and the Python venv"
-bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libwebsockets-dev util-linux
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libwebsockets-dev util-linux libhiredis-dev redis-server
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tools/requirements.txt -r Benchmarks/peers/requirements.txt
 

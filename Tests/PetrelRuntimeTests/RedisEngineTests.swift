@@ -90,6 +90,25 @@ struct RedisEngineTests {
         #expect(self.texts(late, 1) == ["m66"])
     }
 
+    @Test("a server without a replay ring joins a topic that has history: live messages, resume from the stream")
+    func joinWithoutRing() throws {
+        let redis = try RedisProcess()
+        defer { redis.stop() }
+        let a = try self.node(redis)
+        defer { a.stop(grace: 100) }
+        var ids = try (1...20).map { try a.publish("t", text: "m\($0)") }
+        let b = try self.node(redis, replay: 0)
+        defer { b.stop(grace: 100) }
+        let live = try TestClient.connect("ws://127.0.0.1:\(b.port)/")
+        let resumed = try TestClient.connect("ws://127.0.0.1:\(b.port)/?after=\(ids[14])")
+        #expect(self.texts(resumed, 5) == (16...20).map { "m\($0)" })
+        #expect(waitUntil { self.subscribers(b) == 2 })
+        ids += try (21...25).map { try a.publish("t", text: "m\($0)") }
+        #expect(self.texts(live, 5) == (21...25).map { "m\($0)" })
+        #expect(self.texts(resumed, 5) == (21...25).map { "m\($0)" })
+        #expect(waitUntil { b.statistics(topic: "t").lastEventID == ids.last! })
+    }
+
     @Test("when Redis loses its history the epoch changes: subscribers are closed with 1012 and old ids are too old")
     func historyLost() throws {
         let redis = try RedisProcess()

@@ -158,16 +158,17 @@ final class TopicRegistry: @unchecked Sendable {
 
     // MARK: With an engine
 
-    /// An engine's first look at a topic on this node: its epoch and the newest messages of its
-    /// history (oldest first), for replay. Nothing is delivered.
-    func fill(topic: String, epoch: UInt64, frames: [SharedFrame], capacity: Int) {
+    /// An engine's first look at a topic on this node: its epoch, the id of its newest message
+    /// (0 if none) and the newest messages of its history (oldest first) for the ring. Nothing is
+    /// delivered; the engine reads on after `newest`.
+    func fill(topic: String, epoch: UInt64, frames: [SharedFrame], newest: UInt64, capacity: Int) {
         self.state.withLock { topics in
             var t = topics[topic] ?? Topic()
-            t.epoch = frames.last.map { EventIDLayout.epoch(of: $0.eventID) } ?? epoch
+            t.epoch = newest != 0 ? EventIDLayout.epoch(of: newest) : epoch
             t.ring = []
             t.ringStart = 0
             for f in frames.suffix(capacity) { t.keep(f, capacity: capacity) }
-            if let newest = frames.last { t.statistics.lastEventID = newest.eventID }
+            if newest != 0 { t.statistics.lastEventID = newest }
             topics[topic] = t
         }
     }

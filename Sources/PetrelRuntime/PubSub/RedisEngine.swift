@@ -162,7 +162,7 @@ final class RedisEngine: @unchecked Sendable {
     /// registry and starts reading after them. False when Redis could not be reached.
     private func fill(_ topic: String) -> Bool {
         let capacity = self.server.configuration.policy(for: topic).replayCapacity
-        let found: (epoch: UInt64, frames: [SharedFrame], last: String)? = self.queries.withLock { link in
+        let found: (epoch: UInt64, frames: [SharedFrame], newest: UInt64, last: String)? = self.queries.withLock { link in
             do throws(RuntimeError) {
                 let epochReply = try link.command([Array("GET".utf8), Self.key(topic, "e")])
                 let tail = try link.command([Array("XREVRANGE".utf8), Self.key(topic, "s"), Array("+".utf8), Array("-".utf8),
@@ -170,7 +170,7 @@ final class RedisEngine: @unchecked Sendable {
                 let entries = (tail.elements ?? []).reversed().compactMap { Self.entry(topic, $0) }
                 let epoch = epochReply.text.flatMap { UInt64($0) } ?? 0
                 let last = entries.last.map { "\(EventIDLayout.epoch(of: $0.eventID))-\(EventIDLayout.sequence(of: $0.eventID))" }
-                return (epoch, capacity > 0 ? entries : [], last ?? "0-0")
+                return (epoch, capacity > 0 ? entries : [], entries.last?.eventID ?? 0, last ?? "0-0")
             } catch {
                 return nil
             }
@@ -178,7 +178,7 @@ final class RedisEngine: @unchecked Sendable {
         guard let found else { return false }
         self.topics.withLock { state in
             guard state.reading[topic] == nil else { return }
-            self.registry.fill(topic: topic, epoch: found.epoch, frames: found.frames, capacity: capacity)
+            self.registry.fill(topic: topic, epoch: found.epoch, frames: found.frames, newest: found.newest, capacity: capacity)
             state.reading[topic] = found.last
             state.pending.remove(topic)
         }
