@@ -363,7 +363,10 @@ public func petrel_server_publish(
     }
     guard s.server.isRunning else { return PETREL_E_STOPPED }
     do throws(RuntimeError) {
-        eventIDOut?.pointee = try s.server.publish(t, k, [UInt8](payload), key: keyString)
+        // Not `eventIDOut?.pointee = try publish(...)`: with a NULL pointer, optional chaining
+        // would skip the publish itself.
+        let id = try s.server.publish(t, k, [UInt8](payload), key: keyString)
+        eventIDOut?.pointee = id
         return PETREL_OK
     } catch {
         return LastError.failed(error)

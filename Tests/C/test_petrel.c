@@ -16,32 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-#define CHECK_STATUS(expr, want)                                                                              \
-    do {                                                                                                      \
-        petrel_status s_ = (expr);                                                                            \
-        if (s_ == (want)) {                                                                                   \
-            passed++;                                                                                         \
-        } else {                                                                                              \
-            failed++;                                                                                         \
-            fprintf(stderr, "%s:%d: %s returned %d (%s), wanted %d\n", __FILE__, __LINE__, #expr, (int)s_, \
-                    petrel_strerror(s_), (int)(want));                                                        \
-        }                                                                                                     \
-    } while (0)
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "check.h"
 
 /* Server state, written by the loop threads. */
 static atomic_int opens, closes, last_close_code, wrong_thread_seen, path_ok;
