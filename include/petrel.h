@@ -133,7 +133,7 @@ typedef int32_t petrel_status;
 #define PETREL_E_HANDSHAKE (-608)            /* the opening handshake failed (petrel_last_error says why) */
 #define PETREL_E_TLS (-609)                  /* TLS: an untrusted, expired or misnamed certificate, or a bad TLS file */
 #define PETREL_E_PROXY (-610)                /* the proxy refused (HTTP 407, 403, 502...; a SOCKS reply code) or failed */
-#define PETREL_E_ENGINE (-611)               /* the pub/sub engine (Redis) was unreachable or refused: nothing was published */
+#define PETREL_E_ENGINE (-611)               /* the pub/sub engine (Redis) was unreachable, refused or timed out (docs/cluster.md) */
 
 /** Message kinds. */
 #define PETREL_TEXT 1
@@ -423,7 +423,7 @@ petrel_status petrel_server_next_events(petrel_server *server, int32_t timeout_m
  * key: NULL, or the coalescing key (PETREL_SLOW_COALESCE keeps the newest message per key).
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (bad kind, or text not UTF-8);
  *          PETREL_E_STOPPED; PETREL_E_ENGINE (Redis unreachable or refused: not published;
- *          petrel_last_error says why).
+ *          its answer timed out: Redis may still add it; petrel_last_error says why).
  * Ownership: data is copied. *event_id_out (may be NULL) receives the message's event id.
  * Thread: any.
  */

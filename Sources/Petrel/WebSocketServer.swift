@@ -104,7 +104,7 @@ public final class WebSocketServer: Sendable {
     /// Publishes to every subscriber of `topic`; returns the message's event id.
     ///
     /// With the Redis engine (`Configuration.engine`), throws `PetrelError` of kind `.engine`
-    /// when Redis cannot be reached or refuses: the message was not published. The in-process
+    /// when Redis cannot be reached or refuses (the message was not published) or times out (Redis may still add it). The in-process
     /// engine never throws.
     @discardableResult
     public func publish(_ message: WebSocketMessage, to topic: String, key: String? = nil) throws(PetrelError) -> UInt64 {

@@ -45,7 +45,7 @@ enum Status {
             PETREL_E_THREAD: "a loop thread could not be started",
             PETREL_E_HANDSHAKE: "the opening handshake failed",
             PETREL_E_PROXY: "the proxy refused the tunnel or failed (petrel_last_error gives its answer)",
-            PETREL_E_ENGINE: "the pub/sub engine (Redis) could not be reached or refused (petrel_last_error says why); a publish that returns it published nothing",
+            PETREL_E_ENGINE: "the pub/sub engine (Redis) could not be reached or refused (petrel_last_error says why); a publish that returns it published nothing, unless Redis timed out (then it may still be added)",
             PETREL_E_TLS: "TLS failed: certificate not trusted, expired or for another name; or a TLS file could not be loaded",
         ]
         for e in ProtocolError.allCases {

@@ -132,6 +132,8 @@ final class TopicRegistry: @unchecked Sendable {
     ) -> R? {
         self.state.withLock { topics in
             let last = topics[topic]?.statistics.lastEventID ?? 0
+            // 0 is "from the first message": with an engine, of the current epoch.
+            let eventID = eventID == 0 ? EventIDLayout.id(epoch: EventIDLayout.epoch(of: last), sequence: 0) : eventID
             if eventID > last {
                 guard let ahead, ahead(eventID) else { return nil }
                 return body([], eventID)
@@ -144,7 +146,7 @@ final class TopicRegistry: @unchecked Sendable {
             }
             // Older than the ring: only an engine may still have them, and only in this epoch
             // (0 = from the epoch's first message).
-            guard let older, eventID == 0 || EventIDLayout.epoch(of: eventID) == EventIDLayout.epoch(of: last) else { return nil }
+            guard let older, EventIDLayout.epoch(of: eventID) == EventIDLayout.epoch(of: last) else { return nil }
             let before = ordered.first?.eventID ?? last + 1
             guard let missing = older(eventID, before) else { return nil }
             return body(missing + ordered, last)

@@ -59,11 +59,15 @@ final class RedisEngine: @unchecked Sendable {
 
     static func key(_ topic: String, _ suffix: String) -> [UInt8] { Array("petrel:{\(topic)}:\(suffix)".utf8) }
 
-    /// Connects, loads the publish script and starts the reader thread.
-    func start() throws(RuntimeError) {
+    /// Connects and loads the publish script: `Server.start` fails here if Redis cannot be reached.
+    func connect() throws(RuntimeError) {
         try self.queries.withLock { (link: inout RedisLink) throws(RuntimeError) in
             try self.loadScript(link)
         }
+    }
+
+    /// Starts the reader thread, once the server's loops exist.
+    func startReading() throws(RuntimeError) {
         self.thread = try spawnThread(name: "petrel-engine") { [self] in self.readLoop() }
     }
 
@@ -88,6 +92,9 @@ final class RedisEngine: @unchecked Sendable {
     /// ("" for none, else "=" and the key), the payload, this publish's token.
     static let publishScript = """
         local epoch = redis.call('GET', KEYS[1])
+        if epoch and redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+          epoch = false  -- the sequence is gone but not the stream: a history cut short
+        end
         if not epoch then
           epoch = ARGV[1]
           redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -97,6 +104,9 @@ final class RedisEngine: @unchecked Sendable {
         if last then
           local token, e, s = string.match(last, '^(%S+) (%d+) (%d+)$')
           if token == ARGV[6] and e == epoch then return {tonumber(e), tonumber(s)} end
+          if e == epoch and tonumber(ARGV[6]) < tonumber(token) then
+            return redis.error_reply('ERR petrel: a publish older than the last one of this node arrived late')
+          end
         end
         local seq = redis.call('INCR', KEYS[2])
         if seq >= 1099511627776 then return redis.error_reply('ERR petrel: the topic has used every sequence of its epoch') end
@@ -106,13 +116,15 @@ final class RedisEngine: @unchecked Sendable {
         """
 
     /// Publishes through Redis and returns the message's id. Throws `.engine` when Redis cannot
-    /// be reached (after one new connection) or refuses: then the message was not published.
+    /// be reached (after two new connections) or refuses. When it could not be reached, or
+    /// refused, nothing was published; when its answer did not come in time, the message may
+    /// still be added once Redis gets to it (docs/cluster.md, "Failures").
     func publish(topic: String, key: String?, kind: MessageKind, payload: [UInt8]) throws(RuntimeError) -> UInt64 {
         self.track(topic)
         let capacity = max(1, self.server.configuration.policy(for: topic).streamCapacity)
         let token = String(self.publishCount.add(1, ordering: .relaxed).newValue)
         let epoch = UInt64.random(in: EventIDLayout.epochs)
-        return try self.queries.withLock { (link: inout RedisLink) throws(RuntimeError) -> UInt64 in
+        let result = try self.queries.withLock { (link: inout RedisLink) throws(RuntimeError) -> (id: UInt64, learned: Bool) in
             let arguments: [[UInt8]] = [
                 Array("EVALSHA".utf8), Array(self.scriptSHA.utf8), Array("4".utf8),
                 Self.key(topic, "e"), Self.key(topic, "n"), Self.key(topic, "s"), Self.key(topic, "p:" + self.node),
@@ -124,10 +136,10 @@ final class RedisEngine: @unchecked Sendable {
             var reply = RedisReply.null
             for attempt in 0..<3 {
                 do throws(RuntimeError) {
-                    reply = try link.command(arguments)
+                    reply = try link.command(arguments, errorReplies: true)
                     if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {  // Redis restarted
                         try self.loadScript(link)
-                        reply = try link.command(arguments)
+                        reply = try link.command(arguments, errorReplies: true)
                     }
                     break
                 } catch {
@@ -135,18 +147,19 @@ final class RedisEngine: @unchecked Sendable {
                 }
             }
             guard let pair = reply.elements, pair.count == 2, let e = pair[0].integer, let s = pair[1].integer,
-                EventIDLayout.epochs.contains(UInt64(e)), s > 0
+                e > 0, EventIDLayout.epochs.contains(UInt64(e)), s > 0
             else {
                 throw RuntimeError(.engine, "Redis at \(self.address) refused a publish to \(topic): \(reply)")
             }
-            // The registry learns the epoch from the first publish, before the reader reads it
-            // back: if Redis loses it before that, the reader still sees that it changed.
-            if self.publishedEpochs[topic] != UInt64(e) {
-                self.publishedEpochs[topic] = UInt64(e)
-                self.registry.noteEpoch(topic: topic, epoch: UInt64(e))
-            }
-            return EventIDLayout.id(epoch: UInt64(e), sequence: UInt64(s))
+            let learned = self.publishedEpochs[topic] != UInt64(e)
+            if learned { self.publishedEpochs[topic] = UInt64(e) }
+            return (EventIDLayout.id(epoch: UInt64(e), sequence: UInt64(s)), learned)
         }
+        // The registry learns the epoch from the first publish, before the reader reads it back:
+        // if Redis loses it before that, the reader still sees that it changed. (Outside the
+        // `queries` lock: a resume holds the registry's lock while it waits for `queries`.)
+        if result.learned { self.registry.noteEpoch(topic: topic, epoch: EventIDLayout.epoch(of: result.id)) }
+        return result.id
     }
 
     // MARK: Tracking a topic
@@ -155,12 +168,19 @@ final class RedisEngine: @unchecked Sendable {
     /// If Redis cannot be reached, the reader thread tries again.
     func track(_ topic: String) {
         if self.topics.withLock({ $0.reading[topic] != nil || $0.pending.contains(topic) }) { return }
-        if !self.fill(topic) { self.topics.withLock { _ = $0.pending.insert(topic) } }
+        if !self.fill(topic) { self.topics.withLock { if $0.reading[topic] == nil { _ = $0.pending.insert(topic) } } }
     }
+
+    /// Whether the topic's first fill is still to be done (Redis could not be reached).
+    func isPending(_ topic: String) -> Bool { self.topics.withLock { $0.pending.contains(topic) } }
 
     /// Reads the epoch and the last `replayCapacity` entries of the topic, gives them to the
     /// registry and starts reading after them. False when Redis could not be reached.
-    private func fill(_ topic: String) -> Bool {
+    ///
+    /// `afterGap`: the topic was used here while its history could not be read (Redis was
+    /// unreachable, or had lost it): its subscribers here may have missed messages, so they are
+    /// closed with 1012 to resume.
+    private func fill(_ topic: String, afterGap: Bool = false) -> Bool {
         let capacity = self.server.configuration.policy(for: topic).replayCapacity
         let found: (epoch: UInt64, frames: [SharedFrame], newest: UInt64, last: String)? = self.queries.withLock { link in
             do throws(RuntimeError) {
@@ -176,12 +196,14 @@ final class RedisEngine: @unchecked Sendable {
             }
         }
         guard let found else { return false }
-        self.topics.withLock { state in
-            guard state.reading[topic] == nil else { return }
+        let filled = self.topics.withLock { state -> Bool in
+            state.pending.remove(topic)
+            guard state.reading[topic] == nil else { return false }
             self.registry.fill(topic: topic, epoch: found.epoch, frames: found.frames, newest: found.newest, capacity: capacity)
             state.reading[topic] = found.last
-            state.pending.remove(topic)
+            return true
         }
+        if filled && afterGap { self.server.closeSubscribers(of: topic) }
         return true
     }
 
@@ -237,8 +259,8 @@ final class RedisEngine: @unchecked Sendable {
         var lastCheck: UInt64 = 0
         while !self.stopping.load(ordering: .acquiring) {
             let pending = self.topics.withLock { Array($0.pending) }
-            for topic in pending { _ = self.fill(topic) }
-            let reading = self.topics.withLock { $0.reading.sorted { $0.key < $1.key } }
+            for topic in pending where !self.stopping.load(ordering: .acquiring) { _ = self.fill(topic, afterGap: true) }
+            var reading = self.topics.withLock { $0.reading.sorted { $0.key < $1.key } }
             if reading.isEmpty {
                 var ts = timespec(tv_sec: 0, tv_nsec: 20_000_000)
                 nanosleep(&ts, nil)
@@ -257,6 +279,9 @@ final class RedisEngine: @unchecked Sendable {
                     try self.checkEpochs(reading.map(\.key))
                     checkEpochs = false
                     lastCheck = now
+                    // A topic whose history was lost is filled again first, not read on.
+                    reading = self.topics.withLock { $0.reading.sorted { $0.key < $1.key } }
+                    if reading.isEmpty { continue }
                 }
                 var arguments: [[UInt8]] = [Array("XREAD".utf8), Array("COUNT".utf8), Array(String(Self.readBatch).utf8),
                                             Array("BLOCK".utf8), Array(String(Self.blockMilliseconds).utf8), Array("STREAMS".utf8)]
@@ -271,7 +296,7 @@ final class RedisEngine: @unchecked Sendable {
                     for raw in entries {
                         guard let id = raw.elements?.first?.text else { continue }
                         if let frame = Self.entry(topic, raw) { self.server.deliverFromEngine(frame) }
-                        self.topics.withLock { $0.reading[topic] = id }
+                        self.topics.withLock { if $0.reading[topic] != nil { $0.reading[topic] = id } }
                     }
                 }
             } catch {
@@ -289,18 +314,28 @@ final class RedisEngine: @unchecked Sendable {
         }
     }
 
-    /// A topic whose epoch in Redis is not the one this node reads lost its history (Redis
-    /// restarted without it, or was flushed). Its subscribers here are closed and it is read
-    /// again from its new start. One `MGET` for every topic.
+    /// A topic lost its history when its epoch in Redis is not the one this node reads (Redis
+    /// restarted without it, or was flushed), or its sequence is below the last one read here
+    /// (Redis came back from an older copy). Its subscribers here are closed (1012) and it is
+    /// filled again from its stream's tail. One `MGET` of every topic's epoch and sequence.
     private func checkEpochs(_ topics: [String]) throws(RuntimeError) {
-        let reply = try self.reader.command([Array("MGET".utf8)] + topics.map { Self.key($0, "e") })
-        guard let epochs = reply.elements, epochs.count == topics.count else { return }
-        for (topic, value) in zip(topics, epochs) {
-            let epoch = value.text.flatMap { UInt64($0) } ?? 0
-            let known = self.registry.epoch(of: topic)
-            if known != 0 && epoch != known {
-                self.server.historyLost(topic: topic, epoch: epoch)
-                self.topics.withLock { $0.reading[topic] = "0-0" }
+        // What this node knows, read before Redis is asked: an epoch a publish teaches the
+        // registry meanwhile is then not taken for a change.
+        let known = topics.map { (epoch: self.registry.epoch(of: $0), last: self.registry.statistics($0).lastEventID) }
+        let reply = try self.reader.command([Array("MGET".utf8)] + topics.map { Self.key($0, "e") } + topics.map { Self.key($0, "n") })
+        guard let values = reply.elements, values.count == 2 * topics.count else {
+            throw RuntimeError(.engine, "Redis at \(self.address): MGET answered \(reply)")
+        }
+        for (i, topic) in topics.enumerated() {
+            let epoch = values[i].text.flatMap { UInt64($0) } ?? 0
+            let sequence = values[topics.count + i].text.flatMap { UInt64($0) } ?? 0
+            let k = known[i]
+            let lastSequence = k.last != 0 && EventIDLayout.epoch(of: k.last) == k.epoch ? EventIDLayout.sequence(of: k.last) : 0
+            guard k.epoch != 0 && (epoch != k.epoch || sequence < lastSequence) else { continue }
+            self.server.historyLost(topic: topic)
+            self.topics.withLock {
+                $0.reading[topic] = nil
+                $0.pending.insert(topic)
             }
         }
     }

@@ -21,7 +21,13 @@ public struct RedisAddress: Sendable, Hashable, CustomStringConvertible {
             self.endpoint = .unix(path: String(path))
         } else if url.hasPrefix("redis://") {
             var rest = Substring(url.dropFirst(8))
-            if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+            if let slash = rest.firstIndex(of: "/") {
+                // Database 0 only: the engine's keys would not move with another number.
+                guard rest[slash...] == "/" || rest[slash...] == "/0" else {
+                    throw RuntimeError(.invalidURL, "engine URL \(url): only database 0 is supported")
+                }
+                rest = rest[..<slash]
+            }
             guard !rest.contains("@") else {
                 throw RuntimeError(.invalidURL, "engine URL \(url): user and password are not supported")
             }
@@ -163,10 +169,37 @@ final class RedisLink {
         }
     }
 
-    /// Sends one command and waits for its reply. An error reply comes back as `.error`; a
-    /// broken or timed-out connection throws (and is dropped). `readTimeout` overrides the
+    /// Sends one command and waits for its reply. A broken or timed-out connection throws (and
+    /// is dropped); so does an error reply (`-LOADING`, `-WRONGTYPE`...), which keeps the link,
+    /// unless `errorReplies` is set: then it comes back as `.error`. `readTimeout` overrides the
     /// link's timeout for this command (for a blocking read).
-    func command(_ arguments: [[UInt8]], readTimeout: Milliseconds? = nil) throws(RuntimeError) -> RedisReply {
+    ///
+    /// hiredis writes with plain `write`: on a connection Redis has closed, that raises SIGPIPE,
+    /// which would end a process that does not ignore it. The signal is blocked on this thread
+    /// for the call and a SIGPIPE it raised is taken off the thread before it is unblocked.
+    func command(_ arguments: [[UInt8]], readTimeout: Milliseconds? = nil, errorReplies: Bool = false) throws(RuntimeError) -> RedisReply {
+        var pipe = sigset_t()
+        sigemptyset(&pipe)
+        sigaddset(&pipe, SIGPIPE)
+        var previous = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &pipe, &previous)
+        defer {
+            var pending = sigset_t()
+            sigpending(&pending)
+            if sigismember(&pending, SIGPIPE) == 1 && sigismember(&previous, SIGPIPE) == 0 {
+                var now = timespec(tv_sec: 0, tv_nsec: 0)
+                _ = sigtimedwait(&pipe, nil, &now)
+            }
+            pthread_sigmask(SIG_SETMASK, &previous, nil)
+        }
+        let reply = try self.send(arguments, readTimeout: readTimeout)
+        if case .error(let message) = reply, !errorReplies {
+            throw RuntimeError(.engine, "Redis at \(self.address): \(message)")
+        }
+        return reply
+    }
+
+    private func send(_ arguments: [[UInt8]], readTimeout: Milliseconds?) throws(RuntimeError) -> RedisReply {
         try self.connect()
         guard let c = self.context else { throw RuntimeError(.engine, "Redis at \(self.address): not connected") }
         if let t = readTimeout { _ = redisSetTimeout(c, self.interval(t)) }

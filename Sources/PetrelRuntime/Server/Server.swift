@@ -100,7 +100,7 @@ public final class Server: @unchecked Sendable {
         if case .redis(let address) = self.configuration.engine {
             let engine = RedisEngine(address: address, server: self, timeout: self.configuration.engineTimeout)
             do throws(RuntimeError) {
-                try engine.start()
+                try engine.connect()
             } catch {
                 self.lifecycle.withLock { $0 = .stopped }
                 throw error
@@ -153,6 +153,7 @@ public final class Server: @unchecked Sendable {
                 loop.addListener(fd: fds[i])
                 self.loops.append(loop)
             }
+            try self.redis?.startReading()
             self.lifecycle.withLock { $0 = .running }
         } catch {
             if self.loops.isEmpty { for fd in fds { Syscall.close(fd) } }
@@ -279,10 +280,13 @@ public final class Server: @unchecked Sendable {
     /// - Parameter key: for `coalesceByKey` topics, the key whose older queued message this replaces.
     /// - Returns: the message's event id.
     /// - Throws: with the Redis engine, `.engine` when Redis cannot be reached or refuses (the
-    ///   message was not published), `.stopped` before `start`. The in-process engine never throws.
+    ///   message was not published; after a timeout Redis may still add it), `.stopped` when the server is not running. The in-process engine never throws.
     @discardableResult
     public func publish(_ topic: String, _ kind: MessageKind, _ payload: [UInt8], key: String? = nil) throws(RuntimeError) -> UInt64 {
-        if let redis = self.redis { return try redis.publish(topic: topic, key: key, kind: kind, payload: payload) }
+        if let redis = self.redis {
+            guard self.isRunning else { throw RuntimeError(.stopped, "publish to \(topic): the server is not running") }
+            return try redis.publish(topic: topic, key: key, kind: kind, payload: payload)
+        }
         if case .redis(let address) = self.configuration.engine {
             throw RuntimeError(.stopped, "publish to \(topic): the server is not running, so it has no link to \(address)")
         }
@@ -304,13 +308,45 @@ public final class Server: @unchecked Sendable {
         self.resume(topic: topic, after: eventID) { frames, _ in frames }
     }
 
-    /// `TopicRegistry.resume`, with the engine's history behind the ring.
+    /// `TopicRegistry.resume`, with the engine's history behind the ring. What the ring lacks is
+    /// read from Redis first, outside the registry's lock (one lock for every topic: a Redis
+    /// round trip under it would hold up every delivery), then the resume is made under the lock
+    /// with what was read, if it still joins up; else it is tried again (three times at most).
     func resume<R>(topic: String, after eventID: UInt64, _ body: ([SharedFrame], UInt64) -> R) -> R? {
         guard let redis = self.redis else { return self.topics.resume(topic: topic, after: eventID, body) }
         redis.track(topic)
-        return self.topics.resume(
-            topic: topic, after: eventID, older: { redis.older(topic: topic, after: $0, before: $1) },
-            ahead: { redis.hasGivenOut(topic: topic, $0) }, body)
+        // Until its history has been read, a topic cannot say what a client missed.
+        if redis.isPending(topic) { return nil }
+        for _ in 0..<3 {
+            let last = self.topics.statistics(topic).lastEventID
+            var given = false
+            var fetched: [SharedFrame]? = nil
+            if eventID > last {
+                given = redis.hasGivenOut(topic: topic, eventID)
+                if !given { return nil }
+            } else if eventID < last && (eventID == 0 || EventIDLayout.epoch(of: eventID) == EventIDLayout.epoch(of: last)) {
+                fetched = redis.older(topic: topic, after: eventID, before: last + 1)
+            }
+            var stale = false
+            let result = self.topics.resume(
+                topic: topic, after: eventID,
+                older: { after, before in
+                    // Redis no longer holds them all (or could not be asked): too old.
+                    guard let fetched else { return nil }
+                    // What was read, `after` + 1 up to `last`, must reach to just before the ring.
+                    // More may have arrived since: then read again.
+                    guard before <= last + 1 else {
+                        stale = true
+                        return nil
+                    }
+                    let needed = fetched.prefix { $0.eventID < before }
+                    guard (needed.last?.eventID ?? after) == before - 1 else { return nil }
+                    return Array(needed)
+                },
+                ahead: { _ in given }, body)
+            if result != nil || !stale { return result }
+        }
+        return nil
     }
 
     /// Makes sure the engine reads `topic` for this server's subscribers.
@@ -325,8 +361,8 @@ public final class Server: @unchecked Sendable {
     }
 
     /// The engine lost `topic`'s history (Redis restarted without it, or was flushed).
-    func historyLost(topic: String, epoch: UInt64) {
-        self.topics.forget(topic: topic, epoch: epoch)
+    func historyLost(topic: String) {
+        self.topics.forget(topic: topic, epoch: 0)
         self.closeSubscribers(of: topic)
     }
 

@@ -64,7 +64,7 @@ class ConnectFailed(PetrelError, OSError):
 
 
 class EngineUnavailable(PetrelError, OSError):
-    """The pub/sub engine (Redis) could not be reached or refused: the message was not published."""
+    """The pub/sub engine (Redis) could not be reached, refused or timed out (docs/cluster.md, Failures)."""
 
 
 def _band(status: int, hundreds: int) -> bool:

@@ -527,7 +527,7 @@ class Server:
 
         With `engine="redis://..."` the message goes to Redis (this call waits for its answer) and
         reaches the subscribers of every server on that Redis; raises EngineUnavailable when Redis
-        cannot be reached or refuses (the message was not published)."""
+        cannot be reached or refuses (the message was not published) or times out (Redis may still add it)."""
         if not isinstance(topic, str):
             raise TypeError("topic must be a str")
         kind, raw = _payload(data)
