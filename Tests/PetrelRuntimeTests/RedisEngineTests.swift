@@ -138,7 +138,7 @@ struct RedisEngineTests {
         let resumed = try TestClient.connect("ws://127.0.0.1:\(b.port)/?after=\(old[4])")
         #expect(resumed.waitClosed() == .closed(4000, "too old"))
         // B read the new history again from its stream's tail.
-        #expect(waitUntil { b.statistics(topic: "t").lastEventID == fresh && !b.redis!.isPending("t") })
+        #expect(waitUntil { b.statistics(topic: "t").lastEventID == fresh && !b.redis!.pending("t").pending })
         #expect(b.replay(topic: "t", after: old[4]) == nil)
         #expect(b.replay(topic: "t", after: 0)?.map(\.eventID) == [fresh])
     }
@@ -205,6 +205,25 @@ struct RedisEngineTests {
         #expect(throws: RuntimeError.self) { _ = try self.node(redis) }
         try redis.start()
         #expect(EventIDLayout.sequence(of: try publishRetrying(a, "t", "after")) == 1)
+        redis.stop()
+    }
+
+    @Test("a topic first used while Redis is down: its subscriber is closed with 1012 once its history is read")
+    func firstUseWhileDown() throws {
+        let redis = try RedisProcess()
+        defer { redis.stop() }
+        let a = try self.node(redis)
+        defer { a.stop(grace: 100) }
+        redis.stop()
+        // Its history cannot be read now: the client is subscribed without it.
+        let client = try TestClient.connect("ws://127.0.0.1:\(a.port)/?after=\(EventIDLayout.id(epoch: 7, sequence: 3))")
+        #expect(waitUntil { self.subscribers(a) == 1 })
+        #expect(a.redis!.pending("t").pending)
+        try redis.start()
+        // Once Redis is back the topic is read from its tail, and the subscriber, who may have
+        // missed something meanwhile, is told to resume.
+        #expect(client.waitClosed(timeout: 10) == .closed(1012, "messages were lost upstream: resume for a snapshot"))
+        #expect(waitUntil { !a.redis!.pending("t").pending })
         redis.stop()
     }
 

@@ -32,7 +32,9 @@ final class RedisEngine: @unchecked Sendable {
     private let reader: RedisLink
     /// Topics read by the reader thread, with the last stream id read; and topics whose first
     /// fill failed (Redis was unreachable), which the reader thread tries again.
-    private let topics = Lock<(reading: [String: String], pending: Set<String>)>(([:], []))
+    /// And, for a topic whose history was lost, the epoch whose ids are now too old, until the
+    /// topic has been filled again.
+    private let topics = Lock<(reading: [String: String], pending: Set<String>, lost: [String: UInt64])>(([:], [], [:]))
     private let stopping = Atomic<Bool>(false)
     private var thread: pthread_t?
     /// Identifies this server's publishes, so that a publish retried after a lost reply is not
@@ -171,8 +173,11 @@ final class RedisEngine: @unchecked Sendable {
         if !self.fill(topic) { self.topics.withLock { if $0.reading[topic] == nil { _ = $0.pending.insert(topic) } } }
     }
 
-    /// Whether the topic's first fill is still to be done (Redis could not be reached).
-    func isPending(_ topic: String) -> Bool { self.topics.withLock { $0.pending.contains(topic) } }
+    /// Whether the topic's fill is still to be done (Redis could not be reached, or the topic's
+    /// history was lost), and the epoch it lost, if it did (0 if not).
+    func pending(_ topic: String) -> (pending: Bool, lostEpoch: UInt64) {
+        self.topics.withLock { ($0.pending.contains(topic), $0.lost[topic] ?? 0) }
+    }
 
     /// Reads the epoch and the last `replayCapacity` entries of the topic, gives them to the
     /// registry and starts reading after them. False when Redis could not be reached.
@@ -198,6 +203,7 @@ final class RedisEngine: @unchecked Sendable {
         guard let found else { return false }
         let filled = self.topics.withLock { state -> Bool in
             state.pending.remove(topic)
+            state.lost.removeValue(forKey: topic)
             guard state.reading[topic] == nil else { return false }
             self.registry.fill(topic: topic, epoch: found.epoch, frames: found.frames, newest: found.newest, capacity: capacity)
             state.reading[topic] = found.last
@@ -336,6 +342,7 @@ final class RedisEngine: @unchecked Sendable {
             self.topics.withLock {
                 $0.reading[topic] = nil
                 $0.pending.insert(topic)
+                $0.lost[topic] = k.epoch
             }
         }
     }

@@ -315,8 +315,16 @@ public final class Server: @unchecked Sendable {
     func resume<R>(topic: String, after eventID: UInt64, _ body: ([SharedFrame], UInt64) -> R) -> R? {
         guard let redis = self.redis else { return self.topics.resume(topic: topic, after: eventID, body) }
         redis.track(topic)
-        // Until its history has been read, a topic cannot say what a client missed.
-        if redis.isPending(topic) { return nil }
+        // Until its history has been read (Redis was unreachable), the topic cannot say what a
+        // client missed: the client is subscribed with its id as floor, and closed with 1012 to
+        // resume again when the history has been read (`RedisEngine.fill(afterGap:)`).
+        let state = redis.pending(topic)
+        if state.pending {
+            // An id of the epoch Redis lost is too old; anything else waits for the fill.
+            if state.lostEpoch != 0 && EventIDLayout.epoch(of: eventID) == state.lostEpoch { return nil }
+            return self.topics.resume(topic: topic, after: eventID, older: { _, _ in nil }, ahead: { _ in true }, body)
+                ?? body([], eventID)
+        }
         for _ in 0..<3 {
             let last = self.topics.statistics(topic).lastEventID
             var given = false
