@@ -153,11 +153,6 @@ final class TopicRegistry: @unchecked Sendable {
         }
     }
 
-    /// The messages after `eventID`, oldest first; nil when some of them are no longer kept.
-    func replay(topic: String, after eventID: UInt64, older: ((UInt64, UInt64) -> [SharedFrame]?)? = nil) -> [SharedFrame]? {
-        self.resume(topic: topic, after: eventID, older: older) { frames, _ in frames }
-    }
-
     // MARK: With an engine
 
     /// An engine's first look at a topic on this node: its epoch, the id of its newest message
@@ -175,29 +170,23 @@ final class TopicRegistry: @unchecked Sendable {
         }
     }
 
-    enum Arrival { case delivered, duplicate, discontinuous }
-
     /// A message an engine read, with its id: kept for replay and handed to `distribute` under
-    /// the lock, after the messages before it. An id already seen is skipped (`.duplicate`).
-    /// An id that does not follow the last one (another epoch: the engine lost its history; or
-    /// a gap: entries were trimmed before this node read them) empties the ring first and
-    /// returns `.discontinuous`, after `discontinuity` ran under the lock, before the delivery.
-    func arrive(
-        _ frame: SharedFrame, capacity: Int, discontinuity: () -> Void, distribute: (SharedFrame) -> Void
-    ) -> Arrival {
+    /// the lock, after the messages before it. An id already seen is skipped. An id that does
+    /// not follow the last one (another epoch: the engine lost its history; or a gap: entries
+    /// were trimmed before this node read them) empties the ring and runs `discontinuity` under
+    /// the lock, before the delivery.
+    func arrive(_ frame: SharedFrame, capacity: Int, discontinuity: () -> Void, distribute: (SharedFrame) -> Void) {
         self.state.withLock { topics in
             var t = topics[frame.topic] ?? Topic()
             let last = t.statistics.lastEventID
             let epoch = EventIDLayout.epoch(of: frame.eventID)
             let sequence = EventIDLayout.sequence(of: frame.eventID)
-            var arrival = Arrival.delivered
-            if last != 0 && epoch == EventIDLayout.epoch(of: last) && frame.eventID <= last { return .duplicate }
+            if last != 0 && epoch == EventIDLayout.epoch(of: last) && frame.eventID <= last { return }
             let follows = last == 0 ? (t.epoch == 0 || t.epoch == epoch) && sequence == 1 : frame.eventID == last + 1
             if !follows && !(last == 0 && t.epoch == 0) {
                 t.ring = []
                 t.ringStart = 0
                 discontinuity()
-                arrival = .discontinuous
             }
             t.epoch = epoch
             t.statistics.lastEventID = frame.eventID
@@ -205,7 +194,6 @@ final class TopicRegistry: @unchecked Sendable {
             t.keep(frame, capacity: capacity)
             topics[frame.topic] = t
             distribute(frame)
-            return arrival
         }
     }
 
@@ -219,14 +207,14 @@ final class TopicRegistry: @unchecked Sendable {
     /// The engine's epoch of `topic` on this node (0 until known).
     func epoch(of topic: String) -> UInt64 { self.state.withLock { $0[topic]?.epoch ?? 0 } }
 
-    /// The engine lost the topic's history: forget the ring and the last id, take the new epoch.
-    func forget(topic: String, epoch: UInt64) {
+    /// The engine lost the topic's history: forget the ring, the last id and the epoch (the next fill learns the new one).
+    func forget(topic: String) {
         self.state.withLock { topics in
             guard var t = topics[topic] else { return }
             t.ring = []
             t.ringStart = 0
             t.statistics.lastEventID = 0
-            t.epoch = epoch
+            t.epoch = 0
             topics[topic] = t
         }
     }

@@ -363,14 +363,14 @@ public final class Server: @unchecked Sendable {
     /// A message the engine read: kept for replay, then fanned out to every loop.
     func deliverFromEngine(_ frame: SharedFrame) {
         let capacity = self.configuration.policy(for: frame.topic).replayCapacity
-        _ = self.topics.arrive(frame, capacity: capacity, discontinuity: { self.closeSubscribers(of: frame.topic) }) { f in
+        self.topics.arrive(frame, capacity: capacity, discontinuity: { self.closeSubscribers(of: frame.topic) }) { f in
             for loop in self.loops { loop.enqueue(.publish(f)) }
         }
     }
 
     /// The engine lost `topic`'s history (Redis restarted without it, or was flushed).
     func historyLost(topic: String) {
-        self.topics.forget(topic: topic, epoch: 0)
+        self.topics.forget(topic: topic)
         self.closeSubscribers(of: topic)
     }
 
