@@ -138,6 +138,14 @@ typedef int32_t petrel_status;
 /** Message kinds. */
 #define PETREL_TEXT 1
 #define PETREL_BINARY 2
+/**
+ * OR'ed into petrel_server_publish's kind: the payload carries the six bytes {{id}} where its own
+ * event id goes, and the engine writes the id there in decimal (first occurrence) before any
+ * subscriber or the history sees it. With several servers on one Redis, only Redis knows the
+ * next id: this is how a payload such as {"id":{{id}},...} still holds it. (A library without
+ * it answers PETREL_E_INVALID_ARGUMENT.)
+ */
+#define PETREL_STAMP_ID 0x100
 
 /**
  * Returns the library's version, "MAJOR.MINOR.PATCH". Never NULL; static storage.
@@ -421,14 +429,42 @@ petrel_status petrel_server_next_events(petrel_server *server, int32_t timeout_m
  * to Redis, which gives its id, and reaches the subscribers of every server on that Redis
  * (this one included) when each reads it back; the call waits for Redis's answer.
  * key: NULL, or the coalescing key (PETREL_SLOW_COALESCE keeps the newest message per key).
- * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (bad kind, or text not UTF-8);
- *          PETREL_E_STOPPED; PETREL_E_ENGINE (Redis unreachable or refused: not published;
+ * kind: PETREL_TEXT or PETREL_BINARY, optionally | PETREL_STAMP_ID.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (bad kind, text not UTF-8, or
+ *          PETREL_STAMP_ID without {{id}} in data); PETREL_E_STOPPED; PETREL_E_ENGINE (Redis unreachable or refused: not published;
  *          its answer timed out: Redis may still add it; petrel_last_error says why).
  * Ownership: data is copied. *event_id_out (may be NULL) receives the message's event id.
  * Thread: any.
  */
 petrel_status petrel_server_publish(petrel_server *server, const char *topic, int32_t kind, const void *data,
                                     size_t len, const char *key, uint64_t *event_id_out);
+
+/**
+ * A topic's observer: one message, with its event id, its kind (PETREL_TEXT or PETREL_BINARY)
+ * and its coalescing key (NULL if none). topic, data and key are borrowed until it returns.
+ */
+typedef void (*petrel_topic_observer)(void *userdata, petrel_server *server, const char *topic, uint64_t event_id,
+                                      int32_t kind, const uint8_t *data, size_t len, const char *key);
+
+/**
+ * Calls `observer` with every message of `topic`, once each, in id order, whoever published it:
+ * for a server that keeps state from a topic (prices for a snapshot, say) on every node. One
+ * observer per topic; a second call replaces the first.
+ * In-process engine: on the thread that called petrel_server_publish, before it returns (in id
+ *   order as long as one thread at a time publishes to the topic).
+ * engine_url: first, inside petrel_server_start, the topic's recent history (its last
+ *   topic_replay messages); then each message the server reads from Redis, on the engine's
+ *   reader thread. After Redis lost the history (or this server missed trimmed entries) the
+ *   history is given again from its new start: the ids do not follow on.
+ * The observer runs outside the library's locks and may publish and subscribe, but must not wait
+ * for a lock your code holds around petrel_conn_subscribe_after or petrel_server_publish on that
+ * topic: those may wait for the observer.
+ * Returns: PETREL_OK; PETREL_E_NULL (server, topic or observer); PETREL_E_INVALID_ARGUMENT (topic
+ *          not UTF-8); PETREL_E_STATE (the server was started already).
+ * Ownership: topic is copied. Thread: any, before petrel_server_start.
+ */
+petrel_status petrel_server_observe(petrel_server *server, const char *topic, petrel_topic_observer observer,
+                                    void *userdata);
 
 /* ------------------------------------------------------------------------------------------- */
 /* Connections of a server, by id                                                               */

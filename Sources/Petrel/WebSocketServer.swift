@@ -103,14 +103,33 @@ public final class WebSocketServer: Sendable {
 
     /// Publishes to every subscriber of `topic`; returns the message's event id.
     ///
-    /// With the Redis engine (`Configuration.engine`), throws `PetrelError` of kind `.engine`
-    /// when Redis cannot be reached or refuses (the message was not published) or times out (Redis may still add it). The in-process
-    /// engine never throws.
+    /// `stampingID`: the message carries `{{id}}` where its own id goes; the engine writes the
+    /// id there (first occurrence) before anyone sees it. This is how a payload holds its id
+    /// when several servers share Redis and only Redis knows the next id.
+    ///
+    /// Throws `PetrelError` of kind `.engine`, with the Redis engine (`Configuration.engine`),
+    /// when Redis cannot be reached or refuses (the message was not published) or times out
+    /// (Redis may still add it); `.configuration` for `stampingID` without `{{id}}`. The
+    /// in-process engine throws only for that.
     @discardableResult
-    public func publish(_ message: WebSocketMessage, to topic: String, key: String? = nil) throws(PetrelError) -> UInt64 {
+    public func publish(
+        _ message: WebSocketMessage, to topic: String, key: String? = nil, stampingID: Bool = false
+    ) throws(PetrelError) -> UInt64 {
         switch message {
-        case .text(let s): return try self.server.publish(topic, .text, Array(s.utf8), key: key)
-        case .binary(let b): return try self.server.publish(topic, .binary, b, key: key)
+        case .text(let s): return try self.server.publish(topic, .text, Array(s.utf8), key: key, stampID: stampingID)
+        case .binary(let b): return try self.server.publish(topic, .binary, b, key: key, stampID: stampingID)
+        }
+    }
+
+    /// Calls `body` with every message of `topic` (its id, its key, the message), once each, in
+    /// id order, whoever published it: with the Redis engine, what every server on that Redis
+    /// reads, starting with the topic's recent history during `start`. Call before `start`.
+    /// Threads, and what `body` must not wait for: `Server.observe` (docs/cluster.md).
+    public func observe(
+        topic: String, _ body: @escaping @Sendable (_ eventID: UInt64, _ key: String?, _ message: WebSocketMessage) -> Void
+    ) throws(PetrelError) {
+        try self.server.observe(topic) { frame in
+            body(frame.eventID, frame.key, frame.kind == .text ? .text(String(decoding: frame.payload, as: UTF8.self)) : .binary(frame.payload))
         }
     }
 }

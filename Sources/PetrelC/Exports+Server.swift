@@ -351,11 +351,14 @@ public func petrel_server_publish(
 ) -> Int32 {
     guard let s = CServer.from(server), let topic, data != nil || len == 0 else { return PETREL_E_NULL }
     guard len >= 0 else { return PETREL_E_INVALID_ARGUMENT }
-    guard let t = string(topic), let k = MessageKind(rawValue: UInt8(truncatingIfNeeded: kind)), kind == 1 || kind == 2 else {
+    let stamp = kind & Int32(PETREL_STAMP_ID) != 0
+    let bare = kind & ~Int32(PETREL_STAMP_ID)
+    guard let t = string(topic), let k = MessageKind(rawValue: UInt8(truncatingIfNeeded: bare)), bare == 1 || bare == 2 else {
         return PETREL_E_INVALID_ARGUMENT
     }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
     if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
+    if stamp && IDStamp.find(in: payload) == nil { return PETREL_E_INVALID_ARGUMENT }
     var keyString: String? = nil
     if let key {
         guard let ks = string(key) else { return PETREL_E_INVALID_ARGUMENT }
@@ -365,8 +368,37 @@ public func petrel_server_publish(
     do throws(RuntimeError) {
         // Not `eventIDOut?.pointee = try publish(...)`: with a NULL pointer, optional chaining
         // would skip the publish itself.
-        let id = try s.server.publish(t, k, [UInt8](payload), key: keyString)
+        let id = try s.server.publish(t, k, [UInt8](payload), key: keyString, stampID: stamp)
         eventIDOut?.pointee = id
+        return PETREL_OK
+    } catch {
+        return LastError.failed(error)
+    }
+}
+
+@_cdecl("petrel_server_observe")
+public func petrel_server_observe(
+    _ server: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ observer: petrel_topic_observer?, _ userdata: UnsafeMutableRawPointer?
+) -> Int32 {
+    guard let s = CServer.from(server), let topic, let observer else { return PETREL_E_NULL }
+    guard let t = string(topic) else { return PETREL_E_INVALID_ARGUMENT }
+    // The handle and userdata as integers: the observer is @Sendable, raw pointers are not.
+    let handleBits = UInt(bitPattern: s.handle)
+    let context = UInt(bitPattern: userdata)
+    do throws(RuntimeError) {
+        try s.server.observe(t) { frame in
+            let user = UnsafeMutableRawPointer(bitPattern: context)
+            let handle = OpaquePointer(bitPattern: handleBits)
+            frame.topic.withCString { topicC in
+                frame.payload.withUnsafeBufferPointer { p in
+                    if let key = frame.key {
+                        key.withCString { observer(user, handle, topicC, frame.eventID, Int32(frame.kind.rawValue), p.baseAddress, p.count, $0) }
+                    } else {
+                        observer(user, handle, topicC, frame.eventID, Int32(frame.kind.rawValue), p.baseAddress, p.count, nil)
+                    }
+                }
+            }
+        }
         return PETREL_OK
     } catch {
         return LastError.failed(error)

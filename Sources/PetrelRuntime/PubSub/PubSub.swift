@@ -98,20 +98,24 @@ final class TopicRegistry: @unchecked Sendable {
 
     let state = Lock<[String: Topic]>([:])
 
-    /// Creates the frame with the topic's next event id and hands it to `distribute` under the lock.
+    /// Creates the frame with the topic's next event id and hands it to `distribute` under the
+    /// lock. `stampID`: the payload's `{{id}}` is replaced by the id (`IDStamp`; the caller
+    /// checked that it has one).
     func publish(
-        topic: String, key: String?, kind: MessageKind, payload: [UInt8], replayCapacity: Int,
+        topic: String, key: String?, kind: MessageKind, payload: [UInt8], stampID: Bool = false, replayCapacity: Int,
         distribute: (SharedFrame) -> Void
-    ) -> UInt64 {
+    ) -> SharedFrame {
         self.state.withLock { topics in
             var t = topics[topic] ?? Topic()
             t.statistics.lastEventID += 1
             t.statistics.published += 1
-            let frame = SharedFrame(topic: topic, key: key, eventID: t.statistics.lastEventID, kind: kind, payload: payload)
+            let id = t.statistics.lastEventID
+            let body = stampID ? IDStamp.stamp(payload, id: id) ?? payload : payload
+            let frame = SharedFrame(topic: topic, key: key, eventID: id, kind: kind, payload: body)
             t.keep(frame, capacity: replayCapacity)
             topics[topic] = t
             distribute(frame)
-            return frame.eventID
+            return frame
         }
     }
 
@@ -171,17 +175,18 @@ final class TopicRegistry: @unchecked Sendable {
     }
 
     /// A message an engine read, with its id: kept for replay and handed to `distribute` under
-    /// the lock, after the messages before it. An id already seen is skipped. An id that does
+    /// the lock, after the messages before it. An id already seen is skipped (returns false). An id that does
     /// not follow the last one (another epoch: the engine lost its history; or a gap: entries
     /// were trimmed before this node read them) empties the ring and runs `discontinuity` under
     /// the lock, before the delivery.
-    func arrive(_ frame: SharedFrame, capacity: Int, discontinuity: () -> Void, distribute: (SharedFrame) -> Void) {
+    @discardableResult
+    func arrive(_ frame: SharedFrame, capacity: Int, discontinuity: () -> Void, distribute: (SharedFrame) -> Void) -> Bool {
         self.state.withLock { topics in
             var t = topics[frame.topic] ?? Topic()
             let last = t.statistics.lastEventID
             let epoch = EventIDLayout.epoch(of: frame.eventID)
             let sequence = EventIDLayout.sequence(of: frame.eventID)
-            if last != 0 && epoch == EventIDLayout.epoch(of: last) && frame.eventID <= last { return }
+            if last != 0 && epoch == EventIDLayout.epoch(of: last) && frame.eventID <= last { return false }
             let follows = last == 0 ? (t.epoch == 0 || t.epoch == epoch) && sequence == 1 : frame.eventID == last + 1
             if !follows && !(last == 0 && t.epoch == 0) {
                 t.ring = []
@@ -194,6 +199,7 @@ final class TopicRegistry: @unchecked Sendable {
             t.keep(frame, capacity: capacity)
             topics[frame.topic] = t
             distribute(frame)
+            return true
         }
     }
 

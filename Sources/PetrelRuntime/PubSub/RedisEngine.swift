@@ -91,7 +91,9 @@ final class RedisEngine: @unchecked Sendable {
 
     /// KEYS: epoch, sequence, stream, this node's last publish. ARGV: a new epoch (used only
     /// when the topic has none), the stream capacity, the kind (t or b), the coalescing key
-    /// ("" for none, else "=" and the key), the payload, this publish's token.
+    /// ("" for none, else "=" and the key), the payload, this publish's token, and "1" to write
+    /// the id over the payload's first `{{id}}` (`IDStamp`; ids stay under 2^53, which Lua's
+    /// numbers hold exactly).
     static let publishScript = """
         local epoch = redis.call('GET', KEYS[1])
         if epoch and redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 1 then
@@ -112,7 +114,15 @@ final class RedisEngine: @unchecked Sendable {
         end
         local seq = redis.call('INCR', KEYS[2])
         if seq >= 1099511627776 then return redis.error_reply('ERR petrel: the topic has used every sequence of its epoch') end
-        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], epoch .. '-' .. seq, 'k', ARGV[3], 'c', ARGV[4], 'p', ARGV[5])
+        local payload = ARGV[5]
+        if ARGV[7] == '1' then
+          local at = string.find(payload, '{{id}}', 1, true)
+          if at then
+            local id = string.format('%.0f', tonumber(epoch) * 1099511627776 + seq)
+            payload = string.sub(payload, 1, at - 1) .. id .. string.sub(payload, at + 6)
+          end
+        end
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], epoch .. '-' .. seq, 'k', ARGV[3], 'c', ARGV[4], 'p', payload)
         redis.call('SET', KEYS[4], ARGV[6] .. ' ' .. epoch .. ' ' .. seq, 'EX', 3600)
         return {tonumber(epoch), seq}
         """
@@ -121,7 +131,7 @@ final class RedisEngine: @unchecked Sendable {
     /// be reached (after two new connections) or refuses. When it could not be reached, or
     /// refused, nothing was published; when its answer did not come in time, the message may
     /// still be added once Redis gets to it (docs/cluster.md, "Failures").
-    func publish(topic: String, key: String?, kind: MessageKind, payload: [UInt8]) throws(RuntimeError) -> UInt64 {
+    func publish(topic: String, key: String?, kind: MessageKind, payload: [UInt8], stampID: Bool = false) throws(RuntimeError) -> UInt64 {
         self.track(topic)
         let capacity = max(1, self.server.configuration.policy(for: topic).streamCapacity)
         let token = String(self.publishCount.add(1, ordering: .relaxed).newValue)
@@ -132,7 +142,7 @@ final class RedisEngine: @unchecked Sendable {
                 Self.key(topic, "e"), Self.key(topic, "n"), Self.key(topic, "s"), Self.key(topic, "p:" + self.node),
                 Array(String(epoch).utf8), Array(String(capacity).utf8),
             ] + StreamEntry.fields(kind: kind, key: key, payload: payload).enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
-                + [Array(token.utf8)]
+                + [Array(token.utf8), Array((stampID ? "1" : "0").utf8)]
             // A lost link may have lost only the reply, after Redis ran the script: run it again
             // (at most twice more) with the same token, which returns the first run's id.
             var reply = RedisReply.null
@@ -210,6 +220,8 @@ final class RedisEngine: @unchecked Sendable {
             return true
         }
         if filled && afterGap { self.server.closeSubscribers(of: topic) }
+        // Observed topics are filled only at start and by the reader thread: in order.
+        if filled, let observe = self.server.observer(of: topic) { for f in found.frames { observe(f) } }
         return true
     }
 

@@ -34,6 +34,8 @@ public final class Server: @unchecked Sendable {
     private(set) var tlsContexts: TLSServerContexts?
     /// The Redis engine, when the configuration names one (connected at start).
     private(set) var redis: RedisEngine?
+    /// `observe`'s observers, by topic: set before start, read-only after.
+    private var observers: [String: @Sendable (SharedFrame) -> Void] = [:]
 
     enum Lifecycle { case idle, starting, running, stopping, stopped }
 
@@ -106,6 +108,8 @@ public final class Server: @unchecked Sendable {
                 throw error
             }
             self.redis = engine
+            // Observed topics: their history goes to the observers before any client or reader.
+            for topic in self.observers.keys.sorted() { engine.track(topic) }
         }
         if let root = self.configuration.staticRoot {
             guard let files = StaticFiles(root: root, maxFileSize: self.configuration.maxStaticFileSize) else {
@@ -281,24 +285,63 @@ public final class Server: @unchecked Sendable {
     /// - Returns: the message's event id.
     /// - Throws: with the Redis engine, `.engine` when Redis cannot be reached or refuses (the
     ///   message was not published; after a timeout Redis may still add it), `.stopped` when the server is not running. The in-process engine never throws.
+    /// - Parameter stampID: the payload carries `{{id}}` where its own id goes (`IDStamp`): the
+    ///   engine writes the id there (the first occurrence), for subscribers and history alike.
+    ///   Throws `.configuration` if the payload has no `{{id}}`.
     @discardableResult
-    public func publish(_ topic: String, _ kind: MessageKind, _ payload: [UInt8], key: String? = nil) throws(RuntimeError) -> UInt64 {
+    public func publish(
+        _ topic: String, _ kind: MessageKind, _ payload: [UInt8], key: String? = nil, stampID: Bool = false
+    ) throws(RuntimeError) -> UInt64 {
+        if stampID && payload.withUnsafeBytes({ IDStamp.find(in: $0) }) == nil {
+            throw RuntimeError(.configuration, "publish to \(topic) with stampID: the payload has no {{id}}")
+        }
         if let redis = self.redis {
             guard self.isRunning else { throw RuntimeError(.stopped, "publish to \(topic): the server is not running") }
-            return try redis.publish(topic: topic, key: key, kind: kind, payload: payload)
+            return try redis.publish(topic: topic, key: key, kind: kind, payload: payload, stampID: stampID)
         }
         if case .redis(let address) = self.configuration.engine {
             throw RuntimeError(.stopped, "publish to \(topic): the server is not running, so it has no link to \(address)")
         }
         let capacity = self.configuration.policy(for: topic).replayCapacity
-        return self.topics.publish(topic: topic, key: key, kind: kind, payload: payload, replayCapacity: capacity) { frame in
+        let frame = self.topics.publish(
+            topic: topic, key: key, kind: kind, payload: payload, stampID: stampID, replayCapacity: capacity
+        ) { frame in
             for loop in self.loops { loop.enqueue(.publish(frame)) }
         }
+        if let observe = self.observer(of: topic) { observe(frame) }
+        return frame.eventID
     }
 
     @discardableResult
-    public func publish(_ topic: String, text: String, key: String? = nil) throws(RuntimeError) -> UInt64 {
-        try self.publish(topic, .text, Array(text.utf8), key: key)
+    public func publish(_ topic: String, text: String, key: String? = nil, stampID: Bool = false) throws(RuntimeError) -> UInt64 {
+        try self.publish(topic, .text, Array(text.utf8), key: key, stampID: stampID)
+    }
+
+    /// Calls `body` with every message of `topic`, once each, in id order: what a server that
+    /// keeps state from a topic (prices for a snapshot, say) needs on every node, whoever
+    /// published. Call it before `start`; one observer per topic (a second replaces the first).
+    ///
+    /// - In-process engine: on the publishing thread, as `publish` returns, after the message
+    ///   is in the replay ring and on its way to subscribers. In id order as long as one thread
+    ///   at a time publishes to the topic.
+    /// - Redis engine: first, during `start`, the topic's recent history (its last
+    ///   `replayCapacity` messages); then every message this server reads, on the engine's
+    ///   reader thread. After Redis lost the history, or this server missed trimmed entries,
+    ///   the history is given again from its new start (the ids tell: they do not follow on).
+    ///
+    /// `body` runs outside Petrel's locks and may publish and subscribe. It must not wait for a
+    /// lock that is held around this server's `subscribe` or `publish` to that topic: those may
+    /// wait for it.
+    public func observe(_ topic: String, _ body: @escaping @Sendable (SharedFrame) -> Void) throws(RuntimeError) {
+        try self.lifecycle.withLock { (state: inout Lifecycle) throws(RuntimeError) in
+            guard state == .idle else { throw RuntimeError(.stopped, "observe(\(topic)) comes before start") }
+            self.observers[topic] = body
+        }
+    }
+
+    /// The observer of `topic`, if any (read-only once started).
+    func observer(of topic: String) -> (@Sendable (SharedFrame) -> Void)? {
+        self.observers.isEmpty ? nil : self.observers[topic]
     }
 
     /// The messages published to `topic` after `eventID` that the replay ring (or, with the Redis
@@ -363,9 +406,10 @@ public final class Server: @unchecked Sendable {
     /// A message the engine read: kept for replay, then fanned out to every loop.
     func deliverFromEngine(_ frame: SharedFrame) {
         let capacity = self.configuration.policy(for: frame.topic).replayCapacity
-        self.topics.arrive(frame, capacity: capacity, discontinuity: { self.closeSubscribers(of: frame.topic) }) { f in
+        let new = self.topics.arrive(frame, capacity: capacity, discontinuity: { self.closeSubscribers(of: frame.topic) }) { f in
             for loop in self.loops { loop.enqueue(.publish(f)) }
         }
+        if new, let observe = self.observer(of: frame.topic) { observe(frame) }
     }
 
     /// The engine lost `topic`'s history (Redis restarted without it, or was flushed).
