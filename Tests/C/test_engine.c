@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -66,6 +67,44 @@ static void stop_redis(pid_t pid) {
 static void on_open(void *userdata, petrel_server *server, uint64_t conn) {
     (void)userdata;
     petrel_conn_subscribe(server, conn, "t");
+}
+
+/* What observe_s saw: event ids and payloads, in call order. */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t seen_ids[64];
+static char seen_text[64][48];
+static int seen_count, seen_wrong_topic;
+
+static void observe_s(void *userdata, petrel_server *server, const char *topic, uint64_t event_id, int32_t kind,
+                      const uint8_t *data, size_t len, const char *key) {
+    (void)server, (void)key;
+    pthread_mutex_lock(&seen_lock);
+    if (userdata != (void *)&seen_count || strcmp(topic, "s") != 0 || kind != PETREL_TEXT) seen_wrong_topic++;
+    if (seen_count < 64 && len < sizeof seen_text[0]) {
+        seen_ids[seen_count] = event_id;
+        memcpy(seen_text[seen_count], data, len);
+        seen_text[seen_count][len] = 0;
+        seen_count++;
+    }
+    pthread_mutex_unlock(&seen_lock);
+}
+
+static int seen(void) {
+    pthread_mutex_lock(&seen_lock);
+    int n = seen_count;
+    pthread_mutex_unlock(&seen_lock);
+    return n;
+}
+
+/* Whether observe_s saw ids[0..n) in order, each with the payload {"id":<its id>}. */
+static int saw_stamped(const uint64_t *ids, int n) {
+    int ok = seen() == n;
+    for (int i = 0; ok && i < n; i++) {
+        char want[48];
+        snprintf(want, sizeof want, "{\"id\":%llu}", (unsigned long long)ids[i]);
+        ok = seen_ids[i] == ids[i] && strcmp(seen_text[i], want) == 0;
+    }
+    return ok;
 }
 
 static petrel_server *node(const char *url, petrel_status want_start) {
@@ -129,6 +168,37 @@ int main(void) {
     }
     CHECK(in_order);
     petrel_client_destroy(client);
+
+    /* Stamped publishes: Redis writes each id over {{id}}. Without {{id}}: refused. */
+    uint64_t stamped[8];
+    for (int m = 0; m < 5; m++)
+        CHECK_STATUS(petrel_server_publish(a, "s", PETREL_TEXT | PETREL_STAMP_ID, "{\"id\":{{id}}}", 13, NULL, &stamped[m]), PETREL_OK);
+    CHECK_STATUS(petrel_server_publish(a, "s", PETREL_TEXT | PETREL_STAMP_ID, "{\"id\":0}", 8, NULL, &id), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_server_publish(a, "s", 0x200 | PETREL_TEXT, "x", 1, NULL, &id), PETREL_E_INVALID_ARGUMENT);
+    /* An observer on a node started later: the history during start, then each new message. */
+    {
+        petrel_server_config config;
+        petrel_server_config_init(&config);
+        config.host = "127.0.0.1";
+        config.port = 0;
+        config.threads = 1;
+        config.engine_url = url;
+        config.topic_replay = 16;
+        petrel_server *c = NULL;
+        CHECK_STATUS(petrel_server_create(&config, NULL, &c), PETREL_OK);
+        CHECK_STATUS(petrel_server_observe(c, "s", NULL, NULL), PETREL_E_NULL);
+        CHECK_STATUS(petrel_server_observe(c, NULL, observe_s, NULL), PETREL_E_NULL);
+        CHECK_STATUS(petrel_server_observe(c, "s", observe_s, &seen_count), PETREL_OK);
+        CHECK_STATUS(petrel_server_start(c), PETREL_OK);
+        CHECK(saw_stamped(stamped, 5));
+        CHECK_STATUS(petrel_server_observe(c, "u", observe_s, &seen_count), PETREL_E_STATE);
+        for (int m = 5; m < 8; m++)
+            CHECK_STATUS(petrel_server_publish(a, "s", PETREL_TEXT | PETREL_STAMP_ID, "{\"id\":{{id}}}", 13, NULL, &stamped[m]), PETREL_OK);
+        for (int w = 0; w < 250 && seen() < 8; w++) sleep_ms(20);
+        CHECK(saw_stamped(stamped, 8));
+        CHECK(seen_wrong_topic == 0);
+        CHECK_STATUS(petrel_server_destroy(c), PETREL_OK);
+    }
 
     /* Redis gone: a publish fails and says why; nothing is published. */
     stop_redis(redis);

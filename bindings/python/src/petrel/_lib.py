@@ -74,6 +74,8 @@ OnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_int32, POINTER(c_cha
 OnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_uint16, POINTER(c_char), c_size_t)
 OnDrain = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
 OnHTTP = CFUNCTYPE(None, c_void_p, c_void_p, POINTER(HTTPRequest))
+TopicObserver = CFUNCTYPE(None, c_void_p, c_void_p, c_char_p, c_uint64, c_int32, POINTER(c_char), c_size_t, c_char_p)
+STAMP_ID = 0x100  # PETREL_STAMP_ID
 
 
 class ServerCallbacks(Structure):
@@ -119,6 +121,7 @@ _SIGNATURES = [
     ("petrel_server_connection_count", status, [c_void_p, POINTER(c_uint64)]),
     ("petrel_server_next_events", status, [c_void_p, c_int32, c_void_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_server_publish", status, [c_void_p, c_char_p, c_int32, c_void_p, c_size_t, c_char_p, POINTER(c_uint64)]),
+    ("petrel_server_observe", status, [c_void_p, c_char_p, TopicObserver, c_void_p]),
     ("petrel_conn_send", status, [c_void_p, c_uint64, c_int32, c_void_p, c_size_t]),
     ("petrel_conn_close", status, [c_void_p, c_uint64, c_uint16, c_char_p]),
     ("petrel_conn_subscribe", status, [c_void_p, c_uint64, c_char_p]),

@@ -522,19 +522,52 @@ class Server:
         check(lib.petrel_server_connection_count(self._handle, ctypes.byref(n)))
         return n.value
 
-    def publish(self, topic: str, data: Data, key: Optional[str] = None) -> int:
+    def publish(self, topic: str, data: Data, key: Optional[str] = None, stamp_id: bool = False) -> int:
         """Publishes to every subscriber of `topic`; safe from any thread. Returns the event id.
 
         With `engine="redis://..."` the message goes to Redis (this call waits for its answer) and
         reaches the subscribers of every server on that Redis; raises EngineUnavailable when Redis
-        cannot be reached or refuses (the message was not published) or times out (Redis may still add it)."""
+        cannot be reached or refuses (the message was not published) or times out (Redis may still add it).
+
+        `stamp_id=True`: the message carries ``{{id}}`` where its own event id goes, and the
+        engine writes the id there (first occurrence) before anyone sees it, as in
+        ``'{"id":{{id}},"price":12.5}'``. With several servers on one Redis only Redis knows the
+        next id. ValueError if the message has no ``{{id}}``."""
         if not isinstance(topic, str):
             raise TypeError("topic must be a str")
         kind, raw = _payload(data)
+        if stamp_id:
+            if b"{{id}}" not in raw:
+                raise ValueError("stamp_id=True needs {{id}} in the message")
+            kind |= _lib.STAMP_ID
         event_id = ctypes.c_uint64()
         check(lib.petrel_server_publish(self._handle, topic.encode(), kind, raw, len(raw),
                                         key.encode() if key is not None else None, ctypes.byref(event_id)))
         return event_id.value
+
+    def observe(self, topic: str, handler: Optional[Callable[[int, Data, Optional[str]], None]] = None):
+        """Calls ``handler(event_id, message, key)`` with every message of `topic`, once each, in id
+        order, whoever published it (message: str for text, bytes for binary). With the Redis
+        engine that starts with the topic's recent history during start(), then every message this
+        server reads from Redis, on the engine's thread; in-process, on the publishing thread
+        before publish returns. Call it before start(); usable as a decorator. The handler must
+        not wait for a lock you hold around publish() or subscribe on that topic."""
+        if not isinstance(topic, str):
+            raise TypeError("topic must be a str")
+
+        def register(f: Callable[[int, Data, Optional[str]], None]):
+            def called(_ud, _srv, _topic, event_id, kind, data, length, key):
+                try:
+                    raw = ctypes.string_at(data, length) if length else b""
+                    f(event_id, raw.decode() if kind == 1 else raw, key.decode() if key is not None else None)
+                except Exception:
+                    log.exception("petrel: exception in an observer of %s", topic)
+            c_observer = _lib.TopicObserver(called)
+            check(lib.petrel_server_observe(self._handle, topic.encode(), c_observer, None))
+            self._keep.append(c_observer)
+            return f
+
+        return register(handler) if handler is not None else register
 
     def connection(self, conn_id: int) -> Connection:
         if not isinstance(conn_id, int):
