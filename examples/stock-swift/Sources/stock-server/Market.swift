@@ -57,21 +57,47 @@ struct StockError: Error, CustomStringConvertible {
     init(_ d: String) { self.description = d }
 }
 
-/// The market: current prices, publishing ticks to the "ticks" topic, snapshots for new clients,
-/// and the acknowledgements that tell how far behind each client is.
+/// The feed: its own prices, moved by a random walk, published as ticks. Only the node that runs
+/// the feed has one (`--no-feed` nodes serve the ticks another node publishes).
+final class Feed: @unchecked Sendable {
+    private var stocks: [Stock]
+    private var generator = SystemRandomNumberGenerator()
+    private let server: WebSocketServer
+
+    init(stocks: [Stock], server: WebSocketServer) {
+        self.stocks = stocks
+        self.server = server
+    }
+
+    /// Moves one random stock by a small random walk (at most ±0.5%, at least a cent) and
+    /// publishes the tick. Its id is the engine's to give: `{{id}}` is where it goes.
+    /// Called from one thread only. Throws when the engine refuses (Redis unreachable).
+    func tick() throws(PetrelError) {
+        let i = Int.random(in: 0..<self.stocks.count, using: &self.generator)
+        var s = self.stocks[i]
+        let step = max(1, Int((Double(s.cents) * Double.random(in: 0...0.005, using: &self.generator)).rounded()))
+        s.cents = max(1, s.cents + (Bool.random(using: &self.generator) ? step : -step))
+        let json = "{\"type\":\"tick\",\"id\":{{id}},\(s.json),\"time\":\(nowMilliseconds())}"
+        try self.server.publish(.text(json), to: Market.topic, key: s.ticker, stampingID: true)
+        self.stocks[i] = s
+    }
+}
+
+/// The market as every node sees it: prices from the ticks of the "ticks" topic (observed, in
+/// order, whoever published them), snapshots for new clients, and the acknowledgements that
+/// tell how far behind each client is.
 ///
-/// One lock orders everything: a tick's price change, its event id and its publish; and a new
-/// client's snapshot and subscription. So a client sees each tick exactly once after its snapshot.
+/// One lock orders a tick's arrival (its price, its id) and a new client's snapshot and
+/// subscription: so a client sees each tick exactly once after its snapshot.
 final class Market: @unchecked Sendable {
     static let topic = "ticks"
     private let lock = NSLock()
     private var stocks: [Stock]
+    private var index: [String: Int] = [:]
     private var lastID: UInt64 = 0
     private var published: UInt64 = 0
     /// Publish time (ms) of recent event ids, for lag in milliseconds.
     private var times = [Int64](repeating: 0, count: 4096)
-    private var generator: SystemRandomNumberGenerator = SystemRandomNumberGenerator()
-    private let server: WebSocketServer
 
     /// Acknowledgements per client: the last event id it showed.
     struct Client {
@@ -82,29 +108,21 @@ final class Market: @unchecked Sendable {
     /// SSE clients by the page's client id (POST /ack names it).
     private var streamsByClientID: [String: UInt64] = [:]
 
-    init(stocks: [Stock], server: WebSocketServer) {
+    init(stocks: [Stock]) {
         self.stocks = stocks
-        self.server = server
+        for (i, s) in stocks.enumerated() { self.index[s.ticker] = i }
     }
 
-    /// Moves one random stock by a small random walk (at most ±0.5%, at least a cent) and
-    /// publishes the tick.
-    func tick() {
+    /// A tick of the topic (the observer's call): its ticker is its key; its price and time
+    /// are read from it.
+    func observe(eventID: UInt64, key: String?, message: WebSocketMessage) {
+        guard case .text(let text) = message, let key, let price = jsonNumber(text, "price"), let time = jsonNumber(text, "time") else { return }
         self.lock.lock()
         defer { self.lock.unlock() }
-        let i = Int.random(in: 0..<self.stocks.count, using: &self.generator)
-        var s = self.stocks[i]
-        let step = max(1, Int((Double(s.cents) * Double.random(in: 0...0.005, using: &self.generator)).rounded()))
-        s.cents = max(1, s.cents + (Bool.random(using: &self.generator) ? step : -step))
-        self.stocks[i] = s
-        let id = self.lastID + 1
-        let time = nowMilliseconds()
-        let json = "{\"type\":\"tick\",\"id\":\(id),\(s.json),\"time\":\(time)}"
-        let given = try! self.server.publish(.text(json), to: Self.topic, key: s.ticker)
-        precondition(given == id, "only the market publishes to \(Self.topic)")
-        self.lastID = id
+        if let i = self.index[key] { self.stocks[i].cents = Int((price * 100).rounded()) }
+        self.lastID = eventID
         self.published += 1
-        self.times[Int(id % 4096)] = time
+        self.times[Int(eventID % 4096)] = Int64(time)
     }
 
     /// A new WebSocket or SSE client: replay what it missed, or a snapshot, then live ticks.
@@ -118,7 +136,12 @@ final class Market: @unchecked Sendable {
             let list = self.stocks.map { "{\($0.json)}" }.joined(separator: ",")
             let snapshot = "{\"type\":\"snapshot\",\"id\":\(self.lastID),\"time\":\(nowMilliseconds()),\"stocks\":[\(list)]}"
             try? conn.send(snapshot, eventID: self.lastID)
-            conn.subscribe(to: Self.topic, after: self.lastID)
+            guard conn.subscribe(to: Self.topic, after: self.lastID) else {
+                // The topic's history moved on (Redis lost it) before this node saw a tick of
+                // the new one: the client comes back in a moment for a newer snapshot.
+                conn.close(code: .tryAgainLater, reason: "no snapshot yet: try again")
+                return
+            }
         }
         let id = conn.id.rawValue
         self.clients[id] = Client(transport: conn.isEventStream ? "sse" : "websocket", acked: from)
@@ -179,6 +202,12 @@ final class Market: @unchecked Sendable {
             + "\"published\":\(self.published),\"lastEventId\":\(self.lastID),\"stocks\":\(self.stocks.count),"
             + "\"lag\":{\(parts.joined(separator: ","))}}"
     }
+}
+
+/// The number after `"name":` in a flat JSON object (the ticks this server publishes).
+func jsonNumber(_ text: String, _ name: String) -> Double? {
+    guard let r = text.range(of: "\"\(name)\":") else { return nil }
+    return Double(text[r.upperBound...].prefix { $0 == "-" || $0 == "." || $0.isNumber })
 }
 
 /// `{"ack": 123}` (whitespace allowed) → 123.

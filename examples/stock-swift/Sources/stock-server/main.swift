@@ -6,6 +6,7 @@ import Petrel
 let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../..").standardized.path
 let usage = """
     usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]
+                        [--engine URL] [--no-feed] [--tls-cert PEM --tls-key PEM]
       --host      address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
       --port      port (default 8080; 0 picks one)
       --data      ticker,company,price CSV (default examples/data/stocks.csv)
@@ -14,6 +15,9 @@ let usage = """
       --tick-max  longest time between ticks in seconds (default 2)
       --threads   loop threads (default: one per core)
       --tls-cert, --tls-key   PEM certificate chain and key: serve https:// and wss://
+      --engine    topics through Redis Streams (redis://host:port, or a Unix socket path), shared
+                  with every server on that Redis (default: in this process)
+      --no-feed   publish nothing: serve the ticks another server on the engine publishes
     """
 
 var host = "127.0.0.1"
@@ -25,6 +29,8 @@ var tickMax = 2.0
 var threads = 0
 var tlsCert: String?
 var tlsKey: String?
+var engine = WebSocketServer.Engine.inProcess
+var feedOn = true
 var args = CommandLine.arguments.dropFirst()
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("stock-server: \(message)\n\(usage)\n".utf8))
@@ -39,6 +45,10 @@ while let flag = args.popFirst() {
         print(usage)
         exit(0)
     }
+    if flag == "--no-feed" {
+        feedOn = false
+        continue
+    }
     guard let value = args.popFirst() else { fail("\(flag) needs a value") }
     switch flag {
     case "--host": host = value
@@ -50,6 +60,8 @@ while let flag = args.popFirst() {
     case "--threads": threads = number(value, flag)
     case "--tls-cert": tlsCert = value
     case "--tls-key": tlsKey = value
+    case "--engine":
+        do { engine = try WebSocketServer.Engine(url: value) } catch { fail("\(error)") }
     default: fail("unknown option \(flag)")
     }
 }
@@ -63,21 +75,26 @@ var configuration = WebSocketServer.Configuration(host: host, port: port)
 configuration.threads = threads
 configuration.staticRoot = webRoot
 configuration.eventStreamPaths = ["/events"]
+configuration.engine = engine
 if let tlsCert, let tlsKey { configuration.tls = WebSocketServer.TLSConfiguration(certificateChainFile: tlsCert, privateKeyFile: tlsKey) }
 configuration.options.pingInterval = 15_000  // WebSocket pings and SSE keepalive comments
 // A client that falls behind keeps only the newest tick per stock; 4,096 recent ticks are kept
 // for clients that reconnect.
 configuration.topicPolicies[Market.topic] = WebSocketServer.TopicPolicy(slowConsumer: .coalesceByKey, maxQueuedMessages: 4096, replayCapacity: 4096)
 
-let holder = MarketHolder()
+let market = Market(stocks: stocks)
 let server = WebSocketServer(
     configuration: configuration,
-    onOpen: { conn in holder.market.join(conn) },
+    onOpen: { conn in market.join(conn) },
     onMessage: { conn, message in
-        if case .text(let t) = message { holder.market.acknowledge(conn, text: t) }
+        if case .text(let t) = message { market.acknowledge(conn, text: t) }
     },
-    onClose: { conn, _, _ in holder.market.leave(conn) })
-holder.market = Market(stocks: stocks, server: server)
+    onClose: { conn, _, _ in market.leave(conn) })
+// The market's prices come from the topic itself, whoever publishes: with an engine, the
+// history read at start, then every tick.
+do { try server.observe(topic: Market.topic) { id, key, message in market.observe(eventID: id, key: key, message: message) } } catch {
+    fail("\(error)")
+}
 let started = Date()
 
 // Only /stream upgrades; other paths get 404.
@@ -87,10 +104,10 @@ server.handlers.onUpgrade = { request in
 server.onHTTPRequest { request in
     switch (request.method, request.path) {
     case ("GET", "/health"):
-        let body = holder.market.health(uptime: Date().timeIntervalSince(started), connections: server.connectionCount)
+        let body = market.health(uptime: Date().timeIntervalSince(started), connections: server.connectionCount)
         return .response(status: 200, contentType: "application/json", body: Array(body.utf8))
     case ("POST", "/ack"):
-        let known = holder.market.acknowledge(clientID: request.queryParameter("client") ?? "", body: String(decoding: request.body, as: UTF8.self))
+        let known = market.acknowledge(clientID: request.queryParameter("client") ?? "", body: String(decoding: request.body, as: UTF8.self))
         return .response(status: known ? 204 : 404, contentType: "text/plain", body: [])
     default:
         return nil  // /events, then the page's files
@@ -104,26 +121,32 @@ do {
     fail("\(error)")
 }
 let shown = host == "0.0.0.0" || host == "::" ? "localhost" : (host.contains(":") ? "[\(host)]" : host)
-print("Petrel stock ticker: \(stocks.count) stocks, a tick every \(tickMin)-\(tickMax) s")
+print("Petrel stock ticker: \(stocks.count) stocks, " + (feedOn ? "a tick every \(tickMin)-\(tickMax) s" : "no feed (ticks from the engine)")
+    + (engine == .inProcess ? "" : ", topics through \(engine)"))
 print("open \(tlsCert == nil ? "http" : "https")://\(shown):\(server.port)/   (WebSocket /stream, SSE /events, /health)")
 fflush(nil)
 
 // The feed: one tick at a random interval, on its own thread.
 let interval = tickMin...tickMax
-let feed = Thread {
+let feed = Feed(stocks: stocks, server: server)
+let feedThread = Thread {
     var next = Date()
+    var failing = false
     while server.isRunning {
-        holder.market.tick()
+        do {
+            try feed.tick()
+            if failing { print("stock-server: publishing again") }
+            failing = false
+        } catch {
+            if !failing && server.isRunning { print("stock-server: a tick was not published: \(error)") }
+            failing = true
+        }
+        fflush(nil)
         next += Double.random(in: interval)
         let wait = next.timeIntervalSinceNow
         if wait > 0 { Thread.sleep(forTimeInterval: wait) } else if wait < -1 { next = Date() }
     }
 }
-feed.start()
+if feedOn { feedThread.start() }
 while server.isRunning { Thread.sleep(forTimeInterval: 0.2) }
 print("stopped")
-
-/// Lets the handlers reach the market created after the server.
-final class MarketHolder: @unchecked Sendable {
-    var market: Market!
-}
