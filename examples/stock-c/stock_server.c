@@ -33,8 +33,9 @@ typedef struct {
 } client;
 
 static petrel_server *server;
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* orders ticks, snapshots, subscriptions */
-static stock stocks[MAX_STOCKS];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* orders ticks' arrival, snapshots, subscriptions */
+static stock stocks[MAX_STOCKS];     /* the market as observed on the topic (under lock) */
+static long feed_cents[MAX_STOCKS];  /* the feed's own prices (the main thread's) */
 static int stock_count;
 static uint64_t last_id, published;
 static int64_t times_ms[RING];
@@ -101,25 +102,43 @@ static void load_stocks(const char *path) {
 
 static double uniform(double lo, double hi) { return lo + (hi - lo) * ((double)random() / (double)RAND_MAX); }
 
-static void tick(void) {
-    pthread_mutex_lock(&lock);
-    stock *s = &stocks[random() % stock_count];
-    long step = (long)((double)s->cents * uniform(0, 0.005) + 0.5);
+/* The feed: moves one random stock of its own prices by a small random walk and publishes the
+ * tick; the engine writes its id over {{id}}. Returns the publish's status. */
+static petrel_status tick(void) {
+    int i = (int)(random() % stock_count);
+    stock s = stocks[i]; /* ticker, company, opening price (only the feed changes feed_cents) */
+    s.cents = feed_cents[i];
+    long step = (long)((double)s.cents * uniform(0, 0.005) + 0.5);
     if (step < 1) step = 1;
-    s->cents += (random() & 1) ? step : -step;
-    if (s->cents < 1) s->cents = 1;
-    uint64_t id = last_id + 1;
-    int64_t t = now_ms();
+    s.cents += (random() & 1) ? step : -step;
+    if (s.cents < 1) s.cents = 1;
     char fields[256], json[512];
-    stock_json(fields, sizeof fields, s);
-    int n = snprintf(json, sizeof json, "{\"type\":\"tick\",\"id\":%llu,%s,\"time\":%lld}", (unsigned long long)id, fields,
-                     (long long)t);
-    uint64_t given = 0;
-    if (petrel_server_publish(server, TOPIC, PETREL_TEXT, json, (size_t)n, s->ticker, &given) == PETREL_OK && given == id) {
-        last_id = id;
-        published++;
-        times_ms[id % RING] = t;
-    }
+    stock_json(fields, sizeof fields, &s);
+    int n = snprintf(json, sizeof json, "{\"type\":\"tick\",\"id\":{{id}},%s,\"time\":%lld}", fields, (long long)now_ms());
+    petrel_status st = petrel_server_publish(server, TOPIC, PETREL_TEXT | PETREL_STAMP_ID, json, (size_t)n, s.ticker, NULL);
+    if (st == PETREL_OK) feed_cents[i] = s.cents;
+    return st;
+}
+
+/* The topic's observer: every tick, whoever published it (with an engine, the history read at
+ * start first). Its ticker is its key; its price and time are read from it. */
+static void on_tick(void *ud, petrel_server *srv, const char *topic, uint64_t event_id, int32_t kind, const uint8_t *data,
+                    size_t len, const char *key) {
+    (void)ud, (void)srv, (void)topic, (void)kind;
+    char text[512];
+    if (len >= sizeof text || key == NULL) return;
+    memcpy(text, data, len);
+    text[len] = 0;
+    const char *price = strstr(text, "\"price\":"), *at = strstr(text, "\"time\":");
+    if (!price || !at) return;
+    double p = strtod(price + 8, NULL);
+    long long t = strtoll(at + 7, NULL, 10);
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < stock_count; i++)
+        if (strcmp(stocks[i].ticker, key) == 0) stocks[i].cents = (long)(p * 100 + (p < 0 ? -0.5 : 0.5));
+    last_id = event_id;
+    published++;
+    times_ms[event_id % RING] = t;
     pthread_mutex_unlock(&lock);
 }
 
@@ -158,7 +177,13 @@ static void on_open(void *ud, petrel_server *srv, uint64_t conn) {
             petrel_conn_send_event(srv, conn, last_id, snap, n);
             free(snap);
         }
-        petrel_conn_subscribe_after(srv, conn, TOPIC, last_id);
+        if (petrel_conn_subscribe_after(srv, conn, TOPIC, last_id) != PETREL_OK) {
+            /* The history moved on (Redis lost it) before this server saw a tick of the new one:
+             * the client comes back in a moment for a newer snapshot. */
+            pthread_mutex_unlock(&lock);
+            petrel_conn_close(srv, conn, 1013, "no snapshot yet: try again");
+            return;
+        }
     }
     if (client_count == client_cap) {
         size_t cap = client_cap ? client_cap * 2 : 64;
@@ -274,7 +299,10 @@ static void on_signal(int sig) {
 
 static void usage(FILE *to) {
     fprintf(to, "usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]\n"
-                "                    [--tls-cert PEM --tls-key PEM]\n");
+                "                    [--engine URL] [--no-feed] [--tls-cert PEM --tls-key PEM]\n"
+                "  --engine URL  topics through Redis Streams (redis://host:port or a Unix socket path), shared with\n"
+                "                every server on that Redis (default: in this process)\n"
+                "  --no-feed     publish nothing: serve the ticks another server publishes\n");
 }
 
 int main(int argc, char **argv) {
@@ -286,14 +314,16 @@ int main(int argc, char **argv) {
     if (slash) *slash = 0;
     snprintf(data, sizeof data, "%s/../data/stocks.csv", self);
     snprintf(web, sizeof web, "%s/../web", self);
-    const char *host = "127.0.0.1", *data_path = data, *web_path = web, *tls_cert = NULL, *tls_key = NULL;
+    const char *host = "127.0.0.1", *data_path = data, *web_path = web, *tls_cert = NULL, *tls_key = NULL, *engine = NULL;
+    int feed = 1;
     long port = 8080, threads = 0;
     double tick_min = 0.05, tick_max = 2.0;
     static const struct option options[] = {
         {"host", required_argument, 0, 'h'},     {"port", required_argument, 0, 'p'},     {"data", required_argument, 0, 'd'},
         {"web", required_argument, 0, 'w'},      {"tick-min", required_argument, 0, 'a'}, {"tick-max", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'},  {"tls-cert", required_argument, 0, 'c'}, {"tls-key", required_argument, 0, 'k'},
-        {"help", no_argument, 0, '?'},           {0, 0, 0, 0}};
+        {"engine", required_argument, 0, 'e'},   {"no-feed", no_argument, 0, 'n'},        {"help", no_argument, 0, '?'},
+        {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -306,6 +336,8 @@ int main(int argc, char **argv) {
         case 't': threads = strtol(optarg, NULL, 10); break;
         case 'c': tls_cert = optarg; break;
         case 'k': tls_key = optarg; break;
+        case 'e': engine = optarg; break;
+        case 'n': feed = 0; break;
         default: usage(stderr); return 2;
         }
     }
@@ -315,6 +347,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     load_stocks(data_path);
+    for (int i = 0; i < stock_count; i++) feed_cents[i] = stocks[i].cents;
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     clock_gettime(CLOCK_MONOTONIC, &started);
 
@@ -331,6 +364,7 @@ int main(int argc, char **argv) {
     config.topic_slow_consumer = PETREL_SLOW_COALESCE; /* a slow client keeps the newest tick per stock */
     config.topic_max_queued = RING;
     config.topic_replay = RING; /* recent ticks kept for clients that reconnect */
+    config.engine_url = engine; /* NULL: in this process */
     petrel_server_callbacks callbacks;
     petrel_server_callbacks_init(&callbacks);
     callbacks.on_open = on_open;
@@ -338,14 +372,20 @@ int main(int argc, char **argv) {
     callbacks.on_close = on_close;
     callbacks.on_http = on_http;
     petrel_status s = petrel_server_create(&config, &callbacks, &server);
+    /* Prices come from the topic itself, whoever publishes. */
+    if (s == PETREL_OK) s = petrel_server_observe(server, TOPIC, on_tick, NULL);
     if (s == PETREL_OK) s = petrel_server_start(server);
     if (s != PETREL_OK) {
-        fprintf(stderr, "stock-server: %s\n", petrel_strerror(s));
+        fprintf(stderr, "stock-server: %s: %s\n", petrel_strerror(s), petrel_last_error());
         return 1;
     }
     uint16_t bound = 0;
     petrel_server_port(server, &bound);
-    printf("Petrel stock ticker (C): %d stocks, a tick every %g-%g s\n", stock_count, tick_min, tick_max);
+    if (feed)
+        printf("Petrel stock ticker (C): %d stocks, a tick every %g-%g s", stock_count, tick_min, tick_max);
+    else
+        printf("Petrel stock ticker (C): %d stocks, no feed (ticks from the engine)", stock_count);
+    printf(engine ? ", topics through %s\n" : "%s\n", engine ? engine : "");
     printf("open %s://%s:%u/   (WebSocket /stream, SSE /events, /health)\n", tls_cert ? "https" : "http",
            strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost" : host, bound);
     fflush(stdout);
@@ -357,8 +397,14 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
+    int failing = 0;
     while (!stopping) {
-        tick();
+        if (feed) {
+            petrel_status st = tick();
+            if (st != PETREL_OK && !failing) fprintf(stderr, "stock-server: a tick was not published: %s\n", petrel_last_error());
+            if (st == PETREL_OK && failing) fprintf(stderr, "stock-server: publishing again\n");
+            failing = st != PETREL_OK;
+        }
         double wait = uniform(tick_min, tick_max);
         next.tv_sec += (time_t)wait;
         next.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);

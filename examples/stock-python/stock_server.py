@@ -23,13 +23,38 @@ TOPIC = "ticks"
 RING = 4096
 
 
-class Market:
-    """Prices, ticks and acknowledgements. One lock orders a tick's change, event id and publish,
-    and a new client's snapshot and subscription: each client sees every tick once, in order."""
+def fields(s: dict) -> dict:
+    change = s["cents"] - s["open"]
+    return {"ticker": s["ticker"], "company": s["company"], "price": round(s["cents"] / 100, 2),
+            "change": round(change / 100, 2), "changePercent": round(change / s["open"] * 100, 2)}
+
+
+class Feed:
+    """The feed's own prices, moved by a random walk and published as ticks whose id the engine
+    writes over {{id}}. Only the server that runs the feed has one (--no-feed servers serve the
+    ticks another server publishes). One thread calls tick()."""
 
     def __init__(self, stocks: list[dict], server: petrel.Server) -> None:
-        self.stocks = stocks
+        self.stocks = [dict(s) for s in stocks]
         self.server = server
+
+    def tick(self) -> None:
+        s = random.choice(self.stocks)
+        step = max(1, round(s["cents"] * random.uniform(0, 0.005)))
+        cents = max(1, s["cents"] + random.choice((step, -step)))
+        body = json.dumps({**fields({**s, "cents": cents}), "time": int(time.time() * 1000)}, separators=(",", ":"))
+        self.server.publish(TOPIC, '{"type":"tick","id":{{id}},' + body[1:], key=s["ticker"], stamp_id=True)
+        s["cents"] = cents
+
+
+class Market:
+    """The market as every server sees it: prices from the topic's ticks (observed in order,
+    whoever published them), snapshots and acknowledgements. One lock orders a tick's arrival
+    and a new client's snapshot and subscription: each client sees every tick once, in order."""
+
+    def __init__(self, stocks: list[dict]) -> None:
+        self.stocks = stocks
+        self.by_ticker = {s["ticker"]: s for s in stocks}
         self.lock = threading.Lock()
         self.last_id = 0
         self.published = 0
@@ -37,23 +62,15 @@ class Market:
         self.clients: dict[int, list] = {}  # conn id -> [transport, acked]
         self.streams: dict[str, int] = {}  # the page's client id -> SSE conn id
 
-    @staticmethod
-    def fields(s: dict) -> dict:
-        change = s["cents"] - s["open"]
-        return {"ticker": s["ticker"], "company": s["company"], "price": round(s["cents"] / 100, 2),
-                "change": round(change / 100, 2), "changePercent": round(change / s["open"] * 100, 2)}
-
-    def tick(self) -> None:
+    def observe(self, event_id: int, message, key) -> None:
+        """A tick of the topic (the observer's call): its ticker is its key."""
+        tick = json.loads(message)
         with self.lock:
-            s = random.choice(self.stocks)
-            step = max(1, round(s["cents"] * random.uniform(0, 0.005)))
-            s["cents"] = max(1, s["cents"] + random.choice((step, -step)))
-            event_id, now = self.last_id + 1, int(time.time() * 1000)
-            message = json.dumps({"type": "tick", "id": event_id, **self.fields(s), "time": now}, separators=(",", ":"))
-            given = self.server.publish(TOPIC, message, key=s["ticker"])
-            assert given == event_id, "only the market publishes to the topic"
+            s = self.by_ticker.get(key)
+            if s is not None:
+                s["cents"] = round(tick["price"] * 100)
             self.last_id, self.published = event_id, self.published + 1
-            self.times[event_id % RING] = now
+            self.times[event_id % RING] = tick["time"]
 
     def join(self, conn: petrel.Connection) -> None:
         stream = conn.path == "/events"
@@ -63,9 +80,13 @@ class Market:
                 start = last
             else:
                 snapshot = {"type": "snapshot", "id": self.last_id, "time": int(time.time() * 1000),
-                            "stocks": [self.fields(s) for s in self.stocks]}
+                            "stocks": [fields(s) for s in self.stocks]}
                 conn.send_event(json.dumps(snapshot, separators=(",", ":")), self.last_id)
-                conn.subscribe_after(TOPIC, self.last_id)
+                if not conn.subscribe_after(TOPIC, self.last_id):
+                    # The history moved on (Redis lost it) before this server saw a tick of the
+                    # new one: the client comes back in a moment for a newer snapshot.
+                    conn.close(1013, "no snapshot yet: try again")
+                    return
                 start = self.last_id
             self.clients[conn.id] = ["sse" if stream else "websocket", start]
             client = conn.query_param("client") if stream else None
@@ -129,6 +150,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="loop threads (0: one per core)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve https:// and wss://")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--engine", help="topics through Redis Streams (redis://host:port or a Unix socket path), shared "
+                                    "with every server on that Redis (default: in this process)")
+    p.add_argument("--no-feed", action="store_true", help="publish nothing: serve the ticks another server publishes")
     args = p.parse_args()
     if not 0 < args.tick_min <= args.tick_max:
         p.error("need 0 < --tick-min <= --tick-max")
@@ -138,8 +162,12 @@ def main() -> None:
 
     server = petrel.Server(args.host, args.port, threads=args.threads, static_root=args.web,
                            event_stream_paths=["/events"], slow_consumer="coalesce", max_queued=RING, replay=RING,
-                           ping_interval=15.0, tls_cert=args.tls_cert, tls_key=args.tls_key)
-    market = Market(stocks, server)
+                           ping_interval=15.0, tls_cert=args.tls_cert, tls_key=args.tls_key, engine=args.engine)
+    market = Market(stocks)
+    # Prices come from the topic itself, whoever publishes: with an engine, the history read at
+    # start, then every tick.
+    server.observe(TOPIC, market.observe)
+    feed = None if args.no_feed else Feed(stocks, server)
     started = time.monotonic()
 
     @server.on_open
@@ -176,7 +204,9 @@ def main() -> None:
 
     server.start()
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"Petrel stock ticker (Python): {len(stocks)} stocks, a tick every {args.tick_min}-{args.tick_max} s")
+    ticks = f"a tick every {args.tick_min}-{args.tick_max} s" if feed else "no feed (ticks from the engine)"
+    print(f"Petrel stock ticker (Python): {len(stocks)} stocks, {ticks}"
+          + (f", topics through {args.engine}" if args.engine else ""))
     scheme = "https" if args.tls_cert else "http"
     print(f"open {scheme}://{shown}:{server.port}/   (WebSocket /stream, SSE /events, /health)", flush=True)
 
@@ -184,8 +214,18 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     next_tick = time.monotonic()
+    failing = False
     while not stop.is_set():
-        market.tick()
+        if feed:
+            try:
+                feed.tick()
+                if failing:
+                    print("stock_server: publishing again", flush=True)
+                failing = False
+            except petrel.EngineUnavailable as e:
+                if not failing:
+                    print(f"stock_server: a tick was not published: {e}", flush=True)
+                failing = True
         next_tick += random.uniform(args.tick_min, args.tick_max)
         wait = next_tick - time.monotonic()
         if wait < -1:
