@@ -5,7 +5,7 @@ VERSION := $(shell sed -n 's/^\#define PETREL_VERSION_\(MAJOR\|MINOR\|PATCH\) \(
 LIB_BUILD := .build-static
 LIB := $(LIB_BUILD)/release/libpetrel.so
 
-.PHONY: test demo lib install microbench tlsbench bench
+.PHONY: test demo cluster lib install microbench tlsbench bench
 test:
 	bash tools/test.sh
 
@@ -15,6 +15,15 @@ demo:
 	@bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libhiredis-dev
 	swift build -c release --package-path examples/stock-swift --product stock-server
 	examples/stock-swift/.build/release/stock-server $(ARGS)
+
+# Three stock servers (Swift runs the feed; C and Python serve it) on one Redis, behind nginx:
+# builds what it needs, prints the URL; Ctrl-C stops everything (docs/cluster.md).
+cluster:
+	@bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libhiredis-dev redis-server nginx
+	$(MAKE) install PREFIX=$(CURDIR)/.build/c-prefix >/dev/null
+	PKG_CONFIG_PATH=$(CURDIR)/.build/c-prefix/lib/pkgconfig $(MAKE) -C examples/stock-c
+	swift build -c release --package-path examples/stock-swift --product stock-server
+	python3 examples/cluster/cluster.py $(ARGS)
 
 # The version script exports petrel_* only; the Swift runtime is linked in and kept private.
 lib:

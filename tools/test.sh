@@ -9,8 +9,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 # chromium and its driver are for the stock page's browser tests; socat, tinyproxy and
-# dante-server for TLS and proxy tests.
-bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server
+# dante-server for TLS and proxy tests; redis-server and nginx for the cluster.
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server nginx
 
 step "python venv (.venv, pinned in tools/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -79,6 +79,9 @@ PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c
 swift build -c release --package-path examples/stock-swift
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Browser -q -p no:cacheprovider
 .venv/bin/python Tests/Load/stock_load.py
+
+step "cluster: redis-server, the three stock servers and nginx; a server killed under 1,000 WebSocket + 100 SSE clients, Redis restarted, the page in Chromium"
+PETREL_PREFIX="$prefix" .venv/bin/python -m pytest Tests/Cluster -q -p no:cacheprovider
 
 step "fuzzing: every libFuzzer harness for a short budget (Fuzz/run.sh; the long budget is on demand)"
 bash Fuzz/run.sh "${FUZZ_SECONDS:-20}"
