@@ -107,7 +107,9 @@ static int saw_stamped(const uint64_t *ids, int n) {
     return ok;
 }
 
-static petrel_server *node(const char *url, petrel_status want_start) {
+/* A server on `url`, started (want_start is what start must return); with `observer`, it
+ * observes topic "s" from before the start. */
+static petrel_server *node(const char *url, petrel_status want_start, petrel_topic_observer observer) {
     petrel_server_config config;
     petrel_server_config_init(&config);
     CHECK(config.engine_url == NULL && config.engine_timeout_ms == 2000 && config.topic_stream_capacity == 10000);
@@ -122,6 +124,7 @@ static petrel_server *node(const char *url, petrel_status want_start) {
     callbacks.on_open = on_open;
     petrel_server *server = NULL;
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    if (observer) CHECK_STATUS(petrel_server_observe(server, "s", observer, &seen_count), PETREL_OK);
     CHECK_STATUS(petrel_server_start(server), want_start);
     return server;
 }
@@ -132,7 +135,7 @@ int main(void) {
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%u", redis_port);
 
-    petrel_server *a = node(url, PETREL_OK), *b = node(url, PETREL_OK);
+    petrel_server *a = node(url, PETREL_OK, NULL), *b = node(url, PETREL_OK, NULL);
     uint16_t port_b = 0;
     CHECK_STATUS(petrel_server_port(b, &port_b), PETREL_OK);
     char client_url[64];
@@ -177,20 +180,10 @@ int main(void) {
     CHECK_STATUS(petrel_server_publish(a, "s", 0x200 | PETREL_TEXT, "x", 1, NULL, &id), PETREL_E_INVALID_ARGUMENT);
     /* An observer on a node started later: the history during start, then each new message. */
     {
-        petrel_server_config config;
-        petrel_server_config_init(&config);
-        config.host = "127.0.0.1";
-        config.port = 0;
-        config.threads = 1;
-        config.engine_url = url;
-        config.topic_replay = 16;
-        petrel_server *c = NULL;
-        CHECK_STATUS(petrel_server_create(&config, NULL, &c), PETREL_OK);
+        petrel_server *c = node(url, PETREL_OK, observe_s);
+        CHECK(saw_stamped(stamped, 5));
         CHECK_STATUS(petrel_server_observe(c, "s", NULL, NULL), PETREL_E_NULL);
         CHECK_STATUS(petrel_server_observe(c, NULL, observe_s, NULL), PETREL_E_NULL);
-        CHECK_STATUS(petrel_server_observe(c, "s", observe_s, &seen_count), PETREL_OK);
-        CHECK_STATUS(petrel_server_start(c), PETREL_OK);
-        CHECK(saw_stamped(stamped, 5));
         CHECK_STATUS(petrel_server_observe(c, "u", observe_s, &seen_count), PETREL_E_STATE);
         for (int m = 5; m < 8; m++)
             CHECK_STATUS(petrel_server_publish(a, "s", PETREL_TEXT | PETREL_STAMP_ID, "{\"id\":{{id}}}", 13, NULL, &stamped[m]), PETREL_OK);
@@ -210,7 +203,7 @@ int main(void) {
     CHECK_STATUS(petrel_server_destroy(b), PETREL_OK);
 
     /* A Redis that cannot be reached: start fails; a URL that is not one: create fails. */
-    petrel_server *dead = node(url, PETREL_E_ENGINE);
+    petrel_server *dead = node(url, PETREL_E_ENGINE, NULL);
     CHECK_STATUS(petrel_server_destroy(dead), PETREL_OK);
     petrel_server_config config;
     petrel_server_config_init(&config);
