@@ -447,21 +447,26 @@ typedef void (*petrel_topic_observer)(void *userdata, petrel_server *server, con
                                       int32_t kind, const uint8_t *data, size_t len, const char *key);
 
 /**
- * Calls `observer` with every message of `topic`, once each, in id order, whoever published it:
+ * Calls `observer` with every message of `topic`, in id order, whoever published it:
  * for a server that keeps state from a topic (prices for a snapshot, say) on every node. One
  * observer per topic; a second call replaces the first.
  * In-process engine: on the thread that called petrel_server_publish, before it returns (in id
  *   order as long as one thread at a time publishes to the topic).
  * engine_url: first, inside petrel_server_start, the topic's recent history (its last
  *   topic_replay messages); then each message the server reads from Redis, on the engine's
- *   reader thread. After Redis lost the history (or this server missed trimmed entries) the
- *   history is given again from its new start: the ids do not follow on.
- * The observer runs outside the library's locks and may publish and subscribe, but must not wait
- * for a lock your code holds around petrel_conn_subscribe_after or petrel_server_publish on that
- * topic: those may wait for the observer.
+ *   reader thread.
+ * The ids tell what happened upstream: an id that does not follow the last one means messages
+ * were lost (a new history, or entries trimmed before this server read them); after Redis lost
+ * or went back in its history, the stream's newest messages are given again, which may repeat
+ * ids already seen. data is NULL when len is 0.
+ * The observer runs outside the library's locks. It may publish, subscribe and call
+ * petrel_server_stop; petrel_server_destroy from it returns PETREL_E_WRONG_THREAD. It must not
+ * wait for a lock your code holds across an in-process petrel_server_publish to that topic (the
+ * observer runs inside that call) or across petrel_server_stop (which waits for the reader
+ * thread). userdata must stay valid until petrel_server_destroy.
  * Returns: PETREL_OK; PETREL_E_NULL (server, topic or observer); PETREL_E_INVALID_ARGUMENT (topic
  *          not UTF-8); PETREL_E_STATE (the server was started already).
- * Ownership: topic is copied. Thread: any, before petrel_server_start.
+ * Ownership: topic is copied. Thread: any, before petrel_server_start and any publish.
  */
 petrel_status petrel_server_observe(petrel_server *server, const char *topic, petrel_topic_observer observer,
                                     void *userdata);

@@ -121,10 +121,12 @@ public final class WebSocketServer: Sendable {
         }
     }
 
-    /// Calls `body` with every message of `topic` (its id, its key, the message), once each, in
-    /// id order, whoever published it: with the Redis engine, what every server on that Redis
-    /// reads, starting with the topic's recent history during `start`. Call before `start`.
-    /// Threads, and what `body` must not wait for: `Server.observe` (docs/cluster.md).
+    /// Calls `body` with every message of `topic` (its id, its key, the message), in id order,
+    /// whoever published it: with the Redis engine, what every server on that Redis reads,
+    /// starting with the topic's recent history during `start`, on the engine's thread;
+    /// in-process, on the publishing thread (in order when one thread at a time publishes to
+    /// the topic). Call before `start`. Repeated ids after Redis lost its history, and what
+    /// `body` must not wait for: `Server.observe` (docs/cluster.md).
     public func observe(
         topic: String, _ body: @escaping @Sendable (_ eventID: UInt64, _ key: String?, _ message: WebSocketMessage) -> Void
     ) throws(PetrelError) {

@@ -304,7 +304,7 @@ public func petrel_server_stop(_ server: OpaquePointer?, _ graceMs: UInt32) -> I
 @_cdecl("petrel_server_destroy")
 public func petrel_server_destroy(_ server: OpaquePointer?) -> Int32 {
     guard let server, let s = CServer.from(server) else { return PETREL_OK }
-    if s.server.isCurrentLoopThread { return PETREL_E_WRONG_THREAD }
+    if s.server.isCurrentLoopThread || s.server.isCurrentEngineThread { return PETREL_E_WRONG_THREAD }
     // Started and not yet fully stopped (even if a stop is under way): stop and wait, so that no
     // callback can run with this handle after it is released.
     if s.server.needsStop {

@@ -75,6 +75,41 @@ struct TopicObserverTests {
         #expect(b.replay(topic: "t", after: ids[4])?.map { String(decoding: $0.payload, as: UTF8.self) } == ids[5...].map { "{\"id\":\($0)}" })
         #expect(throws: RuntimeError.self) { try b.publish("t", text: "none", stampID: true) }
     }
+
+    @Test("an observer may stop the server from the engine's reader thread: it stops, nothing hangs")
+    func stopFromObserver() throws {
+        let redis = try RedisProcess()
+        defer { redis.stop() }
+        var configuration = ServerConfiguration(host: "127.0.0.1", port: 0)
+        configuration.engine = .redis(redis.address)
+        let server = Server(configuration: configuration, handlers: Handlers())
+        let onReader = Mutex(false)
+        try server.observe("t") { [unowned server] frame in
+            guard frame.payload == Array("stop".utf8) else { return }
+            onReader.withLock { $0 = server.isCurrentEngineThread }
+            server.stop(grace: 100)
+        }
+        try server.start()
+        try server.publish("t", text: "stop")
+        #expect(waitUntil { !server.isRunning })
+        #expect(onReader.withLock { $0 })
+        server.stop(grace: 100)  // again, from this thread: nothing left to do
+    }
+
+    @Test("Redis stamps the largest id exactly (epoch 4095, the last sequence: 2^52 - 1), then refuses the next publish")
+    func largestID() throws {
+        let redis = try RedisProcess()
+        defer { redis.stop() }
+        _ = try redis.command("SET", "petrel:{e}:e", "4095")
+        _ = try redis.command("SET", "petrel:{e}:n", String((UInt64(1) << 40) - 2))
+        let (a, _) = try self.observed(redis)
+        defer { a.stop(grace: 100) }
+        let id = try a.publish("e", text: "{\"id\":{{id}}}", stampID: true)
+        #expect(id == (UInt64(1) << 52) - 1)
+        #expect(waitUntil { a.statistics(topic: "e").lastEventID == id })
+        #expect(a.replay(topic: "e", after: id - 1)?.map { String(decoding: $0.payload, as: UTF8.self) } == ["{\"id\":4503599627370495}"])
+        #expect(throws: RuntimeError.self) { try a.publish("e", text: "{{id}}", stampID: true) }
+    }
 }
 
 /// What an observer saw: (id, payload as text), in call order.

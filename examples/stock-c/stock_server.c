@@ -35,7 +35,7 @@ typedef struct {
 static petrel_server *server;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* orders ticks' arrival, snapshots, subscriptions */
 static stock stocks[MAX_STOCKS];     /* the market as observed on the topic (under lock) */
-static long feed_cents[MAX_STOCKS];  /* the feed's own prices (the main thread's) */
+static stock feed_stocks[MAX_STOCKS];       /* the feed's own prices (the main thread's) */
 static int stock_count;
 static uint64_t last_id, published;
 static int64_t times_ms[RING];
@@ -106,8 +106,7 @@ static double uniform(double lo, double hi) { return lo + (hi - lo) * ((double)r
  * tick; the engine writes its id over {{id}}. Returns the publish's status. */
 static petrel_status tick(void) {
     int i = (int)(random() % stock_count);
-    stock s = stocks[i]; /* ticker, company, opening price (only the feed changes feed_cents) */
-    s.cents = feed_cents[i];
+    stock s = feed_stocks[i];
     long step = (long)((double)s.cents * uniform(0, 0.005) + 0.5);
     if (step < 1) step = 1;
     s.cents += (random() & 1) ? step : -step;
@@ -116,7 +115,7 @@ static petrel_status tick(void) {
     stock_json(fields, sizeof fields, &s);
     int n = snprintf(json, sizeof json, "{\"type\":\"tick\",\"id\":{{id}},%s,\"time\":%lld}", fields, (long long)now_ms());
     petrel_status st = petrel_server_publish(server, TOPIC, PETREL_TEXT | PETREL_STAMP_ID, json, (size_t)n, s.ticker, NULL);
-    if (st == PETREL_OK) feed_cents[i] = s.cents;
+    if (st == PETREL_OK) feed_stocks[i].cents = s.cents;
     return st;
 }
 
@@ -256,6 +255,8 @@ static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req
         long long ms[2];
         int64_t t = now_ms();
         for (int k = 0; k < 2; k++) {
+            /* A client may have come from a server that had read further than this one. */
+            if (slowest[k] > last_id) slowest[k] = last_id;
             uint64_t behind = last_id - slowest[k];
             ms[k] = behind == 0 ? 0 : behind < RING ? (long long)(t - times_ms[(slowest[k] + 1) % RING]) : -1;
             if (ms[k] < -1) ms[k] = 0;
@@ -347,7 +348,6 @@ int main(int argc, char **argv) {
         return 2;
     }
     load_stocks(data_path);
-    for (int i = 0; i < stock_count; i++) feed_cents[i] = stocks[i].cents;
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     clock_gettime(CLOCK_MONOTONIC, &started);
 
@@ -379,6 +379,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "stock-server: %s: %s\n", petrel_strerror(s), petrel_last_error());
         return 1;
     }
+    /* The feed goes on from the prices the topic has (a feed restarted in a cluster). */
+    pthread_mutex_lock(&lock);
+    memcpy(feed_stocks, stocks, sizeof stocks);
+    pthread_mutex_unlock(&lock);
     uint16_t bound = 0;
     petrel_server_port(server, &bound);
     if (feed)

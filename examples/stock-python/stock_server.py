@@ -116,7 +116,8 @@ class Market:
             for transport in ("websocket", "sse"):
                 acked = [c[1] for c in self.clients.values() if c[0] == transport]
                 counts[transport] = len(acked)
-                behind = self.last_id - min(acked, default=self.last_id)
+                # A client may have come from a server that had read further than this one.
+                behind = max(0, self.last_id - min(acked, default=self.last_id))
                 ms = 0 if behind == 0 else (max(0, now - self.times[(self.last_id - behind + 1) % RING]) if behind < RING else -1)
                 lag[transport] = {"events": behind, "ms": ms}
             return {"status": "ok", "uptimeSeconds": round(uptime, 1), "connections": {**counts, "sockets": sockets},
@@ -167,7 +168,7 @@ def main() -> None:
     # Prices come from the topic itself, whoever publishes: with an engine, the history read at
     # start, then every tick.
     server.observe(TOPIC, market.observe)
-    feed = None if args.no_feed else Feed(stocks, server)
+    feed = None
     started = time.monotonic()
 
     @server.on_open
@@ -203,6 +204,9 @@ def main() -> None:
         return None  # /events, then the page's files
 
     server.start()
+    if not args.no_feed:
+        with market.lock:  # the feed goes on from the prices the topic has (a restart in a cluster)
+            feed = Feed(market.stocks, server)
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     ticks = f"a tick every {args.tick_min}-{args.tick_max} s" if feed else "no feed (ticks from the engine)"
     print(f"Petrel stock ticker (Python): {len(stocks)} stocks, {ticks}"

@@ -73,8 +73,22 @@ final class RedisEngine: @unchecked Sendable {
         self.thread = try spawnThread(name: "petrel-engine") { [self] in self.readLoop() }
     }
 
+    /// Whether the caller is the reader thread (observers run there).
+    var isReaderThread: Bool { self.thread.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+
+    /// Set when an observer stopped the server from the reader thread (that thread only).
+    private var stoppedFromReader = false
+
     func stop() {
         self.stopping.store(true, ordering: .releasing)
+        if let t = self.thread, pthread_equal(t, pthread_self()) != 0 {
+            // An observer stops the server, on this reader thread: the thread ends once the
+            // observer returns, and closes the links itself (`readLoop`).
+            self.stoppedFromReader = true
+            pthread_detach(t)
+            self.thread = nil
+            return
+        }
         if let t = self.thread { pthread_join(t, nil) }
         self.thread = nil
         self.queries.withLock { $0.disconnect() }
@@ -244,9 +258,12 @@ final class RedisEngine: @unchecked Sendable {
     /// The messages of `topic` after `eventID` up to (not including) `before`, read with
     /// `XRANGE`; nil when Redis cannot be reached or no longer holds them all.
     func older(topic: String, after eventID: UInt64, before: UInt64) -> [SharedFrame]? {
-        let epoch = EventIDLayout.epoch(of: before)
+        // The last one wanted is `before - 1` (`before` itself may be past the epoch's last
+        // sequence, in the next epoch's bits).
+        guard before > 0 else { return [] }
+        let epoch = EventIDLayout.epoch(of: before - 1)
         let from = eventID == 0 ? 1 : EventIDLayout.sequence(of: eventID) + 1
-        let to = EventIDLayout.sequence(of: before) - 1
+        let to = EventIDLayout.sequence(of: before - 1)
         if to < from { return [] }
         let reply: RedisReply? = self.queries.withLock { link in
             try? link.command([Array("XRANGE".utf8), Self.key(topic, "s"), Array("\(epoch)-\(from)".utf8), Array("\(epoch)-\(to)".utf8)])
@@ -329,6 +346,10 @@ final class RedisEngine: @unchecked Sendable {
                     slept += 20
                 }
             }
+        }
+        if self.stoppedFromReader {
+            self.queries.withLock { $0.disconnect() }
+            self.reader.disconnect()
         }
     }
 

@@ -240,6 +240,9 @@ public final class Server: @unchecked Sendable {
     /// Whether the calling thread is one of this server's loop threads (a callback is running).
     public var isCurrentLoopThread: Bool { self.loops.contains { $0.isCurrentThread } }
 
+    /// Whether the caller is the Redis engine's reader thread, where observers run.
+    public var isCurrentEngineThread: Bool { self.redis?.isReaderThread ?? false }
+
     /// Whether the server was started and has not finished stopping: it must be stopped (and
     /// waited for) before it is released.
     public var needsStop: Bool { self.lifecycle.withLock { $0 == .running || $0 == .stopping || $0 == .starting } }
@@ -317,7 +320,7 @@ public final class Server: @unchecked Sendable {
         try self.publish(topic, .text, Array(text.utf8), key: key, stampID: stampID)
     }
 
-    /// Calls `body` with every message of `topic`, once each, in id order: what a server that
+    /// Calls `body` with every message of `topic`, in id order: what a server that
     /// keeps state from a topic (prices for a snapshot, say) needs on every node, whoever
     /// published. Call it before `start`; one observer per topic (a second replaces the first).
     ///
@@ -326,12 +329,15 @@ public final class Server: @unchecked Sendable {
     ///   at a time publishes to the topic.
     /// - Redis engine: first, during `start`, the topic's recent history (its last
     ///   `replayCapacity` messages); then every message this server reads, on the engine's
-    ///   reader thread. After Redis lost the history, or this server missed trimmed entries,
-    ///   the history is given again from its new start (the ids tell: they do not follow on).
+    ///   reader thread.
     ///
-    /// `body` runs outside Petrel's locks and may publish and subscribe. It must not wait for a
-    /// lock that is held around this server's `subscribe` or `publish` to that topic: those may
-    /// wait for it.
+    /// `body` runs outside Petrel's locks and may publish, subscribe and stop the server (not
+    /// release it). It must not wait for a lock held across an in-process `publish` to that
+    /// topic (the observer runs inside that call) or across `stop` (which waits for the reader
+    /// thread). Ids tell what happened upstream: an id that does not follow the last one means
+    /// messages were lost (a new history, or entries trimmed before this server read them);
+    /// after Redis lost or went back in its history, the observer is given the stream's newest
+    /// messages again, which may repeat ids it saw. Call before `start` and before any publish.
     public func observe(_ topic: String, _ body: @escaping @Sendable (SharedFrame) -> Void) throws(RuntimeError) {
         try self.lifecycle.withLock { (state: inout Lifecycle) throws(RuntimeError) in
             guard state == .idle else { throw RuntimeError(.stopped, "observe(\(topic)) comes before start") }

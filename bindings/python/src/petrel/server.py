@@ -546,12 +546,14 @@ class Server:
         return event_id.value
 
     def observe(self, topic: str, handler: Optional[Callable[[int, Data, Optional[str]], None]] = None):
-        """Calls ``handler(event_id, message, key)`` with every message of `topic`, once each, in id
-        order, whoever published it (message: str for text, bytes for binary). With the Redis
-        engine that starts with the topic's recent history during start(), then every message this
-        server reads from Redis, on the engine's thread; in-process, on the publishing thread
-        before publish returns. Call it before start(); usable as a decorator. The handler must
-        not wait for a lock you hold around publish() or subscribe on that topic."""
+        """Calls ``handler(event_id, message, key)`` with every message of `topic`, in id order,
+        whoever published it (message: str for text, bytes for binary). With the Redis engine
+        that starts with the topic's recent history during start(), then every message this
+        server reads from Redis, on the engine's thread (after Redis lost its history the newest
+        messages come again, and may repeat ids); in-process, on the publishing thread before
+        publish returns (in order when one thread at a time publishes to the topic). Call it
+        before start(); usable as a decorator. The handler must not wait for a lock held across
+        an in-process publish() to that topic, or across stop()."""
         if not isinstance(topic, str):
             raise TypeError("topic must be a str")
 

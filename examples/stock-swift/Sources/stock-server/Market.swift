@@ -113,6 +113,14 @@ final class Market: @unchecked Sendable {
         for (i, s) in stocks.enumerated() { self.index[s.ticker] = i }
     }
 
+    /// The prices as this server has seen them (the feed starts from them: a feed restarted
+    /// in a cluster goes on from where the topic is).
+    func current() -> [Stock] {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return self.stocks
+    }
+
     /// A tick of the topic (the observer's call): its ticker is its key; its price and time
     /// are read from it.
     func observe(eventID: UInt64, key: String?, message: WebSocketMessage) {
@@ -192,7 +200,8 @@ final class Market: @unchecked Sendable {
             let mine = self.clients.values.filter { $0.transport == transport }
             counts.append("\"\(transport)\":\(mine.count)")
             let slowest = mine.map(\.acked).min() ?? self.lastID
-            let behind = self.lastID - slowest
+            // A client may have come from a server that had read further than this one.
+            let behind = slowest < self.lastID ? self.lastID - slowest : 0
             // How long ago the first tick the slowest client has not shown was published.
             let ms = behind == 0 ? 0 : (behind < 4096 ? max(0, now - self.times[Int((slowest + 1) % 4096)]) : -1)
             parts.append("\"\(transport)\":{\"events\":\(behind),\"ms\":\(ms)}")

@@ -128,7 +128,7 @@ fflush(nil)
 
 // The feed: one tick at a random interval, on its own thread.
 let interval = tickMin...tickMax
-let feed = Feed(stocks: stocks, server: server)
+let feed = Feed(stocks: market.current(), server: server)
 let feedThread = Thread {
     var next = Date()
     var failing = false
