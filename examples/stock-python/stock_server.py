@@ -1,7 +1,7 @@
 """The stock-ticker push server on Petrel's Python bindings; same flags and behaviour as
 examples/stock-swift and examples/stock-c (see examples/README.md).
 
-    pip install ./bindings/python && make lib
+    pip install ./bindings/python
     python examples/stock-python/stock_server.py --port 8080
 """
 from __future__ import annotations

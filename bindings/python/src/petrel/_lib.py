@@ -1,12 +1,13 @@
 """Finds and loads libpetrel.so, and declares every C signature in one table.
 
-Search order: the PETREL_LIBRARY environment variable, a copy inside this package, then the
-repository's build folder (`make lib` puts it in .build-static/release/). A failure says every
-path that was tried.
+Search order: the PETREL_LIBRARY environment variable; the copy inside this package (pip puts
+it there: setup.py); then the system's library path (`ctypes.util.find_library`, e.g. after
+`make install`). A failure says every place that was tried.
 """
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import os
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int, c_int32, c_size_t, c_uint16, c_uint32,
                     c_uint64, c_void_p)
@@ -15,29 +16,27 @@ from pathlib import Path
 LIBRARY_NAME = "libpetrel.so"
 
 
-def _candidates() -> list[Path]:
-    paths: list[Path] = []
+def _load() -> ctypes.CDLL:
+    tried: list[str] = []
     env = os.environ.get("PETREL_LIBRARY")
     if env:
-        paths.append(Path(env))
-    here = Path(__file__).resolve().parent
-    paths.append(here / LIBRARY_NAME)
-    for parent in here.parents:
-        if (parent / "Package.swift").exists() and (parent / "include" / "petrel.h").exists():
-            paths.append(parent / ".build-static" / "release" / LIBRARY_NAME)
-            break
-    return paths
-
-
-def _load() -> ctypes.CDLL:
-    tried = []
-    for path in _candidates():
-        tried.append(str(path))
-        if path.is_file():
-            return ctypes.CDLL(str(path))
+        if Path(env).is_file():
+            return ctypes.CDLL(env)
+        tried.append(f"PETREL_LIBRARY={env} (no such file)")
+    bundled = Path(__file__).resolve().parent / LIBRARY_NAME
+    if bundled.is_file():
+        return ctypes.CDLL(str(bundled))
+    tried.append(f"{bundled} (the package's copy)")
+    found = ctypes.util.find_library("petrel")
+    for name in ([found] if found else []) + [LIBRARY_NAME]:
+        try:
+            return ctypes.CDLL(name)
+        except OSError as e:
+            tried.append(f"{name} from the system's library path ({e})")
     raise OSError(
-        "petrel: cannot find libpetrel.so; looked in:\n  " + "\n  ".join(tried)
-        + "\nSet PETREL_LIBRARY, or run `make lib` in the Petrel repository."
+        "petrel: cannot find libpetrel.so; tried:\n  " + "\n  ".join(tried)
+        + "\nInstall with `pip install ./bindings/python` from the Petrel repository (it bundles the library),"
+        + " or set PETREL_LIBRARY to a libpetrel.so (`make lib` builds one)."
     )
 
 

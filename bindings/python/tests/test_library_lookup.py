@@ -1,0 +1,42 @@
+"""Where `import petrel` finds libpetrel.so: PETREL_LIBRARY, the package's own copy, then the
+system's library path; and an error that names every place tried. Each case imports the
+package from the source tree (which has no copy of the library) in a fresh interpreter."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SOURCE = Path(__file__).resolve().parent.parent / "src"
+
+
+def library() -> Path:
+    """The libpetrel.so these tests run with (tools/test.sh sets PETREL_LIBRARY)."""
+    import petrel
+    return Path(petrel._lib.lib._name)
+
+
+def run(env: dict) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PETREL_LIBRARY", "LD_LIBRARY_PATH")}
+    code = "import petrel, petrel._lib as l; print(l.lib._name)"
+    return subprocess.run([sys.executable, "-c", code], env={**clean, "PYTHONPATH": str(SOURCE), **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_petrel_library_is_used_first():
+    r = run({"PETREL_LIBRARY": str(library())})
+    assert r.returncode == 0 and r.stdout.strip() == str(library()), r.stderr
+
+
+def test_the_system_library_path_is_the_last_resort():
+    r = run({"LD_LIBRARY_PATH": str(library().parent)})
+    assert r.returncode == 0, r.stderr
+    assert "libpetrel.so" in r.stdout
+
+
+def test_nothing_found_says_every_place_tried():
+    assert not (SOURCE / "petrel" / "libpetrel.so").exists()
+    r = run({"PETREL_LIBRARY": "/nonexistent/libpetrel.so"})
+    assert r.returncode != 0
+    assert "PETREL_LIBRARY=/nonexistent/libpetrel.so (no such file)" in r.stderr
+    assert "(the package's copy)" in r.stderr and "system's library path" in r.stderr
+    assert "pip install ./bindings/python" in r.stderr
