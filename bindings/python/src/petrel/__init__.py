@@ -6,14 +6,15 @@
 """
 from ._lib import lib as _lib_handle
 from .client import ClientConnection, connect
-from .exceptions import (Backpressure, ConnectFailed, ConnectionClosed, EngineUnavailable, InvalidArgument,
-                         InvalidHandshake, InvalidState, PetrelError, ProtocolError, Timeout)
+from .exceptions import (Backpressure, ConnectFailed, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK,
+                         EngineUnavailable, InvalidArgument, InvalidHandshake, InvalidState, PetrelError, ProtocolError,
+                         Timeout)
 from .server import Accept, Connection, HTTPRequest, Server
 
 __version__ = _lib_handle.petrel_version().decode()
 
 __all__ = [
     "Server", "Connection", "HTTPRequest", "Accept", "connect", "ClientConnection", "PetrelError", "Backpressure", "Timeout",
-    "ConnectionClosed", "ProtocolError", "InvalidHandshake", "InvalidArgument", "InvalidState", "ConnectFailed",
+    "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError", "ProtocolError", "InvalidHandshake", "InvalidArgument", "InvalidState", "ConnectFailed",
     "EngineUnavailable",
 ]

@@ -43,6 +43,14 @@ class ConnectionClosed(PetrelError):
         self.reason = reason
 
 
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection ended with a normal close (1000 or 1001)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection ended any other way: another close code, or none (1006)."""
+
+
 class ProtocolError(PetrelError):
     """The peer broke the protocol."""
 

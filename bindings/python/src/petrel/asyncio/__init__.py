@@ -175,4 +175,6 @@ def _log_failure(future: "asyncio.Future[Any]") -> None:
         log.error("petrel: exception in a coroutine handler", exc_info=future.exception())
 
 
-__all__ = ["connect", "WebSocket", "Server"]
+from ._serve import ServerConnection, WebSocketServer, serve  # noqa: E402
+
+__all__ = ["connect", "WebSocket", "Server", "serve", "ServerConnection", "WebSocketServer"]

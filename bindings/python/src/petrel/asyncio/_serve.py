@@ -1,0 +1,343 @@
+"""`serve(handler, host, port)`: a server in the style of the `websockets` library, one coroutine
+per connection.
+
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    async with petrel.asyncio.serve(echo, "127.0.0.1", 0) as server:
+        print(server.port)
+        await server.serve_forever()
+
+Petrel's loop threads do the I/O. Its dispatcher thread takes their events in batches and hands
+each batch to the event loop with one `call_soon_threadsafe`, so a connection's messages reach
+its coroutine in order. Nothing here blocks the event loop: starting (binding, TLS files, the
+Redis engine) and stopping run in the default executor.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import logging
+import time
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
+
+from .. import _lib
+from .. import _status as S
+from .._lib import lib
+from ..exceptions import Backpressure, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from ..server import _RECORD, Connection, Data, Server as _SyncServer
+
+log = logging.getLogger("petrel")
+
+Message = Union[str, bytes]
+Handler = Callable[["ServerConnection"], Awaitable[None]]
+_NORMAL = (1000, 1001)
+
+
+class ServerConnection:
+    """One client, as the handler sees it: `async for message in ws`, `await ws.recv()`,
+    `await ws.send(message)`. Methods are for the event loop's thread."""
+
+    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._messages: Deque[Message] = collections.deque()
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._closed_event = asyncio.Event()
+        self.close_code: Optional[int] = None
+        self.close_reason: str = ""
+
+    # -- what the request said
+
+    @property
+    def id(self) -> int:
+        return self._conn.id
+
+    @property
+    def path(self) -> Optional[str]:
+        return self._conn.path
+
+    @property
+    def query(self) -> Optional[str]:
+        return self._conn.query
+
+    def header(self, name: str) -> Optional[str]:
+        return self._conn.header(name)
+
+    def query_param(self, name: str) -> Optional[str]:
+        return self._conn.query_param(name)
+
+    @property
+    def remote_address(self) -> Optional[str]:
+        return self._conn.peer_address
+
+    @property
+    def last_event_id(self) -> Optional[int]:
+        return self._conn.last_event_id
+
+    # -- messages
+
+    async def recv(self) -> Message:
+        """The next message: str for text, bytes for binary. Raises ConnectionClosedOK after a
+        normal close (1000, 1001), ConnectionClosedError after any other."""
+        while not self._messages:
+            if self.close_code is not None:
+                raise self._closed()
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._messages.popleft()
+
+    def __aiter__(self) -> "ServerConnection":
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    async def send(self, message: Data) -> None:
+        """Queues a message. When the connection's send buffer is over its limit
+        (`max_backpressure`), waits until it has been written out: a slow reader slows the
+        sender down instead of growing memory."""
+        while True:
+            if self.close_code is not None:
+                raise self._closed()
+            try:
+                self._conn.send(message)
+                return
+            except Backpressure:
+                # A drain event comes once the buffer, over its limit now, is written out (or the
+                # connection closes).
+                self._writable.clear()
+                await self._writable.wait()
+            except ConnectionClosed:
+                await self._closed_event.wait()
+                raise self._closed() from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Starts the closing handshake and waits for the connection to end."""
+        if self.close_code is None:
+            try:
+                self._conn.close(code, reason)
+            except ConnectionClosed:
+                pass
+        await self._closed_event.wait()
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    # -- pub/sub and event streams (non-blocking calls into the library)
+
+    def subscribe(self, topic: str) -> None:
+        self._conn.subscribe(topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        self._conn.unsubscribe(topic)
+
+    def subscribe_after(self, topic: str, event_id: int) -> bool:
+        return self._conn.subscribe_after(topic, event_id)
+
+    def send_event(self, text: str, event_id: int = 0) -> None:
+        self._conn.send_event(text, event_id)
+
+    # -- from the dispatcher, on the event loop
+
+    def _closed(self) -> ConnectionClosed:
+        kind = ConnectionClosedOK if self.close_code in _NORMAL else ConnectionClosedError
+        return kind(code=self.close_code, reason=self.close_reason)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _end(self, code: int, reason: str) -> None:
+        self.close_code, self.close_reason = code, reason
+        self._writable.set()
+        self._closed_event.set()
+        self._wake()
+
+    def __repr__(self) -> str:
+        return f"<petrel.asyncio.ServerConnection {self.id}>"
+
+
+class _Bridge(_SyncServer):
+    """The sync server, with a dispatcher that hands whole batches to the event loop."""
+
+    _loop: asyncio.AbstractEventLoop
+    _sink: Callable[[List[Tuple[int, int, int, Any]]], None]
+
+    def _pump_events(self) -> None:
+        cap = 1 << 20
+        buf = ctypes.create_string_buffer(cap)
+        view = memoryview(buf)
+        n = ctypes.c_size_t()
+        handle, unpack, loop, sink = self._handle, _RECORD.unpack_from, self._loop, self._sink
+        while True:
+            rc = lib.petrel_server_next_events(handle, 200, buf, cap, ctypes.byref(n))
+            if rc == S.E_TIMEOUT:
+                continue
+            if rc == S.E_STOPPED:
+                return
+            if rc == S.E_BUFFER_TOO_SMALL:
+                cap = max(cap * 2, n.value)
+                buf = ctypes.create_string_buffer(cap)
+                view = memoryview(buf)
+                continue
+            if rc != 0:
+                log.error("petrel: petrel_server_next_events returned %d; retrying", rc)
+                time.sleep(0.1)
+                continue
+            batch: List[Tuple[int, int, int, Any]] = []
+            end, off = n.value, 0
+            while off < end:
+                conn_id, length, code, kind_type, kind = unpack(view, off)
+                off += 16
+                payload = view[off:off + length]
+                off += (length + 7) & ~7
+                if kind_type == _lib.QUEUED_MESSAGE:
+                    batch.append((kind_type, conn_id, 0, str(payload, "utf-8") if kind == 1 else payload.tobytes()))
+                elif kind_type in (_lib.QUEUED_OPEN, _lib.QUEUED_CLOSE):
+                    batch.append((kind_type, conn_id, code, str(payload, "utf-8", "replace")))
+                else:
+                    batch.append((kind_type, conn_id, 0, None))
+            try:
+                loop.call_soon_threadsafe(sink, batch)
+            except RuntimeError:  # the event loop is closed: nobody is left to tell
+                pass
+
+
+class WebSocketServer:
+    """What `serve` gives: the port, publishing, and a way to stop."""
+
+    def __init__(self, handler: Handler, host: str, port: int, options: Dict[str, Any]) -> None:
+        if not callable(handler):
+            raise TypeError("the handler is a coroutine function taking the connection")
+        for name in ("on_open", "on_message", "on_close", "on_drain"):
+            if name in options:
+                raise TypeError(f"serve() takes a handler per connection, not {name}")
+        self._handler = handler
+        self._server = _Bridge(host, port, **options)
+        self._connections: Dict[int, ServerConnection] = {}
+        self._tasks: Set[asyncio.Task[None]] = set()
+        self._stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def connections(self) -> List[ServerConnection]:
+        return list(self._connections.values())
+
+    def publish(self, topic: str, data: Data, key: Optional[str] = None, stamp_id: bool = False) -> int:
+        """As petrel.Server.publish. With the Redis engine it waits for Redis: use
+        `await loop.run_in_executor(None, server.publish, ...)` there."""
+        return self._server.publish(topic, data, key=key, stamp_id=stamp_id)
+
+    async def start(self) -> "WebSocketServer":
+        loop = asyncio.get_running_loop()
+        self._server._loop = loop
+        self._server._sink = self._dispatch
+        await loop.run_in_executor(None, self._server.start)
+        return self
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Sends 1001 to every client, waits up to `grace` seconds, ends the handlers, releases."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._server.stop, grace)
+        # What the dispatcher handed over last (the closes) runs before this.
+        await asyncio.sleep(0)
+        for ws in list(self._connections.values()):
+            ws._end(1001, "server stopped")
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace + 1)
+        await loop.run_in_executor(None, self._server.close)
+        self._stopped.set()
+
+    async def wait_closed(self) -> None:
+        await self._stopped.wait()
+
+    async def serve_forever(self) -> None:
+        """Until the task is cancelled or close() is called."""
+        await self._stopped.wait()
+
+    def _dispatch(self, batch: List[Tuple[int, int, int, Any]]) -> None:
+        connections = self._connections
+        for kind_type, conn_id, code, value in batch:
+            if kind_type == _lib.QUEUED_MESSAGE:
+                ws = connections.get(conn_id)
+                if ws is not None:
+                    ws._messages.append(value)
+                    if ws._waiter is not None:
+                        ws._wake()
+            elif kind_type == _lib.QUEUED_OPEN:
+                conn = self._server._conn(conn_id)
+                conn._target = value
+                ws = ServerConnection(conn, self._server._loop)
+                connections[conn_id] = ws
+                task = self._server._loop.create_task(self._run(ws))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif kind_type == _lib.QUEUED_CLOSE:
+                ws = connections.pop(conn_id, None)
+                with self._server._lock:
+                    self._server._connections.pop(conn_id, None)
+                if ws is not None:
+                    ws._end(code, value)
+            elif kind_type == _lib.QUEUED_DRAIN:
+                ws = connections.get(conn_id)
+                if ws is not None:
+                    ws._writable.set()
+
+    async def _run(self, ws: ServerConnection) -> None:
+        try:
+            await self._handler(ws)
+        except ConnectionClosed:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("petrel: exception in the connection handler")
+            if ws.close_code is None:
+                try:
+                    ws._conn.close(1011, "internal error")
+                except ConnectionClosed:
+                    pass
+        finally:
+            # The handler is done with the connection: close it, as `websockets` does.
+            if ws.close_code is None:
+                try:
+                    ws._conn.close(1000, "")
+                except ConnectionClosed:
+                    pass
+
+
+class serve:
+    """`async with serve(handler, host, port, **options) as server:` or `server = await serve(...)`.
+    Options are petrel.Server's (threads, compression, max_message_size, max_backpressure, origins,
+    subprotocols, TLS, topics, the engine, static files, event streams, on_http, on_upgrade...),
+    except the per-event callbacks: the handler replaces them. Port 0 picks a free port
+    (`server.port`)."""
+
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
+        self._server = WebSocketServer(handler, host, port, options)
+
+    def __await__(self) -> Any:
+        return self._server.start().__await__()
+
+    async def __aenter__(self) -> WebSocketServer:
+        return await self._server.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._server.close()
+
+
+__all__ = ["serve", "ServerConnection", "WebSocketServer"]
