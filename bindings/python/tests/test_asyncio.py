@@ -1,6 +1,7 @@
 """The asyncio flavour: never blocks the event loop."""
 import asyncio
 
+import pytest
 import websockets
 
 import petrel
@@ -25,8 +26,10 @@ def test_async_client_against_petrel_server(echo_server):
             assert await ws.recv() == b"\x00" * 100_000
             await asyncio.sleep(0.2)  # idle while connected: the loop keeps running
             await ws.send("close-me")
-            assert [m async for m in ws] == []
-            assert ws.close_code == 4002
+            # The server closes with 4002: not a normal close, so iterating raises.
+            with pytest.raises(petrel.ConnectionClosedError) as closed:
+                [m async for m in ws]
+            assert closed.value.code == 4002 and ws.close_code == 4002
         t.cancel()
         assert ticks >= 10
 

@@ -84,40 +84,69 @@ class ClientConnection:
             pass
 
 
+class _ClientConfig:
+    """A petrel_client_config from the keyword options, and the strings it points to (kept
+    alive as long as this object)."""
+
+    def __init__(self, url: str, *, compression: bool = True, max_message_size: int = 16 * 1024 * 1024,
+                 subprotocols: Optional[Iterable[str]] = None, origin: Optional[str] = None,
+                 open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
+                 tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
+                 tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
+                 proxy_from_environment: bool = False) -> None:
+        if not isinstance(url, str):
+            raise TypeError("url must be a str")
+        if not isinstance(max_message_size, int) or max_message_size <= 0:
+            raise ValueError("max_message_size must be a positive int")
+        if not 0 < open_timeout <= 3600:
+            raise ValueError("open_timeout must be a number of seconds in (0, 3600]")
+        self.url = url.encode()
+        cfg = self.config = _lib.ClientConfig()
+        lib.petrel_client_config_init(ctypes.byref(cfg))
+        cfg.compression = 1 if compression else 0
+        cfg.max_message_size = max_message_size
+        cfg.connect_timeout_ms = cfg.handshake_timeout_ms = int(open_timeout * 1000)
+        keep = [",".join(subprotocols).encode() if subprotocols else None, origin.encode() if origin else None]
+        cfg.subprotocols, cfg.origin = keep[0], keep[1]
+        keep += [str(v).encode() if v else None for v in (tls_ca_file, tls_server_name, tls_cert_file, tls_key_file)]
+        cfg.tls_ca_file, cfg.tls_server_name, cfg.tls_cert_file, cfg.tls_key_file = keep[2:6]
+        cfg.tls_insecure_skip_verify = 1 if tls_insecure_skip_verify else 0
+        keep.append(proxy.encode() if proxy else None)
+        cfg.proxy = keep[6]
+        cfg.proxy_from_environment = 1 if proxy_from_environment else 0
+        self._keep = keep
+
+    def connect(self, callbacks: Optional[object] = None) -> ctypes.c_void_p:
+        """petrel_client_connect (blocking); raises with the library's reason on failure."""
+        handle = ctypes.c_void_p()
+        rc = lib.petrel_client_connect(self.url, ctypes.byref(self.config),
+                                       ctypes.byref(callbacks) if callbacks is not None else None,  # type: ignore[arg-type]
+                                       ctypes.byref(handle))
+        if rc < 0:
+            error = error_for(rc)
+            detail = lib.petrel_last_error().decode("utf-8", "replace")
+            if detail:
+                error.args = (f"{error.args[0]}: {detail}",)
+            raise error
+        return handle
+
+
 def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 1024 * 1024,
             subprotocols: Optional[Iterable[str]] = None, origin: Optional[str] = None,
             open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
             tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
             tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
             proxy_from_environment: bool = False) -> ClientConnection:
-    """Connects to a ws:// or wss:// URL and completes the handshake (blocking). For wss://, the
-    server's certificate is checked against tls_ca_file (default: the system store) and the
-    URL's host (or tls_server_name); tls_insecure_skip_verify turns every check off (tests only).
-    proxy: http://, https:// or socks5:// URL with optional user:pass@; proxy_from_environment
-    uses wss_proxy/ws_proxy/HTTPS_PROXY/HTTP_PROXY and NO_PROXY instead."""
-    if not isinstance(url, str):
-        raise TypeError("url must be a str")
-    if not isinstance(max_message_size, int) or max_message_size <= 0:
-        raise ValueError("max_message_size must be a positive int")
-    cfg = _lib.ClientConfig()
-    lib.petrel_client_config_init(ctypes.byref(cfg))
-    cfg.compression = 1 if compression else 0
-    cfg.max_message_size = max_message_size
-    cfg.connect_timeout_ms = cfg.handshake_timeout_ms = int(open_timeout * 1000)
-    keep = [",".join(subprotocols).encode() if subprotocols else None, origin.encode() if origin else None]
-    cfg.subprotocols, cfg.origin = keep[0], keep[1]
-    keep += [str(v).encode() if v else None for v in (tls_ca_file, tls_server_name, tls_cert_file, tls_key_file)]
-    cfg.tls_ca_file, cfg.tls_server_name, cfg.tls_cert_file, cfg.tls_key_file = keep[2:6]
-    cfg.tls_insecure_skip_verify = 1 if tls_insecure_skip_verify else 0
-    keep.append(proxy.encode() if proxy else None)
-    cfg.proxy = keep[6]
-    cfg.proxy_from_environment = 1 if proxy_from_environment else 0
-    handle = ctypes.c_void_p()
-    rc = lib.petrel_client_connect(url.encode(), ctypes.byref(cfg), None, ctypes.byref(handle))
-    if rc < 0:
-        error = error_for(rc)
-        detail = lib.petrel_last_error().decode("utf-8", "replace")
-        if detail:
-            error.args = (f"{error.args[0]}: {detail}",)
-        raise error
-    return ClientConnection(handle)
+    """Connects to a ws:// or wss:// URL and completes the handshake (blocking).
+
+    Options: compression (True), max_message_size (16 MiB), subprotocols, origin, open_timeout
+    (10 s), and for wss:// tls_ca_file (default: the system store), tls_server_name (default:
+    the URL's host), tls_cert_file and tls_key_file (a client certificate),
+    tls_insecure_skip_verify (turns every check off: tests only); proxy (http://, https:// or
+    socks5:// URL with optional user:pass@), or proxy_from_environment (wss_proxy, ws_proxy,
+    HTTPS_PROXY, HTTP_PROXY and NO_PROXY)."""
+    return ClientConnection(_ClientConfig(
+        url, compression=compression, max_message_size=max_message_size, subprotocols=subprotocols, origin=origin,
+        open_timeout=open_timeout, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name, tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file, tls_insecure_skip_verify=tls_insecure_skip_verify, proxy=proxy,
+        proxy_from_environment=proxy_from_environment).connect())

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Generator, Iterable, Optional
 
 from .. import _lib
 from .. import _status as S
 from .._lib import lib
-from ..client import Message
-from ..exceptions import ConnectionClosed, check
+from ..client import Message, _ClientConfig
+from ..exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, check
 from ..server import Data, Server as _SyncServer, _payload
 
 log = logging.getLogger("petrel")
@@ -51,14 +51,20 @@ class WebSocket:
         text = ctypes.string_at(reason, length).decode("utf-8", "replace") if length else ""
         self._loop.call_soon_threadsafe(self._queue.put_nowait, _Closed(code, text))
 
+    def _closed_error(self) -> ConnectionClosed:
+        assert self._closed is not None
+        kind = ConnectionClosedOK if self._closed.code in (1000, 1001) else ConnectionClosedError
+        return kind(S.E_CLOSED, self._closed.code, self._closed.reason)
+
     async def recv(self) -> Message:
-        """The next message; raises ConnectionClosed (with code and reason) once closed."""
+        """The next message (str or bytes). Once closed: ConnectionClosedOK after a normal close
+        (1000, 1001), ConnectionClosedError after any other (with code and reason)."""
         if self._closed:
-            raise ConnectionClosed(S.E_CLOSED, self._closed.code, self._closed.reason)
+            raise self._closed_error()
         item = await self._queue.get()
         if isinstance(item, _Closed):
             self._closed = item
-            raise ConnectionClosed(S.E_CLOSED, item.code, item.reason)
+            raise self._closed_error()
         return item
 
     async def send(self, data: Data) -> None:
@@ -85,10 +91,11 @@ class WebSocket:
         return self
 
     async def __anext__(self) -> Message:
+        """Ends after a normal close; raises ConnectionClosedError after any other."""
         try:
             return await self.recv()
-        except ConnectionClosed:
-            raise StopAsyncIteration
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
 
     def _destroy(self) -> None:
         if self._handle:
@@ -97,32 +104,42 @@ class WebSocket:
 
 
 class connect:
-    """`await connect(url)` or `async with connect(url) as ws:`."""
+    """`ws = await connect(url, **options)` or `async with connect(url, **options) as ws:`.
+
+    The options are petrel.connect's: compression, max_message_size, subprotocols, origin,
+    open_timeout, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file,
+    tls_insecure_skip_verify, proxy, proxy_from_environment. The handshake (DNS, TCP, proxy,
+    TLS) runs in the default executor. Cancelled while it runs, it leaves nothing open: the
+    connection it makes is released as soon as it is made."""
 
     def __init__(self, url: str, *, compression: bool = True, max_message_size: int = 16 * 1024 * 1024,
-                 open_timeout: float = 10.0) -> None:
-        if not isinstance(url, str):
-            raise TypeError("url must be a str")
-        self._url, self._compression, self._max, self._timeout = url, compression, max_message_size, open_timeout
+                 subprotocols: Optional[Iterable[str]] = None, origin: Optional[str] = None,
+                 open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
+                 tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
+                 tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
+                 proxy_from_environment: bool = False) -> None:
+        self._config = _ClientConfig(
+            url, compression=compression, max_message_size=max_message_size, subprotocols=subprotocols,
+            origin=origin, open_timeout=open_timeout, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name,
+            tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, tls_insecure_skip_verify=tls_insecure_skip_verify,
+            proxy=proxy, proxy_from_environment=proxy_from_environment)
         self._ws: Optional[WebSocket] = None
 
     async def _open(self) -> WebSocket:
         loop = asyncio.get_running_loop()
         ws = WebSocket(loop)
-        cfg = _lib.ClientConfig()
-        lib.petrel_client_config_init(ctypes.byref(cfg))
-        cfg.compression = 1 if self._compression else 0
-        cfg.max_message_size = self._max
-        cfg.connect_timeout_ms = cfg.handshake_timeout_ms = int(self._timeout * 1000)
-        url = self._url.encode()
-
-        def blocking_connect() -> int:
-            return lib.petrel_client_connect(url, ctypes.byref(cfg), ctypes.byref(ws._callbacks), ctypes.byref(ws._handle))
-
-        check(await loop.run_in_executor(None, blocking_connect))
+        made = loop.run_in_executor(None, self._config.connect, ws._callbacks)
+        try:
+            ws._handle = await asyncio.shield(made)
+        except asyncio.CancelledError:
+            def release(f: "asyncio.Future[ctypes.c_void_p]") -> None:
+                if not f.cancelled() and f.exception() is None:
+                    lib.petrel_client_destroy(f.result())
+            made.add_done_callback(release)
+            raise
         return ws
 
-    def __await__(self):  # type: ignore[no-untyped-def]
+    def __await__(self) -> Generator[Any, None, WebSocket]:
         return self._open().__await__()
 
     async def __aenter__(self) -> WebSocket:
@@ -131,8 +148,10 @@ class connect:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._ws:
-            await self._ws.close()
-            self._ws._destroy()
+            try:
+                await self._ws.close()
+            finally:
+                self._ws._destroy()
 
 
 Handler = Callable[..., Optional[Awaitable[None]]]
