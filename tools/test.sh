@@ -71,6 +71,9 @@ step "Python bindings: pip install ./bindings/python, then pytest (with websocke
 .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest bindings/python/tests -q -p no:cacheprovider
 
+step "Python types: mypy --strict on the package and the Python examples"
+MYPYPATH=bindings/python/src .venv/bin/python -m mypy --strict bindings/python/src/petrel examples/stock-python/stock_server.py examples/cluster/cluster.py
+
 step "Python package as a new user gets it: pip wheel (py3-none-linux_x86_64, with libpetrel.so), pip install into a fresh venv with no PETREL_LIBRARY, an asyncio echo answering websockets"
 bash bindings/python/tests/package.sh python3
 

@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ("swift", "c", "python")
@@ -33,10 +34,11 @@ FEED = "swift"
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def wait_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+def wait_port(port: int, process: "subprocess.Popen[bytes]", what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -62,7 +64,7 @@ class Cluster:
         self.dir = Path(folder or tempfile.mkdtemp(prefix="petrel-cluster-"))
         self.redis_port = free_port()
         self.node_ports = {name: free_port() for name in NODES}
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, "subprocess.Popen[bytes]"] = {}
 
     @property
     def url(self) -> str:
@@ -75,13 +77,14 @@ class Cluster:
     def node_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.node_ports[name]}/"
 
-    def health(self, name: str) -> dict:
+    def health(self, name: str) -> dict[str, Any]:
         with urllib.request.urlopen(self.node_url(name) + "health", timeout=5) as r:
-            return json.load(r)
+            document: dict[str, Any] = json.load(r)
+            return document
 
     # -- processes
 
-    def _spawn(self, name: str, command: list[str], env: dict | None = None) -> subprocess.Popen:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> "subprocess.Popen[bytes]":
         log = open(self.dir / f"{name}.log", "ab")
         p = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              env={**os.environ, **(env or {})})
@@ -96,7 +99,7 @@ class Cluster:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         wait_port(self.redis_port, self._spawn("redis", [binary, str(conf)]), "redis-server")
 
-    def node_command(self, name: str) -> tuple[list[str], dict]:
+    def node_command(self, name: str) -> tuple[list[str], dict[str, str]]:
         flags = ["--port", str(self.node_ports[name]), "--engine", self.engine, "--threads", str(self.threads),
                  "--tick-min", str(self.tick[0]), "--tick-max", str(self.tick[1])]
         if name != FEED:

@@ -14,16 +14,18 @@ import signal
 import sys
 import threading
 import time
+from typing import Any, Dict, List, Optional, Tuple, Union
 from pathlib import Path
 
 import petrel
 
+Stock = Dict[str, Any]  # ticker, company, open (cents), cents
 EXAMPLES = Path(__file__).resolve().parent.parent
 TOPIC = "ticks"
 RING = 4096
 
 
-def fields(s: dict) -> dict:
+def fields(s: Stock) -> Dict[str, Any]:
     change = s["cents"] - s["open"]
     return {"ticker": s["ticker"], "company": s["company"], "price": round(s["cents"] / 100, 2),
             "change": round(change / 100, 2), "changePercent": round(change / s["open"] * 100, 2)}
@@ -34,7 +36,7 @@ class Feed:
     writes over {{id}}. Only the server that runs the feed has one (--no-feed servers serve the
     ticks another server publishes). One thread calls tick()."""
 
-    def __init__(self, stocks: list[dict], server: petrel.Server) -> None:
+    def __init__(self, stocks: List[Stock], server: petrel.Server) -> None:
         self.stocks = [dict(s) for s in stocks]
         self.server = server
 
@@ -52,17 +54,17 @@ class Market:
     whoever published them), snapshots and acknowledgements. One lock orders a tick's arrival
     and a new client's snapshot and subscription: each client sees every tick once, in order."""
 
-    def __init__(self, stocks: list[dict]) -> None:
+    def __init__(self, stocks: List[Stock]) -> None:
         self.stocks = stocks
         self.by_ticker = {s["ticker"]: s for s in stocks}
         self.lock = threading.Lock()
         self.last_id = 0
         self.published = 0
         self.times = [0] * RING
-        self.clients: dict[int, list] = {}  # conn id -> [transport, acked]
+        self.clients: Dict[int, List[Any]] = {}  # conn id -> [transport, acked]
         self.streams: dict[str, int] = {}  # the page's client id -> SSE conn id
 
-    def observe(self, event_id: int, message, key) -> None:
+    def observe(self, event_id: int, message: Union[str, bytes], key: Optional[str]) -> None:
         """A tick of the topic (the observer's call): its ticker is its key."""
         tick = json.loads(message)
         with self.lock:
@@ -109,7 +111,7 @@ class Market:
                 c[1] = event_id
             return True
 
-    def health(self, uptime: float, sockets: int) -> dict:
+    def health(self, uptime: float, sockets: int) -> Dict[str, Any]:
         with self.lock:
             now = int(time.time() * 1000)
             counts, lag = {}, {}
@@ -124,7 +126,7 @@ class Market:
                     "published": self.published, "lastEventId": self.last_id, "stocks": len(self.stocks), "lag": lag}
 
 
-def load_stocks(path: str) -> list[dict]:
+def load_stocks(path: str) -> List[Stock]:
     stocks = []
     with open(path, newline="", encoding="utf-8") as f:
         for n, row in enumerate(csv.DictReader(f), start=2):
@@ -179,7 +181,7 @@ def main() -> None:
         market.join(conn)
 
     @server.on_message
-    def on_message(conn: petrel.Connection, message) -> None:
+    def on_message(conn: petrel.Connection, message: Union[str, bytes]) -> None:
         try:
             event_id = json.loads(message)["ack"] if isinstance(message, str) else None
         except (ValueError, KeyError, TypeError):
@@ -190,7 +192,7 @@ def main() -> None:
     server.on_close(lambda conn, code, reason: market.leave(conn))
 
     @server.on_http
-    def on_http(request: petrel.HTTPRequest):
+    def on_http(request: petrel.HTTPRequest) -> Optional[Tuple[int, str, Union[str, bytes]]]:
         if request.method == "GET" and request.path == "/health":
             body = market.health(time.monotonic() - started, server.connection_count)
             return 200, "application/json", json.dumps(body)
@@ -241,4 +243,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

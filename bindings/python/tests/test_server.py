@@ -83,9 +83,20 @@ def test_request_details_in_on_open():
 
 def test_publish_from_8_threads_to_100_subscribers():
     server = petrel.Server("127.0.0.1", 0, threads=2, max_queued=100_000)
-    server.on_open(lambda conn: conn.subscribe("ticks"))
+    subscribed = []
+    everyone = threading.Event()
+
+    def on_open(conn):
+        conn.subscribe("ticks")
+        subscribed.append(conn.id)  # on the one dispatcher thread
+        if len(subscribed) == 100:
+            everyone.set()
+
+    server.on_open(on_open)
     with server:
         clients = [petrel.connect(f"ws://127.0.0.1:{server.port}/", compression=False) for _ in range(100)]
+        # A client's connect returns at the handshake; its on_open (the subscription) comes after.
+        assert everyone.wait(10)
         per_thread = 50
 
         def publisher(t):

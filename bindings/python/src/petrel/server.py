@@ -15,7 +15,7 @@ import logging
 import struct
 import threading
 import time
-from typing import Callable, Dict, Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, overload
 
 from . import _lib
 from . import _status as S
@@ -188,11 +188,14 @@ class HTTPRequest:
         return f"<petrel.HTTPRequest {self.method} {self.path}>"
 
 
+# An observer of a topic (Server.observe): (event id, message: str for text, bytes for binary, key).
+Observer = Callable[[int, Union[str, bytes], Optional[str]], None]
+
 # What an on_http handler returns: None (not handled), or (status, content_type, body).
-HTTPResponse = Optional[tuple]
+HTTPResponse = Optional[Tuple[Any, ...]]
 
 
-def _respond(raw, answer: tuple) -> None:  # type: ignore[no-untyped-def]
+def _respond(raw: Any, answer: Tuple[Any, ...]) -> None:
     """Answers the request behind `raw` with (status, content_type, body: str or bytes)."""
     status, content_type, body = answer
     if isinstance(body, str):
@@ -227,13 +230,13 @@ class Server:
         engine: Optional[str] = None, stream_capacity: int = 10_000, engine_timeout: float = 2.0,
         ping_interval: float = 0.0, idle_timeout: float = 0.0,
         on_open: Optional[Callable[[Connection], None]] = None,
-        on_message: Optional[Callable[[Connection, Data], None]] = None,
+        on_message: Optional[Callable[[Connection, Union[str, bytes]], None]] = None,
         on_close: Optional[Callable[[Connection, int, str], None]] = None,
         on_drain: Optional[Callable[[Connection], None]] = None,
         static_root: Optional[str] = None, event_stream_paths: Optional[Iterable[str]] = None,
         max_request_body: int = 65536,
         tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_client_ca: Optional[str] = None,
-        tls_sni: Optional[Dict[str, tuple]] = None,
+        tls_sni: Optional[Dict[str, Tuple[str, str]]] = None,
         on_http: Optional[Callable[[HTTPRequest], HTTPResponse]] = None,
         on_upgrade: Optional[Callable[[HTTPRequest], object]] = None,
     ) -> None:
@@ -260,7 +263,7 @@ class Server:
         self._connections: Dict[int, Connection] = {}
         self._lock = threading.Lock()
         # Strings handed to C must outlive the create call.
-        self._keep = [host.encode(), ",".join(subprotocols).encode() if subprotocols else None,
+        self._keep: List[Any] = [host.encode(), ",".join(subprotocols).encode() if subprotocols else None,
                       ",".join(origins).encode() if origins is not None else None,
                       str(static_root).encode() if static_root is not None else None,
                       ",".join(event_stream_paths).encode() if event_stream_paths else None,
@@ -308,7 +311,7 @@ class Server:
         self._on_open = f
         return f
 
-    def on_message(self, f: Callable[[Connection, Data], None]) -> Callable[[Connection, Data], None]:
+    def on_message(self, f: Callable[[Connection, Union[str, bytes]], None]) -> Callable[[Connection, Union[str, bytes]], None]:
         self._on_message = f
         return f
 
@@ -438,6 +441,8 @@ class Server:
                     with self._lock:
                         self._user_data[raw.contents.conn] = answer.user_data
                 return
+            if not isinstance(answer, tuple):
+                raise TypeError("on_upgrade returns None/True (accept), False (403), Accept(...) or (status, type, body)")
             _respond(raw, answer)
         except Exception:
             log.exception("petrel: exception in on_upgrade (the upgrade is refused)")
@@ -545,7 +550,13 @@ class Server:
                                         key.encode() if key is not None else None, ctypes.byref(event_id)))
         return event_id.value
 
-    def observe(self, topic: str, handler: Optional[Callable[[int, Data, Optional[str]], None]] = None):
+    @overload
+    def observe(self, topic: str) -> Callable[[Observer], Observer]: ...
+
+    @overload
+    def observe(self, topic: str, handler: Observer) -> Observer: ...
+
+    def observe(self, topic: str, handler: Optional[Observer] = None) -> Union[Observer, Callable[[Observer], Observer]]:
         """Calls ``handler(event_id, message, key)`` with every message of `topic`, in id order,
         whoever published it (message: str for text, bytes for binary). With the Redis engine
         that starts with the topic's recent history during start(), then every message this
@@ -557,8 +568,9 @@ class Server:
         if not isinstance(topic, str):
             raise TypeError("topic must be a str")
 
-        def register(f: Callable[[int, Data, Optional[str]], None]):
-            def called(_ud, _srv, _topic, event_id, kind, data, length, key):
+        def register(f: Observer) -> Observer:
+            def called(_ud: Any, _srv: Any, _topic: Any, event_id: int, kind: int, data: Any, length: int,
+                       key: Optional[bytes]) -> None:
                 try:
                     raw = ctypes.string_at(data, length) if length else b""
                     f(event_id, raw.decode() if kind == 1 else raw, key.decode() if key is not None else None)

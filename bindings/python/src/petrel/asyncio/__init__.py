@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-from typing import Any, Awaitable, Callable, Generator, Iterable, Optional
+import concurrent.futures
+from typing import Any, Awaitable, Callable, Generator, Iterable, Optional, Union
 
 from .. import _lib
 from .. import _status as S
@@ -33,7 +34,7 @@ class WebSocket:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue: asyncio.Queue[Union[Message, _Closed]] = asyncio.Queue()
         self._handle = ctypes.c_void_p()
         self._closed: Optional[_Closed] = None
         # Kept for the life of the connection: ctypes does not keep callbacks alive.
@@ -162,7 +163,7 @@ class Server(_SyncServer):
     start() or serve_forever(), never on Petrel's threads, so they can await freely. (Plain
     functions run on the dispatcher thread, as with petrel.Server.)"""
 
-    def start(self) -> "Server":  # type: ignore[override]
+    def start(self) -> "Server":
         self._event_loop = asyncio.get_running_loop()
         super().start()
         return self
@@ -182,14 +183,14 @@ class Server(_SyncServer):
         if done is not None:
             self._event_loop.call_soon_threadsafe(done.set)
 
-    def _invoke(self, handler: Handler, *args: Any) -> None:
+    def _invoke(self, handler: Callable[..., object], *args: Any) -> None:
         result = handler(*args)
         if asyncio.iscoroutine(result):
             future = asyncio.run_coroutine_threadsafe(result, self._event_loop)
             future.add_done_callback(_log_failure)
 
 
-def _log_failure(future: "asyncio.Future[Any]") -> None:
+def _log_failure(future: "concurrent.futures.Future[Any]") -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("petrel: exception in a coroutine handler", exc_info=future.exception())
 
