@@ -47,6 +47,8 @@ def servers() -> list[ServerKind]:
         ServerKind("petrel-c", [str(ROOT / "Benchmarks/servers/petrel-c-echo")], True),
         ServerKind("petrel-python", [PY, str(ROOT / "Benchmarks/servers/petrel_python_echo.py")], True,
                    {"PETREL_LIBRARY": lib}),
+        ServerKind("petrel-asyncio", [PY, str(ROOT / "Benchmarks/servers/petrel_asyncio_echo.py")], True,
+                   {"PETREL_LIBRARY": lib}),
         ServerKind("nio", [str(ROOT / "Benchmarks/peers/nio-echo/.build/release/nio-echo")], False),
         ServerKind("libwebsockets", [str(ROOT / "Benchmarks/peers/lws-echo")], True),
         ServerKind("websockets", [PY, str(ROOT / "Benchmarks/peers/websockets_echo.py")], True),
