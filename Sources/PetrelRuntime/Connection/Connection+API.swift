@@ -114,7 +114,12 @@ extension Connection {
     var backpressureReason: String { "send buffer over \(self.options.maxBackpressure) bytes" }
 
     func wantsDrainFlag() {
-        self.loop.execute(.call { [self] in self.wantsDrain = true })
+        self.loop.execute(.call { [self] in
+            self.wantsDrain = true
+            // The sender read a count that was already stale: if the buffer has been written
+            // out since, no flush is coming to notice, so flush now (it calls onDrain).
+            if self.queuedBytes == 0 && self.phase == .open { self.loop.markDirty(self) }
+        })
     }
 
     /// Writes already-encoded bytes (for an SSE stream). Safe from any thread.
@@ -129,7 +134,7 @@ extension Connection {
         self.inFlight.add(bytes.count, ordering: .relaxed)
         self.loop.enqueue(.call { [self] in
             self.inFlight.subtract(bytes.count, ordering: .relaxed)
-            _ = bytes.withUnsafeBytes { self.sendRawOnLoop($0) }
+            _ = bytes.withUnsafeBytes { self.sendRawOnLoop($0, accepted: true) }
         })
         return .ok
     }

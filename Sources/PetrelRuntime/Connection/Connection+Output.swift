@@ -20,10 +20,16 @@ enum QueuedFrame {
 /// memory, the backlog of frames waiting for room under the backpressure limit, and writing
 /// all of it to the socket.
 extension Connection {
-    func sendOnLoop(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer) -> SendStatus {
-        if self.eventStream { return ServerSentEvents.event(id: 0, payload: payload).withUnsafeBytes { self.sendRawOnLoop($0) } }
+    ///
+    /// `accepted`: `send` already said `.ok` to a caller on another thread, after checking the
+    /// limit against `bufferedAmount`: the message is queued whatever the buffer holds now
+    /// (checking again here would drop a message its sender was told was queued).
+    func sendOnLoop(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer, accepted: Bool = false) -> SendStatus {
+        if self.eventStream {
+            return ServerSentEvents.event(id: 0, payload: payload).withUnsafeBytes { self.sendRawOnLoop($0, accepted: accepted) }
+        }
         guard self.phase == .open, self.session.state == .open else { return .closed }
-        if self.queuedBytes >= self.options.maxBackpressure {
+        if !accepted && self.queuedBytes >= self.options.maxBackpressure {
             self.wantsDrain = true
             if self.options.closeOnBackpressure { self.closeOnLoop(code: .policyViolation, reason: self.backpressureReason) }
             return .backpressure
@@ -41,9 +47,9 @@ extension Connection {
     }
 
     /// Writes bytes that are already encoded (an SSE event, a shared frame). Loop thread only.
-    func sendRawOnLoop(_ bytes: UnsafeRawBufferPointer) -> SendStatus {
+    func sendRawOnLoop(_ bytes: UnsafeRawBufferPointer, accepted: Bool = false) -> SendStatus {
         guard self.phase == .open, self.session.state == .open, !self.closeAfterFlush else { return .closed }
-        if self.queuedBytes >= self.options.maxBackpressure {
+        if !accepted && self.queuedBytes >= self.options.maxBackpressure {
             self.wantsDrain = true
             return .backpressure
         }

@@ -219,7 +219,7 @@ final class EventLoop: @unchecked Sendable {
         case .send(let id, let kind, let bytes):
             if let c = self.connections[id] {
                 c.inFlight.subtract(bytes.count, ordering: .relaxed)
-                _ = bytes.withUnsafeBytes { c.sendOnLoop(kind, $0) }
+                _ = bytes.withUnsafeBytes { c.sendOnLoop(kind, $0, accepted: true) }
             }
         case .close(let id, let code, let reason):
             self.connections[id]?.closeOnLoop(code: code, reason: reason)

@@ -44,7 +44,7 @@ class ConnectionClosed(PetrelError):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """The connection ended with a normal close (1000 or 1001)."""
+    """The connection ended with a normal close: 1000, 1001, or 1005 (a close frame without a code)."""
 
 
 class ConnectionClosedError(ConnectionClosed):

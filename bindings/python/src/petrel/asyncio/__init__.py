@@ -54,12 +54,12 @@ class WebSocket:
 
     def _closed_error(self) -> ConnectionClosed:
         assert self._closed is not None
-        kind = ConnectionClosedOK if self._closed.code in (1000, 1001) else ConnectionClosedError
+        kind = ConnectionClosedOK if self._closed.code in (1000, 1001, 1005) else ConnectionClosedError
         return kind(S.E_CLOSED, self._closed.code, self._closed.reason)
 
     async def recv(self) -> Message:
         """The next message (str or bytes). Once closed: ConnectionClosedOK after a normal close
-        (1000, 1001), ConnectionClosedError after any other (with code and reason)."""
+        (1000, 1001, or 1005: no code), ConnectionClosedError after any other (with code and reason)."""
         if self._closed:
             raise self._closed_error()
         item = await self._queue.get()
@@ -134,8 +134,11 @@ class connect:
             ws._handle = await asyncio.shield(made)
         except asyncio.CancelledError:
             def release(f: "asyncio.Future[ctypes.c_void_p]") -> None:
+                # Through `ws`, which this closure keeps alive with its callbacks until the
+                # connection is released.
                 if not f.cancelled() and f.exception() is None:
-                    lib.petrel_client_destroy(f.result())
+                    ws._handle = f.result()
+                    ws._destroy()
             made.add_done_callback(release)
             raise
         return ws

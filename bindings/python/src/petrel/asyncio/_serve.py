@@ -26,14 +26,28 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, T
 from .. import _lib
 from .. import _status as S
 from .._lib import lib
-from ..exceptions import Backpressure, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from ..exceptions import Backpressure, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, PetrelError
 from ..server import _RECORD, Connection, Data, Server as _SyncServer
 
 log = logging.getLogger("petrel")
 
 Message = Union[str, bytes]
 Handler = Callable[["ServerConnection"], Awaitable[None]]
-_NORMAL = (1000, 1001)
+# Normal closes, as `websockets` counts them: 1000, 1001, and a close frame without a code (1005).
+_NORMAL = (1000, 1001, 1005)
+
+
+def _gone(error: PetrelError) -> bool:
+    """The connection has ended (its close event may still be on its way)."""
+    return isinstance(error, ConnectionClosed) or error.status == S.E_UNKNOWN_CONNECTION
+
+
+def _close_quietly(conn: Connection, code: int, reason: str) -> None:
+    try:
+        conn.close(code, reason)
+    except PetrelError as e:
+        if not _gone(e):
+            raise
 
 
 class ServerConnection:
@@ -83,7 +97,7 @@ class ServerConnection:
 
     async def recv(self) -> Message:
         """The next message: str for text, bytes for binary. Raises ConnectionClosedOK after a
-        normal close (1000, 1001), ConnectionClosedError after any other."""
+        normal close (1000, 1001, or 1005: no code), ConnectionClosedError after any other."""
         while not self._messages:
             if self.close_code is not None:
                 raise self._closed()
@@ -115,20 +129,22 @@ class ServerConnection:
                 return
             except Backpressure:
                 # A drain event comes once the buffer, over its limit now, is written out (or the
-                # connection closes).
+                # connection closes). Tried again each second all the same.
                 self._writable.clear()
-                await self._writable.wait()
-            except ConnectionClosed:
+                try:
+                    await asyncio.wait_for(self._writable.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+            except PetrelError as e:
+                if not _gone(e):
+                    raise
                 await self._closed_event.wait()
                 raise self._closed() from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Starts the closing handshake and waits for the connection to end."""
         if self.close_code is None:
-            try:
-                self._conn.close(code, reason)
-            except ConnectionClosed:
-                pass
+            _close_quietly(self._conn, code, reason)
         await self._closed_event.wait()
 
     async def wait_closed(self) -> None:
@@ -227,7 +243,8 @@ class WebSocketServer:
         self._server = _Bridge(host, port, **options)
         self._connections: Dict[int, ServerConnection] = {}
         self._tasks: Set[asyncio.Task[None]] = set()
-        self._stopped = asyncio.Event()
+        self._stopped: Optional[asyncio.Event] = None  # made in start(), on the running loop
+        self._closing: Optional[asyncio.Task[None]] = None
 
     @property
     def port(self) -> int:
@@ -244,13 +261,21 @@ class WebSocketServer:
 
     async def start(self) -> "WebSocketServer":
         loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
         self._server._loop = loop
         self._server._sink = self._dispatch
         await loop.run_in_executor(None, self._server.start)
         return self
 
     async def close(self, grace: float = 5.0) -> None:
-        """Sends 1001 to every client, waits up to `grace` seconds, ends the handlers, releases."""
+        """Sends 1001 to every client, waits up to `grace` seconds for them and their handlers
+        (then cancels what is left), and releases the server. Calling it again waits for the
+        first call."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(grace))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, grace: float) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._server.stop, grace)
         # What the dispatcher handed over last (the closes) runs before this.
@@ -259,15 +284,22 @@ class WebSocketServer:
             ws._end(1001, "server stopped")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace + 1)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
         await loop.run_in_executor(None, self._server.close)
-        self._stopped.set()
+        if self._stopped is not None:
+            self._stopped.set()
 
     async def wait_closed(self) -> None:
-        await self._stopped.wait()
+        if self._stopped is not None:
+            await self._stopped.wait()
 
     async def serve_forever(self) -> None:
         """Until the task is cancelled or close() is called."""
-        await self._stopped.wait()
+        if self._stopped is not None:
+            await self._stopped.wait()
 
     def _dispatch(self, batch: List[Tuple[int, int, int, Any]]) -> None:
         connections = self._connections
@@ -290,6 +322,7 @@ class WebSocketServer:
                 ws = connections.pop(conn_id, None)
                 with self._server._lock:
                     self._server._connections.pop(conn_id, None)
+                    self._server._user_data.pop(conn_id, None)
                 if ws is not None:
                     ws._end(code, value)
             elif kind_type == _lib.QUEUED_DRAIN:
@@ -304,20 +337,15 @@ class WebSocketServer:
             pass
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("petrel: exception in the connection handler")
-            if ws.close_code is None:
-                try:
-                    ws._conn.close(1011, "internal error")
-                except ConnectionClosed:
-                    pass
+        except Exception as e:
+            if not (isinstance(e, PetrelError) and _gone(e)):
+                log.exception("petrel: exception in the connection handler")
+                if ws.close_code is None:
+                    _close_quietly(ws._conn, 1011, "internal error")
         finally:
             # The handler is done with the connection: close it, as `websockets` does.
             if ws.close_code is None:
-                try:
-                    ws._conn.close(1000, "")
-                except ConnectionClosed:
-                    pass
+                _close_quietly(ws._conn, 1000, "")
 
 
 class serve:
