@@ -497,6 +497,17 @@ petrel_status petrel_conn_close(petrel_server *server, uint64_t conn, uint16_t c
 /** Subscribes the connection to `topic`. Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION. Thread: any. */
 petrel_status petrel_conn_subscribe(petrel_server *server, uint64_t conn, const char *topic);
 
+/**
+ * paused 1: stops reading from the connection, until called again with paused 0. For a consumer
+ * that has fallen behind: TCP then slows the peer down. Messages the loop reads before the call
+ * reaches it still arrive. Closing the connection ends the pause (its close frame must be read);
+ * while paused, the peer's pings are not answered. An SSE stream or a closed connection ignores it.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (paused not 0 or 1);
+ *          PETREL_E_UNKNOWN_CONNECTION.
+ * Thread: any.
+ */
+petrel_status petrel_conn_pause_reading(petrel_server *server, uint64_t conn, int32_t paused);
+
 /** Unsubscribes the connection from `topic`. Returns as petrel_conn_subscribe. Thread: any. */
 petrel_status petrel_conn_unsubscribe(petrel_server *server, uint64_t conn, const char *topic);
 
@@ -580,6 +591,13 @@ typedef struct petrel_client_config {
                                      the proxy, then CONNECT), socks5://[user:pass@]host:port */
     int32_t proxy_from_environment; /* default 0. 1 (with proxy NULL): wss_proxy/ws_proxy/HTTPS_PROXY/
                                      HTTP_PROXY, unless NO_PROXY lists the host */
+    const char *headers;          /* extra request headers, "Name: value" lines joined by "\r\n", or
+                                     NULL. Refused (PETREL_E_INVALID_ARGUMENT, see petrel_last_error):
+                                     a name that is not a token, a control character in a value, and
+                                     the names the handshake writes (Host, Upgrade, Connection,
+                                     Origin, Sec-WebSocket-*, Content-Length, Transfer-Encoding) */
+    uint64_t max_backpressure;    /* default 1 MiB: over it, petrel_client_send returns
+                                     PETREL_E_BACKPRESSURE until on_drain */
 } petrel_client_config;
 
 /** Fills *config with the defaults above and sets its size. Thread: any. */
@@ -604,6 +622,8 @@ typedef struct petrel_client_callbacks {
     void *userdata;
     void (*on_message)(void *userdata, petrel_client *client, int32_t kind, const uint8_t *data, size_t len);
     void (*on_close)(void *userdata, petrel_client *client, uint16_t code, const char *reason, size_t reason_len);
+    /* After a petrel_client_send returned PETREL_E_BACKPRESSURE: everything queued is written. */
+    void (*on_drain)(void *userdata, petrel_client *client);
 } petrel_client_callbacks;
 
 /** Zeroes *callbacks and sets its size. Thread: any. */
@@ -655,6 +675,15 @@ petrel_status petrel_client_close(petrel_client *client, uint16_t code, const ch
  */
 petrel_status petrel_client_close_status(petrel_client *client, uint16_t *code_out, char *reason, size_t cap,
                                          size_t *len_out);
+
+/**
+ * paused 1: stops reading from the server until called again with paused 0 (TCP then slows the
+ * server down). Messages the loop reads before the call reaches it still arrive. Closing ends
+ * the pause; while paused, the server's pings are not answered.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (paused not 0 or 1); PETREL_E_CLOSED.
+ * Thread: any.
+ */
+petrel_status petrel_client_pause_reading(petrel_client *client, int32_t paused);
 
 /** Closes the connection if open (1001), waits for a callback in progress, and releases the
  *  client; no callback runs after it returns. NULL does nothing. Thread: not a client callback. */

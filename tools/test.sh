@@ -65,6 +65,9 @@ valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_engine.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-engine-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-engine-tests
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_flow.c $(pkg-config --libs petrel) -lpthread \
+    -Wl,-rpath,"$prefix/lib" -o .build/c-flow-tests
+valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-flow-tests
 bash Tests/C/example.sh "$prefix"
 
 step "Python bindings: pip install ./bindings/python, then pytest (with websockets)"

@@ -23,7 +23,7 @@ async def main(port: int, deflate: bool) -> None:
             await ws.wait_closed()
         elif ws.path == "/pub":
             async for message in ws:
-                server.publish("bench", message)
+                await server.publish("bench", message)
         else:
             async for message in ws:
                 await ws.send(message)

@@ -55,6 +55,12 @@ public struct WebSocketConnection: Sendable, Hashable {
     /// Sends a ping (its pong updates `roundTripTime`).
     public func ping(_ payload: [UInt8] = []) { self.connection.ping(payload) }
 
+    /// Stops reading from this peer until `resumeReading()`: flow control for a consumer that
+    /// has fallen behind (TCP slows the peer down). Messages already read still arrive; closing
+    /// ends the pause; while paused, the peer's pings go unanswered.
+    public func pauseReading() { self.connection.holdReading(true) }
+    public func resumeReading() { self.connection.holdReading(false) }
+
     public func close(code: WebSocketCloseCode = .normalClosure, reason: String = "") {
         self.connection.close(code: code, reason: reason)
     }

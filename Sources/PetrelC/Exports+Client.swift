@@ -97,6 +97,7 @@ public func petrel_client_config_init(_ config: UnsafeMutablePointer<petrel_clie
     c.handshake_timeout_ms = UInt32(d.options.handshakeTimeout)
     c.max_message_size = UInt64(d.options.session.maxMessageSize)
     c.compression = 1
+    c.max_backpressure = UInt64(d.options.maxBackpressure)
     config.pointee = c
 }
 
@@ -155,11 +156,21 @@ public func petrel_client_connect(
         configuration.proxy = proxy
     }
     configuration.proxyFromEnvironment = c.proxy_from_environment != 0
+    if let p = c.headers {
+        guard let fields = headerLines(p) else {
+            LastError.set("headers: each line is \"Name: value\", lines joined by CRLF")
+            return PETREL_E_INVALID_ARGUMENT
+        }
+        configuration.headers = fields
+    }
+    guard let maxBackpressure = Int(exactly: c.max_backpressure), maxBackpressure > 0 else { return PETREL_E_INVALID_ARGUMENT }
+    configuration.options.maxBackpressure = maxBackpressure
     let client = CClient(usesCallbacks: callbacks != nil)
     let handle = client.handle
     let userdata = cb.userdata
     let onMessage = cb.on_message
     let onClose = cb.on_close
+    let onDrain = cb.on_drain
     let handlers = Handlers()
     handlers.onOpen = { _ in client.monitor.signal { client.opened = true } }
     handlers.onConnectFailed = { _, error in client.monitor.signal { client.failure = error } }
@@ -172,6 +183,14 @@ public func petrel_client_connect(
         } else {
             let copy = [UInt8](payload)
             client.monitor.signal { client.inbox.append((Int32(kind.rawValue), copy)) }
+        }
+    }
+    if let onDrain {
+        handlers.onDrain = { _ in
+            client.callbackLock.locked {
+                if client.monitor.locked({ client.destroyed }) { return }
+                onDrain(userdata, handle)
+            }
         }
     }
     handlers.onClose = { _, code, reason in
@@ -256,6 +275,32 @@ public func petrel_client_close(_ client: OpaquePointer?, _ code: UInt16, _ reas
     if conn.isClosed { return PETREL_E_CLOSED }
     conn.close(code: CloseCode(code), reason: text)
     return PETREL_OK
+}
+
+@_cdecl("petrel_client_pause_reading")
+public func petrel_client_pause_reading(_ client: OpaquePointer?, _ paused: Int32) -> Int32 {
+    guard let c = CClient.from(client), let conn = c.connection else { return PETREL_E_NULL }
+    guard paused == 0 || paused == 1 else { return PETREL_E_INVALID_ARGUMENT }
+    if conn.isClosed { return PETREL_E_CLOSED }
+    conn.holdReading(paused == 1)
+    return PETREL_OK
+}
+
+/// "Name: value" lines joined by CRLF (a bare LF is taken too; empty lines are skipped); nil
+/// when a line has no colon. The fields themselves are checked by the connector.
+private func headerLines(_ p: UnsafePointer<CChar>) -> [HTTPField]? {
+    guard let text = string(p) else { return nil }
+    var fields: [HTTPField] = []
+    // By bytes: to a String, "\r\n" is one character, not a "\n".
+    for raw in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
+        var line = raw[...]
+        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+        if line.isEmpty { continue }
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return nil }
+        let value = line[line.index(after: colon)...].drop(while: { $0 == 0x20 || $0 == 0x09 })
+        fields.append(HTTPField(name: String(decoding: line[..<colon], as: UTF8.self), value: String(decoding: value, as: UTF8.self)))
+    }
+    return fields
 }
 
 @_cdecl("petrel_client_close_status")

@@ -39,6 +39,17 @@ public func petrel_conn_send(_ server: OpaquePointer?, _ conn: UInt64, _ kind: I
     }
 }
 
+@_cdecl("petrel_conn_pause_reading")
+public func petrel_conn_pause_reading(_ server: OpaquePointer?, _ conn: UInt64, _ paused: Int32) -> Int32 {
+    guard paused == 0 || paused == 1 else { return PETREL_E_INVALID_ARGUMENT }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        c.holdReading(paused == 1)
+        return PETREL_OK
+    }
+}
+
 @_cdecl("petrel_conn_send_event")
 public func petrel_conn_send_event(_ server: OpaquePointer?, _ conn: UInt64, _ eventID: UInt64, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
     guard data != nil || len == 0 else { return PETREL_E_NULL }

@@ -57,6 +57,23 @@ public struct ClientHandshake: Sendable {
         self.request = Array(s.utf8)
     }
 
+    /// Why `field` cannot be one of the request's extra headers, or nil when it can: the name
+    /// must be a token and not one the handshake writes itself (or one that would give a GET a
+    /// body); the value must have no control characters but tab (no CR or LF: no injected
+    /// lines).
+    public static func refusal(ofExtraHeader field: HTTPField) -> String? {
+        guard ASCII.isToken(field.name) else { return "header name \"\(field.name)\" is not an HTTP token" }
+        let reserved = ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+                        "sec-websocket-extensions", "sec-websocket-protocol", "origin", "content-length", "transfer-encoding"]
+        if reserved.contains(field.name.lowercasedASCII) {
+            return "header \(field.name) is written by the handshake (origin and subprotocols are options of their own)"
+        }
+        if field.value.utf8.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) {
+            return "header \(field.name)'s value has a control character"
+        }
+        return nil
+    }
+
     /// Takes bytes of the server's response. Call it until it returns something other than
     /// `.needMore`, and not after.
     public mutating func feed(_ input: UnsafeRawBufferPointer) -> Step {

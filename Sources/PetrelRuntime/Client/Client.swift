@@ -31,6 +31,9 @@ public enum ClientConnector {
         to url: String, configuration: ClientConfiguration = ClientConfiguration(), handlers: Handlers
     ) throws(RuntimeError) -> Connection {
         let target = try WebSocketURL(url)
+        for field in configuration.headers {
+            if let why = ClientHandshake.refusal(ofExtraHeader: field) { throw RuntimeError(.configuration, why) }
+        }
         // Made (and its files checked) here, so that a bad CA file fails this call.
         if target.secure { _ = try ClientTLSContexts.context(for: configuration.tls) }
         var proxy: ProxyURL? = nil

@@ -46,6 +46,16 @@ extension Connection {
         self.loop.execute(.close(self.id, code, reason))
     }
 
+    /// Stops reading from the peer (`true`) until called with `false`: the application's own
+    /// flow control, for a consumer that has fallen behind (TCP then slows the peer down).
+    /// Off the loop thread the call is queued: messages the loop reads before it gets there
+    /// still arrive.
+    /// Closing lets go of the hold, so that the peer's close frame is read. While held, pings
+    /// from the peer are not answered either. Safe from any thread.
+    public func holdReading(_ hold: Bool) {
+        self.loop.execute(.call { [self] in self.holdReadingOnLoop(hold) })
+    }
+
     /// Sends a ping. Safe from any thread.
     public func ping(_ payload: [UInt8] = []) {
         self.loop.execute(.ping(self.id, payload))

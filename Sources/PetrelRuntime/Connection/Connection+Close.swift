@@ -19,6 +19,8 @@ extension Connection {
             self.closedFirst = true
             self.deadline = self.loop.now + UInt64(self.options.closeTimeout)
             self.loop.markDirty(self)
+            // The peer's close frame must be read, whatever the application held.
+            self.holdReadingOnLoop(false)
         case .open:
             self.closeCode = code
             self.closeReason = reason

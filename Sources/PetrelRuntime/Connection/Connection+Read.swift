@@ -53,9 +53,10 @@ extension Connection {
     func parseFrames(_ bytes: UnsafeMutableRawBufferPointer) {
         var offset = 0
         while offset < bytes.count {
-            if self.queuedBytes >= self.options.maxBackpressure && self.session.wantsRead {
-                // The peer is not reading what we send: stop reading what it sends (TCP pushes
-                // back), keeping the unparsed rest, until our buffer drains.
+            if (self.queuedBytes >= self.options.maxBackpressure || self.readHeld) && self.session.wantsRead {
+                // The peer is not reading what we send, or the application holds reading: stop
+                // reading what the peer sends (TCP pushes back), keeping the unparsed rest, until
+                // our buffer drains and the application lets go.
                 self.unparsedInput.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
                 self.pauseReading()
                 break
@@ -105,7 +106,7 @@ extension Connection {
     }
 
     func resumeReading() {
-        guard self.readPaused else { return }
+        guard self.readPaused, !self.readHeld else { return }
         self.readPaused = false
         self.updateInterest()
         if !self.unparsedInput.isEmpty {
@@ -113,6 +114,12 @@ extension Connection {
             self.unparsedInput = []
             pending.withUnsafeMutableBytes { self.parseFrames($0) }
         }
+    }
+
+    func holdReadingOnLoop(_ hold: Bool) {
+        guard self.phase == .open, !self.eventStream, hold != self.readHeld else { return }
+        self.readHeld = hold
+        if hold { self.pauseReading() } else { self.resumeReading() }
     }
 
     func endOfStream() {

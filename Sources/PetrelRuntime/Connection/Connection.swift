@@ -86,6 +86,8 @@ public final class Connection: @unchecked Sendable {
     var isDirty = false
     var writeInterest = false
     var readPaused = false
+    /// The application asked not to read (`holdReading`): nothing resumes reading until it lets go.
+    var readHeld = false
     var closeAfterFlush = false
     var wantsDrain = false
     var openNotified = false

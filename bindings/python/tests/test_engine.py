@@ -1,59 +1,11 @@
 """The Redis Streams engine from Python: two servers share a topic through a real redis-server
 (Debian's package, which `make test` installs), started here on a free port and stopped at the end."""
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
 
 import petrel
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Redis:
-    def __init__(self):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (make test installs Debian's redis-server)")
-        self.port = free_port()
-        self.folder = tempfile.mkdtemp(prefix="petrel-redis-")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.folder, "--logfile", os.path.join(self.folder, "redis.log")])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not answer within 10 s")
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.process.kill()
-        self.process.wait(10)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-@pytest.fixture
-def redis():
-    r = Redis()
-    yield r
-    r.stop()
+from conftest import free_port
 
 
 def node(url, **kw):

@@ -7,7 +7,6 @@ import time
 import pytest
 
 import petrel
-from test_engine import redis  # noqa: F401  (the fixture: a redis-server on a free port)
 
 
 class Seen:

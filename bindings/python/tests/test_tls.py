@@ -1,7 +1,6 @@
 """TLS from Python: a Petrel server over wss:// and https:// with the websockets library and
 urllib as clients, and the Petrel client against it; certificate errors say why."""
 import asyncio
-import os
 import ssl
 import subprocess
 import urllib.request

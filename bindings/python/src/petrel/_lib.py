@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int, c_int32, c_size_t, c_uint16, c_uint32,
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int32, c_size_t, c_uint16, c_uint32,
                     c_uint64, c_void_p)
 from pathlib import Path
 
@@ -90,15 +90,18 @@ class ClientConfig(Structure):
         ("max_message_size", c_uint64), ("compression", c_int32), ("subprotocols", c_char_p), ("origin", c_char_p),
         ("tls_ca_file", c_char_p), ("tls_server_name", c_char_p), ("tls_cert_file", c_char_p), ("tls_key_file", c_char_p),
         ("tls_insecure_skip_verify", c_int32), ("proxy", c_char_p), ("proxy_from_environment", c_int32),
+        ("headers", c_char_p), ("max_backpressure", c_uint64),
     ]
 
 
 ClientOnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_int32, POINTER(c_char), c_size_t)
 ClientOnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint16, POINTER(c_char), c_size_t)
+ClientOnDrain = CFUNCTYPE(None, c_void_p, c_void_p)
 
 
 class ClientCallbacks(Structure):
-    _fields_ = [("size", c_size_t), ("userdata", c_void_p), ("on_message", ClientOnMessage), ("on_close", ClientOnClose)]
+    _fields_ = [("size", c_size_t), ("userdata", c_void_p), ("on_message", ClientOnMessage), ("on_close", ClientOnClose),
+                ("on_drain", ClientOnDrain)]
 
 
 # ---- every function: (name, restype, argtypes) ----
@@ -134,6 +137,7 @@ _SIGNATURES = [
     ("petrel_conn_send_event", status, [c_void_p, c_uint64, c_uint64, c_void_p, c_size_t]),
     ("petrel_conn_last_event_id", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
     ("petrel_conn_subscribe_after", status, [c_void_p, c_uint64, c_char_p, c_uint64]),
+    ("petrel_conn_pause_reading", status, [c_void_p, c_uint64, c_int32]),
     ("petrel_upgrade_accept", status, [POINTER(HTTPRequest), c_char_p, c_uint64]),
     ("petrel_conn_user_data", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
     ("petrel_http_respond", status, [POINTER(HTTPRequest), c_uint16, c_char_p, c_void_p, c_size_t]),
@@ -146,6 +150,7 @@ _SIGNATURES = [
     ("petrel_client_receive", status, [c_void_p, c_int32, POINTER(c_int32), c_void_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_client_close", status, [c_void_p, c_uint16, c_char_p]),
     ("petrel_client_close_status", status, [c_void_p, POINTER(c_uint16), c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_client_pause_reading", status, [c_void_p, c_int32]),
     ("petrel_client_destroy", None, [c_void_p]),
 ]
 

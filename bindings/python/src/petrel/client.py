@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 from . import _lib
 from . import _status as S
@@ -11,6 +11,22 @@ from .exceptions import ConnectionClosed, check, error_for
 from .server import Data, _payload
 
 Message = Union[str, bytes]
+# Extra request headers: a mapping, or (name, value) pairs (a name may repeat).
+Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+
+
+def _header_lines(headers: Headers) -> bytes:
+    """"Name: value" lines joined by CRLF. CR, LF and NUL are refused here, so that no value can
+    add a line of its own; the library checks the rest (a token name, no reserved name)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    lines = []
+    for name, value in pairs:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("header names and values are str")
+        if not name or ":" in name or any(c in name + value for c in "\r\n\0"):
+            raise ValueError(f"header {name!r}: a name without ':', and no CR, LF or NUL anywhere")
+        lines.append(f"{name}: {value}")
+    return "\r\n".join(lines).encode("utf-8")
 
 
 class ClientConnection:
@@ -93,7 +109,8 @@ class _ClientConfig:
                  open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
                  tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
                  tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
-                 proxy_from_environment: bool = False) -> None:
+                 proxy_from_environment: bool = False, additional_headers: Optional[Headers] = None,
+                 max_backpressure: int = 1024 * 1024) -> None:
         if not isinstance(url, str):
             raise TypeError("url must be a str")
         if not isinstance(max_message_size, int) or max_message_size <= 0:
@@ -114,6 +131,11 @@ class _ClientConfig:
         keep.append(proxy.encode() if proxy else None)
         cfg.proxy = keep[6]
         cfg.proxy_from_environment = 1 if proxy_from_environment else 0
+        if not isinstance(max_backpressure, int) or max_backpressure <= 0:
+            raise ValueError("max_backpressure must be a positive int")
+        cfg.max_backpressure = max_backpressure
+        keep.append(_header_lines(additional_headers) if additional_headers else None)
+        cfg.headers = keep[7]
         self._keep = keep
 
     def connect(self, callbacks: Optional[object] = None) -> ctypes.c_void_p:
@@ -136,7 +158,8 @@ def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 
             open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
             tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
             tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
-            proxy_from_environment: bool = False) -> ClientConnection:
+            proxy_from_environment: bool = False, additional_headers: Optional[Headers] = None,
+            max_backpressure: int = 1024 * 1024) -> ClientConnection:
     """Connects to a ws:// or wss:// URL and completes the handshake (blocking).
 
     Options: compression (True), max_message_size (16 MiB), subprotocols, origin, open_timeout
@@ -144,9 +167,12 @@ def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 
     the URL's host), tls_cert_file and tls_key_file (a client certificate),
     tls_insecure_skip_verify (turns every check off: tests only); proxy (http://, https:// or
     socks5:// URL with optional user:pass@), or proxy_from_environment (wss_proxy, ws_proxy,
-    HTTPS_PROXY, HTTP_PROXY and NO_PROXY)."""
+    HTTPS_PROXY, HTTP_PROXY and NO_PROXY); additional_headers (a mapping or (name, value)
+    pairs: Authorization, Cookie...; the handshake's own headers are refused); max_backpressure
+    (1 MiB: over it, send raises Backpressure)."""
     return ClientConnection(_ClientConfig(
         url, compression=compression, max_message_size=max_message_size, subprotocols=subprotocols, origin=origin,
         open_timeout=open_timeout, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name, tls_cert_file=tls_cert_file,
         tls_key_file=tls_key_file, tls_insecure_skip_verify=tls_insecure_skip_verify, proxy=proxy,
-        proxy_from_environment=proxy_from_environment).connect())
+        proxy_from_environment=proxy_from_environment, additional_headers=additional_headers,
+        max_backpressure=max_backpressure).connect())

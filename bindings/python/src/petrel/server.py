@@ -15,7 +15,7 @@ import logging
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, overload
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union, overload
 
 from . import _lib
 from . import _status as S
@@ -39,6 +39,31 @@ def _payload(data: Data) -> tuple[int, bytes]:
     if isinstance(data, (bytearray, memoryview)):
         return _lib.BINARY, bytes(data)
     raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
+
+
+def _event_batches(handle: ctypes.c_void_p) -> Iterator[Tuple[memoryview, int]]:
+    """The dispatcher's batches of queued events (petrel_server_next_events): the buffer and
+    how many bytes of it are records, until the server has stopped. The view is valid until
+    the next batch is asked for."""
+    cap = 1 << 20
+    buf = ctypes.create_string_buffer(cap)
+    view = memoryview(buf)
+    n = ctypes.c_size_t()
+    while True:
+        rc = lib.petrel_server_next_events(handle, 200, buf, cap, ctypes.byref(n))
+        if rc == 0:
+            yield view, n.value
+        elif rc == S.E_TIMEOUT:
+            continue
+        elif rc == S.E_STOPPED:  # everything has been handed out
+            return
+        elif rc == S.E_BUFFER_TOO_SMALL:  # a message bigger than the buffer
+            cap = max(cap * 2, n.value)
+            buf = ctypes.create_string_buffer(cap)
+            view = memoryview(buf)
+        else:
+            log.error("petrel: petrel_server_next_events returned %d; retrying", rc)
+            time.sleep(0.1)
 
 
 class Connection:
@@ -74,6 +99,15 @@ class Connection:
 
     def unsubscribe(self, topic: str) -> None:
         check(lib.petrel_conn_unsubscribe(self.server._handle, self.id, topic.encode()))
+
+    def pause_reading(self) -> None:
+        """Stops reading from this client until resume_reading() (TCP then slows it down):
+        flow control for a consumer that has fallen behind. Messages already read still arrive;
+        closing ends the pause; while paused the client's pings go unanswered."""
+        check(lib.petrel_conn_pause_reading(self.server._handle, self.id, 1))
+
+    def resume_reading(self) -> None:
+        check(lib.petrel_conn_pause_reading(self.server._handle, self.id, 0))
 
     @property
     def user_data(self) -> object:
@@ -234,7 +268,7 @@ class Server:
         on_close: Optional[Callable[[Connection, int, str], None]] = None,
         on_drain: Optional[Callable[[Connection], None]] = None,
         static_root: Optional[str] = None, event_stream_paths: Optional[Iterable[str]] = None,
-        max_request_body: int = 65536,
+        max_request_body: int = 65536, event_queue_bytes: int = 16 * 1024 * 1024,
         tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_client_ca: Optional[str] = None,
         tls_sni: Optional[Dict[str, Tuple[str, str]]] = None,
         on_http: Optional[Callable[[HTTPRequest], HTTPResponse]] = None,
@@ -259,6 +293,7 @@ class Server:
         self._on_open, self._on_message, self._on_close, self._on_drain = on_open, on_message, on_close, on_drain
         self._on_http = on_http
         self._on_upgrade = on_upgrade
+        self._has_engine = engine is not None  # publish and subscribe_after then wait for Redis
         self._user_data: Dict[int, object] = {}
         self._connections: Dict[int, Connection] = {}
         self._lock = threading.Lock()
@@ -294,6 +329,11 @@ class Server:
         cfg.engine_timeout_ms = max(1, int(engine_timeout * 1000))
         cfg.topic_stream_capacity = stream_capacity
         cfg.queue_events = 1
+        # Events read but not yet taken by the dispatcher: when full, the loop threads wait (and
+        # TCP pushes back). Also what a connection may have read past a pause_reading().
+        if not isinstance(event_queue_bytes, int) or event_queue_bytes < 64 * 1024:
+            raise ValueError("event_queue_bytes must be an int of at least 65536")
+        cfg.event_queue_bytes = event_queue_bytes
         # The CFUNCTYPE objects are kept on the server for its whole life: ctypes does not.
         self._callbacks = _lib.ServerCallbacks()
         lib.petrel_server_callbacks_init(ctypes.byref(self._callbacks))
@@ -345,31 +385,12 @@ class Server:
 
     def _pump_events(self) -> None:
         """The dispatcher thread: takes batches of queued events until the server has stopped."""
-        cap = 1 << 20
-        buf = ctypes.create_string_buffer(cap)
-        view = memoryview(buf)
-        n = ctypes.c_size_t()
-        handle = self._handle
         unpack = _RECORD.unpack_from
         conn_of = self._conn
         # Handlers are called directly unless a subclass (petrel.asyncio) wraps them.
         invoke = None if type(self)._invoke is Server._invoke else self._invoke
-        while True:
-            rc = lib.petrel_server_next_events(handle, 200, buf, cap, ctypes.byref(n))
-            if rc == S.E_TIMEOUT:
-                continue
-            if rc == S.E_STOPPED:  # everything has been handed out
-                return
-            if rc == S.E_BUFFER_TOO_SMALL:  # a message bigger than the buffer
-                cap = max(cap * 2, n.value)
-                buf = ctypes.create_string_buffer(cap)
-                view = memoryview(buf)
-                continue
-            if rc != 0:
-                log.error("petrel: petrel_server_next_events returned %d; retrying", rc)
-                time.sleep(0.1)
-                continue
-            end, off = n.value, 0
+        for view, end in _event_batches(self._handle):
+            off = 0
             on_message = self._on_message
             while off < end:
                 conn_id, length, code, kind_type, kind = unpack(view, off)

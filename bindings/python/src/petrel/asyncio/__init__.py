@@ -9,17 +9,18 @@ thread with call_soon_threadsafe; only the connect handshake runs in an executor
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import logging
-import concurrent.futures
-from typing import Any, Awaitable, Callable, Generator, Iterable, Optional, Union
+from typing import Any, Awaitable, Callable, Deque, Dict, Generator, Iterable, Optional
 
 from .. import _lib
 from .. import _status as S
 from .._lib import lib
-from ..client import Message, _ClientConfig
+from ..client import Headers, Message, _ClientConfig
 from ..exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, check
 from ..server import Data, Server as _SyncServer, _payload
+from ._flow import ReadFlow
 
 log = logging.getLogger("petrel")
 
@@ -30,27 +31,61 @@ class _Closed:
 
 
 class WebSocket:
-    """An open client connection. recv() awaits the next message; iterating ends at close."""
+    """An open client connection. recv() awaits the next message; iterating ends at a normal close.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    Flow control both ways: `send` waits while more than `max_backpressure` bytes are queued
+    for the server, and once `max_queue` messages wait for `recv`, reading stops (TCP then slows
+    the server down) until they are down to a quarter of that."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_queue: Optional[int] = 16) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[Union[Message, _Closed]] = asyncio.Queue()
+        self._messages: Deque[Message] = collections.deque()
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._writable = asyncio.Event()
+        self._writable.set()
         self._handle = ctypes.c_void_p()
-        self._closed: Optional[_Closed] = None
+        # Paused from the client loop thread, inside on_message: in force before the next frame.
+        self._flow = ReadFlow(max_queue, lambda paused: lib.petrel_client_pause_reading(self._handle, paused) == 0)
+        self._closed: Optional[_Closed] = None  # as recv() has seen it: after every message
+        self._ended: Optional[_Closed] = None  # as the library told it
+        self._ended_event = asyncio.Event()
         # Kept for the life of the connection: ctypes does not keep callbacks alive.
         self._callbacks = _lib.ClientCallbacks()
         lib.petrel_client_callbacks_init(ctypes.byref(self._callbacks))
         self._callbacks.on_message = _lib.ClientOnMessage(self._c_message)
         self._callbacks.on_close = _lib.ClientOnClose(self._c_close)
+        self._callbacks.on_drain = _lib.ClientOnDrain(self._c_drain)
+
+    # -- on the client loop thread
 
     def _c_message(self, _ud, _client, kind, data, length):  # type: ignore[no-untyped-def]
         raw = ctypes.string_at(data, length) if length else b""
         message = raw.decode("utf-8") if kind == _lib.TEXT else raw
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+        self._flow.arrived()
+        self._loop.call_soon_threadsafe(self._deliver, message)
 
     def _c_close(self, _ud, _client, code, reason, length):  # type: ignore[no-untyped-def]
         text = ctypes.string_at(reason, length).decode("utf-8", "replace") if length else ""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, _Closed(code, text))
+        self._loop.call_soon_threadsafe(self._end, _Closed(code, text))
+
+    def _c_drain(self, _ud, _client):  # type: ignore[no-untyped-def]
+        self._loop.call_soon_threadsafe(self._writable.set)
+
+    # -- on the event loop
+
+    def _deliver(self, message: Message) -> None:
+        self._messages.append(message)
+        self._wake()
+
+    def _end(self, closed: _Closed) -> None:
+        self._ended = closed
+        self._ended_event.set()
+        self._writable.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def _closed_error(self) -> ConnectionClosed:
         assert self._closed is not None
@@ -60,33 +95,62 @@ class WebSocket:
     async def recv(self) -> Message:
         """The next message (str or bytes). Once closed: ConnectionClosedOK after a normal close
         (1000, 1001, or 1005: no code), ConnectionClosedError after any other (with code and reason)."""
-        if self._closed:
+        if self._closed is not None:
             raise self._closed_error()
-        item = await self._queue.get()
-        if isinstance(item, _Closed):
-            self._closed = item
-            raise self._closed_error()
-        return item
+        while not self._messages:
+            if self._ended is not None:
+                self._closed = self._ended
+                raise self._closed_error()
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._messages.popleft()
+        self._flow.took()
+        return message
 
     async def send(self, data: Data) -> None:
-        """Queues a message (never blocks: Petrel copies it and writes it from its loop)."""
+        """Queues a message; while more than `max_backpressure` bytes wait to be written, waits
+        for them to go out (a slow server slows the sender down). Raises ConnectionClosedOK or
+        ConnectionClosedError once the connection has ended."""
         kind, raw = _payload(data)
-        check(lib.petrel_client_send(self._handle, kind, raw, len(raw)))
+        while True:
+            rc = lib.petrel_client_send(self._handle, kind, raw, len(raw))
+            if rc == 0:
+                return
+            if rc == S.E_BACKPRESSURE:
+                # on_drain comes once the buffer is written out (or the connection ends); tried
+                # again each second all the same.
+                self._writable.clear()
+                try:
+                    await asyncio.wait_for(self._writable.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+            elif rc == S.E_CLOSED:
+                await self._ended_event.wait()
+                assert self._ended is not None
+                self._closed = self._ended
+                raise self._closed_error()
+            else:
+                check(rc)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Closes and waits for the closing handshake to finish."""
-        if self._closed is None:
+        if self._ended is None:
             rc = lib.petrel_client_close(self._handle, code, reason.encode())
             if rc != S.E_CLOSED:
                 check(rc)
-            while self._closed is None:
-                item = await self._queue.get()
-                if isinstance(item, _Closed):
-                    self._closed = item
+            await self._ended_event.wait()
+        self._closed = self._ended
 
     @property
     def close_code(self) -> Optional[int]:
-        return self._closed.code if self._closed else None
+        return self._ended.code if self._ended else None
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        return self._ended.reason if self._ended else None
 
     def __aiter__(self) -> "WebSocket":
         return self
@@ -109,8 +173,10 @@ class connect:
 
     The options are petrel.connect's: compression, max_message_size, subprotocols, origin,
     open_timeout, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file,
-    tls_insecure_skip_verify, proxy, proxy_from_environment. The handshake (DNS, TCP, proxy,
-    TLS) runs in the default executor. Cancelled while it runs, it leaves nothing open: the
+    tls_insecure_skip_verify, proxy, proxy_from_environment, additional_headers and
+    max_backpressure (over it, send waits); and max_queue (16 messages; None: unbounded): once
+    that many wait for recv, reading pauses. The handshake (DNS, TCP, proxy, TLS, certificate
+    files) runs in the default executor. Cancelled while it runs, it leaves nothing open: the
     connection it makes is released as soon as it is made."""
 
     def __init__(self, url: str, *, compression: bool = True, max_message_size: int = 16 * 1024 * 1024,
@@ -118,17 +184,22 @@ class connect:
                  open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
                  tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
                  tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
-                 proxy_from_environment: bool = False) -> None:
+                 proxy_from_environment: bool = False, additional_headers: Optional[Headers] = None,
+                 max_backpressure: int = 1024 * 1024, max_queue: Optional[int] = 16) -> None:
+        if max_queue is not None and (not isinstance(max_queue, int) or max_queue <= 0):
+            raise ValueError("max_queue must be a positive int or None")
         self._config = _ClientConfig(
             url, compression=compression, max_message_size=max_message_size, subprotocols=subprotocols,
             origin=origin, open_timeout=open_timeout, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name,
             tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, tls_insecure_skip_verify=tls_insecure_skip_verify,
-            proxy=proxy, proxy_from_environment=proxy_from_environment)
+            proxy=proxy, proxy_from_environment=proxy_from_environment, additional_headers=additional_headers,
+            max_backpressure=max_backpressure)
+        self._max_queue = max_queue
         self._ws: Optional[WebSocket] = None
 
     async def _open(self) -> WebSocket:
         loop = asyncio.get_running_loop()
-        ws = WebSocket(loop)
+        ws = WebSocket(loop, self._max_queue)
         made = loop.run_in_executor(None, self._config.connect, ws._callbacks)
         try:
             ws._handle = await asyncio.shield(made)
@@ -162,40 +233,88 @@ Handler = Callable[..., Optional[Awaitable[None]]]
 
 
 class Server(_SyncServer):
-    """A Petrel server whose handlers may be coroutines: they run on the event loop that called
-    start() or serve_forever(), never on Petrel's threads, so they can await freely. (Plain
-    functions run on the dispatcher thread, as with petrel.Server.)"""
+    """petrel.Server's per-event handlers (on_open, on_message, on_close, on_drain), where a
+    handler may be a coroutine: it runs on the event loop that started the server, so it can
+    await freely, and one connection's coroutine handlers run one after another, in the order
+    of its events. (A plain function runs on the dispatcher thread at once, as with
+    petrel.Server: give a connection coroutine handlers only, or plain ones only.)
 
-    def start(self) -> "Server":
+    Starting, stopping and closing are awaited and run in the default executor, so the event
+    loop never waits: `await server.start()`, `await server.stop()`, `await server.close()`, or
+    `async with petrel.asyncio.Server(...) as server:`. For one coroutine per connection in
+    the style of `websockets`, see serve()."""
+
+    _done: Optional[asyncio.Event] = None
+
+    async def start(self) -> "Server":  # type: ignore[override]
+        """Binds (and loads TLS files, connects to the engine) in the executor; returns once serving."""
         self._event_loop = asyncio.get_running_loop()
-        super().start()
+        self._chains: Dict[int, "asyncio.Task[None]"] = {}
+        await self._event_loop.run_in_executor(None, super().start)
         return self
 
     async def serve_forever(self) -> None:  # type: ignore[override]
-        """Serves until stop() is called or the task is cancelled."""
-        self.start()
+        """Serves until stop() is called or the task is cancelled; then releases the server."""
+        if not self._started:
+            await self.start()
         self._done = asyncio.Event()
         try:
             await self._done.wait()
         finally:
-            self.close()
+            await self.close()
 
-    def stop(self, grace: float = 5.0) -> None:
-        super().stop(grace)
-        done = getattr(self, "_done", None)
-        if done is not None:
-            self._event_loop.call_soon_threadsafe(done.set)
+    async def stop(self, grace: float = 5.0) -> None:  # type: ignore[override]
+        """Sends 1001 to every client and waits up to `grace` seconds for them (in the executor)."""
+        await asyncio.get_running_loop().run_in_executor(None, _SyncServer.stop, self, grace)
+        if self._done is not None:
+            self._done.set()
+
+    async def close(self) -> None:  # type: ignore[override]
+        """Stops if needed and releases the server (in the executor)."""
+        await asyncio.get_running_loop().run_in_executor(None, _SyncServer.close, self)
+
+    async def __aenter__(self) -> "Server":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> "Server":
+        raise TypeError("petrel.asyncio.Server is used with `async with`")
+
+    async def publish_async(self, topic: str, data: Data, key: Optional[str] = None, stamp_id: bool = False) -> int:
+        """publish(), awaited: with the Redis engine it waits for Redis in the executor."""
+        if not self._has_engine:
+            return self.publish(topic, data, key=key, stamp_id=stamp_id)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.publish(topic, data, key=key, stamp_id=stamp_id))
 
     def _invoke(self, handler: Callable[..., object], *args: Any) -> None:
         result = handler(*args)
         if asyncio.iscoroutine(result):
-            future = asyncio.run_coroutine_threadsafe(result, self._event_loop)
-            future.add_done_callback(_log_failure)
+            conn_id = args[0].id
+            try:
+                self._event_loop.call_soon_threadsafe(self._chain, conn_id, result)
+            except RuntimeError:  # the event loop is closed
+                result.close()
 
+    def _chain(self, conn_id: int, coroutine: Awaitable[None]) -> None:
+        """On the event loop: runs `coroutine` after the connection's previous one."""
+        previous = self._chains.get(conn_id)
 
-def _log_failure(future: "concurrent.futures.Future[Any]") -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("petrel: exception in a coroutine handler", exc_info=future.exception())
+        async def after() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await coroutine
+        task = self._event_loop.create_task(after())
+        self._chains[conn_id] = task
+
+        def finished(t: "asyncio.Task[None]") -> None:
+            if self._chains.get(conn_id) is t:
+                del self._chains[conn_id]
+            if not t.cancelled() and t.exception() is not None:
+                log.error("petrel: exception in a coroutine handler", exc_info=t.exception())
+        task.add_done_callback(finished)
 
 
 from ._serve import ServerConnection, WebSocketServer, serve  # noqa: E402

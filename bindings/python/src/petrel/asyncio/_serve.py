@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
 import logging
-import time
+import threading
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
 
 from .. import _lib
 from .. import _status as S
 from .._lib import lib
 from ..exceptions import Backpressure, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, PetrelError
-from ..server import _RECORD, Connection, Data, Server as _SyncServer
+from ._flow import ReadFlow
+from ..server import _RECORD, Connection, Data, Server as _SyncServer, _event_batches
 
 log = logging.getLogger("petrel")
 
@@ -35,6 +35,7 @@ Message = Union[str, bytes]
 Handler = Callable[["ServerConnection"], Awaitable[None]]
 # Normal closes, as `websockets` counts them: 1000, 1001, and a close frame without a code (1005).
 _NORMAL = (1000, 1001, 1005)
+_BATCHES_IN_FLIGHT = 4
 
 
 def _gone(error: PetrelError) -> bool:
@@ -54,10 +55,11 @@ class ServerConnection:
     """One client, as the handler sees it: `async for message in ws`, `await ws.recv()`,
     `await ws.send(message)`. Methods are for the event loop's thread."""
 
-    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop, flow: ReadFlow) -> None:
         self._conn = conn
         self._loop = loop
         self._messages: Deque[Message] = collections.deque()
+        self._flow = flow
         self._waiter: Optional[asyncio.Future[None]] = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -106,7 +108,9 @@ class ServerConnection:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._messages.popleft()
+        message = self._messages.popleft()
+        self._flow.took()
+        return message
 
     def __aiter__(self) -> "ServerConnection":
         return self
@@ -158,8 +162,12 @@ class ServerConnection:
     def unsubscribe(self, topic: str) -> None:
         self._conn.unsubscribe(topic)
 
-    def subscribe_after(self, topic: str, event_id: int) -> bool:
-        return self._conn.subscribe_after(topic, event_id)
+    async def subscribe_after(self, topic: str, event_id: int) -> bool:
+        """As petrel.Connection.subscribe_after, awaited: with the Redis engine it reads the
+        topic's history from Redis, in the executor."""
+        if not self._conn.server._has_engine:
+            return self._conn.subscribe_after(topic, event_id)
+        return await self._loop.run_in_executor(None, self._conn.subscribe_after, topic, event_id)
 
     def send_event(self, text: str, event_id: int = 0) -> None:
         self._conn.send_event(text, event_id)
@@ -188,31 +196,30 @@ class _Bridge(_SyncServer):
     """The sync server, with a dispatcher that hands whole batches to the event loop."""
 
     _loop: asyncio.AbstractEventLoop
-    _sink: Callable[[List[Tuple[int, int, int, Any]]], None]
+    _sink: Callable[[List[Tuple[int, int, int, Any]], Callable[[], None]], None]
+    _max_queue: Optional[int]
+
+    def _flow(self, conn_id: int) -> ReadFlow:
+        handle = self._handle
+
+        def pause(paused: int) -> bool:
+            rc = lib.petrel_conn_pause_reading(handle, conn_id, paused)
+            if rc and rc != S.E_UNKNOWN_CONNECTION:  # gone: its close event is on its way
+                log.error("petrel: petrel_conn_pause_reading returned %d", rc)
+            return True
+        return ReadFlow(self._max_queue, pause)
 
     def _pump_events(self) -> None:
-        cap = 1 << 20
-        buf = ctypes.create_string_buffer(cap)
-        view = memoryview(buf)
-        n = ctypes.c_size_t()
-        handle, unpack, loop, sink = self._handle, _RECORD.unpack_from, self._loop, self._sink
-        while True:
-            rc = lib.petrel_server_next_events(handle, 200, buf, cap, ctypes.byref(n))
-            if rc == S.E_TIMEOUT:
-                continue
-            if rc == S.E_STOPPED:
-                return
-            if rc == S.E_BUFFER_TOO_SMALL:
-                cap = max(cap * 2, n.value)
-                buf = ctypes.create_string_buffer(cap)
-                view = memoryview(buf)
-                continue
-            if rc != 0:
-                log.error("petrel: petrel_server_next_events returned %d; retrying", rc)
-                time.sleep(0.1)
-                continue
+        unpack, loop, sink = _RECORD.unpack_from, self._loop, self._sink
+        # Each connection's receive flow, counted here as its messages go by (this thread only).
+        flows: Dict[int, ReadFlow] = {}
+        # At most this many batches wait for the event loop: when it falls behind, the
+        # dispatcher waits, the library's event queue fills, the loop threads wait and TCP
+        # pushes back on the clients, instead of batches piling up in memory.
+        in_flight = threading.Semaphore(_BATCHES_IN_FLIGHT)
+        for view, end in _event_batches(self._handle):
             batch: List[Tuple[int, int, int, Any]] = []
-            end, off = n.value, 0
+            off = 0
             while off < end:
                 conn_id, length, code, kind_type, kind = unpack(view, off)
                 off += 16
@@ -220,14 +227,24 @@ class _Bridge(_SyncServer):
                 off += (length + 7) & ~7
                 if kind_type == _lib.QUEUED_MESSAGE:
                     batch.append((kind_type, conn_id, 0, str(payload, "utf-8") if kind == 1 else payload.tobytes()))
-                elif kind_type in (_lib.QUEUED_OPEN, _lib.QUEUED_CLOSE):
+                    flow = flows.get(conn_id)
+                    if flow is not None:
+                        flow.arrived()
+                elif kind_type == _lib.QUEUED_OPEN:
+                    flow = flows[conn_id] = self._flow(conn_id)
+                    batch.append((kind_type, conn_id, 0, (str(payload, "utf-8", "replace"), flow)))
+                elif kind_type == _lib.QUEUED_CLOSE:
+                    flows.pop(conn_id, None)
                     batch.append((kind_type, conn_id, code, str(payload, "utf-8", "replace")))
                 else:
                     batch.append((kind_type, conn_id, 0, None))
+            while not in_flight.acquire(timeout=0.5):
+                if loop.is_closed():
+                    break
             try:
-                loop.call_soon_threadsafe(sink, batch)
+                loop.call_soon_threadsafe(sink, batch, in_flight.release)
             except RuntimeError:  # the event loop is closed: nobody is left to tell
-                pass
+                in_flight.release()
 
 
 class WebSocketServer:
@@ -239,8 +256,12 @@ class WebSocketServer:
         for name in ("on_open", "on_message", "on_close", "on_drain"):
             if name in options:
                 raise TypeError(f"serve() takes a handler per connection, not {name}")
+        max_queue = options.pop("max_queue", 16)
+        if max_queue is not None and (not isinstance(max_queue, int) or max_queue <= 0):
+            raise ValueError("max_queue must be a positive int or None")
         self._handler = handler
         self._server = _Bridge(host, port, **options)
+        self._server._max_queue = max_queue
         self._connections: Dict[int, ServerConnection] = {}
         self._tasks: Set[asyncio.Task[None]] = set()
         self._stopped: Optional[asyncio.Event] = None  # made in start(), on the running loop
@@ -254,10 +275,14 @@ class WebSocketServer:
     def connections(self) -> List[ServerConnection]:
         return list(self._connections.values())
 
-    def publish(self, topic: str, data: Data, key: Optional[str] = None, stamp_id: bool = False) -> int:
-        """As petrel.Server.publish. With the Redis engine it waits for Redis: use
-        `await loop.run_in_executor(None, server.publish, ...)` there."""
-        return self._server.publish(topic, data, key=key, stamp_id=stamp_id)
+    async def publish(self, topic: str, data: Data, key: Optional[str] = None, stamp_id: bool = False) -> int:
+        """As petrel.Server.publish, awaited: with the Redis engine it waits for Redis in the
+        executor; in-process it returns at once. Returns the event id."""
+        server = self._server
+        if not server._has_engine:
+            return server.publish(topic, data, key=key, stamp_id=stamp_id)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: server.publish(topic, data, key=key, stamp_id=stamp_id))
 
     async def start(self) -> "WebSocketServer":
         loop = asyncio.get_running_loop()
@@ -301,7 +326,8 @@ class WebSocketServer:
         if self._stopped is not None:
             await self._stopped.wait()
 
-    def _dispatch(self, batch: List[Tuple[int, int, int, Any]]) -> None:
+    def _dispatch(self, batch: List[Tuple[int, int, int, Any]], done: Callable[[], None]) -> None:
+        done()  # the dispatcher may hand over another batch
         connections = self._connections
         for kind_type, conn_id, code, value in batch:
             if kind_type == _lib.QUEUED_MESSAGE:
@@ -312,8 +338,8 @@ class WebSocketServer:
                         ws._wake()
             elif kind_type == _lib.QUEUED_OPEN:
                 conn = self._server._conn(conn_id)
-                conn._target = value
-                ws = ServerConnection(conn, self._server._loop)
+                conn._target, flow = value
+                ws = ServerConnection(conn, self._server._loop, flow)
                 connections[conn_id] = ws
                 task = self._server._loop.create_task(self._run(ws))
                 self._tasks.add(task)
@@ -352,7 +378,9 @@ class serve:
     """`async with serve(handler, host, port, **options) as server:` or `server = await serve(...)`.
     Options are petrel.Server's (threads, compression, max_message_size, max_backpressure, origins,
     subprotocols, TLS, topics, the engine, static files, event streams, on_http, on_upgrade...),
-    except the per-event callbacks: the handler replaces them. Port 0 picks a free port
+    except the per-event callbacks: the handler replaces them; and max_queue (16 messages; None:
+    unbounded): once that many wait for a connection's recv, Petrel stops reading that client
+    (TCP slows it down) until recv has taken all but a quarter. Port 0 picks a free port
     (`server.port`)."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
