@@ -4,12 +4,11 @@ its own gap counter stays at zero."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "Tests" / "Browser"))
-from test_cluster import cluster  # noqa: E402,F401  (fixture)
+from test_cluster import cluster, wait  # noqa: E402,F401  (fixture, helper)
 from test_stock_page import OUT, browser, wait_for  # noqa: E402,F401  (fixture, helpers)
 
 from cluster import FEED, NODES  # noqa: E402
@@ -20,18 +19,8 @@ def serving(cluster):  # noqa: F811
     socket of an earlier page load may take a moment to go)."""
     def counts():
         return {n: cluster.health(n)["connections"]["websocket"] for n in cluster.processes if n in NODES}
-    found = wait_for_value(lambda: (lambda c: sum(c.values()) == 1 and c)(counts()), "one WebSocket in the cluster")
+    found = wait(lambda: (lambda c: sum(c.values()) == 1 and c)(counts()), timeout=10.0, what="one WebSocket in the cluster")
     return [n for n, k in found.items() if k == 1]
-
-
-def wait_for_value(f, what, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = f()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_the_page_survives_the_loss_of_its_server(browser, cluster):  # noqa: F811

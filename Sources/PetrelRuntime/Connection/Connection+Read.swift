@@ -16,6 +16,10 @@ extension Connection {
         }
         if self.readPaused { return }
         let buffer = self.loop.readBuffer
+        // At most 16 full buffers (1 MiB) per turn, then back to the loop (epoll is level-
+        // triggered: it comes back): one fast sender cannot keep the loop from its other
+        // connections, nor from a pause the application has queued to it.
+        var turns = 16
         while true {
             switch Syscall.read(self.fd, buffer) {
             case .wouldBlock:
@@ -33,7 +37,8 @@ extension Connection {
                 } else {
                     self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
                 }
-                if self.phase == .closed || self.readPaused || n < buffer.count { return }
+                turns -= 1
+                if self.phase == .closed || self.readPaused || n < buffer.count || turns == 0 { return }
             }
         }
     }

@@ -44,7 +44,7 @@ def test_a_handler_that_does_not_read_pauses_reading_and_gets_everything_in_orde
                 assert not sender.done(), "the whole flood was taken in: reading never paused"
                 queued = len(state["ws"]._messages)
                 assert 8 <= queued <= BOUND, queued
-                assert state["ws"]._flow.paused
+                assert state["ws"]._paused
                 state["go"].set()
                 await asyncio.wait_for(sender, 30)
                 assert await asyncio.wait_for(c.recv(), 30) == "all"
@@ -67,8 +67,9 @@ def test_a_client_that_does_not_read_pauses_reading_and_its_server_send_waits():
             async with petrel.asyncio.connect(f"ws://127.0.0.1:{server.port}/", compression=False, max_queue=4) as ws:
                 await asyncio.sleep(1.5)
                 assert progress["sent"] < COUNT, "the server sent everything: the client never paused"
-                # Paused on the client's loop thread as the 4th arrived: not one more was read.
-                assert len(ws._messages) == 4, len(ws._messages)
+                # Paused on the client's loop thread as the 5th arrived (more than 4 waited): not
+                # one more was read.
+                assert len(ws._messages) == 5, len(ws._messages)
                 assert ws._flow.paused
                 for i in range(COUNT):
                     message = await asyncio.wait_for(ws.recv(), 30)

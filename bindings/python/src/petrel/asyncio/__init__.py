@@ -21,6 +21,7 @@ from ..client import Headers, Message, _ClientConfig
 from ..exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, check
 from ..server import Data, Server as _SyncServer, _payload
 from ._flow import ReadFlow
+from ._serve import _Messages
 
 log = logging.getLogger("petrel")
 
@@ -30,12 +31,12 @@ class _Closed:
         self.code, self.reason = code, reason
 
 
-class WebSocket:
+class WebSocket(_Messages):
     """An open client connection. recv() awaits the next message; iterating ends at a normal close.
 
     Flow control both ways: `send` waits while more than `max_backpressure` bytes are queued
-    for the server, and once `max_queue` messages wait for `recv`, reading stops (TCP then slows
-    the server down) until they are down to a quarter of that."""
+    for the server, and once more than `max_queue` messages wait for `recv`, reading stops (TCP
+    then slows the server down) until they are down to a quarter of `max_queue`."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_queue: Optional[int] = 16) -> None:
         self._loop = loop
@@ -45,7 +46,11 @@ class WebSocket:
         self._writable.set()
         self._handle = ctypes.c_void_p()
         # Paused from the client loop thread, inside on_message: in force before the next frame.
-        self._flow = ReadFlow(max_queue, lambda paused: lib.petrel_client_pause_reading(self._handle, paused) == 0)
+        # Through the pointer the callback was given: the first messages may come before the
+        # connect's executor has handed `_handle` over.
+        self._client: Optional[int] = None
+        self._flow = ReadFlow(max_queue, lambda paused: lib.petrel_client_pause_reading(
+            self._client or self._handle, paused) == 0)
         self._closed: Optional[_Closed] = None  # as recv() has seen it: after every message
         self._ended: Optional[_Closed] = None  # as the library told it
         self._ended_event = asyncio.Event()
@@ -58,7 +63,8 @@ class WebSocket:
 
     # -- on the client loop thread
 
-    def _c_message(self, _ud, _client, kind, data, length):  # type: ignore[no-untyped-def]
+    def _c_message(self, _ud, client, kind, data, length):  # type: ignore[no-untyped-def]
+        self._client = client
         raw = ctypes.string_at(data, length) if length else b""
         message = raw.decode("utf-8") if kind == _lib.TEXT else raw
         self._flow.arrived()
@@ -152,16 +158,6 @@ class WebSocket:
     def close_reason(self) -> Optional[str]:
         return self._ended.reason if self._ended else None
 
-    def __aiter__(self) -> "WebSocket":
-        return self
-
-    async def __anext__(self) -> Message:
-        """Ends after a normal close; raises ConnectionClosedError after any other."""
-        try:
-            return await self.recv()
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
-
     def _destroy(self) -> None:
         if self._handle:
             lib.petrel_client_destroy(self._handle)
@@ -175,7 +171,7 @@ class connect:
     open_timeout, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file,
     tls_insecure_skip_verify, proxy, proxy_from_environment, additional_headers and
     max_backpressure (over it, send waits); and max_queue (16 messages; None: unbounded): once
-    that many wait for recv, reading pauses. The handshake (DNS, TCP, proxy, TLS, certificate
+    more than that wait for recv, reading pauses. The handshake (DNS, TCP, proxy, TLS, certificate
     files) runs in the default executor. Cancelled while it runs, it leaves nothing open: the
     connection it makes is released as soon as it is made."""
 

@@ -26,7 +26,6 @@ from .. import _lib
 from .. import _status as S
 from .._lib import lib
 from ..exceptions import Backpressure, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, PetrelError
-from ._flow import ReadFlow
 from ..server import _RECORD, Connection, Data, Server as _SyncServer, _event_batches
 
 log = logging.getLogger("petrel")
@@ -51,15 +50,37 @@ def _close_quietly(conn: Connection, code: int, reason: str) -> None:
             raise
 
 
-class ServerConnection:
+class _Messages:
+    """`async for message in ws`: ends after a normal close (recv raises ConnectionClosedOK),
+    raises ConnectionClosedError after any other. For both ends' connections."""
+
+    recv: Callable[[], Awaitable[Message]]  # each connection's own
+
+    def __aiter__(self) -> "_Messages":
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+
+class ServerConnection(_Messages):
     """One client, as the handler sees it: `async for message in ws`, `await ws.recv()`,
     `await ws.send(message)`. Methods are for the event loop's thread."""
 
-    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop, flow: ReadFlow) -> None:
+    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop, max_queue: Optional[int]) -> None:
         self._conn = conn
         self._loop = loop
         self._messages: Deque[Message] = collections.deque()
-        self._flow = flow
+        # Receive flow control, all on the event loop: past `_high` waiting messages the
+        # dispatch pauses reading; recv resumes it at `_low`. (At most 4 batches are on their
+        # way to the event loop, so counting here rather than on the dispatcher thread adds
+        # little to what may arrive past the bound, and nothing to each message's cost.)
+        self._high = max_queue if max_queue is not None else 1 << 62
+        self._low = (max_queue or 0) // 4
+        self._paused = False
         self._waiter: Optional[asyncio.Future[None]] = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -109,17 +130,15 @@ class ServerConnection:
             finally:
                 self._waiter = None
         message = self._messages.popleft()
-        self._flow.took()
+        if self._paused and len(self._messages) <= self._low:
+            self._pause_reading(False)
         return message
 
-    def __aiter__(self) -> "ServerConnection":
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self.recv()
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
+    def _pause_reading(self, paused: bool) -> None:
+        self._paused = paused
+        rc = lib.petrel_conn_pause_reading(self._conn.server._handle, self._conn.id, 1 if paused else 0)
+        if rc and rc != S.E_UNKNOWN_CONNECTION:  # gone: its close event is on its way
+            log.error("petrel: petrel_conn_pause_reading returned %d", rc)
 
     async def send(self, message: Data) -> None:
         """Queues a message. When the connection's send buffer is over its limit
@@ -197,26 +216,11 @@ class _Bridge(_SyncServer):
 
     _loop: asyncio.AbstractEventLoop
     _sink: Callable[[List[Tuple[int, int, int, Any]], Callable[[], None]], None]
-    _max_queue: Optional[int]
-
-    def _flow(self, conn_id: int) -> ReadFlow:
-        handle = self._handle
-
-        def pause(paused: int) -> bool:
-            rc = lib.petrel_conn_pause_reading(handle, conn_id, paused)
-            if rc and rc != S.E_UNKNOWN_CONNECTION:  # gone: its close event is on its way
-                log.error("petrel: petrel_conn_pause_reading returned %d", rc)
-            return True
-        return ReadFlow(self._max_queue, pause)
 
     def _pump_events(self) -> None:
         unpack, loop, sink = _RECORD.unpack_from, self._loop, self._sink
-        # Each connection's receive flow, counted here as its messages go by (this thread only).
-        flows: Dict[int, ReadFlow] = {}
-        # At most this many batches wait for the event loop: when it falls behind, the
-        # dispatcher waits, the library's event queue fills, the loop threads wait and TCP
-        # pushes back on the clients, instead of batches piling up in memory.
-        in_flight = threading.Semaphore(_BATCHES_IN_FLIGHT)
+        message_type, open_type, close_type = _lib.QUEUED_MESSAGE, _lib.QUEUED_OPEN, _lib.QUEUED_CLOSE
+        gate = _Gate(_BATCHES_IN_FLIGHT)
         for view, end in _event_batches(self._handle):
             batch: List[Tuple[int, int, int, Any]] = []
             off = 0
@@ -225,26 +229,47 @@ class _Bridge(_SyncServer):
                 off += 16
                 payload = view[off:off + length]
                 off += (length + 7) & ~7
-                if kind_type == _lib.QUEUED_MESSAGE:
+                if kind_type == message_type:
                     batch.append((kind_type, conn_id, 0, str(payload, "utf-8") if kind == 1 else payload.tobytes()))
-                    flow = flows.get(conn_id)
-                    if flow is not None:
-                        flow.arrived()
-                elif kind_type == _lib.QUEUED_OPEN:
-                    flow = flows[conn_id] = self._flow(conn_id)
-                    batch.append((kind_type, conn_id, 0, (str(payload, "utf-8", "replace"), flow)))
-                elif kind_type == _lib.QUEUED_CLOSE:
-                    flows.pop(conn_id, None)
+                elif kind_type == open_type or kind_type == close_type:
                     batch.append((kind_type, conn_id, code, str(payload, "utf-8", "replace")))
                 else:
                     batch.append((kind_type, conn_id, 0, None))
-            while not in_flight.acquire(timeout=0.5):
-                if loop.is_closed():
-                    break
+            gate.enter(loop)
             try:
-                loop.call_soon_threadsafe(sink, batch, in_flight.release)
+                loop.call_soon_threadsafe(sink, batch, gate.leave)
             except RuntimeError:  # the event loop is closed: nobody is left to tell
-                in_flight.release()
+                gate.leave()
+
+
+class _Gate:
+    """At most `limit` batches handed to the event loop and not yet taken: when it falls
+    behind, the dispatcher waits, the library's event queue fills, the loop threads wait and TCP
+    pushes back on the clients, instead of batches piling up in memory. Two counters with one
+    writer each, and an Event only for the wait (a Semaphore per batch cost 10% of an echo)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.handed = 0  # the dispatcher
+        self.taken = 0  # the event loop
+        self.waiting = False
+        self.room = threading.Event()
+
+    def enter(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The dispatcher, before handing a batch over."""
+        while self.handed - self.taken >= self.limit and not loop.is_closed():
+            self.room.clear()
+            self.waiting = True
+            if self.handed - self.taken >= self.limit:  # taken since: no set() is coming
+                self.room.wait(0.5)
+            self.waiting = False
+        self.handed += 1
+
+    def leave(self) -> None:
+        """The event loop, as it takes a batch."""
+        self.taken += 1
+        if self.waiting:
+            self.room.set()
 
 
 class WebSocketServer:
@@ -260,8 +285,8 @@ class WebSocketServer:
         if max_queue is not None and (not isinstance(max_queue, int) or max_queue <= 0):
             raise ValueError("max_queue must be a positive int or None")
         self._handler = handler
+        self._max_queue: Optional[int] = max_queue
         self._server = _Bridge(host, port, **options)
-        self._server._max_queue = max_queue
         self._connections: Dict[int, ServerConnection] = {}
         self._tasks: Set[asyncio.Task[None]] = set()
         self._stopped: Optional[asyncio.Event] = None  # made in start(), on the running loop
@@ -333,13 +358,16 @@ class WebSocketServer:
             if kind_type == _lib.QUEUED_MESSAGE:
                 ws = connections.get(conn_id)
                 if ws is not None:
-                    ws._messages.append(value)
+                    messages = ws._messages
+                    messages.append(value)
                     if ws._waiter is not None:
                         ws._wake()
+                    elif len(messages) > ws._high and not ws._paused:
+                        ws._pause_reading(True)  # the handler has fallen behind
             elif kind_type == _lib.QUEUED_OPEN:
                 conn = self._server._conn(conn_id)
-                conn._target, flow = value
-                ws = ServerConnection(conn, self._server._loop, flow)
+                conn._target = value
+                ws = ServerConnection(conn, self._server._loop, self._max_queue)
                 connections[conn_id] = ws
                 task = self._server._loop.create_task(self._run(ws))
                 self._tasks.add(task)
@@ -379,8 +407,8 @@ class serve:
     Options are petrel.Server's (threads, compression, max_message_size, max_backpressure, origins,
     subprotocols, TLS, topics, the engine, static files, event streams, on_http, on_upgrade...),
     except the per-event callbacks: the handler replaces them; and max_queue (16 messages; None:
-    unbounded): once that many wait for a connection's recv, Petrel stops reading that client
-    (TCP slows it down) until recv has taken all but a quarter. Port 0 picks a free port
+    unbounded): once more than that wait for a connection's recv, Petrel stops reading that
+    client (TCP slows it down) until no more than a quarter of it wait. Port 0 picks a free port
     (`server.port`)."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
