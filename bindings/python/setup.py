@@ -32,7 +32,8 @@ def library() -> Path:
         return path
     if not (REPOSITORY / "Package.swift").is_file():
         raise SystemExit("petrel-ws: libpetrel.so is built from the Petrel repository around bindings/python; "
-                         "build from there, or set PETREL_LIBRARY to a libpetrel.so")
+                         "build from there (with pip 21.3 or later: an older pip copies the folder away from "
+                         "the repository first), or set PETREL_LIBRARY to a libpetrel.so")
     if shutil.which("swift") is None:
         raise SystemExit("petrel-ws: building libpetrel.so needs the Swift toolchain (swift on PATH), "
                          "or set PETREL_LIBRARY to a libpetrel.so built elsewhere")

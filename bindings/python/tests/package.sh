@@ -36,23 +36,17 @@ assert loaded == Path(petrel.__file__).parent / "libpetrel.so", f"loaded {loaded
 
 
 async def main() -> None:
-    server = petrel.asyncio.Server("127.0.0.1", 0, threads=1)
+    async def echo(ws: petrel.asyncio.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
 
-    @server.on_message
-    async def echo(conn: petrel.Connection, message: object) -> None:
-        conn.send(message)
-
-    server.start()
-    try:
+    async with petrel.asyncio.serve(echo, "127.0.0.1", 0, threads=1) as server:
         async with websockets.connect(f"ws://127.0.0.1:{server.port}/") as ws:
             for text in ("hello", "é" * 1000):
                 await ws.send(text)
                 assert await ws.recv() == text
             await ws.send(b"\x00\x01")
             assert await ws.recv() == b"\x00\x01"
-    finally:
-        server.stop(1.0)
-        server.close()
 
 
 asyncio.run(main())

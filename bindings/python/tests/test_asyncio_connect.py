@@ -57,6 +57,17 @@ def test_async_for_ends_on_a_normal_close_and_raises_on_another():
                 with pytest.raises(petrel.ConnectionClosedError) as closed:
                     [m async for m in ws]
                 assert (closed.value.code, closed.value.reason) == (4003, "other")
+                with pytest.raises(petrel.ConnectionClosedError):
+                    await ws.send("late")  # raises as recv does, not a library status
+            # `await connect()` without `async with`: once the server has closed it, the client
+            # is released without a close() (the handle is gone), and recv/send still raise.
+            ws = await petrel.asyncio.connect(url)
+            await ws.send("normal")
+            assert [m async for m in ws] == []
+            assert not ws._handle
+            with pytest.raises(petrel.ConnectionClosedOK):
+                await ws.send("late")
+            await ws.close()  # nothing left to do, and no error
 
     asyncio.run(main())
 

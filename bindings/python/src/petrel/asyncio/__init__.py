@@ -49,8 +49,7 @@ class WebSocket(_Messages):
         # Through the pointer the callback was given: the first messages may come before the
         # connect's executor has handed `_handle` over.
         self._client: Optional[int] = None
-        self._flow = ReadFlow(max_queue, lambda paused: lib.petrel_client_pause_reading(
-            self._client or self._handle, paused) == 0)
+        self._flow = ReadFlow(max_queue, self._pause_reading)
         self._closed: Optional[_Closed] = None  # as recv() has seen it: after every message
         self._ended: Optional[_Closed] = None  # as the library told it
         self._ended_event = asyncio.Event()
@@ -88,15 +87,23 @@ class WebSocket(_Messages):
         self._ended_event.set()
         self._writable.set()
         self._wake()
+        # Nothing more will come: the client is released now, whether or not anyone calls
+        # close() (the messages already queued stay readable).
+        self._destroy()
+
+    def _pause_reading(self, paused: int) -> bool:
+        handle = self._handle or self._client
+        return bool(handle) and lib.petrel_client_pause_reading(handle, paused) == 0
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _closed_error(self) -> ConnectionClosed:
-        assert self._closed is not None
-        kind = ConnectionClosedOK if self._closed.code in (1000, 1001, 1005) else ConnectionClosedError
-        return kind(S.E_CLOSED, self._closed.code, self._closed.reason)
+    def _closed_error(self, closed: Optional[_Closed] = None) -> ConnectionClosed:
+        closed = closed or self._closed
+        assert closed is not None
+        kind = ConnectionClosedOK if closed.code in (1000, 1001, 1005) else ConnectionClosedError
+        return kind(S.E_CLOSED, closed.code, closed.reason)
 
     async def recv(self) -> Message:
         """The next message (str or bytes). Once closed: ConnectionClosedOK after a normal close
@@ -122,6 +129,8 @@ class WebSocket(_Messages):
         ConnectionClosedError once the connection has ended."""
         kind, raw = _payload(data)
         while True:
+            if self._ended is not None:
+                raise self._closed_error(self._ended)
             rc = lib.petrel_client_send(self._handle, kind, raw, len(raw))
             if rc == 0:
                 return
@@ -134,10 +143,7 @@ class WebSocket(_Messages):
                 except asyncio.TimeoutError:
                     pass
             elif rc == S.E_CLOSED:
-                await self._ended_event.wait()
-                assert self._ended is not None
-                self._closed = self._ended
-                raise self._closed_error()
+                await self._ended_event.wait()  # then raises, above
             else:
                 check(rc)
 
@@ -160,8 +166,8 @@ class WebSocket(_Messages):
 
     def _destroy(self) -> None:
         if self._handle:
-            lib.petrel_client_destroy(self._handle)
-            self._handle = ctypes.c_void_p()
+            handle, self._handle, self._client = self._handle, ctypes.c_void_p(), None
+            lib.petrel_client_destroy(handle)
 
 
 class connect:
@@ -199,6 +205,8 @@ class connect:
         made = loop.run_in_executor(None, self._config.connect, ws._callbacks)
         try:
             ws._handle = await asyncio.shield(made)
+            if ws._ended is not None:  # it ended before the handle was handed over
+                ws._destroy()
         except asyncio.CancelledError:
             def release(f: "asyncio.Future[ctypes.c_void_p]") -> None:
                 # Through `ws`, which this closure keeps alive with its callbacks until the
