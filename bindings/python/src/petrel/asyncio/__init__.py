@@ -95,10 +95,6 @@ class WebSocket(_Messages):
         handle = self._handle or self._client
         return bool(handle) and lib.petrel_client_pause_reading(handle, paused) == 0
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     def _closed_error(self, closed: Optional[_Closed] = None) -> ConnectionClosed:
         closed = closed or self._closed
         assert closed is not None
@@ -114,11 +110,7 @@ class WebSocket(_Messages):
             if self._ended is not None:
                 self._closed = self._ended
                 raise self._closed_error()
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
         message = self._messages.popleft()
         self._flow.took()
         return message

@@ -51,10 +51,25 @@ def _close_quietly(conn: Connection, code: int, reason: str) -> None:
 
 
 class _Messages:
-    """`async for message in ws`: ends after a normal close (recv raises ConnectionClosedOK),
-    raises ConnectionClosedError after any other. For both ends' connections."""
+    """What both ends' connections share: the queue recv() waits on, and `async for message in
+    ws`, which ends after a normal close (recv raises ConnectionClosedOK) and raises
+    ConnectionClosedError after any other."""
 
     recv: Callable[[], Awaitable[Message]]  # each connection's own
+    _loop: asyncio.AbstractEventLoop
+    _waiter: Optional["asyncio.Future[None]"]
+
+    async def _wait(self) -> None:
+        """Until _wake(): a message was queued, or the connection ended."""
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def __aiter__(self) -> "_Messages":
         return self
@@ -124,11 +139,7 @@ class ServerConnection(_Messages):
         while not self._messages:
             if self.close_code is not None:
                 raise self._closed()
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
         message = self._messages.popleft()
         if self._paused and len(self._messages) <= self._low:
             self._pause_reading(False)
@@ -196,10 +207,6 @@ class ServerConnection(_Messages):
     def _closed(self) -> ConnectionClosed:
         kind = ConnectionClosedOK if self.close_code in _NORMAL else ConnectionClosedError
         return kind(code=self.close_code, reason=self.close_reason)
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
     def _end(self, code: int, reason: str) -> None:
         self.close_code, self.close_reason = code, reason
