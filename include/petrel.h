@@ -501,7 +501,8 @@ petrel_status petrel_conn_subscribe(petrel_server *server, uint64_t conn, const 
  * paused 1: stops reading from the connection, until called again with paused 0. For a consumer
  * that has fallen behind: TCP then slows the peer down. Messages the loop reads before the call
  * reaches it still arrive. Closing the connection ends the pause (its close frame must be read);
- * while paused, the peer's pings are not answered. An SSE stream or a closed connection ignores it.
+ * while paused, the peer's pings are not answered and idle_timeout/pong_timeout still run; a pause
+ * asked for once a close has begun is ignored. An SSE stream or a closed connection ignores it.
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (paused not 0 or 1);
  *          PETREL_E_UNKNOWN_CONNECTION.
  * Thread: any.

@@ -172,7 +172,12 @@ public func petrel_client_connect(
     let onClose = cb.on_close
     let onDrain = cb.on_drain
     let handlers = Handlers()
-    handlers.onOpen = { _ in client.monitor.signal { client.opened = true } }
+    // The connection is known from here: a callback may use the client (say, to pause it)
+    // before ClientConnector.connect has returned to this thread.
+    handlers.onOpen = { conn in client.monitor.signal {
+        client.connection = conn
+        client.opened = true
+    } }
     handlers.onConnectFailed = { _, error in client.monitor.signal { client.failure = error } }
     handlers.onMessage = { _, kind, payload in
         if client.usesCallbacks {
@@ -279,7 +284,7 @@ public func petrel_client_close(_ client: OpaquePointer?, _ code: UInt16, _ reas
 
 @_cdecl("petrel_client_pause_reading")
 public func petrel_client_pause_reading(_ client: OpaquePointer?, _ paused: Int32) -> Int32 {
-    guard let c = CClient.from(client), let conn = c.connection else { return PETREL_E_NULL }
+    guard let c = CClient.from(client), let conn = c.monitor.locked({ c.connection }) else { return PETREL_E_NULL }
     guard paused == 0 || paused == 1 else { return PETREL_E_INVALID_ARGUMENT }
     if conn.isClosed { return PETREL_E_CLOSED }
     conn.holdReading(paused == 1)

@@ -64,6 +64,7 @@ extension RuntimeTests {
                 h.onOpen = { c in
                     c.holdReading(true)
                     c.close(code: .normalClosure, reason: "bye")
+                    c.holdReading(true)  // refused once the close has begun
                 }
                 h.onClose = { _, code, _ in closed.withLock { $0 = (code.rawValue, Date().timeIntervalSince1970) } }
             }
@@ -75,6 +76,33 @@ extension RuntimeTests {
             let (code, at) = closed.withLock { $0 }!
             #expect(code == 1000)
             #expect(at - started < 2, "the close waited for the close timeout")
+        }
+
+        @Test("a held connection whose peer resets is closed at once (no loop spinning on the error)")
+        func resetWhileHeld() throws {
+            let closed = Mutex<UInt16?>(nil)
+            let server = try startEchoServer { _, h in
+                h.onOpen = { c in c.holdReading(true) }
+                h.onClose = { _, code, _ in closed.withLock { $0 = code.rawValue } }
+            }
+            defer { server.stop(grace: 100) }
+            // A socket of the test's own (RawSocket closes its descriptor when it goes): the
+            // handshake by hand, then a close with SO_LINGER 0, which sends a reset.
+            let address = SocketAddress(numericHost: "127.0.0.1", port: server.port)!
+            let fd = socket(address.family, Int32(SOCK_STREAM.rawValue), 0)
+            #expect(address.withSockaddr { Glibc.connect(fd, $0, $1) } == 0)
+            let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            _ = Array(request.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+            var response = [UInt8](repeating: 0, count: 1024)
+            let n = response.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
+            #expect(n > 12 && String(decoding: response[0..<12], as: UTF8.self) == "HTTP/1.1 101")
+            usleep(50_000)
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            Glibc.close(fd)
+            #expect(waitUntil(timeout: 3) { closed.withLock { $0 } != nil })
+            #expect(closed.withLock { $0 } == 1006)
         }
 
         @Test("extra request headers reach the server; reserved names and control characters are refused")
@@ -93,6 +121,7 @@ extension RuntimeTests {
             _ = try TestClient.connect(url, configuration: config)
             #expect(seen.withLock { $0 } == "abc def")
             for bad in [HTTPField(name: "Host", value: "evil"), HTTPField(name: "sec-websocket-key", value: "x"),
+                        HTTPField(name: "Sec-WebSocket-Accept", value: "x"),
                         HTTPField(name: "X-A", value: "1\r\nX-B: 2"), HTTPField(name: "Bad Name", value: "1"),
                         HTTPField(name: "", value: "1")] {
                 config.headers = [bad]

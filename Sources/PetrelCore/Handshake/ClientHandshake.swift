@@ -63,9 +63,9 @@ public struct ClientHandshake: Sendable {
     /// lines).
     public static func refusal(ofExtraHeader field: HTTPField) -> String? {
         guard ASCII.isToken(field.name) else { return "header name \"\(field.name)\" is not an HTTP token" }
-        let reserved = ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-                        "sec-websocket-extensions", "sec-websocket-protocol", "origin", "content-length", "transfer-encoding"]
-        if reserved.contains(field.name.lowercasedASCII) {
+        let name = field.name.lowercasedASCII
+        let reserved = ["host", "upgrade", "connection", "origin", "content-length", "transfer-encoding"]
+        if reserved.contains(name) || name.hasPrefix("sec-websocket-") {
             return "header \(field.name) is written by the handshake (origin and subprotocols are options of their own)"
         }
         if field.value.utf8.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) {

@@ -16,10 +16,10 @@ extension Connection {
         }
         if self.readPaused { return }
         let buffer = self.loop.readBuffer
-        // At most 16 full buffers (1 MiB) per turn, then back to the loop (epoll is level-
+        // At most 4 full buffers (1 MiB) per turn, then back to the loop (epoll is level-
         // triggered: it comes back): one fast sender cannot keep the loop from its other
         // connections, nor from a pause the application has queued to it.
-        var turns = 16
+        var turns = (1 << 20) / EventLoop.readBufferSize
         while true {
             switch Syscall.read(self.fd, buffer) {
             case .wouldBlock:
@@ -123,6 +123,8 @@ extension Connection {
 
     func holdReadingOnLoop(_ hold: Bool) {
         guard self.phase == .open, !self.eventStream, hold != self.readHeld else { return }
+        // Once a close has begun, the peer's close frame must be read: no new hold.
+        if hold && self.session.state != .open { return }
         self.readHeld = hold
         if hold { self.pauseReading() } else { self.resumeReading() }
     }

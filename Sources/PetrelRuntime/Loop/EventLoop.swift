@@ -171,7 +171,15 @@ final class EventLoop: @unchecked Sendable {
                     continue
                 }
                 if ev & UInt32(EPOLLOUT.rawValue) != 0 { c.writable() }
-                if ev & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { c.readable() }
+                if ev & UInt32(EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
+                    // Reading paused (backpressure, or held) masks EPOLLIN but not an error or a
+                    // hang-up, which level-triggered epoll reports again at once: end it here.
+                    if c.readPaused && ev & UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
+                        c.closeTransport(reason: .abnormalClosure, message: "connection reset while reading was paused")
+                    } else {
+                        c.readable()
+                    }
+                }
             }
         }
         self.flushDirty()

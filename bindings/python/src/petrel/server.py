@@ -516,8 +516,8 @@ class Server:
                     raise RuntimeError("close() from a handler: call stop() there, close() elsewhere")
                 lib.petrel_server_stop(self._handle, 1000)
                 d.join()
-            check(lib.petrel_server_destroy(self._handle))
-            self._handle = ctypes.c_void_p()
+            handle, self._handle = self._handle, ctypes.c_void_p()  # no call sees it freed
+            check(lib.petrel_server_destroy(handle))
 
     def __enter__(self) -> "Server":
         return self.start()

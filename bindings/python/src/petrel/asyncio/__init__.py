@@ -49,6 +49,8 @@ class WebSocket(_Messages):
         # Through the pointer the callback was given: the first messages may come before the
         # connect's executor has handed `_handle` over.
         self._client: Optional[int] = None
+        self._released = False  # petrel_client_destroy has been called: no pointer is valid
+        self._closing = False
         self._flow = ReadFlow(max_queue, self._pause_reading)
         self._closed: Optional[_Closed] = None  # as recv() has seen it: after every message
         self._ended: Optional[_Closed] = None  # as the library told it
@@ -63,7 +65,8 @@ class WebSocket(_Messages):
     # -- on the client loop thread
 
     def _c_message(self, _ud, client, kind, data, length):  # type: ignore[no-untyped-def]
-        self._client = client
+        if not self._released:
+            self._client = client
         raw = ctypes.string_at(data, length) if length else b""
         message = raw.decode("utf-8") if kind == _lib.TEXT else raw
         self._flow.arrived()
@@ -92,6 +95,8 @@ class WebSocket(_Messages):
         self._destroy()
 
     def _pause_reading(self, paused: int) -> bool:
+        if self._released or (paused and self._closing):
+            return False  # freed; or closing, when the close reply must be read
         handle = self._handle or self._client
         return bool(handle) and lib.petrel_client_pause_reading(handle, paused) == 0
 
@@ -142,6 +147,7 @@ class WebSocket(_Messages):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Closes and waits for the closing handshake to finish."""
         if self._ended is None:
+            self._closing = True
             rc = lib.petrel_client_close(self._handle, code, reason.encode())
             if rc != S.E_CLOSED:
                 check(rc)
@@ -158,6 +164,7 @@ class WebSocket(_Messages):
 
     def _destroy(self) -> None:
         if self._handle:
+            self._released = True
             handle, self._handle, self._client = self._handle, ctypes.c_void_p(), None
             lib.petrel_client_destroy(handle)
 
@@ -266,8 +273,18 @@ class Server(_SyncServer):
             self._done.set()
 
     async def close(self) -> None:  # type: ignore[override]
-        """Stops if needed and releases the server (in the executor)."""
-        await asyncio.get_running_loop().run_in_executor(None, _SyncServer.close, self)
+        """Stops if needed (in the executor), lets the coroutine handlers finish (then cancels
+        what is left), and releases the server on the event loop: no handler can call into the
+        library with the handle while it is freed."""
+        if self._handle and self._started:
+            await asyncio.get_running_loop().run_in_executor(None, _SyncServer.stop, self, 1.0)
+        chains = list(getattr(self, "_chains", {}).values())
+        if chains:
+            await asyncio.wait(chains, timeout=1.0)
+            for task in chains:
+                task.cancel()
+            await asyncio.wait(chains)
+        _SyncServer.close(self)
 
     async def __aenter__(self) -> "Server":
         return await self.start()

@@ -61,6 +61,8 @@ class _Messages:
 
     async def _wait(self) -> None:
         """Until _wake(): a message was queued, or the connection ended."""
+        if self._waiter is not None:
+            raise RuntimeError("another coroutine is already waiting in recv() on this connection")
         self._waiter = self._loop.create_future()
         try:
             await self._waiter
@@ -96,6 +98,7 @@ class ServerConnection(_Messages):
         self._high = max_queue if max_queue is not None else 1 << 62
         self._low = (max_queue or 0) // 4
         self._paused = False
+        self._closing = False  # we began the close: no new pause (the close reply must be read)
         self._waiter: Optional[asyncio.Future[None]] = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -178,6 +181,7 @@ class ServerConnection(_Messages):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Starts the closing handshake and waits for the connection to end."""
         if self.close_code is None:
+            self._closing = True
             _close_quietly(self._conn, code, reason)
         await self._closed_event.wait()
 
@@ -345,7 +349,9 @@ class WebSocketServer:
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
-        await loop.run_in_executor(None, self._server.close)
+        # Released on the event loop, not in the executor: no coroutine can call into the
+        # library with the handle while it is freed. (Stopped already, so this does not wait.)
+        self._server.close()
         if self._stopped is not None:
             self._stopped.set()
 
@@ -369,7 +375,7 @@ class WebSocketServer:
                     messages.append(value)
                     if ws._waiter is not None:
                         ws._wake()
-                    elif len(messages) > ws._high and not ws._paused:
+                    if len(messages) > ws._high and not ws._paused and not ws._closing:
                         ws._pause_reading(True)  # the handler has fallen behind
             elif kind_type == _lib.QUEUED_OPEN:
                 conn = self._server._conn(conn_id)
@@ -402,10 +408,12 @@ class WebSocketServer:
             if not (isinstance(e, PetrelError) and _gone(e)):
                 log.exception("petrel: exception in the connection handler")
                 if ws.close_code is None:
+                    ws._closing = True
                     _close_quietly(ws._conn, 1011, "internal error")
         finally:
             # The handler is done with the connection: close it, as `websockets` does.
             if ws.close_code is None:
+                ws._closing = True
                 _close_quietly(ws._conn, 1000, "")
 
 
