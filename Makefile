@@ -5,7 +5,7 @@ VERSION := $(shell sed -n 's/^\#define PETREL_VERSION_\(MAJOR\|MINOR\|PATCH\) \(
 LIB_BUILD := .build-static
 LIB := $(LIB_BUILD)/release/libpetrel.so
 
-.PHONY: test demo cluster lib install microbench tlsbench bench
+.PHONY: test demo cluster lib install microbench tlsbench bench bench-work
 test:
 	bash tools/test.sh
 
@@ -43,6 +43,11 @@ microbench:
 # server on CPU 0 and load on CPU 1; writes .build/bench/results.md (about 25 minutes).
 bench:
 	bash Benchmarks/run.sh --micro $(ARGS)
+
+# Work, not time: instructions per echoed message, per fan-out delivery and per handshake under
+# callgrind, Petrel (Swift and C) next to libwebsockets and NIOWebSocket, 3 times (about 15 minutes).
+bench-work:
+	bash Benchmarks/run.sh --work $(ARGS)
 
 # ws:// next to wss://: handshakes per second and echo throughput (certificates from the openssl command).
 tlsbench:
