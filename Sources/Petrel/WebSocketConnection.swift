@@ -57,7 +57,8 @@ public struct WebSocketConnection: Sendable, Hashable {
 
     /// Stops reading from this peer until `resumeReading()`: flow control for a consumer that
     /// has fallen behind (TCP slows the peer down). Messages already read still arrive; closing
-    /// ends the pause; while paused, the peer's pings go unanswered.
+    /// ends the pause; while paused, the peer's pings go unanswered and the idle and pong
+    /// timers run on (see `Connection.holdReading`).
     public func pauseReading() { self.connection.holdReading(true) }
     public func resumeReading() { self.connection.holdReading(false) }
 

@@ -50,8 +50,10 @@ extension Connection {
     /// flow control, for a consumer that has fallen behind (TCP then slows the peer down).
     /// Off the loop thread the call is queued: messages the loop reads before it gets there
     /// still arrive.
-    /// Closing lets go of the hold, so that the peer's close frame is read. While held, pings
-    /// from the peer are not answered either. Safe from any thread.
+    /// Closing lets go of the hold, so that the peer's close frame is read, and a hold asked
+    /// for once a close has begun is ignored. While held, pings from the peer are not answered,
+    /// the idle and pong timers run on, and a reset by the peer ends the connection at once.
+    /// Safe from any thread.
     public func holdReading(_ hold: Bool) {
         self.loop.execute(.call { [self] in self.holdReadingOnLoop(hold) })
     }
