@@ -32,6 +32,11 @@ public enum Masking {
             p.storeBytes(of: p.loadUnaligned(as: UInt64.self) ^ k64, as: UInt64.self)
             i &+= 8
         }
+        if i + 4 <= n {
+            let p = base + i
+            p.storeBytes(of: p.loadUnaligned(as: UInt32.self) ^ k32, as: UInt32.self)
+            i &+= 4
+        }
         var k = k32
         while i < n {
             let p = base + i

@@ -29,6 +29,16 @@ public struct UTF8Validator: Sendable {
         let n = bytes.count
         var i = 0
         var pending = self.pending
+        if pending == 0 && n >= 8 {
+            // Short ASCII in a few loads: whole words, then the last 8 bytes (which may overlap).
+            while i + 8 <= n {
+                if base.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
+                i &+= 8
+            }
+            if i + 8 > n {
+                if base.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 { return nil }
+            }
+        }
         var low = self.low
         var high = self.high
         while i < n {

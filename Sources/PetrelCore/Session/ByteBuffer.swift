@@ -6,37 +6,42 @@
 /// rather than 128. Invariant: `0 <= start <= end <= capacity`.
 /// It is `~Copyable` so that its storage has one owner and is freed in `deinit`: pointers
 /// handed out by `readable` stay valid until the next mutating call.
+@usableFromInline
 struct ByteBuffer: ~Copyable {
+    @usableFromInline
     struct Header {
-        var capacity: Int
-        var start: Int
-        var end: Int
+        @usableFromInline var capacity: Int
+        @usableFromInline var start: Int
+        @usableFromInline var end: Int
     }
 
-    private var storage: UnsafeMutablePointer<Header>?
+    @usableFromInline private(set) var storage: UnsafeMutablePointer<Header>?
 
     /// The bytes begin one cache line into the allocation (the header is 24 bytes), so that
     /// payloads stay 64-byte aligned for the word-wide masking loop.
-    private static let headerSize = 64
+    @usableFromInline static let headerSize = 64
 
     init() {}
 
-    deinit {
+    @inlinable deinit {
         self.storage?.deallocate()
     }
 
-    @inline(__always)
-    private var bytes: UnsafeMutableRawPointer { UnsafeMutableRawPointer(self.storage.unsafelyUnwrapped) + ByteBuffer.headerSize }
+    @inlinable @inline(__always)
+    var bytes: UnsafeMutableRawPointer { UnsafeMutableRawPointer(self.storage.unsafelyUnwrapped) + ByteBuffer.headerSize }
 
     var capacity: Int { self.storage?.pointee.capacity ?? 0 }
 
+    @inlinable
     var count: Int {
         guard let h = self.storage else { return 0 }
         return h.pointee.end - h.pointee.start
     }
 
+    @inlinable
     var isEmpty: Bool { self.count == 0 }
 
+    @inlinable
     var readable: UnsafeRawBufferPointer {
         guard let h = self.storage else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         return UnsafeRawBufferPointer(start: self.bytes + h.pointee.start, count: h.pointee.end - h.pointee.start)

@@ -73,7 +73,7 @@ public struct Session: ~Copyable {
     var phase: Phase = .header
     var spill: (UInt64, UInt64) = (0, 0)
     var spillCount = 0
-    var readClosed = false
+    @usableFromInline internal(set) var readClosed = false
     /// The last event lent out the message (or control) buffer: empty it on the next call.
     var releaseMessage = false
     var releaseControl = false
@@ -102,7 +102,7 @@ public struct Session: ~Copyable {
     var scratch = ByteBuffer()
 
     // Send side.
-    var out = ByteBuffer()
+    @usableFromInline internal(set) var out = ByteBuffer()
     var sendingFragmented = false
 
     /// Buffers above this size are released once their message is delivered, so an idle session is small.
@@ -155,6 +155,9 @@ public struct Session: ~Copyable {
             case .header:
                 if self.spillCount == 0, n - i >= 2 {
                     let b1 = base.load(fromByteOffset: i + 1, as: UInt8.self)
+                    if let (used, event) = self.wholeDataFrame(base + i, available: n - i, b1) {
+                        return (i + used, event)
+                    }
                     if let error = self.checkStart(base.load(fromByteOffset: i, as: UInt8.self), b1) {
                         return (n, self.fail(error))
                     }
@@ -204,6 +207,41 @@ public struct Session: ~Copyable {
             }
         }
         return (n, nil)
+    }
+
+    /// The common case in a few steps: a whole unfragmented, uncompressed text or binary frame
+    /// of under 64 KiB at `p`, outside a fragmented message, within the limits. It is unmasked in
+    /// place and handed out without touching the frame state (a frame that ends where it starts
+    /// leaves none). Anything else returns nil, for the general path (which also reports every
+    /// error, so this one never has to).
+    @inline(__always)
+    mutating func wholeDataFrame(_ p: UnsafeMutableRawPointer, available: Int, _ b1: UInt8) -> (Int, Event?)? {
+        let b0 = p.load(as: UInt8.self)
+        // FIN, no RSV bit, text or binary; masked exactly when we are the server (§5.1).
+        guard b0 == 0x81 || b0 == 0x82, self.messageOpcode == .continuation,
+              (b1 & 0x80 != 0) == (self.role == .server) else { return nil }
+        let len7 = Int(b1 & 0x7F)
+        var length = len7
+        var at = 2
+        if len7 == 126 {
+            guard available >= 4 else { return nil }
+            length = Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+            at = 4
+        } else if len7 == 127 {
+            return nil
+        }
+        let masked = b1 & 0x80 != 0
+        let header = at + (masked ? 4 : 0)
+        guard available - header >= length, length <= self.configuration.maxFrameSize,
+              length <= self.configuration.maxMessageSize else { return nil }
+        let payload = UnsafeMutableRawBufferPointer(start: p + header, count: length)
+        if masked { Masking.apply(key: p.loadUnaligned(fromByteOffset: at, as: UInt32.self), offset: 0, to: payload) }
+        if b0 == 0x81 {
+            // §8.1: text is UTF-8.
+            if !UTF8Validator.isValid(UnsafeRawBufferPointer(payload)) { return (available, self.fail(.invalidUTF8)) }
+            return (header + length, .text(UnsafeRawBufferPointer(payload)))
+        }
+        return (header + length, .binary(UnsafeRawBufferPointer(payload)))
     }
 
     /// The transport reached end of stream. Returns `.abnormalClosure` if that happened before the
@@ -423,6 +461,11 @@ public struct Session: ~Copyable {
     ) throws(UsageError) {
         try self.checkCanSend()
         if self.sendingFragmented { throw .messageInProgress }
+        if self.codec == nil && payload.count <= fragmentSize {
+            // Uncompressed and whole: one frame.
+            self.writeFrame(fin: true, opcode: kind.opcode, payload)
+            return
+        }
         if compress, var codec = self.codec.take() {
             if payload.count >= codec.minimumSize {
                 codec.compressMessage(payload, into: &self.scratch)
@@ -500,6 +543,14 @@ public struct Session: ~Copyable {
 
     /// Encodes one frame into the output, masked with a fresh key in the client role.
     mutating func writeFrame(fin: Bool, rsv1: Bool = false, opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
+        if self.role == .server && payload.count < 126 {
+            // A server's short frame: two header bytes, then the payload.
+            let p = self.out.appendUninitialized(2 + payload.count)
+            p.storeBytes(of: (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode.rawValue, as: UInt8.self)
+            p.storeBytes(of: UInt8(truncatingIfNeeded: payload.count), toByteOffset: 1, as: UInt8.self)
+            if let src = payload.baseAddress, payload.count > 0 { (p + 2).copyMemory(from: src, byteCount: payload.count) }
+            return
+        }
         let key: UInt32? = self.role == .client ? self.entropy.unsafelyUnwrapped.source.next32() : nil
         let headerSize = FrameHeader.size(payloadLength: payload.count, masked: key != nil)
         let p = self.out.appendUninitialized(headerSize + payload.count)
@@ -523,10 +574,10 @@ public struct Session: ~Copyable {
     // MARK: Output
 
     /// Bytes queued for the transport.
-    public var pendingOutputCount: Int { self.out.count }
+    @inlinable public var pendingOutputCount: Int { self.out.count }
 
     /// Lends the queued bytes to `body` (do not let the pointer escape); then call `consumeOutput`.
-    public func withPendingOutput<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    @inlinable public func withPendingOutput<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try body(self.out.readable)
     }
 
@@ -554,12 +605,12 @@ public struct Session: ~Copyable {
     }
 
     /// Whether the session still reads from the transport.
-    public var wantsRead: Bool { !self.readClosed }
+    @inlinable public var wantsRead: Bool { !self.readClosed }
 
     /// True once the transport should be closed after the queued output is written: the server
     /// closes first after the closing handshake (§7.1.1); either role closes after a failure.
     /// A client that closed cleanly waits for the server to close (the driver bounds the wait).
-    public var shouldCloseTransport: Bool {
+    @inlinable public var shouldCloseTransport: Bool {
         self.state == .closed && (self.role == .server || self.failed)
     }
 }

@@ -34,7 +34,7 @@ extension Connection {
             if self.options.closeOnBackpressure { self.closeOnLoop(code: .policyViolation, reason: self.backpressureReason) }
             return .backpressure
         }
-        if self.backlogHead < self.backlog.count {
+        if !self.backlogIsEmpty {
             // Keep order behind queued topic messages.
             self.pushBacklog(.direct(kind, [UInt8](payload)))
         } else {
@@ -53,7 +53,7 @@ extension Connection {
             self.wantsDrain = true
             return .backpressure
         }
-        if self.backlogHead < self.backlog.count {
+        if !self.backlogIsEmpty {
             self.pushBacklog(.raw([UInt8](bytes)))
         } else if self.eventStream {
             self.queuePlain(bytes)
@@ -120,7 +120,7 @@ extension Connection {
     /// Output past the backlog: plain HTTP bytes, the session's bytes, queued shared frames and,
     /// with TLS or a proxy, what is encrypted or negotiated but unsent.
     var outputBytes: Int {
-        guard let e = self.extras else { return self.session.pendingOutputCount + self.sharedBytes }
+        guard let e = self.extras else { return self.state.pointee.session.pendingOutputCount + self.sharedBytes }
         var n = self.plaintextPending + self.sharedBytes + (e.tlsOut.count - e.tlsOutHead) + e.proxyOut.count
         for p in e.layerPending { n += p.count }
         return n

@@ -20,25 +20,93 @@ enum Phase {
 public final class Connection: @unchecked Sendable {
     public let id: ConnectionID
     public let role: Role
-    public internal(set) var peerAddress: SocketAddress
     /// Strong, not `unowned`: an unowned reference costs a checked retain on every use (it was a
     /// fifth of a fan-out's time). The loop drops its connections when they close or it stops,
     /// which ends the cycle.
     let loop: EventLoop
-    var fd: Int32
-    /// The callbacks; replaced by an empty set once the connection is gone, so that closures
-    /// capturing an object that holds this connection do not keep both alive.
-    var handlers: Handlers
     /// The options, shared by every connection of a server (not copied into each one).
     let sharedOptions: SharedOptions
     var options: ConnectionOptions { _read { yield self.sharedOptions.value } }
     unowned(unsafe) let server: Server?
+    /// Everything the loop thread changes, in one value that this connection owns (see `State`).
+    let state: UnsafeMutablePointer<State>
 
-    var phase: Phase
+    /// A connection's loop-thread state. It lives behind a pointer rather than in stored `var`s
+    /// of the class because Swift checks every access to a class's stored `var` at run time for
+    /// overlap (a thread-local access set: begin, insert, end), and those checks were 40% of
+    /// the instructions of an echoed message. Memory reached through a pointer is not checked:
+    /// keeping its accesses exclusive is this type's rule instead, and the loop keeps it. Only
+    /// the loop thread touches the state (other threads queue a closure to it, or read the
+    /// atomics below), and no access is held across a call that reaches other code: the session
+    /// returns events rather than calling back, and callbacks run between accesses.
+    struct State: ~Copyable {
+        var peerAddress: SocketAddress
+        var fd: Int32
+        var handlers: Handlers
+        var phase: Phase
+        var handshakeBox: ServerHandshakeBox? = nil
+        var session: Session
+        var requestBytes: [UInt8]? = nil
+        var userData: UInt = 0
+        var eventStream = false
+        var subscriptions: [Subscription] = []
+        var sharedOut: [SharedFrame] = []
+        var sharedHead = 0
+        var sharedBytes = 0
+        var releaseBuffersAfterFlush = false
+        var extras: ConnectionExtras? = nil
+        var deadline: UInt64 = 0
+        var lastReceive: UInt64 = 0
+        var lastPing: UInt64 = 0
+        var pingQueued = false
+        var pingSentAt: UInt64 = 0
+        var awaitingPong = false
+        var isDirty = false
+        var writeInterest = false
+        var readPaused = false
+        var readHeld = false
+        var closeAfterFlush = false
+        var wantsDrain = false
+        var openNotified = false
+        var closeCode: CloseCode = .abnormalClosure
+        var closedFirst = false
+        var wantsTLS = false
+        var refusedPlaintext = false
+    }
+
+    deinit {
+        self.state.deinitialize(count: 1)
+        self.state.deallocate()
+    }
+
+    public internal(set) var peerAddress: SocketAddress {
+        get { self.state.pointee.peerAddress }
+        @inline(__always) _modify { yield &self.state.pointee.peerAddress }
+    }
+    var fd: Int32 {
+        @inline(__always) _read { yield self.state.pointee.fd }
+        @inline(__always) _modify { yield &self.state.pointee.fd }
+    }
+    /// The callbacks; replaced by an empty set once the connection is gone, so that closures
+    /// capturing an object that holds this connection do not keep both alive.
+    var handlers: Handlers {
+        @inline(__always) _read { yield self.state.pointee.handlers }
+        @inline(__always) _modify { yield &self.state.pointee.handlers }
+    }
+    var phase: Phase {
+        @inline(__always) _read { yield self.state.pointee.phase }
+        @inline(__always) _modify { yield &self.state.pointee.phase }
+    }
     /// The server's opening handshake while it is read: boxed, 8 bytes for the rest of the
     /// connection's life.
-    var handshakeBox: ServerHandshakeBox?
-    var session: Session
+    var handshakeBox: ServerHandshakeBox? {
+        @inline(__always) _read { yield self.state.pointee.handshakeBox }
+        @inline(__always) _modify { yield &self.state.pointee.handshakeBox }
+    }
+    var session: Session {
+        @inline(__always) _read { yield self.state.pointee.session }
+        @inline(__always) _modify { yield &self.state.pointee.session }
+    }
     /// The upgrade request (server side), for the application's routing and authentication.
     /// An open connection keeps only the request's bytes; the parsed form exists while the
     /// handshake and `onOpen` run, and is parsed again on each later access.
@@ -48,28 +116,57 @@ public final class Connection: @unchecked Sendable {
         if self.loop.isCurrentThread, let (id, r) = self.loop.openingRequest, id == self.id { return r }
         return self.requestBytes.flatMap(ServerHandshake.reparse)
     }
-    var requestBytes: [UInt8]?
-    /// Whatever the application attached (the accept hook may set it).
-    public var userData: UInt = 0
+    var requestBytes: [UInt8]? {
+        @inline(__always) _read { yield self.state.pointee.requestBytes }
+        @inline(__always) _modify { yield &self.state.pointee.requestBytes }
+    }
+    /// Whatever the application attached (the accept hook may set it). The loop thread's, like
+    /// the rest of the state.
+    public var userData: UInt {
+        get { self.state.pointee.userData }
+        set { self.state.pointee.userData = newValue }
+    }
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
     /// Loop thread only; `isEventStream` is the same for any thread.
-    var eventStream = false
+    var eventStream: Bool {
+        @inline(__always) _read { yield self.state.pointee.eventStream }
+        @inline(__always) _modify { yield &self.state.pointee.eventStream }
+    }
     /// True for a Server-Sent Events stream. Safe from any thread.
     public var isEventStream: Bool { self.isEventStreamFlag.load(ordering: .acquiring) }
     /// Topics this connection is subscribed to.
-    var subscriptions: [Subscription] = []
+    var subscriptions: [Subscription] {
+        @inline(__always) _read { yield self.state.pointee.subscriptions }
+        @inline(__always) _modify { yield &self.state.pointee.subscriptions }
+    }
     /// Topic frames queued after the session's bytes, written straight from the shared frames
     /// with one writev per flush: fan-out copies nothing per subscriber. `sharedHead` bytes of
     /// the first are already written; `sharedBytes` are still to go. Any other write first
     /// moves these into the session's buffer (`spillShared`), so that order is kept.
-    var sharedOut: [SharedFrame] = []
-    var sharedHead = 0
-    var sharedBytes = 0
+    var sharedOut: [SharedFrame] {
+        @inline(__always) _read { yield self.state.pointee.sharedOut }
+        @inline(__always) _modify { yield &self.state.pointee.sharedOut }
+    }
+    var sharedHead: Int {
+        @inline(__always) _read { yield self.state.pointee.sharedHead }
+        @inline(__always) _modify { yield &self.state.pointee.sharedHead }
+    }
+    var sharedBytes: Int {
+        @inline(__always) _read { yield self.state.pointee.sharedBytes }
+        @inline(__always) _modify { yield &self.state.pointee.sharedBytes }
+    }
     /// Free the session's buffers once the handshake response is written.
-    var releaseBuffersAfterFlush = false
+    var releaseBuffersAfterFlush: Bool {
+        @inline(__always) _read { yield self.state.pointee.releaseBuffersAfterFlush }
+        @inline(__always) _modify { yield &self.state.pointee.releaseBuffersAfterFlush }
+    }
     /// What only some connections need (clients, TLS, proxies, plain HTTP, resumed topics),
     /// out of line: an idle server-side WebSocket stays small. Made on first write.
-    var extras: ConnectionExtras?
+    var extras: ConnectionExtras? {
+        // A getter, not a read coroutine: nil for most connections, and the coroutine was not inlined.
+        @inline(__always) get { self.state.pointee.extras }
+        @inline(__always) _modify { yield &self.state.pointee.extras }
+    }
     var more: ConnectionExtras {
         if let e = self.extras { return e }
         let e = ConnectionExtras()
@@ -77,23 +174,68 @@ public final class Connection: @unchecked Sendable {
         return e
     }
 
-    var deadline: UInt64 = 0
-    var lastReceive: UInt64 = 0
-    var lastPing: UInt64 = 0
-    var pingQueued = false
-    var pingSentAt: UInt64 = 0
-    var awaitingPong = false
-    var isDirty = false
-    var writeInterest = false
-    var readPaused = false
+    var deadline: UInt64 {
+        @inline(__always) _read { yield self.state.pointee.deadline }
+        @inline(__always) _modify { yield &self.state.pointee.deadline }
+    }
+    var lastReceive: UInt64 {
+        @inline(__always) _read { yield self.state.pointee.lastReceive }
+        @inline(__always) _modify { yield &self.state.pointee.lastReceive }
+    }
+    var lastPing: UInt64 {
+        @inline(__always) _read { yield self.state.pointee.lastPing }
+        @inline(__always) _modify { yield &self.state.pointee.lastPing }
+    }
+    var pingQueued: Bool {
+        @inline(__always) _read { yield self.state.pointee.pingQueued }
+        @inline(__always) _modify { yield &self.state.pointee.pingQueued }
+    }
+    var pingSentAt: UInt64 {
+        @inline(__always) _read { yield self.state.pointee.pingSentAt }
+        @inline(__always) _modify { yield &self.state.pointee.pingSentAt }
+    }
+    var awaitingPong: Bool {
+        @inline(__always) _read { yield self.state.pointee.awaitingPong }
+        @inline(__always) _modify { yield &self.state.pointee.awaitingPong }
+    }
+    var isDirty: Bool {
+        @inline(__always) _read { yield self.state.pointee.isDirty }
+        @inline(__always) _modify { yield &self.state.pointee.isDirty }
+    }
+    var writeInterest: Bool {
+        @inline(__always) _read { yield self.state.pointee.writeInterest }
+        @inline(__always) _modify { yield &self.state.pointee.writeInterest }
+    }
+    var readPaused: Bool {
+        @inline(__always) _read { yield self.state.pointee.readPaused }
+        @inline(__always) _modify { yield &self.state.pointee.readPaused }
+    }
     /// The application asked not to read (`holdReading`): nothing resumes reading until it lets go.
-    var readHeld = false
-    var closeAfterFlush = false
-    var wantsDrain = false
-    var openNotified = false
-    var closeCode: CloseCode = .abnormalClosure
+    var readHeld: Bool {
+        @inline(__always) _read { yield self.state.pointee.readHeld }
+        @inline(__always) _modify { yield &self.state.pointee.readHeld }
+    }
+    var closeAfterFlush: Bool {
+        @inline(__always) _read { yield self.state.pointee.closeAfterFlush }
+        @inline(__always) _modify { yield &self.state.pointee.closeAfterFlush }
+    }
+    var wantsDrain: Bool {
+        @inline(__always) _read { yield self.state.pointee.wantsDrain }
+        @inline(__always) _modify { yield &self.state.pointee.wantsDrain }
+    }
+    var openNotified: Bool {
+        @inline(__always) _read { yield self.state.pointee.openNotified }
+        @inline(__always) _modify { yield &self.state.pointee.openNotified }
+    }
+    var closeCode: CloseCode {
+        @inline(__always) _read { yield self.state.pointee.closeCode }
+        @inline(__always) _modify { yield &self.state.pointee.closeCode }
+    }
     /// We sent the first close frame: `onClose` reports our code and reason, not the peer's echo.
-    var closedFirst = false
+    var closedFirst: Bool {
+        @inline(__always) _read { yield self.state.pointee.closedFirst }
+        @inline(__always) _modify { yield &self.state.pointee.closedFirst }
+    }
 
     let bufferedBytes = Atomic<Int>(0)
     let inFlight = Atomic<Int>(0)
@@ -104,26 +246,30 @@ public final class Connection: @unchecked Sendable {
     let dropped = Atomic<Int>(0)
     let coalesced = Atomic<Int>(0)
 
-
     // TLS.
     var tls: TLSSession? { self.tlsLayers.last }
     /// Server: this port speaks TLS. Client: the URL was wss://.
-    var wantsTLS = false
+    var wantsTLS: Bool {
+        @inline(__always) _read { yield self.state.pointee.wantsTLS }
+        @inline(__always) _modify { yield &self.state.pointee.wantsTLS }
+    }
     /// Plain HTTP arrived on a TLS port: the 400 is being written; input is ignored.
-    var refusedPlaintext = false
+    var refusedPlaintext: Bool {
+        @inline(__always) _read { yield self.state.pointee.refusedPlaintext }
+        @inline(__always) _modify { yield &self.state.pointee.refusedPlaintext }
+    }
 
     init(serverSideOf server: Server, loop: EventLoop, fd: Int32, peer: SocketAddress) {
         self.id = .next(loop: loop.index)
         self.role = .server
-        self.peerAddress = peer
         self.loop = loop
-        self.fd = fd
-        self.handlers = server.handlers
         self.sharedOptions = server.sharedOptions
         self.server = server
-        self.phase = .handshaking
-        self.handshakeBox = ServerHandshakeBox(ServerHandshake(policy: server.handshakePolicy))
-        self.session = Session(role: .server)
+        self.state = .allocate(capacity: 1)
+        self.state.initialize(to: State(
+            peerAddress: peer, fd: fd, handlers: server.handlers, phase: .handshaking,
+            handshakeBox: ServerHandshakeBox(ServerHandshake(policy: server.handshakePolicy)),
+            session: Session(role: .server)))
         self.deadline = loop.now + UInt64(self.options.handshakeTimeout)
         self.lastReceive = loop.now
         // Counted from accept; over the limit, a request that parses is answered 503.
@@ -134,14 +280,11 @@ public final class Connection: @unchecked Sendable {
     init(clientOn loop: EventLoop, fd: Int32, peer: SocketAddress, configuration: ClientConfiguration, handlers: Handlers, handshake: ClientHandshake) {
         self.id = .next(loop: loop.index)
         self.role = .client
-        self.peerAddress = peer
         self.loop = loop
-        self.fd = fd
-        self.handlers = handlers
         self.sharedOptions = SharedOptions(configuration.options)
         self.server = nil
-        self.phase = .connecting
-        self.session = Session(role: .client)
+        self.state = .allocate(capacity: 1)
+        self.state.initialize(to: State(peerAddress: peer, fd: fd, handlers: handlers, phase: .connecting, session: Session(role: .client)))
         self.clientConfiguration = configuration
         self.clientHandshake = handshake
     }

@@ -49,37 +49,90 @@ final class EventLoop: @unchecked Sendable {
     /// The kernel's id of the thread running `run()` (0 before it starts): for leak tests.
     let kernelThreadID = Atomic<Int32>(0)
 
-    var connections: [ConnectionID: Connection] = [:]
-    var slots: [Slot] = []
-    var dirty: [Connection] = []
+    /// Everything only the loop thread changes, in one value the loop owns: behind a pointer,
+    /// its accesses are not checked for overlap at run time, as class `var`s are (see
+    /// `Connection.State`, which follows the same rule).
+    let state: UnsafeMutablePointer<State>
+
+    struct State {
+        var connections: [ConnectionID: Connection] = [:]
+        var slots: [Slot] = []
+        var dirty: [Connection] = []
+        var openingRequest: (ConnectionID, HandshakeRequest)? = nil
+        var flushing: [Connection] = []
+        var topics = LoopSubscribers()
+        var listeners: [Listener] = []
+        var tlsBufferStorage: UnsafeMutableRawBufferPointer? = nil
+        var now: UInt64 = monotonicMilliseconds()
+        var stopping = false
+        var stopDeadline: UInt64 = 0
+        var finished = false
+    }
+
+    var connections: [ConnectionID: Connection] {
+        @inline(__always) _read { yield self.state.pointee.connections }
+        @inline(__always) _modify { yield &self.state.pointee.connections }
+    }
+    var slots: [Slot] {
+        @inline(__always) _read { yield self.state.pointee.slots }
+        @inline(__always) _modify { yield &self.state.pointee.slots }
+    }
+    /// Connections with output to flush at the end of this turn.
+    var dirty: [Connection] {
+        @inline(__always) _read { yield self.state.pointee.dirty }
+        @inline(__always) _modify { yield &self.state.pointee.dirty }
+    }
     /// The parsed upgrade request of the connection whose onOpen is running (kept here rather
     /// than in every connection).
-    var openingRequest: (ConnectionID, HandshakeRequest)?
+    var openingRequest: (ConnectionID, HandshakeRequest)? {
+        @inline(__always) _read { yield self.state.pointee.openingRequest }
+        @inline(__always) _modify { yield &self.state.pointee.openingRequest }
+    }
+    /// The list being flushed (swapped with `dirty`).
+    private var flushing: [Connection] {
+        @inline(__always) _read { yield self.state.pointee.flushing }
+        @inline(__always) _modify { yield &self.state.pointee.flushing }
+    }
+    var topics: LoopSubscribers {
+        @inline(__always) _read { yield self.state.pointee.topics }
+        @inline(__always) _modify { yield &self.state.pointee.topics }
+    }
+    var listeners: [Listener] {
+        @inline(__always) _read { yield self.state.pointee.listeners }
+        @inline(__always) _modify { yield &self.state.pointee.listeners }
+    }
     /// Scratch for gathering a subscriber's queued topic frames into one writev.
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: EventLoop.maxIovecs)
     static let maxIovecs = 64
-    /// The list being flushed (swapped with `dirty`).
-    private var flushing: [Connection] = []
-    var topics = LoopSubscribers()
-    var listeners: [Listener] = []
     let zlibPool = ZlibPool()
     /// One receive buffer per loop (uWS): every connection reads into it and parses in place.
     let readBuffer: UnsafeMutableRawBufferPointer
-    private var tlsBufferStorage: UnsafeMutableRawBufferPointer?
     /// Plaintext out of TLS sessions (allocated when the loop first meets one).
     var tlsBuffer: UnsafeMutableRawBufferPointer {
-        if let b = self.tlsBufferStorage { return b }
+        if let b = self.state.pointee.tlsBufferStorage { return b }
         let b = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 64)
-        self.tlsBufferStorage = b
+        self.state.pointee.tlsBufferStorage = b
         return b
     }
-    var now: UInt64 = monotonicMilliseconds()
+    var now: UInt64 {
+        @inline(__always) _read { yield self.state.pointee.now }
+        @inline(__always) _modify { yield &self.state.pointee.now }
+    }
 
-    /// The server this loop serves, or nil for a client loop.
+    /// The server this loop serves, or nil for a client loop (set before the loop starts).
     unowned(unsafe) var server: Server?
-    var stopping = false
-    var stopDeadline: UInt64 = 0
-    private(set) var finished = false
+    var stopping: Bool {
+        @inline(__always) _read { yield self.state.pointee.stopping }
+        @inline(__always) _modify { yield &self.state.pointee.stopping }
+    }
+    var stopDeadline: UInt64 {
+        @inline(__always) _read { yield self.state.pointee.stopDeadline }
+        @inline(__always) _modify { yield &self.state.pointee.stopDeadline }
+    }
+    private(set) var finished: Bool {
+        @inline(__always) _read { yield self.state.pointee.finished }
+        @inline(__always) _modify { yield &self.state.pointee.finished }
+    }
 
     static let readBufferSize = 256 * 1024
 
@@ -99,6 +152,8 @@ final class EventLoop: @unchecked Sendable {
             Syscall.close(wake)
             throw .system(.thread, "timerfd")
         }
+        self.state = .allocate(capacity: 1)
+        self.state.initialize(to: State())
         self.epfd = ep
         self.wakeFd = wake
         self.timerFd = timer
@@ -113,8 +168,10 @@ final class EventLoop: @unchecked Sendable {
         Syscall.close(self.timerFd)
         self.readBuffer.deallocate()
         self.iovecs.deallocate()
-        self.tlsBufferStorage?.deallocate()
+        self.state.pointee.tlsBufferStorage?.deallocate()
         self.events.deallocate()
+        self.state.deinitialize(count: 1)
+        self.state.deallocate()
     }
 
     // MARK: Threads
