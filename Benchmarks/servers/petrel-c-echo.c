@@ -4,17 +4,16 @@
  *   make -C Benchmarks/servers petrel-c-echo    (needs `make lib` first)
  *   petrel-c-echo --port 9001 [--deflate]
  */
+#define _POSIX_C_SOURCE 200809L
 #include <petrel.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_requested;
 static uint64_t publisher; /* one loop thread: the callbacks never run concurrently */
-
-static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 
 static void on_open(void *ud, petrel_server *server, uint64_t conn) {
     (void)ud;
@@ -57,6 +56,13 @@ int main(int argc, char **argv) {
     petrel_server_callbacks_init(&callbacks);
     callbacks.on_open = on_open;
     callbacks.on_message = on_message;
+    /* SIGINT and SIGTERM blocked before the library's threads exist (they inherit the mask) and
+     * taken with sigwait: a handler could run on a loop thread and leave pause() waiting. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     petrel_server *server = NULL;
     petrel_status s = petrel_server_create(&config, &callbacks, &server);
     if (s == PETREL_OK) s = petrel_server_start(server);
@@ -64,11 +70,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "petrel-c-echo: %s (%s)\n", petrel_strerror(s), petrel_last_error());
         return 1;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     printf("petrel-c-echo listening on 127.0.0.1:%u\n", config.port);
     fflush(stdout);
-    while (!stop_requested) pause();
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
     petrel_server_stop(server, 1000);
     petrel_server_destroy(server);
     return 0;

@@ -29,7 +29,8 @@ public func petrel_conn_send(_ server: OpaquePointer?, _ conn: UInt64, _ kind: I
             }
             return c._withUnsafeGuaranteedRef { c in
                 if k == .binary && c.isEventStream { return PETREL_E_INVALID_ARGUMENT }
-                return Status.of(c.send(k, payload))
+                // On the connection's own loop thread (connectionInCallback checked it).
+                return Status.of(c.sendOnLoop(k, payload, accepted: false))
             }
         }
         guard let c = s.server.connection(ConnectionID(rawValue: conn)) else { return PETREL_E_UNKNOWN_CONNECTION }

@@ -125,10 +125,12 @@ public struct Session: ~Copyable {
         self.configuration = configuration
         self.entropy = role == .client ? EntropyBox(entropy) : nil
         if let compression { self.codec = DeflateCodec(compression: compression, pool: zlibPool) }
+        self.isCompressing = compression != nil
     }
 
-    /// Whether permessage-deflate is in use.
-    public var isCompressing: Bool { self.codec != nil }
+    /// Whether permessage-deflate is in use. Stored, not computed from the codec: another
+    /// module reads a stored property in place, where a call to a getter copies the session.
+    public let isCompressing: Bool
 
     /// permessage-deflate as negotiated, or nil.
     public var compression: Compression? { self.codec?.compression }

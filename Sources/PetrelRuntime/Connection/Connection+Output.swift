@@ -20,11 +20,13 @@ enum QueuedFrame {
 /// memory, the backlog of frames waiting for room under the backpressure limit, and writing
 /// all of it to the socket.
 extension Connection {
+    /// Queues a message. Loop thread only; `package`, for the C layer, which calls it from inside
+    /// a callback (where it knows the thread).
     ///
     /// `accepted`: `send` already said `.ok` to a caller on another thread, after checking the
     /// limit against `bufferedAmount`: the message is queued whatever the buffer holds now
     /// (checking again here would drop a message its sender was told was queued).
-    func sendOnLoop(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer, accepted: Bool = false) -> SendStatus {
+    package func sendOnLoop(_ kind: MessageKind, _ payload: UnsafeRawBufferPointer, accepted: Bool = false) -> SendStatus {
         if self.eventStream {
             return ServerSentEvents.event(id: 0, payload: payload).withUnsafeBytes { self.sendRawOnLoop($0, accepted: accepted) }
         }
@@ -212,12 +214,16 @@ extension Connection {
     /// shared memory. False when the socket is full or failed.
     func writeShared() -> Bool {
         let iov = self.loop.iovecs
-        var count = 0
-        for f in self.sharedOut {
-            if count == EventLoop.maxIovecs { break }
-            let skip = count == 0 ? self.sharedHead : 0
-            iov[count] = iovec(iov_base: f.wire.baseAddress! + skip, iov_len: f.wire.count - skip)
-            count += 1
+        let head = self.sharedHead
+        // Borrowed in place: no reference count touched per frame.
+        let count = self.sharedOut.withUnsafeBufferPointer { frames in
+            let count = min(frames.count, EventLoop.maxIovecs)
+            for i in 0..<count {
+                let wire = frames[i].wire
+                let skip = i == 0 ? head : 0
+                iov[i] = iovec(iov_base: wire.baseAddress! + skip, iov_len: wire.count - skip)
+            }
+            return count
         }
         let result = Syscall.writev(self.fd, iov, count)
         guard case .done(var n) = result else { return self.writeFailed(result) }

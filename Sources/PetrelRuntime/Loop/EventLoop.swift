@@ -191,7 +191,7 @@ final class EventLoop: @unchecked Sendable {
     /// (a connection holds its loop strongly; a queued closure may hold a connection) keeps the
     /// loop and its descriptors alive in a cycle.
     func releaseState() {
-        _ = self.queue.withLock { q in q.removeAll() }
+        self.queue.withLock { q in q.removeAll() }
         self.connections.removeAll()
         self.registry.withLock { $0.removeAll() }
         self.dirty.removeAll()

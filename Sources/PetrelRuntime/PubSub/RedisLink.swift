@@ -208,7 +208,7 @@ final class RedisLink {
         var lengths: [Int] = []
         let storage = arguments.map { argument -> UnsafeMutableRawBufferPointer in
             let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(argument.count, 1), alignment: 1)
-            if !argument.isEmpty { b.copyMemory(from: UnsafeRawBufferPointer(start: argument, count: argument.count)) }
+            if !argument.isEmpty { argument.withUnsafeBytes { b.copyMemory(from: $0) } }
             return b
         }
         defer { for b in storage { b.deallocate() } }

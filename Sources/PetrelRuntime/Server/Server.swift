@@ -18,7 +18,18 @@ public final class Server: @unchecked Sendable {
     /// Runs once every loop has finished after a stop, on the last loop's thread (or the
     /// host's thread in external-poll mode). Set it before `start`.
     public var onStopped: (@Sendable () -> Void)?
-    private(set) var loops: [EventLoop] = []
+    /// The loops: written by `start` before any of them runs, then read by every thread (to find
+    /// a connection's loop on each send). Behind a pointer, like the loops' own state, so that
+    /// those reads pay no run-time exclusivity check (see `Connection.State`).
+    private let loopsStorage: UnsafeMutablePointer<[EventLoop]> = {
+        let p = UnsafeMutablePointer<[EventLoop]>.allocate(capacity: 1)
+        p.initialize(to: [])
+        return p
+    }()
+    private(set) var loops: [EventLoop] {
+        @inline(__always) _read { yield self.loopsStorage.pointee }
+        @inline(__always) _modify { yield &self.loopsStorage.pointee }
+    }
     private let openConnections = Atomic<Int>(0)
     private let lifecycle = Lock<Lifecycle>(.idle)
     private var threads: [pthread_t] = []
@@ -52,6 +63,11 @@ public final class Server: @unchecked Sendable {
         policy.session = configuration.options.session
         policy.answersPlainRequests = true
         self.handshakePolicy = policy
+    }
+
+    deinit {
+        self.loopsStorage.deinitialize(count: 1)
+        self.loopsStorage.deallocate()
     }
 
     /// Binds and starts every loop on background threads; returns once the server is listening.
