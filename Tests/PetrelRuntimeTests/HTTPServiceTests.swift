@@ -213,7 +213,7 @@ extension RuntimeTests {
             }
             defer { server.stop(grace: 100) }
             let client = try TestClient.connect("ws://127.0.0.1:\(server.port)/")
-            let conn = try #require(waitUntil { server.connectionCount == 1 } ? server.loops[0].connections.values.first : nil)
+            let conn = try #require(waitUntil { server.connectionCount == 1 } ? server.loops[0].registry.withLock { $0.values.first } : nil)
             let publisher = Thread { for i in 1...20_000 { try! server.publish("race", text: "\(i)") } }
             publisher.start()
             while server.statistics(topic: "race").lastEventID < 5_000 { usleep(100) }

@@ -214,8 +214,9 @@ public struct Session: ~Copyable {
     /// The common case in a few steps: a whole unfragmented, uncompressed text or binary frame
     /// of under 64 KiB at `p`, outside a fragmented message, within the limits. It is unmasked in
     /// place and handed out without touching the frame state (a frame that ends where it starts
-    /// leaves none). Anything else returns nil, for the general path (which also reports every
-    /// error, so this one never has to).
+    /// leaves none). Text that is not UTF-8 fails the connection here, as it would there;
+    /// anything else returns nil, untouched, for the general path, which reports every other
+    /// error.
     @inline(__always)
     mutating func wholeDataFrame(_ p: UnsafeMutableRawPointer, available: Int, _ b1: UInt8) -> (Int, Event?)? {
         let b0 = p.load(as: UInt8.self)

@@ -35,26 +35,28 @@ public final class Connection: @unchecked Sendable {
     /// of the class because Swift checks every access to a class's stored `var` at run time for
     /// overlap (a thread-local access set: begin, insert, end), and those checks were 40% of
     /// the instructions of an echoed message. Memory reached through a pointer is not checked:
-    /// keeping its accesses exclusive is this type's rule instead, and the loop keeps it. Only
-    /// the loop thread touches the state (other threads queue a closure to it, or read the
-    /// atomics below), and no access is held across a call that reaches other code: the session
-    /// returns events rather than calling back, and callbacks run between accesses.
+    /// keeping its accesses exclusive is this type's rule instead, and the loop keeps it:
+    /// - Only the loop thread touches the state; other threads queue a closure to it. What
+    ///   other threads read lives outside it: stored properties set before the connection is
+    ///   announced (`peerAddress`, `requestBytes`), and atomics (`userData`, the reference to
+    ///   `extras`, the flags below). An access to one field of the state is, to Swift and to
+    ///   ThreadSanitizer, an access to the whole state.
+    /// - No access stays open across a call into the application: the session returns events
+    ///   rather than calling back, and callbacks run between accesses. The open accesses that
+    ///   do span a call reach other state only: `withPendingOutput` into a write or TLS, and the
+    ///   loop's subscriber lists into another connection's `subscriptionMoved`.
     struct State: ~Copyable {
-        var peerAddress: SocketAddress
         var fd: Int32
         var handlers: Handlers
         var phase: Phase
         var handshakeBox: ServerHandshakeBox? = nil
         var session: Session
-        var requestBytes: [UInt8]? = nil
-        var userData: UInt = 0
         var eventStream = false
         var subscriptions: [Subscription] = []
         var sharedOut: [SharedFrame] = []
         var sharedHead = 0
         var sharedBytes = 0
         var releaseBuffersAfterFlush = false
-        var extras: ConnectionExtras? = nil
         var deadline: UInt64 = 0
         var lastReceive: UInt64 = 0
         var lastPing: UInt64 = 0
@@ -77,12 +79,12 @@ public final class Connection: @unchecked Sendable {
     deinit {
         self.state.deinitialize(count: 1)
         self.state.deallocate()
+        self.extrasReference.load(ordering: .acquiring)?.release()
     }
 
-    public internal(set) var peerAddress: SocketAddress {
-        get { self.state.pointee.peerAddress }
-        @inline(__always) _modify { yield &self.state.pointee.peerAddress }
-    }
+    /// Read by any thread (set before the connection is announced), so a stored property: a
+    /// read through `state` would be an access to the whole state, which the loop changes.
+    public internal(set) var peerAddress: SocketAddress
     var fd: Int32 {
         @inline(__always) _read { yield self.state.pointee.fd }
         @inline(__always) _modify { yield &self.state.pointee.fd }
@@ -116,16 +118,15 @@ public final class Connection: @unchecked Sendable {
         if self.loop.isCurrentThread, let (id, r) = self.loop.openingRequest, id == self.id { return r }
         return self.requestBytes.flatMap(ServerHandshake.reparse)
     }
-    var requestBytes: [UInt8]? {
-        @inline(__always) _read { yield self.state.pointee.requestBytes }
-        @inline(__always) _modify { yield &self.state.pointee.requestBytes }
-    }
-    /// Whatever the application attached (the accept hook may set it). The loop thread's, like
-    /// the rest of the state.
+    /// Written before `onOpen`; read by any thread (a stored property, like `peerAddress`).
+    var requestBytes: [UInt8]?
+    /// Whatever the application attached: set by the accept hook, or later on the connection's
+    /// loop thread (in a callback); other threads may read a value set by the accept hook.
     public var userData: UInt {
-        get { self.state.pointee.userData }
-        set { self.state.pointee.userData = newValue }
+        get { self.userDataValue.load(ordering: .relaxed) }
+        set { self.userDataValue.store(newValue, ordering: .relaxed) }
     }
+    let userDataValue = Atomic<UInt>(0)
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
     /// Loop thread only; `isEventStream` is the same for any thread.
     var eventStream: Bool {
@@ -162,15 +163,17 @@ public final class Connection: @unchecked Sendable {
     }
     /// What only some connections need (clients, TLS, proxies, plain HTTP, resumed topics),
     /// out of line: an idle server-side WebSocket stays small. Made on first write.
+    /// Made once, never replaced, and read by other threads too (`subprotocol`, `httpRequest`):
+    /// published through an atomic reference, which also costs no run-time exclusivity check.
     var extras: ConnectionExtras? {
-        // A getter, not a read coroutine: nil for most connections, and the coroutine was not inlined.
-        @inline(__always) get { self.state.pointee.extras }
-        @inline(__always) _modify { yield &self.state.pointee.extras }
+        @inline(__always) get { self.extrasReference.load(ordering: .acquiring)?.takeUnretainedValue() }
     }
+    /// Holds one reference to the extras, released in `deinit`.
+    let extrasReference = Atomic<Unmanaged<ConnectionExtras>?>(nil)
     var more: ConnectionExtras {
         if let e = self.extras { return e }
         let e = ConnectionExtras()
-        self.extras = e
+        self.extrasReference.store(Unmanaged.passRetained(e), ordering: .releasing)
         return e
     }
 
@@ -266,8 +269,9 @@ public final class Connection: @unchecked Sendable {
         self.sharedOptions = server.sharedOptions
         self.server = server
         self.state = .allocate(capacity: 1)
+        self.peerAddress = peer
         self.state.initialize(to: State(
-            peerAddress: peer, fd: fd, handlers: server.handlers, phase: .handshaking,
+            fd: fd, handlers: server.handlers, phase: .handshaking,
             handshakeBox: ServerHandshakeBox(ServerHandshake(policy: server.handshakePolicy)),
             session: Session(role: .server)))
         self.deadline = loop.now + UInt64(self.options.handshakeTimeout)
@@ -284,7 +288,8 @@ public final class Connection: @unchecked Sendable {
         self.sharedOptions = SharedOptions(configuration.options)
         self.server = nil
         self.state = .allocate(capacity: 1)
-        self.state.initialize(to: State(peerAddress: peer, fd: fd, handlers: handlers, phase: .connecting, session: Session(role: .client)))
+        self.peerAddress = peer
+        self.state.initialize(to: State(fd: fd, handlers: handlers, phase: .connecting, session: Session(role: .client)))
         self.clientConfiguration = configuration
         self.clientHandshake = handshake
     }
