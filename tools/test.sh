@@ -38,14 +38,14 @@ swift build --build-tests
 swift test --skip-build
 
 step "swift test under AddressSanitizer and LeakSanitizer (tools/lsan.supp: the test runners' own allocations)"
-swift build --build-tests --sanitize=address --scratch-path .build-asan
-LSAN_OPTIONS="suppressions=$root/tools/lsan.supp" swift test --skip-build --sanitize=address --scratch-path .build-asan
+swift build --build-tests --sanitize=address --scratch-path .build-asan -Xcc -DPETREL_LIBC_SYSCALLS
+LSAN_OPTIONS="suppressions=$root/tools/lsan.supp" swift test --skip-build --sanitize=address --scratch-path .build-asan -Xcc -DPETREL_LIBC_SYSCALLS
 
 step "swift test under ThreadSanitizer (-DPETREL_TSAN: locks on pthread mutexes, which TSan sees)"
-swift build --build-tests --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPETREL_TSAN
-TSAN_OPTIONS="halt_on_error=1" swift test --skip-build --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPETREL_TSAN
+swift build --build-tests --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPETREL_TSAN -Xcc -DPETREL_LIBC_SYSCALLS
+TSAN_OPTIONS="halt_on_error=1" swift test --skip-build --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPETREL_TSAN -Xcc -DPETREL_LIBC_SYSCALLS
 # And the churn soak (publishing from another thread while 4 workers connect and drop), shorter.
-swift build --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPETREL_TSAN --product petrel-soak
+swift build --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPETREL_TSAN -Xcc -DPETREL_LIBC_SYSCALLS --product petrel-soak
 TSAN_OPTIONS="halt_on_error=1" .build-tsan/debug/petrel-soak --cycles 20000
 
 step "C ABI: libpetrel.so, the header contract, C tests under valgrind, the C example"

@@ -2,9 +2,10 @@ import PetrelCore
 import Testing
 
 /// The short cuts of the hot path must not change a single answer: a whole small data frame
-/// parsed in one step (`Session.wholeDataFrame`), a server's short frame written in one step,
-/// ASCII checked in whole words, masking's word-wide tail. Each is compared with the general
-/// path on the same input.
+/// parsed in one step (`Session.takeWholeDataFrame`, which `parse` and the runtime's read path
+/// both use), a server's short message queued in one step (`Session.sendShort`), ASCII checked
+/// in whole words, unmasking that tests for ASCII in the same pass, masking's word-wide tail.
+/// Each is compared with the general path on the same input.
 @Suite("Fast paths agree with the general path")
 struct FastPathTests {
     /// A stream of frames of every kind the fast path takes or must refuse: text (ASCII, multi-
@@ -139,5 +140,63 @@ struct FastPathTests {
                 #expect(fast == reference, "n \(n), offset \(offset)")
             }
         }
+    }
+
+    @Test("unmasking from the start equals the reference and reports exactly when a byte is not ASCII")
+    func unmaskFromStart() {
+        for n in 0...70 {
+            for high in [-1, 0, n / 2, n - 1] where high < n {
+                var plain = (0..<n).map { UInt8(truncatingIfNeeded: 0x20 + $0 % 0x5F) }
+                if high >= 0 { plain[high] = 0xE9 }
+                var wire = plain
+                wire.withUnsafeMutableBytes { Masking.applyReference(key: 0x1234_5678, offset: 0, to: $0) }
+                let seen = wire.withUnsafeMutableBytes { Masking.unmaskFromStart(key: 0x1234_5678, $0.baseAddress ?? UnsafeMutableRawPointer(bitPattern: 8)!, count: n) }
+                #expect(wire == plain, "n \(n)")
+                #expect((seen != 0) == (high >= 0), "n \(n), high byte at \(high)")
+            }
+        }
+    }
+
+    @Test("a whole frame the one-step parse refuses is left as it came, for the general path")
+    func refusedFrameUntouched() {
+        // Text that is not UTF-8 (unmasked, found invalid, masked again), a fragment, a ping.
+        for wire in [frame(0x1, [0x61, 0xC0, 0x62]), frame(0x1, [0x61], fin: false), frame(0x9, [1, 2])] {
+            var server = Session(role: .server)
+            var bytes = wire
+            let taken = bytes.withUnsafeMutableBytes { server.takeWholeDataFrame($0) }
+            #expect(taken == nil)
+            #expect(bytes == wire)
+        }
+        // And what it takes is exactly one frame, with the rest left for the next call.
+        var server = Session(role: .server)
+        var two = frame(0x1, Array("hello".utf8)) + frame(0x2, [1, 2, 3])
+        let first = two.withUnsafeMutableBytes { server.takeWholeDataFrame($0).map { ($0.used, $0.kind, [UInt8]($0.payload)) } }
+        #expect(first?.0 == 11 && first?.1 == .text && first?.2 == Array("hello".utf8))
+    }
+
+    @Test("a short message queued in one step is the frame send writes; anything else is refused untouched")
+    func sendShortAgrees() {
+        for n in [0, 1, 7, 8, 15, 16, 17, 20, 31, 32, 33, 64, 125] {
+            for kind in [MessageKind.text, .binary] {
+                let payload = (0..<n).map { UInt8(truncatingIfNeeded: 0x41 + $0) }
+                var fast = Session(role: .server)
+                var general = Session(role: .server)
+                #expect(payload.withUnsafeBytes { fast.sendShort(kind, $0) })
+                try! payload.withUnsafeBytes { try general.send(kind, $0) }
+                #expect(fast.takeOutput() == general.takeOutput(), "n \(n), \(kind)")
+            }
+        }
+        let long = [UInt8](repeating: 1, count: 126)
+        var server = Session(role: .server)
+        #expect(!long.withUnsafeBytes { server.sendShort(.binary, $0) })
+        var client = Session(role: .client)
+        #expect(![UInt8(1)].withUnsafeBytes { client.sendShort(.binary, $0) })
+        var compressing = Session(role: .server, compression: Compression(parameters: DeflateParameters()))
+        #expect(![UInt8(1)].withUnsafeBytes { compressing.sendShort(.binary, $0) })
+        var closing = Session(role: .server)
+        try! closing.close(code: .normalClosure, reason: "")
+        _ = closing.takeOutput()
+        #expect(![UInt8(1)].withUnsafeBytes { closing.sendShort(.binary, $0) })
+        #expect(closing.takeOutput().isEmpty)
     }
 }

@@ -46,6 +46,45 @@ public enum Masking {
         }
     }
 
+    /// Unmasks `count` bytes at `base` (a payload from its first byte) and returns the OR of
+    /// the unmasked bytes' high bits: zero when they are all ASCII. One pass serves masking and
+    /// the ASCII test of UTF-8 validation.
+    @inlinable @inline(__always)
+    public static func unmaskFromStart(key: UInt32, _ base: UnsafeMutableRawPointer, count n: Int) -> UInt64 {
+        let k64 = UInt64(key) | (UInt64(key) << 32)
+        var seen: UInt64 = 0
+        var i = 0
+        while i + 16 <= n {
+            let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ k64
+            let b = base.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self) ^ k64
+            base.storeBytes(of: a, toByteOffset: i, as: UInt64.self)
+            base.storeBytes(of: b, toByteOffset: i + 8, as: UInt64.self)
+            seen |= a | b
+            i &+= 16
+        }
+        if i + 8 <= n {
+            let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ k64
+            base.storeBytes(of: a, toByteOffset: i, as: UInt64.self)
+            seen |= a
+            i &+= 8
+        }
+        if i + 4 <= n {
+            let a = base.loadUnaligned(fromByteOffset: i, as: UInt32.self) ^ key
+            base.storeBytes(of: a, toByteOffset: i, as: UInt32.self)
+            seen |= UInt64(a)
+            i &+= 4
+        }
+        var k = key
+        while i < n {
+            let a = base.load(fromByteOffset: i, as: UInt8.self) ^ UInt8(truncatingIfNeeded: k)
+            base.storeBytes(of: a, toByteOffset: i, as: UInt8.self)
+            seen |= UInt64(a)
+            k >>= 8
+            i &+= 1
+        }
+        return seen & 0x8080_8080_8080_8080
+    }
+
     /// The byte-at-a-time definition, for tests and as the reference the fast path is checked against.
     public static func applyReference(key: UInt32, offset: Int, to buffer: UnsafeMutableRawBufferPointer) {
         for i in 0..<buffer.count {

@@ -47,12 +47,13 @@ struct ByteBuffer: ~Copyable {
         return UnsafeRawBufferPointer(start: self.bytes + h.pointee.start, count: h.pointee.end - h.pointee.start)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func reserve(_ extra: Int) {
         if let h = self.storage, h.pointee.capacity - h.pointee.end >= extra { return }
         self.grow(extra)
     }
 
+    @usableFromInline
     mutating func grow(_ extra: Int) {
         let capacity = self.capacity
         let live = self.count
@@ -78,7 +79,7 @@ struct ByteBuffer: ~Copyable {
         self.storage = fresh
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func appendUninitialized(_ count: Int) -> UnsafeMutableRawPointer {
         self.reserve(count)
         let h = self.storage.unsafelyUnwrapped

@@ -69,14 +69,14 @@ public struct Session: ~Copyable {
     var entropy: EntropyBox?
 
     // Receive side.
-    enum Phase { case header, payload }
-    var phase: Phase = .header
+    @usableFromInline enum Phase { case header, payload }
+    @usableFromInline var phase: Phase = .header
     var spill: (UInt64, UInt64) = (0, 0)
-    var spillCount = 0
+    @usableFromInline var spillCount = 0
     @usableFromInline internal(set) var readClosed = false
     /// The last event lent out the message (or control) buffer: empty it on the next call.
-    var releaseMessage = false
-    var releaseControl = false
+    @usableFromInline var releaseMessage = false
+    @usableFromInline var releaseControl = false
 
     var frameFin = false
     var frameOpcode = Opcode.continuation
@@ -86,7 +86,7 @@ public struct Session: ~Copyable {
     var frameReceived = 0
 
     /// The opcode of the message being received (text or binary), or continuation when none is.
-    var messageOpcode = Opcode.continuation
+    @usableFromInline var messageOpcode = Opcode.continuation
     var messageSize = 0
     var utf8 = UTF8Validator()
     var message = ByteBuffer()
@@ -103,7 +103,7 @@ public struct Session: ~Copyable {
 
     // Send side.
     @usableFromInline internal(set) var out = ByteBuffer()
-    var sendingFragmented = false
+    @usableFromInline var sendingFragmented = false
 
     /// Buffers above this size are released once their message is delivered, so an idle session is small.
     static let keepBufferBytes = 64 * 1024
@@ -156,10 +156,10 @@ public struct Session: ~Copyable {
             switch self.phase {
             case .header:
                 if self.spillCount == 0, n - i >= 2 {
-                    let b1 = base.load(fromByteOffset: i + 1, as: UInt8.self)
-                    if let (used, event) = self.wholeDataFrame(base + i, available: n - i, b1) {
-                        return (i + used, event)
+                    if let m = self.takeWholeDataFrame(UnsafeMutableRawBufferPointer(start: base + i, count: n - i)) {
+                        return (i + m.used, m.kind == .text ? .text(m.payload) : .binary(m.payload))
                     }
+                    let b1 = base.load(fromByteOffset: i + 1, as: UInt8.self)
                     if let error = self.checkStart(base.load(fromByteOffset: i, as: UInt8.self), b1) {
                         return (n, self.fail(error))
                     }
@@ -209,42 +209,6 @@ public struct Session: ~Copyable {
             }
         }
         return (n, nil)
-    }
-
-    /// The common case in a few steps: a whole unfragmented, uncompressed text or binary frame
-    /// of under 64 KiB at `p`, outside a fragmented message, within the limits. It is unmasked in
-    /// place and handed out without touching the frame state (a frame that ends where it starts
-    /// leaves none). Text that is not UTF-8 fails the connection here, as it would there;
-    /// anything else returns nil, untouched, for the general path, which reports every other
-    /// error.
-    @inline(__always)
-    mutating func wholeDataFrame(_ p: UnsafeMutableRawPointer, available: Int, _ b1: UInt8) -> (Int, Event?)? {
-        let b0 = p.load(as: UInt8.self)
-        // FIN, no RSV bit, text or binary; masked exactly when we are the server (§5.1).
-        guard b0 == 0x81 || b0 == 0x82, self.messageOpcode == .continuation,
-              (b1 & 0x80 != 0) == (self.role == .server) else { return nil }
-        let len7 = Int(b1 & 0x7F)
-        var length = len7
-        var at = 2
-        if len7 == 126 {
-            guard available >= 4 else { return nil }
-            length = Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-            at = 4
-        } else if len7 == 127 {
-            return nil
-        }
-        let masked = b1 & 0x80 != 0
-        let header = at + (masked ? 4 : 0)
-        guard available - header >= length, length <= self.configuration.maxFrameSize,
-              length <= self.configuration.maxMessageSize else { return nil }
-        let payload = UnsafeMutableRawBufferPointer(start: p + header, count: length)
-        if masked { Masking.apply(key: p.loadUnaligned(fromByteOffset: at, as: UInt32.self), offset: 0, to: payload) }
-        if b0 == 0x81 {
-            // §8.1: text is UTF-8.
-            if !UTF8Validator.isValid(UnsafeRawBufferPointer(payload)) { return (available, self.fail(.invalidUTF8)) }
-            return (header + length, .text(UnsafeRawBufferPointer(payload)))
-        }
-        return (header + length, .binary(UnsafeRawBufferPointer(payload)))
     }
 
     /// The transport reached end of stream. Returns `.abnormalClosure` if that happened before the

@@ -31,7 +31,8 @@ extension Connection {
             return ServerSentEvents.event(id: 0, payload: payload).withUnsafeBytes { self.sendRawOnLoop($0, accepted: accepted) }
         }
         guard self.phase == .open, self.session.state == .open else { return .closed }
-        if !accepted && self.queuedBytes >= self.options.maxBackpressure {
+        let queued = self.queuedBytes
+        if !accepted && queued >= self.options.maxBackpressure {
             self.wantsDrain = true
             if self.options.closeOnBackpressure { self.closeOnLoop(code: .policyViolation, reason: self.backpressureReason) }
             return .backpressure
@@ -39,11 +40,17 @@ extension Connection {
         if !self.backlogIsEmpty {
             // Keep order behind queued topic messages.
             self.pushBacklog(.direct(kind, [UInt8](payload)))
+            self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
         } else {
             self.spillShared()
-            do { try self.session.send(kind, payload) } catch { return .closed }
+            // Moving topic frames into the session's buffer leaves the total as it was: what
+            // is queued grows by what the session adds.
+            let before = self.session.pendingOutputCount
+            if !self.session.sendShort(kind, payload) {
+                do { try self.session.send(kind, payload) } catch { return .closed }
+            }
+            self.bufferedBytes.store(queued + self.session.pendingOutputCount - before, ordering: .relaxed)
         }
-        self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
         self.loop.markDirty(self)
         return .ok
     }
@@ -121,14 +128,28 @@ extension Connection {
 
     /// Output past the backlog: plain HTTP bytes, the session's bytes, queued shared frames and,
     /// with TLS or a proxy, what is encrypted or negotiated but unsent.
+    /// Inlined for a connection without extras (no TLS, proxy, plain output or backlog), the
+    /// common case, where it is two loads; the rest out of line.
     var outputBytes: Int {
-        guard let e = self.extras else { return self.state.pointee.session.pendingOutputCount + self.sharedBytes }
+        @inline(__always) get {
+            guard let e = self.extras else { return self.session.pendingOutputCount + self.sharedBytes }
+            return self.outputBytes(e)
+        }
+    }
+
+    func outputBytes(_ e: ConnectionExtras) -> Int {
         var n = self.plaintextPending + self.sharedBytes + (e.tlsOut.count - e.tlsOutHead) + e.proxyOut.count
         for p in e.layerPending { n += p.count }
         return n
     }
 
-    var queuedBytes: Int { self.outputBytes + self.backlogBytes }
+    /// Everything queued: the output and the backlog (which lives in the extras).
+    var queuedBytes: Int {
+        @inline(__always) get {
+            guard let e = self.extras else { return self.session.pendingOutputCount + self.sharedBytes }
+            return self.outputBytes(e) + e.backlogBytes
+        }
+    }
 
     var backlogIsEmpty: Bool {
         guard let e = self.extras else { return true }
@@ -215,47 +236,48 @@ extension Connection {
     func writeShared() -> Bool {
         let iov = self.loop.iovecs
         let head = self.sharedHead
-        // Borrowed in place: no reference count touched per frame.
-        let count = self.sharedOut.withUnsafeBufferPointer { frames in
-            let count = min(frames.count, EventLoop.maxIovecs)
-            for i in 0..<count {
-                let wire = frames[i].wire
-                let skip = i == 0 ? head : 0
-                iov[i] = iovec(iov_base: wire.baseAddress! + skip, iov_len: wire.count - skip)
-            }
-            return count
+        // Lent in place: no reference count touched per frame.
+        let count = min(self.sharedOut.count, EventLoop.maxIovecs)
+        for i in 0..<count {
+            let wire = self.sharedOut.with(i) { $0.wire }
+            let skip = i == 0 ? head : 0
+            iov[i] = iovec(iov_base: wire.baseAddress! + skip, iov_len: wire.count - skip)
         }
         let result = Syscall.writev(self.fd, iov, count)
         guard case .done(var n) = result else { return self.writeFailed(result) }
         self.sharedBytes -= n
+        // Whole frames written are released; a partly written one stays first, `sharedHead` in.
         var done = 0
-        while done < self.sharedOut.count {
-            let left = self.sharedOut[done].wire.count - (done == 0 ? self.sharedHead : 0)
+        var skip = head
+        while done < count {
+            let left = iov[done].iov_len
             if n < left {
-                self.sharedHead = (done == 0 ? self.sharedHead : 0) + n
+                self.sharedHead = skip + n
                 break
             }
             n -= left
             done += 1
+            skip = 0
             self.sharedHead = 0
         }
-        if done == self.sharedOut.count {
-            self.sharedOut.removeAll(keepingCapacity: self.sharedOut.count <= 64)
-        } else if done > 0 {
-            self.sharedOut.removeFirst(done)
-        }
+        self.sharedOut.removeFirst(done)
         return true
     }
 
     /// Moves queued topic frames into the session's buffer (a copy), ahead of whatever is
     /// written next: for writes that are not topic frames, and for TLS.
+    @inline(__always)
     func spillShared() {
-        guard !self.sharedOut.isEmpty else { return }
-        for (i, f) in self.sharedOut.enumerated() {
-            let bytes = i == 0 ? UnsafeRawBufferPointer(rebasing: f.encoded[self.sharedHead...]) : f.encoded
+        if !self.sharedOut.isEmpty { self.spillSharedFrames() }
+    }
+
+    func spillSharedFrames() {
+        for i in 0..<self.sharedOut.count {
+            let frame = self.sharedOut.with(i) { $0.encoded }
+            let bytes = i == 0 ? UnsafeRawBufferPointer(rebasing: frame[self.sharedHead...]) : frame
             _ = try? self.session.queueEncoded(bytes)
         }
-        self.sharedOut.removeAll(keepingCapacity: false)
+        self.sharedOut.removeAll()
         self.sharedHead = 0
         self.sharedBytes = 0
     }
@@ -282,7 +304,15 @@ extension Connection {
     /// Moves queued frames into the output (the session's, or an event stream's plain output)
     /// while it is under the limit (or all of them). Returns whether anything moved.
     @discardableResult
+    @inline(__always)
     func moveBacklogIntoOutput(all: Bool) -> Bool {
+        // The backlog lives in the extras: most connections have none (and reading
+        // `self.backlog` without them makes an empty array).
+        guard let e = self.extras, e.backlogHead < e.backlog.count else { return false }
+        return self.moveBacklog(all: all)
+    }
+
+    func moveBacklog(all: Bool) -> Bool {
         var moved = false
         while self.backlogHead < self.backlog.count && (all || self.outputBytes < self.options.maxBackpressure) {
             let item = self.backlog[self.backlogHead]

@@ -56,6 +56,17 @@ extension Connection {
     }
 
     func parseFrames(_ bytes: UnsafeMutableRawBufferPointer) {
+        // Callbacks are set before the server starts (see `Handlers`): read once per read, not
+        // once per message, and passed down as a parameter, which costs no reference count per
+        // call (a call through a stored or optional closure retains its context around it).
+        if let onMessage = self.handlers.onMessage {
+            self.parseFrames(bytes, onMessage)
+        } else {
+            self.parseFrames(bytes) { _, _, _ in }
+        }
+    }
+
+    func parseFrames(_ bytes: UnsafeMutableRawBufferPointer, _ onMessage: (Connection, MessageKind, UnsafeRawBufferPointer) -> Void) {
         var offset = 0
         while offset < bytes.count {
             if (self.queuedBytes >= self.options.maxBackpressure || self.readHeld) && self.session.wantsRead {
@@ -66,9 +77,18 @@ extension Connection {
                 self.pauseReading()
                 break
             }
+            let rest = UnsafeMutableRawBufferPointer(rebasing: bytes[offset...])
+            // A whole small message, the common case, straight to the callback (see
+            // `Session.takeWholeDataFrame`); everything else through `parse` and `dispatch`.
+            if let m = self.session.takeWholeDataFrame(rest) {
+                offset += m.used
+                onMessage(self, m.kind, m.payload)
+                if self.phase != .open { return }
+                continue
+            }
             // Parsing may queue a close frame: it must follow every topic frame already queued.
             if !self.sharedOut.isEmpty { self.spillShared() }
-            let (used, event) = self.session.parse(UnsafeMutableRawBufferPointer(rebasing: bytes[offset...]))
+            let (used, event) = self.session.parse(rest)
             offset += used
             if let event { self.dispatch(event) }
             if self.phase != .open { return }

@@ -53,7 +53,7 @@ public final class Connection: @unchecked Sendable {
         var session: Session
         var eventStream = false
         var subscriptions: [Subscription] = []
-        var sharedOut: [SharedFrame] = []
+        var sharedOut = RefQueue<SharedFrame>()
         var sharedHead = 0
         var sharedBytes = 0
         var releaseBuffersAfterFlush = false
@@ -144,7 +144,7 @@ public final class Connection: @unchecked Sendable {
     /// with one writev per flush: fan-out copies nothing per subscriber. `sharedHead` bytes of
     /// the first are already written; `sharedBytes` are still to go. Any other write first
     /// moves these into the session's buffer (`spillShared`), so that order is kept.
-    var sharedOut: [SharedFrame] {
+    var sharedOut: RefQueue<SharedFrame> {
         @inline(__always) _read { yield self.state.pointee.sharedOut }
         @inline(__always) _modify { yield &self.state.pointee.sharedOut }
     }

@@ -54,12 +54,11 @@ final class EventLoop: @unchecked Sendable {
     /// `Connection.State`, which follows the same rule).
     let state: UnsafeMutablePointer<State>
 
-    struct State {
+    struct State: ~Copyable {
         var connections: [ConnectionID: Connection] = [:]
         var slots: [Slot] = []
-        var dirty: [Connection] = []
+        var dirty = RefQueue<Connection>()
         var openingRequest: (ConnectionID, HandshakeRequest)? = nil
-        var flushing: [Connection] = []
         var topics = LoopSubscribers()
         var listeners: [Listener] = []
         var tlsBufferStorage: UnsafeMutableRawBufferPointer? = nil
@@ -78,7 +77,7 @@ final class EventLoop: @unchecked Sendable {
         @inline(__always) _modify { yield &self.state.pointee.slots }
     }
     /// Connections with output to flush at the end of this turn.
-    var dirty: [Connection] {
+    var dirty: RefQueue<Connection> {
         @inline(__always) _read { yield self.state.pointee.dirty }
         @inline(__always) _modify { yield &self.state.pointee.dirty }
     }
@@ -87,11 +86,6 @@ final class EventLoop: @unchecked Sendable {
     var openingRequest: (ConnectionID, HandshakeRequest)? {
         @inline(__always) _read { yield self.state.pointee.openingRequest }
         @inline(__always) _modify { yield &self.state.pointee.openingRequest }
-    }
-    /// The list being flushed (swapped with `dirty`).
-    private var flushing: [Connection] {
-        @inline(__always) _read { yield self.state.pointee.flushing }
-        @inline(__always) _modify { yield &self.state.pointee.flushing }
     }
     var topics: LoopSubscribers {
         @inline(__always) _read { yield self.state.pointee.topics }
@@ -195,7 +189,6 @@ final class EventLoop: @unchecked Sendable {
         self.connections.removeAll()
         self.registry.withLock { $0.removeAll() }
         self.dirty.removeAll()
-        self.flushing.removeAll()
         self.topics.removeAll()
         self.slots.removeAll()
     }
@@ -347,24 +340,30 @@ final class EventLoop: @unchecked Sendable {
         return self.registry.withLock { $0[id] }
     }
 
+    /// Inlined: after the first message of a turn a connection is already dirty.
+    @inline(__always)
     func markDirty(_ c: Connection) {
-        if !c.isDirty {
-            c.isDirty = true
-            self.dirty.append(c)
-        }
+        if !c.isDirty { self.addDirty(c) }
+    }
+
+    func addDirty(_ c: Connection) {
+        c.isDirty = true
+        self.dirty.append(c)
     }
 
     private func flushDirty() {
-        // Flushing can dirty more connections (a drain callback sends): loop until quiet.
-        while !self.dirty.isEmpty {
-            // Swap with the spare list rather than copy: no allocation per iteration.
-            swap(&self.dirty, &self.flushing)
-            for c in self.flushing {
+        // Flushing can dirty more connections (a drain callback sends): they join the end of
+        // the list and are flushed in this pass too, until it is quiet. The list holds each
+        // connection until the end; the access to it ends before the flush begins.
+        var i = 0
+        while i < self.dirty.count {
+            self.dirty.unmanaged(i)._withUnsafeGuaranteedRef { c in
                 c.isDirty = false
                 c.flush()
             }
-            self.flushing.removeAll(keepingCapacity: true)
+            i += 1
         }
+        self.dirty.removeAll(keepingCapacity: true)
     }
 
     // MARK: Accepting

@@ -13,7 +13,7 @@ enum IOResult {
 enum Syscall {
     static func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         while true {
-            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            let n = petrel_read(fd, buffer.baseAddress, buffer.count)
             if n > 0 { return .done(n) }
             if n == 0 { return .eof }
             let e = errno
