@@ -25,13 +25,34 @@
  *   handshake  --conns concurrent cycles of connect, upgrade, close handshake, RST.
  *   idle       opens --conns connections and reports the server's VmRSS growth per connection.
  *
- * Design (the generator must never be the bottleneck): one thread, level-triggered epoll,
- * non-blocking sockets with TCP_NODELAY. Each connection pre-builds its outgoing frame once,
- * masked with a fixed key; sending copies it and patches only the 16 masked stamp bytes (one
- * clock read per batch). Frames produced by one read are written with one write(). Reads go
- * into one shared 256 KiB buffer and frames are parsed in place by a streaming parser (a frame
- * may span reads; nothing is reassembled). Latencies go into a log-linear histogram (fixed
- * array, < 1% relative error). Nothing is allocated per message.
+ * Design (the generator must never be the bottleneck): one thread, edge-triggered epoll,
+ * non-blocking sockets with TCP_NODELAY, nothing allocated per message. Per readiness event of
+ * a connection:
+ *   - read() into one shared 256 KiB buffer until a read comes back short (a short read took
+ *     all the socket held; later data raises a new edge) - or, when EOF or an error came with
+ *     the event, until read() reports it. In echo that is one read() per event.
+ *   - one CLOCK_MONOTONIC reading right after each read(): the receive time of every frame in
+ *     it (the time the bytes reached us, not when the parser got to them).
+ *   - every frame in the buffer is parsed in place. Fast path, while between messages: a whole
+ *     frame whose header is byte for byte the expected one (FIN, the text/binary opcode,
+ *     --size) is handled where it lies - its 16 stamp bytes checked and converted with SSE
+ *     (16 lowercase hex digits, else an error is counted), the latency added to a log-linear
+ *     histogram (fixed array, < 1% relative error), the next message owed. Everything else
+ *     (control frames, fragments, a frame split across reads, a wrong length or opcode,
+ *     compressed ticks) goes through the general streaming parser, which counts length and
+ *     stamp errors the same way. Nothing is reassembled.
+ *   - the messages owed (one per echo received, so never more than --window in flight) go out
+ *     in ONE write(): each connection's frame (masked with a key fixed per connection) was
+ *     built once; the output buffer keeps --window copies of it laid out from the last batch,
+ *     so a batch is one clock reading, its 16 hex digits masked once (SSE), and 16 bytes
+ *     stored per frame. The stamp is that clock reading, taken right before the write(): the
+ *     latency of every message of a batch runs from its own write() to the read() of its echo.
+ * So per echoed 20-byte message the generator does about 80 user-space instructions, plus one
+ * read() and one write() per batch and a share of an epoll_wait(); at --window 16 a batch is
+ * 16 messages. The system calls are most of its CPU time (on loopback a write() also runs the
+ * receiver's TCP input).
+ * Its own cost is measured against Benchmarks/load/null-echo.c, a server that does nothing
+ * but echo (Benchmarks/PROTOCOL.md, "The load generator's own cost").
  *
  * At exit every socket is closed with SO_LINGER {1,0} (RST), so no TIME_WAIT is left behind.
  */
@@ -57,6 +78,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+#ifdef __SSSE3__
+#include <immintrin.h>
+#endif
 
 #define RBUF_SIZE (256 * 1024)         /* shared read buffer */
 #define ZBUF_SIZE (256 * 1024)         /* shared inflate output (discarded, only counted) */
@@ -251,16 +275,17 @@ static void note(unsigned long *counter, const char *fmt, ...)
 #define H_BUCKETS (128 + 57 * 64)
 static uint64_t hist[H_BUCKETS], hist_n;
 
+static inline unsigned hist_index(uint64_t v)
+{
+    if (v < 128)
+        return (unsigned)v;
+    unsigned shift = (unsigned)(63 - __builtin_clzll(v)) - 6;
+    return 128 + (shift - 1) * 64 + (unsigned)((v >> shift) - 64);
+}
+
 static inline void hist_add(uint64_t v)
 {
-    unsigned i;
-    if (v < 128) {
-        i = (unsigned)v;
-    } else {
-        unsigned shift = (unsigned)(63 - __builtin_clzll(v)) - 6;
-        i = 128 + (shift - 1) * 64 + (unsigned)((v >> shift) - 64);
-    }
-    hist[i]++;
+    hist[hist_index(v)]++;
     hist_n++;
 }
 
@@ -311,6 +336,7 @@ typedef struct conn {
     uint8_t *tmpl;             /* pre-built masked frame (echo, publisher) */
     uint32_t tmpl_len, tmpl_hdr;
     uint32_t to_send;          /* frames to send after the current read */
+    uint32_t prefilled;        /* echo: copies of tmpl laid out from out[0] (only stamps change) */
 
     z_stream *z;               /* inflate stream (deflate), created on first compressed reply */
     uint8_t z_ended;
@@ -374,12 +400,13 @@ static void conn_close_fd(conn *c)
 
 static void set_events(conn *c, uint32_t ev)
 {
-    struct epoll_event e = { .events = ev, .data.u64 = (uint64_t)c->gen << 32 | (uint32_t)(c - conns) };
-    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e);
+    struct epoll_event e = { .events = ev | EPOLLRDHUP | EPOLLET, .data.u64 = (uint64_t)c->gen << 32 | (uint32_t)(c - conns) };
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e);  /* MOD re-checks readiness: no edge is lost */
 }
 
 static uint8_t *out_reserve(conn *c, size_t n)
 {
+    c->prefilled = 0;  /* whatever is written may overlap the laid-out templates */
     if (c->out_len + n > c->out_cap) {
         if (c->out_off) {
             memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
@@ -476,17 +503,52 @@ static void build_template(conn *c, int size, int binary)
     c->tmpl_len = (uint32_t)(hl + (size_t)size);
 }
 
-/* Appends k stamped frames, all stamped with one clock reading. */
-static void emit_stamped(conn *c, uint32_t k)
+/* The 16 masked stamp bytes of clock reading t (16 lowercase hex digits) for a connection. */
+static inline void masked_stamp(const conn *c, uint64_t t, uint8_t ms[16])
 {
+#ifdef __SSSE3__
+    __m128i b = _mm_cvtsi64_si128((long long)__builtin_bswap64(t));        /* most significant first */
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+    __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+    __m128i nib = _mm_unpacklo_epi8(hi, lo);                                /* 16 nibbles in order */
+    __m128i hex = _mm_shuffle_epi8(_mm_setr_epi8('0', '1', '2', '3', '4', '5', '6', '7', '8', '9',
+                                                 'a', 'b', 'c', 'd', 'e', 'f'), nib);
+    uint32_t k;
+    memcpy(&k, c->key, 4);
+    _mm_storeu_si128((__m128i *)ms, _mm_xor_si128(hex, _mm_set1_epi32((int)k)));
+#else
     static const char hexd[] = "0123456789abcdef";
-    uint64_t t = now_ns();
-    uint8_t ms[16];
     for (int i = 0; i < 16; i++)
         ms[i] = (uint8_t)hexd[(t >> (60 - 4 * i)) & 15] ^ c->key[i & 3];
-    uint8_t *dst = out_reserve(c, (size_t)k * c->tmpl_len);
-    for (uint32_t j = 0; j < k; j++, dst += c->tmpl_len) {
-        memcpy(dst, c->tmpl, c->tmpl_len);
+#endif
+}
+
+/* Appends k stamped frames, all stamped with one clock reading (taken here, right before the
+ * write that carries them). When the output buffer is empty, the frames are already laid out
+ * in it from the previous batch (c->prefilled copies of the masked template): only the 16
+ * masked stamp bytes of each are rewritten. Otherwise the template is copied. */
+static void emit_stamped(conn *c, uint32_t k)
+{
+    uint8_t ms[16];
+    masked_stamp(c, now_ns(), ms);
+    uint32_t fl = c->tmpl_len;
+    if (c->out_len == 0 && c->role == R_ECHO && k <= (uint32_t)opt.window
+        && (size_t)opt.window * fl <= c->out_cap) {
+        if (c->prefilled < k) {
+            for (uint32_t j = 0; j < (uint32_t)opt.window; j++)
+                memcpy(c->out + (size_t)j * fl, c->tmpl, fl);
+            c->prefilled = (uint32_t)opt.window;
+        }
+        uint8_t *dst = c->out + c->tmpl_hdr;
+        for (uint32_t j = 0; j < k; j++, dst += fl)
+            memcpy(dst, ms, 16);
+        c->out_off = 0;
+        c->out_len = (size_t)k * fl;
+        return;
+    }
+    uint8_t *dst = out_reserve(c, (size_t)k * fl);
+    for (uint32_t j = 0; j < k; j++, dst += fl) {
+        memcpy(dst, c->tmpl, fl);
         memcpy(dst + c->tmpl_hdr, ms, 16);
     }
 }
@@ -596,7 +658,7 @@ static void conn_start(conn *c)
     c->deadline = now_ns() + ATTEMPT_TIMEOUT_NS;
     if (opt.mode != M_HANDSHAKE)
         inflight++;
-    struct epoll_event e = { .events = EPOLLOUT, .data.u64 = (uint64_t)c->gen << 32 | (uint32_t)(c - conns) };
+    struct epoll_event e = { .events = EPOLLOUT | EPOLLET, .data.u64 = (uint64_t)c->gen << 32 | (uint32_t)(c - conns) };
     if (connect(c->fd, server_addr->ai_addr, server_addr->ai_addrlen) < 0 && errno != EINPROGRESS) {
         conn_failed(c, "connect", errno, 1);
         return;
@@ -751,8 +813,21 @@ static void hs_cycle_done(conn *c)
 
 static uint64_t recv_time;  /* clock reading right after the read() being parsed */
 
+/* 16 lowercase hex digits -> value; -1 if any byte is not one. */
 static inline int parse_stamp(const uint8_t *s, uint64_t *out)
 {
+#ifdef __SSSE3__
+    __m128i x = _mm_loadu_si128((const __m128i *)s);
+    __m128i dig = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)), _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
+    __m128i hex = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('a' - 1)), _mm_cmplt_epi8(x, _mm_set1_epi8('f' + 1)));
+    if (_mm_movemask_epi8(_mm_or_si128(dig, hex)) != 0xffff)
+        return -1;
+    /* nibbles ('a'..'f' & 15 is 1..6, + 9), then pairs (16 * high + low), then 8 bytes */
+    __m128i nib = _mm_add_epi8(_mm_and_si128(x, _mm_set1_epi8(15)), _mm_and_si128(hex, _mm_set1_epi8(9)));
+    __m128i pairs = _mm_maddubs_epi16(nib, _mm_set1_epi16(0x0110));
+    *out = __builtin_bswap64((uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(pairs, pairs)));
+    return 0;
+#else
     uint64_t v = 0;
     for (int i = 0; i < 16; i++) {
         unsigned ch = s[i], d;
@@ -766,6 +841,7 @@ static inline int parse_stamp(const uint8_t *s, uint64_t *out)
     }
     *out = v;
     return 0;
+#endif
 }
 
 static int inflate_feed(conn *c, const uint8_t *p, size_t n)
@@ -790,6 +866,42 @@ static int inflate_feed(conn *c, const uint8_t *p, size_t n)
             return -1;
     } while (z->avail_out == 0);
     return 0;
+}
+
+/* A complete stamped message (echo or fan-out) of len bytes; stamp: its first 16 bytes (NULL if
+ * it is shorter). Checks the length and the stamp (each failure counts as an error), records
+ * the latency, and owes the server the next message (echo). */
+static inline void stamped_message(conn *c, const uint8_t *stamp_bytes, uint64_t len)
+{
+    if (len != (uint64_t)opt.size) {
+        note(&log_len, "conn %d: message of %" PRIu64 " bytes, expected %d", (int)(c - conns), len, opt.size);
+        errors++;
+    }
+    uint64_t stamp;
+    int have_stamp = stamp_bytes && parse_stamp(stamp_bytes, &stamp) == 0;
+    if (!have_stamp) {
+        note(&log_len, "conn %d: message without a valid timestamp", (int)(c - conns));
+        errors++;
+    }
+    if (c->role == R_ECHO) {
+        if (measuring) {
+            m_msgs++;
+            m_bytes += len;
+            if (have_stamp)
+                hist_add(recv_time > stamp ? recv_time - stamp : 0);
+        }
+        c->to_send++;
+    } else {
+        c->received++;
+        deliveries++;
+        last_delivery = recv_time;
+        if (have_stamp)
+            hist_add(recv_time > stamp ? recv_time - stamp : 0);
+        if (c->received > (uint64_t)opt.messages) {
+            note(&log_len, "conn %d: more messages than were published", (int)(c - conns));
+            errors++;
+        }
+    }
 }
 
 /* A complete data message. */
@@ -820,35 +932,7 @@ static void on_message(conn *c)
     }
     if (c->role != R_ECHO && c->role != R_SUB)
         return;  /* publisher, handshake and idle connections ignore data */
-    if (c->msg_len != (uint64_t)opt.size) {
-        note(&log_len, "conn %d: message of %" PRIu64 " bytes, expected %d", idx, c->msg_len, opt.size);
-        errors++;
-    }
-    uint64_t stamp;
-    int have_stamp = c->stamp_len == 16 && parse_stamp(c->stamp, &stamp) == 0;
-    if (!have_stamp) {
-        note(&log_len, "conn %d: message without a valid timestamp", idx);
-        errors++;
-    }
-    if (c->role == R_ECHO) {
-        if (measuring) {
-            m_msgs++;
-            m_bytes += c->msg_len;
-            if (have_stamp)
-                hist_add(recv_time > stamp ? recv_time - stamp : 0);
-        }
-        c->to_send++;
-    } else {
-        c->received++;
-        deliveries++;
-        last_delivery = recv_time;
-        if (have_stamp)
-            hist_add(recv_time > stamp ? recv_time - stamp : 0);
-        if (c->received > (uint64_t)opt.messages) {
-            note(&log_len, "conn %d: more messages than were published", idx);
-            errors++;
-        }
-    }
+    stamped_message(c, c->stamp_len == 16 ? c->stamp : NULL, c->msg_len);
 }
 
 /* Frame header parsed; -1 closes the connection. */
@@ -963,11 +1047,85 @@ static inline size_t header_need(const uint8_t *h)
     return 2 + (l == 126 ? 2 : l == 127 ? 8 : 0) + ((h[1] & 0x80) ? 4 : 0);
 }
 
-/* Parses received bytes in place. -1: the connection was closed. */
+/* The frame every stamped echo (and fan-out delivery) should be: unmasked header for opt.size
+ * with FIN and the text/binary opcode. Set by main() for echo without ticks and for fan-out. */
+static uint8_t fast_hdr[10];
+static size_t fast_hl, fast_flen;  /* fast_flen 0: no fast path */
+
+static void init_fast_path(void)
+{
+    if (!((opt.mode == M_ECHO && !TICKS) || opt.mode == M_FANOUT) || opt.size < 16)
+        return;
+    uint8_t h[14], k[4] = { 0 };
+    fast_hl = frame_header(h, opt.binary ? 0x82 : 0x81, (uint64_t)opt.size, k) - 4;
+    h[1] &= 0x7f;  /* the server's frames are not masked */
+    memcpy(fast_hdr, h, fast_hl);
+    fast_flen = fast_hl + (size_t)opt.size;
+}
+
+/* The accounting of k stamped messages of the expected length taken by the fast path, bad of
+ * them without a valid stamp; the latency of the others is already in the histogram if
+ * record. The same as k calls of stamped_message(). */
+static void fast_messages(conn *c, uint64_t k, uint64_t bad, int record)
+{
+    if (record)
+        hist_n += k - bad;
+    for (uint64_t i = 0; i < bad; i++) {
+        note(&log_len, "conn %d: message without a valid timestamp", (int)(c - conns));
+        errors++;
+    }
+    if (c->role == R_ECHO) {
+        if (measuring) {
+            m_msgs += k;
+            m_bytes += k * (uint64_t)opt.size;
+        }
+        c->to_send += (uint32_t)k;
+    } else {
+        uint64_t before = c->received;
+        c->received += k;
+        deliveries += k;
+        last_delivery = recv_time;
+        uint64_t limit = (uint64_t)opt.messages;
+        for (uint64_t r = before + 1; r <= c->received; r++)
+            if (r > limit) {
+                note(&log_len, "conn %d: more messages than were published", (int)(c - conns));
+                errors++;
+            }
+    }
+}
+
+/* Parses received bytes in place. -1: the connection was closed.
+ * Fast path: while the parser is between messages, every whole frame in the buffer that is
+ * byte for byte the expected header is handled right here (stamp checked and parsed, latency
+ * recorded, next echo owed) with no per-frame state or copies; anything else (control frames,
+ * fragments, frames that span reads, unexpected lengths or opcodes) takes the general parser. */
 static int parse(conn *c, const uint8_t *p, size_t n)
 {
     const uint8_t *end = p + n;
+    int fast = fast_flen && (c->role == R_SUB || (c->role == R_ECHO && !TICKS));
     while (p < end) {
+        if (fast && !c->in_payload && !c->hlen && !c->msg_active) {
+            const uint8_t *q = p;
+            uint64_t t = recv_time, k = 0, bad = 0, st;
+            int record = c->role == R_SUB || measuring;
+            while ((size_t)(end - q) >= fast_flen && q[0] == fast_hdr[0] && q[1] == fast_hdr[1]
+                   && (fast_hl == 2 || !memcmp(q + 2, fast_hdr + 2, fast_hl - 2))) {
+                if (__builtin_expect(parse_stamp(q + fast_hl, &st) == 0, 1)) {
+                    if (record)
+                        hist[hist_index(t > st ? t - st : 0)]++;
+                } else {
+                    bad++;
+                }
+                q += fast_flen;
+                k++;
+            }
+            if (k) {
+                fast_messages(c, k, bad, record);
+                p = q;
+            }
+            if (p == end)
+                break;
+        }
         if (!c->in_payload) {
             const uint8_t *h;
             if (c->hlen == 0 && end - p >= 2 && (size_t)(end - p) >= header_need(p)) {
@@ -1005,19 +1163,22 @@ static int parse(conn *c, const uint8_t *p, size_t n)
     return 0;
 }
 
-static void on_readable(conn *c)
+/* One read() into the shared buffer, and everything it holds handled.
+ * 1: read again (the read filled the buffer, or to_end and it returned data; the socket is
+ * edge-triggered); 0: done; -1: the connection was closed (or, in handshake mode, restarted). */
+static int read_once(conn *c, int to_end)
 {
     ssize_t n = read(c->fd, rbuf, RBUF_SIZE);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
-            return;
+            return errno == EINTR;
         if (c->state == ST_HANDSHAKE)
             conn_failed(c, "read", errno, 1);
         else if (c->state == ST_CLOSING)
             hs_cycle_done(c);
         else
             conn_lost(c, "read: %s", strerror(errno));
-        return;
+        return -1;
     }
     if (n == 0) {
         if (c->state == ST_HANDSHAKE)
@@ -1026,9 +1187,9 @@ static void on_readable(conn *c)
             hs_cycle_done(c);
         else
             conn_lost(c, "connection closed by the server (EOF)");
-        return;
+        return -1;
     }
-    recv_time = now_ns();
+    recv_time = now_ns();  /* one clock reading for every frame of this read */
     const uint8_t *data = rbuf;
     size_t len = (size_t)n;
     if (c->state == ST_HANDSHAKE) {
@@ -1038,21 +1199,37 @@ static void on_readable(conn *c)
         c->hs[c->hs_len] = 0;
         char *e = strstr(c->hs + (old > 3 ? old - 3 : 0), "\r\n\r\n");
         if (!e) {
-            if (c->hs_len == HS_CAP)
+            if (c->hs_len == HS_CAP) {
                 conn_failed(c, "handshake response too long", 0, 0);
-            return;
+                return -1;
+            }
+            return (size_t)n == RBUF_SIZE || to_end;
         }
         size_t head = (size_t)(e - c->hs) + 4;
         c->hs[head] = 0;
         if (check_response(c, c->hs) < 0) {
             conn_failed(c, "upgrade", 0, 0);
-            return;
+            return -1;
         }
         on_upgraded(c);
         data = rbuf + (head - old);  /* frames that came with the response */
         len -= head - old;
     }
     if (len && parse(c, data, len) < 0)
+        return -1;
+    return (size_t)n == RBUF_SIZE || to_end;
+}
+
+/* Readable (edge-triggered): read until a read comes back short (a short read took everything
+ * the socket held; later data raises a new edge) - or, when EOF or an error was reported with
+ * the event, until read() says so (it comes after the data, and no new edge would) - then send
+ * what the frames read are owed in one write. */
+static void on_readable(conn *c, uint32_t ev)
+{
+    int r, to_end = (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    while ((r = read_once(c, to_end)) > 0)
+        ;
+    if (r < 0)
         return;
     emit_pending(c);
     if (c->out_len > c->out_off && conn_flush(c) < 0) {
@@ -1150,8 +1327,8 @@ static void run_until(uint64_t deadline, int (*done)(void))
                     conn_lost(c, "write: %s", strerror(errno));
                 continue;
             }
-            if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                on_readable(c);
+            if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                on_readable(c, ev);
         }
     }
 }
@@ -1734,6 +1911,7 @@ int main(int argc, char **argv)
 
     if (TICKS && opt.mode == M_ECHO)
         prepare_deflate();
+    init_fast_path();
 
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
