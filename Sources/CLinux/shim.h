@@ -64,8 +64,10 @@ static inline int petrel_set_int_option(int fd, int level, int name, int value) 
 /* The loops' per-message system calls (read, send, sendmsg) enter the kernel directly on
    x86-64: glibc's wrappers are cancellation points, and switch asynchronous cancellation on and
    off around every call (about 20 instructions each); the loops never use cancellation. The
-   result is the same as the wrapper's: -1 with errno set on failure. Elsewhere, glibc. */
-#if defined(__x86_64__) && !defined(PETREL_LIBC_SYSCALLS)
+   result is the same as the wrapper's: -1 with errno set on failure. Elsewhere (other
+   architectures, x32, and builds that define PETREL_LIBC_SYSCALLS, as the sanitizer builds
+   do), glibc. */
+#if defined(__x86_64__) && !defined(__ILP32__) && !defined(PETREL_LIBC_SYSCALLS)
 static inline long petrel_syscall3(long number, long a, long b, long c) {
     long result;
     __asm__ volatile ("syscall" : "=a"(result) : "a"(number), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");

@@ -39,8 +39,7 @@ extension Connection {
         }
         if !self.backlogIsEmpty {
             // Keep order behind queued topic messages.
-            self.pushBacklog(.direct(kind, [UInt8](payload)))
-            self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)
+            self.pushBacklog(.direct(kind, [UInt8](payload)))  // which updates bufferedBytes
         } else {
             self.spillShared()
             // Moving topic frames into the session's buffer leaves the total as it was: what

@@ -12,6 +12,10 @@
 /// allocation holding the header and the references, or nil while empty and never used.
 /// Storage up to `keepCapacity` elements is kept when the list empties, so a busy subscriber
 /// does not allocate per message.
+///
+/// Removal releases elements before it updates the list: an element's deinit must not touch
+/// the list it is leaving. Connections and shared frames, the two kinds held, do not (their
+/// deinits free only their own storage).
 struct RefQueue<Element: AnyObject>: ~Copyable {
     private struct Header {
         var capacity: Int
