@@ -19,8 +19,9 @@ public enum UpgradeDecision: Sendable {
 
 /// Callbacks. Each runs on the connection's loop thread, never concurrently for one connection.
 /// Payload pointers are borrowed until the callback returns. Set them before starting: the loop
-/// threads read them for every event, as loop-thread state (behind a pointer, without Swift's
-/// run-time exclusivity check; see `Connection.State`).
+/// threads read them as loop-thread state (behind a pointer, without Swift's run-time
+/// exclusivity check; see `Connection.State`), `onMessage` once per read of a socket, the
+/// others for every event.
 public final class Handlers: @unchecked Sendable {
     struct Callbacks {
         var onOpen: ((Connection) -> Void)? = nil
