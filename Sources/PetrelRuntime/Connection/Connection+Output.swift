@@ -172,6 +172,7 @@ extension Connection {
                 self.pingQueued = false
                 self.awaitingPong = true
                 self.pingSentAt = self.loop.now
+                self.armTimer()
             }
             if !self.moveBacklogIntoOutput(all: false) { break }
         }

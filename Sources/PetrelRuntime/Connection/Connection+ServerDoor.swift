@@ -106,6 +106,7 @@ extension Connection {
         self.deadline = 0
         self.lastPing = self.loop.now
         self.openNotified = true
+        self.armTimer()
         ServerSentEvents.head.withUnsafeBytes { self.queuePlain($0) }
         self.loop.markDirty(self)
         self.handlers.onOpen?(self)

@@ -3,8 +3,45 @@ import Glibc
 import PetrelCore
 
 /// Timers: the handshake deadline, idle timeout, pings and pongs, and the closing deadlines,
-/// checked by the loop every `timerResolution`.
+/// checked by the loop when the connection's timer wheel entry falls due (`TimerWheel`), to the
+/// loop's `timerResolution`.
 extension Connection {
+    /// The earliest time `checkTimers` could act, from the state as it is (nil: no timer runs).
+    /// Mirrors `checkTimers` case by case; a time that is early is harmless (the check finds
+    /// nothing and the connection is armed again), a time that is late is a bug.
+    func nextTimerDue() -> UInt64? {
+        func earliest(_ a: UInt64?, _ b: UInt64) -> UInt64 { a.map { min($0, b) } ?? b }
+        switch self.phase {
+        case .connecting, .handshaking, .draining:
+            return self.deadline
+        case .open:
+            var due: UInt64? = nil
+            let interval = UInt64(self.options.pingInterval)
+            if self.eventStream {
+                if self.closeAfterFlush && self.deadline != 0 { due = self.deadline }
+                if interval > 0 && !self.closeAfterFlush { due = earliest(due, self.lastPing + interval) }
+                return due
+            }
+            if self.session.state != .open { return self.deadline != 0 ? self.deadline : nil }
+            let idle = UInt64(self.options.idleTimeout)
+            if idle > 0 { due = self.lastReceive + idle }
+            guard interval > 0 else { return due }
+            if self.awaitingPong {
+                return earliest(due, self.pingSentAt + UInt64(self.options.pongTimeout))
+            }
+            // A ping queued but not yet written arms for its pong when it is written (flush).
+            if self.pingQueued { return due }
+            return earliest(due, max(self.lastReceive, self.lastPing) + interval)
+        case .closed:
+            return nil
+        }
+    }
+
+    /// Arms the loop's timer wheel for `nextTimerDue()`.
+    func armTimer() {
+        if let due = self.nextTimerDue() { self.loop.armTimer(self, at: due) }
+    }
+
     func checkTimers(now: UInt64) {
         switch self.phase {
         case .connecting:

@@ -58,6 +58,10 @@ public final class Connection: @unchecked Sendable {
         var sharedBytes = 0
         var releaseBuffersAfterFlush = false
         var deadline: UInt64 = 0
+        /// The loop's timer wheel: the tick this connection is armed for (0: none), and its
+        /// place in that tick's slot.
+        var timerTick: UInt64 = 0
+        var timerIndex = 0
         var lastReceive: UInt64 = 0
         var lastPing: UInt64 = 0
         var pingQueued = false
@@ -177,9 +181,22 @@ public final class Connection: @unchecked Sendable {
         return e
     }
 
+    /// The handshake, connect or closing deadline (0: none). Setting one arms the loop's timer
+    /// wheel for it, so no path that sets a deadline can forget to.
     var deadline: UInt64 {
-        @inline(__always) _read { yield self.state.pointee.deadline }
-        @inline(__always) _modify { yield &self.state.pointee.deadline }
+        @inline(__always) get { self.state.pointee.deadline }
+        set {
+            self.state.pointee.deadline = newValue
+            if newValue != 0 { self.loop.armTimer(self, at: newValue) }
+        }
+    }
+    var timerTick: UInt64 {
+        @inline(__always) _read { yield self.state.pointee.timerTick }
+        @inline(__always) _modify { yield &self.state.pointee.timerTick }
+    }
+    var timerIndex: Int {
+        @inline(__always) _read { yield self.state.pointee.timerIndex }
+        @inline(__always) _modify { yield &self.state.pointee.timerIndex }
     }
     var lastReceive: UInt64 {
         @inline(__always) _read { yield self.state.pointee.lastReceive }
@@ -303,6 +320,7 @@ public final class Connection: @unchecked Sendable {
         self.lastReceive = self.loop.now
         self.lastPing = self.loop.now
         self.openNotified = true
+        self.armTimer()
         self.loop.markDirty(self)
         self.handlers.onOpen?(self)
         if self.phase == .open && leftover.count > 0 { self.parseFrames(leftover) }

@@ -58,6 +58,9 @@ final class EventLoop: @unchecked Sendable {
         var connections: [ConnectionID: Connection] = [:]
         var slots: [Slot] = []
         var dirty = RefQueue<Connection>()
+        var timers: TimerWheel<Connection>
+        /// Scratch for the connections a tick takes off the wheel.
+        var due: [Connection] = []
         var openingRequest: (ConnectionID, HandshakeRequest)? = nil
         var topics = LoopSubscribers()
         var listeners: [Listener] = []
@@ -147,7 +150,7 @@ final class EventLoop: @unchecked Sendable {
             throw .system(.thread, "timerfd")
         }
         self.state = .allocate(capacity: 1)
-        self.state.initialize(to: State())
+        self.state.initialize(to: State(timers: TimerWheel(resolution: self.timerResolution, now: monotonicMilliseconds())))
         self.epfd = ep
         self.wakeFd = wake
         self.timerFd = timer
@@ -330,6 +333,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func forget(_ c: Connection) {
+        self.state.pointee.timers.disarm(c)
         self.connections.removeValue(forKey: c.id)
         self.registry.withLock { _ = $0.removeValue(forKey: c.id) }
     }
@@ -407,8 +411,23 @@ final class EventLoop: @unchecked Sendable {
             l.paused = false
             _ = petrel_epoll_ctl(self.epfd, EPOLL_CTL_ADD, l.fd, UInt32(EPOLLIN.rawValue), UInt64(l.fd))
         }
-        for c in Array(self.connections.values) { c.checkTimers(now: self.now) }
+        self.state.pointee.timers.expire(now: self.now, into: &self.state.pointee.due)
+        for i in self.state.pointee.due.indices {
+            let c = self.state.pointee.due[i]
+            guard c.phase != .closed else { continue }
+            c.checkTimers(now: self.now)
+            c.armTimer()
+        }
+        self.state.pointee.due.removeAll(keepingCapacity: self.state.pointee.due.count <= 1024)
     }
+
+    /// Arms `c`'s timer for `due` (see `TimerWheel`).
+    func armTimer(_ c: Connection, at due: UInt64) {
+        self.state.pointee.timers.arm(c, at: due)
+    }
+
+    /// Connections armed on the wheel (for tests).
+    var armedTimers: Int { self.state.pointee.timers.armedCount }
 
     private func beginStop(grace: Int) {
         if self.stopping { return }
