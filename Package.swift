@@ -1,5 +1,12 @@
 // swift-tools-version:6.2
+import Foundation
 import PackageDescription
+
+/// ISA-L's igzip, a second permessage-deflate compressor (docs/benchmarks.md, "Compression
+/// engines"): built in when libisal-dev's header is on this machine, unless PETREL_NO_ISAL=1.
+/// Only its types come from the header; the library is opened at run time (Deflate/Isal.swift).
+let withIsal = FileManager.default.fileExists(atPath: "/usr/include/isa-l/igzip_lib.h")
+    && ProcessInfo.processInfo.environment["PETREL_NO_ISAL"] != "1"
 
 let coreSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
@@ -21,13 +28,14 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLinux"),
+        .systemLibrary(name: "CIsal", providers: [.apt(["libisal-dev"])]),
         // hiredis, for the Redis Streams engine: linked statically (libpetrel.so gains no runtime
         // dependency, and its version script keeps hiredis's symbols private).
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .target(
             name: "PetrelCore",
-            dependencies: ["CZlib", "COpenSSL", "CLinux"],
-            swiftSettings: coreSettings
+            dependencies: ["CZlib", "COpenSSL", "CLinux"] + (withIsal ? ["CIsal"] : []),
+            swiftSettings: coreSettings + (withIsal ? [.define("PETREL_ISAL")] : [])
         ),
         .target(
             name: "PetrelRuntime",

@@ -9,13 +9,15 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 # chromium and its driver are for the stock page's browser tests; socat, tinyproxy and
-# dante-server for TLS and proxy tests; redis-server and nginx for the cluster.
-bash tools/apt.sh pkg-config zlib1g-dev libssl-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server nginx
+# dante-server for TLS and proxy tests; redis-server and nginx for the cluster; libisal-dev for
+# the second compression engine (built in when present; PETREL_REQUIRE_ISAL makes its absence fail).
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libisal-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server nginx
 
 step "python venv (.venv, pinned in tools/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tools/requirements.txt
 export PETREL_PYTHON="$root/.venv/bin/python"
+export PETREL_REQUIRE_ISAL=1
 
 step "source rules"
 # PetrelCore is sans-I/O and portable: no Foundation, and no existentials on its paths.

@@ -1,6 +1,7 @@
 // petrel-echo: echoes every message back, as conformance, interop and benchmark runs need.
 // Flags: --host H --port P --threads N --no-compression --max-message-size BYTES --compress-min BYTES
 //        --compress-window-bits 8-15 --compress-memory-level 1-9 --compress-level 1-9
+//        --compress-engine automatic|zlib|isal (the compressor; see DeflateEngine)
 //        --deflate (keep the compression context between messages) --tls-cert PEM --tls-key PEM (wss://)
 //        --engine URL (topics through Redis Streams: redis://host:port or a Unix socket path;
 //        default: in-process)
@@ -11,7 +12,7 @@ import PetrelCore
 import PetrelRuntime
 
 func usage() -> Never {
-    print("usage: petrel-echo [--host H] [--port P] [--threads N] [--no-compression] [--deflate] [--max-message-size BYTES] [--compress-min BYTES] [--compress-window-bits N] [--compress-memory-level N] [--compress-level N] [--tls-cert PEM --tls-key PEM] [--engine URL]")
+    print("usage: petrel-echo [--host H] [--port P] [--threads N] [--no-compression] [--deflate] [--max-message-size BYTES] [--compress-min BYTES] [--compress-window-bits N] [--compress-memory-level N] [--compress-level N] [--compress-engine automatic|zlib|isal] [--tls-cert PEM --tls-key PEM] [--engine URL]")
     exit(2)
 }
 
@@ -46,6 +47,7 @@ while let flag = args.popFirst() {
     case "--compress-window-bits": configuration.compression?.localMaxWindowBits = Int(value()) ?? { usage() }()
     case "--compress-memory-level": configuration.compression?.memoryLevel = Int(value()) ?? { usage() }()
     case "--compress-level": configuration.compression?.compressionLevel = Int(value()) ?? { usage() }()
+    case "--compress-engine": configuration.compression?.engine = DeflateEngine(rawValue: value()) ?? { usage() }()
     case "--tls-cert": tlsCert = value()
     case "--tls-key": tlsKey = value()
     case "--engine":
@@ -100,6 +102,9 @@ do {
     try server.stopOnSignals(grace: 2_000)
     try server.start()
     if configuration.engine != .inProcess { print("petrel-echo: topics through \(configuration.engine)") }
+    if let c = configuration.compression {
+        print("petrel-echo compresses with \(c.compressor == .isal ? "ISA-L" : "zlib")")
+    }
     print("petrel-echo listening\(configuration.tls == nil ? "" : " (TLS)") on \(configuration.host):\(server.port)")
     fflush(nil)
     while server.isRunning { sleep(1) }

@@ -6,34 +6,34 @@ import CZlib
 struct DeflateCodec {
     let compression: Compression
     let pool: ZlibPool?
-    var deflater: DeflateStream?
+    var deflater: (any Deflater)?
     var inflater: InflateStream?
     /// The current message's deflate stream reached a final block: the rest of its data is ignored.
     var inflateEnded = false
 
+    /// The compressor this session uses, engine chosen once.
+    let deflateKey: DeflateStream.Key
+
     init(compression: Compression, pool: ZlibPool?) {
         self.compression = compression
         self.pool = pool
+        self.deflateKey = compression.options.deflaterKey(windowBits: compression.parameters.localMaxWindowBits)
     }
 
-    var minimumSize: Int { self.compression.options.minimumSize }
 
-    private var deflateKey: DeflateStream.Key {
-        DeflateStream.Key(
-            windowBits: self.compression.parameters.localMaxWindowBits,
-            memoryLevel: self.compression.options.memoryLevel, level: self.compression.options.compressionLevel)
-    }
-
-    /// Compresses one whole message into `out`.
-    mutating func compressMessage(_ payload: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
-        let d = self.deflater ?? self.pool?.takeDeflater(self.deflateKey) ?? DeflateStream(self.deflateKey)
+    /// Compresses one whole message into `out`, unless it is shorter than `minimumSize`: false then,
+    /// and `out` is untouched.
+    mutating func compressMessage(_ payload: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool {
+        guard payload.count >= self.compression.options.minimumSize else { return false }
+        let d = self.deflater ?? self.pool?.takeDeflater(self.deflateKey) ?? makeDeflater(self.deflateKey)
         d.compressMessage(payload, into: &out)
         self.finishedCompressing(d)
+        return true
     }
 
     /// Compresses one fragment of a streamed message; the last one loses its `00 00 ff ff`.
     mutating func compressFragment(_ payload: UnsafeRawBufferPointer, isFinal: Bool, into out: inout ByteBuffer) {
-        let d = self.deflater ?? self.pool?.takeDeflater(self.deflateKey) ?? DeflateStream(self.deflateKey)
+        let d = self.deflater ?? self.pool?.takeDeflater(self.deflateKey) ?? makeDeflater(self.deflateKey)
         if isFinal {
             d.compressMessage(payload, into: &out)
             self.finishedCompressing(d)
@@ -43,7 +43,7 @@ struct DeflateCodec {
         }
     }
 
-    private mutating func finishedCompressing(_ d: DeflateStream) {
+    private mutating func finishedCompressing(_ d: any Deflater) {
         if self.compression.parameters.localNoContextTakeover {
             if let pool = self.pool {
                 pool.give(d)
@@ -143,8 +143,7 @@ extension PerMessageDeflate {
     public static func encodeStandaloneFrame(
         _ kind: MessageKind, _ payload: UnsafeRawBufferPointer, windowBits: Int, options: DeflateOptions, pool: ZlibPool
     ) -> [UInt8] {
-        let key = DeflateStream.Key(windowBits: windowBits, memoryLevel: options.memoryLevel, level: options.compressionLevel)
-        let d = pool.takeDeflater(key)
+        let d = pool.takeDeflater(options.deflaterKey(windowBits: windowBits))
         var body = ByteBuffer()
         d.compressMessage(payload, into: &body)
         pool.give(d)

@@ -4,6 +4,8 @@
 /// `server_*` parameters when we are the server, `client_*` when the client); *remote* is the
 /// peer's compressor, whose output we inflate.
 
+import Glibc
+
 /// What this endpoint allows and prefers.
 public struct DeflateOptions: Hashable, Sendable {
     /// Reset our compressor after every message (less memory, less compression). A server also
@@ -22,8 +24,71 @@ public struct DeflateOptions: Hashable, Sendable {
     public var compressionLevel = 1
     /// Messages shorter than this are sent uncompressed (RSV1 clear).
     public var minimumSize = 32
+    /// The library that compresses what we send (zlib always inflates what we receive).
+    public var engine = DeflateEngine.automatic
 
     public init() {}
+
+    /// The engine that compresses with these options on this machine: `.zlib` or `.isal`.
+    public var compressor: DeflateEngine {
+        self.engine.resolved(compressionLevel: self.compressionLevel) == .isal ? .isal : .zlib
+    }
+
+    /// The compressor these options give for a window: the engine is resolved here, once.
+    func deflaterKey(windowBits: Int) -> DeflateStream.Key {
+        DeflateStream.Key(
+            windowBits: windowBits, memoryLevel: self.memoryLevel, level: self.compressionLevel,
+            engine: self.engine.resolved(compressionLevel: self.compressionLevel))
+    }
+}
+
+/// Which library compresses outgoing messages. Both produce plain raw deflate that any
+/// permessage-deflate peer inflates; they differ in cost and memory (docs/benchmarks.md,
+/// "Compression engines").
+public enum DeflateEngine: String, Hashable, Sendable, CaseIterable {
+    /// ISA-L when it is available and `compressionLevel` is 1 (the default), zlib otherwise. The
+    /// environment variable `PETREL_DEFLATE_ENGINE` (`zlib` or `isal`), read once per process,
+    /// overrides this choice, and only this one.
+    case automatic
+    /// zlib at `compressionLevel` and `memoryLevel`.
+    case zlib
+    /// ISA-L's igzip at its level 0 with its static Huffman table (`compressionLevel` and
+    /// `memoryLevel` do not apply); zlib where ISA-L is not available.
+    case isal
+
+    enum Resolved: Hashable { case zlib, isal }
+
+    /// ISA-L can compress here: Petrel was built with libisal-dev's header and `libisal.so.2` loads.
+    public static var isalAvailable: Bool {
+        #if PETREL_ISAL
+        return IsalLibrary.shared != nil
+        #else
+        return false
+        #endif
+    }
+
+    /// `PETREL_DEFLATE_ENGINE`, when set to an engine's name.
+    static let fromEnvironment: DeflateEngine? = {
+        guard let value = getenv("PETREL_DEFLATE_ENGINE") else { return nil }
+        return DeflateEngine(rawValue: String(cString: value))
+    }()
+
+    /// The engine that will compress. Only `automatic` looks at the environment.
+    public var effective: DeflateEngine {
+        switch self {
+        case .automatic: return DeflateEngine.fromEnvironment.map { $0 == .automatic ? self : $0 } ?? self
+        default: return self
+        }
+    }
+
+    func resolved(compressionLevel: Int) -> Resolved {
+        guard DeflateEngine.isalAvailable else { return .zlib }
+        switch self.effective {
+        case .zlib: return .zlib
+        case .isal: return .isal
+        case .automatic: return compressionLevel <= 1 ? .isal : .zlib
+        }
+    }
 }
 
 /// The parameters both ends agreed to.

@@ -1,15 +1,44 @@
 import CZlib
 
+/// A raw-deflate compressor of one engine (zlib here, ISA-L in Isal.swift) with a sync flush per call.
+protocol Deflater: AnyObject {
+    var key: DeflateStream.Key { get }
+    /// Forgets the history (the next message refers to nothing before it).
+    func reset()
+    /// Compresses `input` with a sync flush, leaving the empty stored block at the end.
+    func compress(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer)
+}
+
+extension Deflater {
+    /// Compresses `input` as one whole message into `out` (RFC 7692 §7.2.1): a sync flush, then the
+    /// trailing `00 00 ff ff` removed.
+    func compressMessage(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+        self.compress(input, into: &out)
+        // A sync flush always ends in an empty stored block: 00 00 ff ff.
+        out.trimEnd(4)
+    }
+}
+
+/// A compressor for `key`: ISA-L's when the key asks for it and the library loads, else zlib's.
+func makeDeflater(_ key: DeflateStream.Key) -> any Deflater {
+    #if PETREL_ISAL
+    if key.engine == .isal, let s = IsalStream(key) { return s }
+    #endif
+    return DeflateStream(key)
+}
+
 /// One zlib raw-deflate compressor. The `z_stream` lives at a fixed address (zlib keeps a pointer
 /// back to it), allocated here and released in `deinit`.
-final class DeflateStream {
+final class DeflateStream: Deflater {
     let z: UnsafeMutablePointer<z_stream>
     let key: DeflateStream.Key
 
+    /// What a compressor is made for: streams with equal keys are interchangeable in a pool.
     struct Key: Hashable {
         var windowBits: Int
         var memoryLevel: Int
         var level: Int
+        var engine: DeflateEngine.Resolved = .zlib
     }
 
     /// Window 8 cannot be had from zlib's raw deflate; it is honoured with window 9 and Huffman-only
@@ -33,15 +62,6 @@ final class DeflateStream {
 
     func reset() { deflateReset(self.z) }
 
-    /// Compresses `input` as one whole message into `out` (RFC 7692 §7.2.1): a sync flush, then the
-    /// trailing `00 00 ff ff` removed.
-    func compressMessage(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
-        self.compress(input, into: &out)
-        // A sync flush always ends in an empty stored block: 00 00 ff ff.
-        out.trimEnd(4)
-    }
-
-    /// Compresses `input` with a sync flush, leaving the empty stored block at the end.
     func compress(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
         let z = self.z
         z.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: UInt8.self))
@@ -100,7 +120,7 @@ final class InflateStream {
 /// messages, so that neither an idle connection holds zlib memory nor a busy one pays for
 /// `deflateInit` on every message. Not thread-safe: one pool per thread (per event loop).
 public final class ZlibPool {
-    private var deflaters: [DeflateStream.Key: [DeflateStream]] = [:]
+    private var deflaters: [DeflateStream.Key: [any Deflater]] = [:]
     private var inflaters: [Int: [InflateStream]] = [:]
     /// Streams kept per kind; more are freed when returned.
     public let capacity: Int
@@ -109,12 +129,12 @@ public final class ZlibPool {
         self.capacity = capacity
     }
 
-    func takeDeflater(_ key: DeflateStream.Key) -> DeflateStream {
+    func takeDeflater(_ key: DeflateStream.Key) -> any Deflater {
         if let s = self.deflaters[key]?.popLast() { return s }
-        return DeflateStream(key)
+        return makeDeflater(key)
     }
 
-    func give(_ s: DeflateStream) {
+    func give(_ s: any Deflater) {
         s.reset()
         if self.deflaters[s.key, default: []].count < self.capacity { self.deflaters[s.key, default: []].append(s) }
     }

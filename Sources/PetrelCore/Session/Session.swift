@@ -245,7 +245,7 @@ public struct Session: ~Copyable {
         if opcode.isReserved { return .reservedOpcode }
         if b0 & 0x30 != 0 { return .reservedBits }
         // RFC 7692 §6: RSV1 marks a compressed message, on its first frame only.
-        if b0 & 0x40 != 0 && (self.codec == nil || opcode.isControl || opcode == .continuation) { return .reservedBits }
+        if b0 & 0x40 != 0 && (!self.isCompressing || opcode.isControl || opcode == .continuation) { return .reservedBits }
         if opcode.isControl {
             // §5.5: control frames are never fragmented and carry at most 125 bytes.
             if b0 & 0x80 == 0 { return .fragmentedControlFrame }
@@ -335,14 +335,15 @@ public struct Session: ~Copyable {
     mutating func compressedChunk(_ bytes: UnsafeRawBufferPointer, endsMessage: Bool) -> Event? {
         let limit = self.configuration.maxMessageSize
         let isText = self.messageOpcode == .text
-        if var codec = self.codec.take() {
-            var error = codec.inflate(
+        // The codec is changed where it lies (`self.codec!`): taking it out and putting it back
+        // copied it, retaining and releasing its three streams, per message.
+        if self.isCompressing {
+            var error = self.codec!.inflate(
                 bytes, into: &self.message, produced: &self.messageInflated, limit: limit, utf8: &self.utf8, isText: isText)
             if error == nil && endsMessage {
-                error = codec.finishInflating(
+                error = self.codec!.finishInflating(
                     into: &self.message, produced: &self.messageInflated, limit: limit, utf8: &self.utf8, isText: isText)
             }
-            self.codec = codec
             if let error { return self.fail(error) }
         }
         guard endsMessage else { return nil }
@@ -428,20 +429,15 @@ public struct Session: ~Copyable {
     ) throws(UsageError) {
         try self.checkCanSend()
         if self.sendingFragmented { throw .messageInProgress }
-        if self.codec == nil && payload.count <= fragmentSize {
+        if !self.isCompressing && payload.count <= fragmentSize {
             // Uncompressed and whole: one frame.
             self.writeFrame(fin: true, opcode: kind.opcode, payload)
             return
         }
-        if compress, var codec = self.codec.take() {
-            if payload.count >= codec.minimumSize {
-                codec.compressMessage(payload, into: &self.scratch)
-                self.codec = codec
-                self.writeFragments(kind, self.scratch.readable, fragmentSize: fragmentSize, compressed: true)
-                self.scratch.clear(keepingUpTo: Session.keepBufferBytes)
-                return
-            }
-            self.codec = codec
+        if compress, self.isCompressing, self.codec!.compressMessage(payload, into: &self.scratch) {
+            self.writeFragments(kind, self.scratch.readable, fragmentSize: fragmentSize, compressed: true)
+            self.scratch.clear(keepingUpTo: Session.keepBufferBytes)
+            return
         }
         self.writeFragments(kind, payload, fragmentSize: fragmentSize, compressed: false)
     }
@@ -465,9 +461,8 @@ public struct Session: ~Copyable {
         try self.checkCanSend()
         let first = !self.sendingFragmented
         self.sendingFragmented = !isFinal
-        if var codec = self.codec.take() {
-            codec.compressFragment(payload, isFinal: isFinal, into: &self.scratch)
-            self.codec = codec
+        if self.isCompressing {
+            self.codec!.compressFragment(payload, isFinal: isFinal, into: &self.scratch)
             self.writeFrame(fin: isFinal, rsv1: first, opcode: first ? kind.opcode : .continuation, self.scratch.readable)
             self.scratch.clear(keepingUpTo: Session.keepBufferBytes)
             return
