@@ -9,7 +9,7 @@
  * Run, e.g.:
  *   petrel-load --port 9301 --mode echo --conns 100 --window 16 --size 20 --seconds 5
  *   petrel-load --port 9301 --mode echo --conns 10 --window 4 --size 16384 --binary
- *   petrel-load --port 9301 --mode echo --conns 50 --window 8 --deflate [--ticks FILE]
+ *   petrel-load --port 9301 --mode echo --conns 50 --window 8 --deflate [--client-context] [--ticks FILE]
  *   petrel-load --port 9301 --mode fanout --conns 1000 --messages 1000 --size 100 --interval-us 1000
  *   petrel-load --port 9301 --mode handshake --conns 50 --seconds 5
  *   petrel-load --port 9301 --mode idle --conns 10000 --server-pid PID [--deflate]
@@ -19,7 +19,12 @@
  *   echo       each connection keeps --window messages outstanding; an echo received sends the
  *              next one. Reports echoes/s, MB/s (payload, one way), latency percentiles, cpu.
  *              With --deflate: permessage-deflate, stock-tick JSON payloads compressed once at
- *              start-up, replies inflated and checked by length (no latency figures).
+ *              start-up, replies inflated and checked by length (no latency figures). Each line
+ *              is compressed on its own, unless --client-context: then the lines are one
+ *              compressed stream, as a browser keeps its context, sent in order from the first
+ *              by every connection (the first line refers to nothing before it, so the stream
+ *              may start over; a server that answers client_no_context_takeover or a client
+ *              window under 15 bits is refused).
  *   fanout     --conns subscribers on /sub, one publisher on /pub sending --messages stamped
  *              messages every --interval-us; reports deliveries, losses, latency percentiles.
  *   handshake  --conns concurrent cycles of connect, upgrade, close handshake, RST.
@@ -117,6 +122,7 @@ static struct {
     int server_pid;
     int inflight;
     int plain_ticks;      /* echo the tick lines uncompressed (the deflate scenario's baseline) */
+    int client_context;   /* --deflate: the lines compressed as one stream (client context kept) */
 } opt = { "127.0.0.1", 9001, M_ECHO, 100, -1, 1.0, "/", 16, -1, 0, 0, NULL, 1000, 1000, 0, 200, 0 };
 
 /* Echo of stock-tick lines: compressed (--deflate) or as they are (--plain-ticks). */
@@ -137,6 +143,8 @@ static void usage(FILE *f)
         "  --inflight N        connections being set up at once (default 200)\n"
         "echo:     --window W (default 16) --size S (>= 16, default 20) --binary\n"
         "          --deflate [--ticks FILE]  permessage-deflate with stock-tick JSON lines\n"
+        "          --client-context          with --deflate: keep the compression context between\n"
+        "                                    messages, as browsers do (lines sent in order)\n"
         "          --plain-ticks [--ticks FILE]  the same lines uncompressed (the baseline)\n"
         "fanout:   --messages M (default 1000) --size S (default 100) --interval-us U (default 1000)\n"
         "idle:     --server-pid PID  --deflate (offer permessage-deflate)\n");
@@ -690,6 +698,12 @@ static int check_response(conn *c, char *head)
                         if (bits < 8 || bits > 15 || ((size_t)1 << bits) < max_line_len)
                             die("server asked for client_max_window_bits=%d: the pre-compressed lines "
                                 "(up to %zu bytes) need a larger window", bits, max_line_len);
+                        if (opt.client_context && bits < 15)
+                            die("server asked for client_max_window_bits=%d: --client-context "
+                                "compressed the lines with a 15-bit window", bits);
+                    } else if (!strcasecmp(tok, "client_no_context_takeover") && opt.client_context) {
+                        die("server asked for client_no_context_takeover: --client-context cannot "
+                            "keep its context");
                     }
                 }
             }
@@ -1400,7 +1414,8 @@ static void prepare_deflate(void)
         size_t cl = l;
         uint8_t b0 = 0x81;
         if (!opt.plain_ticks) {
-            deflateReset(&d);
+            if (!opt.client_context)
+                deflateReset(&d);
             d.next_in = (Bytef *)lines[i];
             d.avail_in = (uInt)l;
             d.next_out = tmp;
@@ -1489,7 +1504,8 @@ static int mode_echo(void)
             c->fifo = malloc(sizeof *c->fifo * (size_t)opt.window);
             if (!c->fifo)
                 die("out of memory");
-            c->cursor = (uint32_t)((uint64_t)i * 997 % (uint64_t)nlines);
+            /* Spread over the lines; with one compressed stream every connection starts it. */
+            c->cursor = opt.client_context ? 0 : (uint32_t)((uint64_t)i * 997 % (uint64_t)nlines);
         } else {
             build_template(c, opt.size, opt.binary);
         }
@@ -1530,6 +1546,8 @@ static int mode_echo(void)
         json_str("ticks", opt.ticks);
     if (opt.plain_ticks)
         printf("\"plain_ticks\":true,");
+    if (opt.client_context)
+        printf("\"client_context\":true,");
     if (TICKS)
         printf("\"deflate\":%s,", opt.deflate ? "true" : "false");
     if (TICKS)
@@ -1762,6 +1780,7 @@ static void parse_args(int argc, char **argv)
         if (!strcmp(f, "--binary")) { opt.binary = 1; continue; }
         if (!strcmp(f, "--deflate")) { opt.deflate = 1; continue; }
         if (!strcmp(f, "--plain-ticks")) { opt.plain_ticks = 1; continue; }
+        if (!strcmp(f, "--client-context")) { opt.client_context = 1; continue; }
         if (i + 1 >= argc) {
             usage(stderr);
             die("%s: missing value or unknown flag", f);
@@ -1804,6 +1823,8 @@ static void parse_args(int argc, char **argv)
     }
     if (opt.deflate && opt.mode != M_ECHO && opt.mode != M_IDLE)
         die("--deflate applies to echo and idle modes");
+    if (opt.client_context && (!opt.deflate || opt.mode != M_ECHO))
+        die("--client-context needs --deflate in echo mode");
 }
 
 int main(int argc, char **argv)
