@@ -6,18 +6,23 @@ import CZlib
 struct DeflateCodec {
     let compression: Compression
     let pool: ZlibPool?
-    var deflater: (any Deflater)?
+    var deflater: Deflater?
     var inflater: InflateStream?
     /// The current message's deflate stream reached a final block: the rest of its data is ignored.
     var inflateEnded = false
-
-    /// The compressor this session uses, engine chosen once.
-    let deflateKey: DeflateStream.Key
+    /// The compressor's engine, chosen once (one byte here: every connection carries the codec).
+    let engine: DeflateEngine.Resolved
 
     init(compression: Compression, pool: ZlibPool?) {
         self.compression = compression
         self.pool = pool
-        self.deflateKey = compression.options.deflaterKey(windowBits: compression.parameters.localMaxWindowBits)
+        self.engine = compression.options.engine.resolved(compressionLevel: compression.options.compressionLevel)
+    }
+
+    private var deflateKey: Deflater.Key {
+        Deflater.Key(
+            windowBits: self.compression.parameters.localMaxWindowBits, memoryLevel: self.compression.options.memoryLevel,
+            level: self.compression.options.compressionLevel, engine: self.engine)
     }
 
 
@@ -43,7 +48,7 @@ struct DeflateCodec {
         }
     }
 
-    private mutating func finishedCompressing(_ d: any Deflater) {
+    private mutating func finishedCompressing(_ d: Deflater) {
         if self.compression.parameters.localNoContextTakeover {
             if let pool = self.pool {
                 pool.give(d)

@@ -41,12 +41,11 @@ struct IsalLibrary: @unchecked Sendable {
 /// stream (about 82 KiB, its hash table and history inline) lives at a fixed, 64-byte aligned
 /// address, allocated here and released in `deinit`.
 final class IsalStream: Deflater {
-    let key: DeflateStream.Key
     private let library: IsalLibrary
     private let s: UnsafeMutablePointer<isal_zstream>
 
     /// nil without the library.
-    init?(_ key: DeflateStream.Key) {
+    init?(_ key: Deflater.Key) {
         guard let library = IsalLibrary.shared else { return nil }
         var raw: UnsafeMutableRawPointer? = nil
         guard posix_memalign(&raw, 64, MemoryLayout<isal_zstream>.size) == 0, let raw else {
@@ -54,18 +53,19 @@ final class IsalStream: Deflater {
         }
         // Zeroed once: igzip clears what it uses lazily, and valgrind should see no undefined read.
         memset(raw, 0, MemoryLayout<isal_zstream>.size)
-        self.key = key
+        let s = raw.bindMemory(to: isal_zstream.self, capacity: 1)
         self.library = library
-        self.s = raw.bindMemory(to: isal_zstream.self, capacity: 1)
-        library.initialize(self.s)
-        self.s.pointee.level = 0
-        self.s.pointee.gzip_flag = UInt16(IGZIP_DEFLATE)
+        self.s = s
+        library.initialize(s)
+        s.pointee.level = 0
+        s.pointee.gzip_flag = UInt16(IGZIP_DEFLATE)
         // The window the peer agreed to, 8–15: igzip never refers further back than 2^hist_bits.
-        self.s.pointee.hist_bits = UInt16(key.windowBits)
-        self.s.pointee.flush = UInt16(SYNC_FLUSH)
-        self.s.pointee.end_of_stream = 0
-        let rc = library.setHufftables(self.s, nil, Int32(IGZIP_HUFFTABLE_STATIC))
+        s.pointee.hist_bits = UInt16(key.windowBits)
+        s.pointee.flush = UInt16(SYNC_FLUSH)
+        s.pointee.end_of_stream = 0
+        let rc = library.setHufftables(s, nil, Int32(IGZIP_HUFFTABLE_STATIC))
         precondition(rc == COMP_OK, "isal_deflate_set_hufftables failed (\(rc))")
+        super.init(key: key)
     }
 
     deinit {
@@ -73,9 +73,9 @@ final class IsalStream: Deflater {
     }
 
     /// Forgets the history; keeps level, window, flush and table (isal_deflate_reset's contract).
-    func reset() { self.library.reset(self.s) }
+    override func reset() { self.library.reset(self.s) }
 
-    func compress(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+    override func compress(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
         let s = self.s
         s.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: UInt8.self))
         s.pointee.avail_in = UInt32(input.count)

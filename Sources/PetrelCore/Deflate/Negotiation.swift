@@ -13,6 +13,9 @@ public struct DeflateOptions: Hashable, Sendable {
     public var localNoContextTakeover = false
     /// Ask the peer to reset its compressor after every message, so we hold no inflate state between messages.
     public var remoteNoContextTakeover = false
+    /// The library that compresses what we send (zlib always inflates what we receive). Declared
+    /// here, next to the flags, where it takes no room of its own.
+    public var engine = DeflateEngine.automatic
     /// Our compressor's LZ77 window, 8–15 bits. A window of 8 is honoured with Huffman-only
     /// coding (zlib's raw deflate has no 256-byte window).
     public var localMaxWindowBits = 15
@@ -24,8 +27,6 @@ public struct DeflateOptions: Hashable, Sendable {
     public var compressionLevel = 1
     /// Messages shorter than this are sent uncompressed (RSV1 clear).
     public var minimumSize = 32
-    /// The library that compresses what we send (zlib always inflates what we receive).
-    public var engine = DeflateEngine.automatic
 
     public init() {}
 
@@ -35,8 +36,8 @@ public struct DeflateOptions: Hashable, Sendable {
     }
 
     /// The compressor these options give for a window: the engine is resolved here, once.
-    func deflaterKey(windowBits: Int) -> DeflateStream.Key {
-        DeflateStream.Key(
+    func deflaterKey(windowBits: Int) -> Deflater.Key {
+        Deflater.Key(
             windowBits: windowBits, memoryLevel: self.memoryLevel, level: self.compressionLevel,
             engine: self.engine.resolved(compressionLevel: self.compressionLevel))
     }

@@ -1,18 +1,33 @@
 import CZlib
 
-/// A raw-deflate compressor of one engine (zlib here, ISA-L in Isal.swift) with a sync flush per call.
-protocol Deflater: AnyObject {
-    var key: DeflateStream.Key { get }
-    /// Forgets the history (the next message refers to nothing before it).
-    func reset()
-    /// Compresses `input` with a sync flush, leaving the empty stored block at the end.
-    func compress(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer)
-}
+/// A raw-deflate compressor with a sync flush per call: one subclass per engine (`DeflateStream`
+/// for zlib, `IsalStream` for ISA-L). A class rather than a protocol so that a session holds one
+/// in a single reference (8 bytes, where an existential takes 16: every connection carries the
+/// codec inline, compressing or not).
+class Deflater {
+    let key: Key
 
-extension Deflater {
+    /// What a compressor is made for: streams with equal keys are interchangeable in a pool.
+    struct Key: Hashable {
+        var windowBits: Int
+        var memoryLevel: Int
+        var level: Int
+        var engine: DeflateEngine.Resolved = .zlib
+    }
+
+    init(key: Key) { self.key = key }
+
+    /// Forgets the history (the next message refers to nothing before it). Each engine's own.
+    func reset() { preconditionFailure("\(type(of: self)) does not implement reset") }
+
+    /// Compresses `input` with a sync flush, leaving the empty stored block at the end. Each engine's own.
+    func compress(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+        preconditionFailure("\(type(of: self)) does not implement compress")
+    }
+
     /// Compresses `input` as one whole message into `out` (RFC 7692 §7.2.1): a sync flush, then the
     /// trailing `00 00 ff ff` removed.
-    func compressMessage(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+    final func compressMessage(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
         self.compress(input, into: &out)
         // A sync flush always ends in an empty stored block: 00 00 ff ff.
         out.trimEnd(4)
@@ -20,7 +35,7 @@ extension Deflater {
 }
 
 /// A compressor for `key`: ISA-L's when the key asks for it and the library loads, else zlib's.
-func makeDeflater(_ key: DeflateStream.Key) -> any Deflater {
+func makeDeflater(_ key: Deflater.Key) -> Deflater {
     #if PETREL_ISAL
     if key.engine == .isal, let s = IsalStream(key) { return s }
     #endif
@@ -31,20 +46,8 @@ func makeDeflater(_ key: DeflateStream.Key) -> any Deflater {
 /// back to it), allocated here and released in `deinit`.
 final class DeflateStream: Deflater {
     let z: UnsafeMutablePointer<z_stream>
-    let key: DeflateStream.Key
 
-    /// What a compressor is made for: streams with equal keys are interchangeable in a pool.
-    struct Key: Hashable {
-        var windowBits: Int
-        var memoryLevel: Int
-        var level: Int
-        var engine: DeflateEngine.Resolved = .zlib
-    }
-
-    /// Window 8 cannot be had from zlib's raw deflate; it is honoured with window 9 and Huffman-only
-    /// coding, which emits no back-references at all and so suits any inflater window.
     init(_ key: Key) {
-        self.key = key
         self.z = .allocate(capacity: 1)
         self.z.initialize(to: z_stream())
         let huffmanOnly = key.windowBits < 9
@@ -53,6 +56,7 @@ final class DeflateStream: Deflater {
             huffmanOnly ? Z_HUFFMAN_ONLY : Z_DEFAULT_STRATEGY)
         // Only Z_MEM_ERROR is possible with parameters validated by negotiation.
         precondition(rc == Z_OK, "deflateInit2 failed (\(rc)): out of memory")
+        super.init(key: key)
     }
 
     deinit {
@@ -60,9 +64,9 @@ final class DeflateStream: Deflater {
         self.z.deallocate()
     }
 
-    func reset() { deflateReset(self.z) }
+    override func reset() { deflateReset(self.z) }
 
-    func compress(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+    override func compress(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
         let z = self.z
         z.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: UInt8.self))
         z.pointee.avail_in = UInt32(input.count)
@@ -120,7 +124,7 @@ final class InflateStream {
 /// messages, so that neither an idle connection holds zlib memory nor a busy one pays for
 /// `deflateInit` on every message. Not thread-safe: one pool per thread (per event loop).
 public final class ZlibPool {
-    private var deflaters: [DeflateStream.Key: [any Deflater]] = [:]
+    private var deflaters: [Deflater.Key: [Deflater]] = [:]
     private var inflaters: [Int: [InflateStream]] = [:]
     /// Streams kept per kind; more are freed when returned.
     public let capacity: Int
@@ -129,12 +133,12 @@ public final class ZlibPool {
         self.capacity = capacity
     }
 
-    func takeDeflater(_ key: DeflateStream.Key) -> any Deflater {
+    func takeDeflater(_ key: Deflater.Key) -> Deflater {
         if let s = self.deflaters[key]?.popLast() { return s }
         return makeDeflater(key)
     }
 
-    func give(_ s: any Deflater) {
+    func give(_ s: Deflater) {
         s.reset()
         if self.deflaters[s.key, default: []].count < self.capacity { self.deflaters[s.key, default: []].append(s) }
     }

@@ -37,9 +37,14 @@ extension Connection {
         }
     }
 
-    /// Arms the loop's timer wheel for `nextTimerDue()`.
+    /// Arms the loop's timer wheel for `nextTimerDue()`, or takes the connection off it when no
+    /// timer runs (an opened connection leaves its handshake deadline's slot at once).
     func armTimer() {
-        if let due = self.nextTimerDue() { self.loop.armTimer(self, at: due) }
+        if let due = self.nextTimerDue() {
+            self.loop.armTimer(self, at: due)
+        } else if self.timerTick != 0 {
+            self.loop.disarmTimer(self)
+        }
     }
 
     func checkTimers(now: UInt64) {

@@ -47,24 +47,21 @@ public final class Connection: @unchecked Sendable {
     ///   loop's subscriber lists into another connection's `subscriptionMoved`.
     struct State: ~Copyable {
         var fd: Int32
+        var timerIndex: Int32 = 0
         var handlers: Handlers
         var phase: Phase
         var handshakeBox: ServerHandshakeBox? = nil
         var session: Session
-        var eventStream = false
         var subscriptions: [Subscription] = []
         var sharedOut = RefQueue<SharedFrame>()
         var sharedHead = 0
         var sharedBytes = 0
-        var releaseBuffersAfterFlush = false
         var deadline: UInt64 = 0
-        /// The loop's timer wheel: the tick this connection is armed for (0: none), and its
-        /// place in that tick's slot.
+        /// The loop's timer wheel: the tick this connection is armed for (0: none); its place
+        /// in that tick's slot is `timerIndex`, next to `fd` where it takes no room.
         var timerTick: UInt64 = 0
-        var timerIndex = 0
         var lastReceive: UInt64 = 0
         var lastPing: UInt64 = 0
-        var pingQueued = false
         var pingSentAt: UInt64 = 0
         var awaitingPong = false
         var isDirty = false
@@ -78,6 +75,10 @@ public final class Connection: @unchecked Sendable {
         var closedFirst = false
         var wantsTLS = false
         var refusedPlaintext = false
+        // Flags together at the end: a Bool between two 8-byte fields costs 8 bytes.
+        var eventStream = false
+        var releaseBuffersAfterFlush = false
+        var pingQueued = false
     }
 
     deinit {
@@ -195,8 +196,8 @@ public final class Connection: @unchecked Sendable {
         @inline(__always) _modify { yield &self.state.pointee.timerTick }
     }
     var timerIndex: Int {
-        @inline(__always) _read { yield self.state.pointee.timerIndex }
-        @inline(__always) _modify { yield &self.state.pointee.timerIndex }
+        @inline(__always) get { Int(self.state.pointee.timerIndex) }
+        @inline(__always) set { self.state.pointee.timerIndex = Int32(truncatingIfNeeded: newValue) }
     }
     var lastReceive: UInt64 {
         @inline(__always) _read { yield self.state.pointee.lastReceive }

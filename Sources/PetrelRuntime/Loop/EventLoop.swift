@@ -426,6 +426,11 @@ final class EventLoop: @unchecked Sendable {
         self.state.pointee.timers.arm(c, at: due)
     }
 
+    /// Takes `c` off the timer wheel.
+    func disarmTimer(_ c: Connection) {
+        self.state.pointee.timers.disarm(c)
+    }
+
     /// Connections armed on the wheel (for tests).
     var armedTimers: Int { self.state.pointee.timers.armedCount }
 

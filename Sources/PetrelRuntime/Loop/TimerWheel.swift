@@ -54,6 +54,9 @@ struct TimerWheel<Entry: TimerWheelEntry>: ~Copyable {
         if i < self.slots[s].count {
             self.slots[s][i] = last
             last.timerIndex = i
+        } else if i == 0 && self.slots[s].capacity > 64 {
+            // A burst's slot emptied: give its storage back rather than hold it for a turn.
+            self.slots[s] = []
         }
         c.timerTick = 0
     }
