@@ -11,6 +11,11 @@ generator (Benchmarks/load/petrel-load) to CPU 1, as in bench.py.
     .venv/bin/python Benchmarks/work.py                          # every server and scenario, 3 times
     .venv/bin/python Benchmarks/work.py --servers petrel,petrel-c --scenarios echo --repeat 1
 
+The compression rows (deflate-zlib, deflate-isal, deflate-ctx-zlib, deflate-ctx-isal) echo
+stock-tick JSON under permessage-deflate with Petrel's server only, once per compressor, with
+the client's ticks compressed each on its own or as one stream (-ctx); they run with glibc's
+memcpy as vector loops (VECTOR below).
+
 Needs what `bash Benchmarks/run.sh` builds (release servers, petrel-load) and valgrind.
 Writes .build/bench/work.md and work.jsonl.
 """
@@ -40,11 +45,24 @@ class Work:
     field: str  # petrel-load's JSON field that counts them
     short: list[str]  # the load of the short run
     long: list[str]  # and of the long one
+    # For the compression rows: Petrel's server flags instead of --no-compression, and the
+    # servers that can run the row (None: all).
+    server_args: list[str] | None = None
+    only: tuple[str, ...] | None = None
 
 
 ECHO = ["--mode", "echo", "--conns", "100", "--window", "16", "--size", "20", "--warmup", "0"]
 FANOUT = ["--mode", "fanout", "--conns", "1000", "--size", "100", "--interval-us", "20000", "--seconds", "120"]
 HANDSHAKE = ["--mode", "handshake", "--conns", "10"]
+# Echo of stock-tick JSON under permessage-deflate, the server keeping its context (--deflate).
+# The client's ticks are each compressed on their own, or (--client-context) as one stream, as a
+# browser keeps its context.
+DEFLATE = ["--mode", "echo", "--conns", "100", "--window", "16", "--deflate", "--warmup", "0"]
+# glibc's memcpy/memset as vector loops for the compression rows: callgrind counts `rep movsb`
+# once per byte, which would turn a compressor's 32 KiB history copy into 32,768 "instructions"
+# (docs/benchmarks.md, "Compression engines"). The other rows keep glibc's defaults.
+VECTOR = {"GLIBC_TUNABLES": "glibc.cpu.x86_rep_stosb_threshold=0x7fffffffffffffff:"
+                            "glibc.cpu.x86_rep_movsb_threshold=0x7fffffffffffffff"}
 
 WORKS = [
     Work("echo", "echo 20 B text, 100 connections, window 16", "message", "msgs",
@@ -53,6 +71,13 @@ WORKS = [
          FANOUT + ["--messages", "100"], FANOUT + ["--messages", "500"]),
     Work("handshake", "handshakes: connect, upgrade, close; 10 in flight", "handshake", "handshakes",
          HANDSHAKE + ["--seconds", "5"], HANDSHAKE + ["--seconds", "20"]),
+    *[Work(f"deflate{'-ctx' if ctx else ''}-{engine}",
+           f"echo tick JSON with permessage-deflate, {'client keeps context' if ctx else 'each client tick alone'}, "
+           f"{'ISA-L' if engine == 'isal' else 'zlib'} compressing", "message", "msgs",
+           DEFLATE + (["--client-context"] if ctx else []) + ["--seconds", "5"],
+           DEFLATE + (["--client-context"] if ctx else []) + ["--seconds", "20"],
+           server_args=["--deflate", "--compress-engine", engine], only=("petrel",))
+      for ctx in (False, True) for engine in ("zlib", "isal")],
 ]
 
 # Servers that can run under valgrind here: the compiled ones (the Python servers can too, but
@@ -60,7 +85,8 @@ WORKS = [
 DEFAULT_SERVERS = ["petrel", "petrel-c", "libwebsockets", "nio"]
 
 
-def measure(kind: ServerKind, load_args: list[str], field: str, out: Path) -> tuple[int, int]:
+def measure(kind: ServerKind, load_args: list[str], field: str, out: Path,
+            server_args: list[str] | None = None) -> tuple[int, int]:
     """(instructions, units) of the server for one run of the load; `field` counts the units."""
     port = free_port()
     command = list(kind.command)
@@ -72,10 +98,14 @@ def measure(kind: ServerKind, load_args: list[str], field: str, out: Path) -> tu
         command[0] = str(stripped)
     cmd = ["taskset", "-c", SERVER_CPU, "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
            *command, "--port", str(port)]
-    if kind.name in ("petrel", "petrel-base"):
+    env = {**os.environ, **kind.env}
+    if server_args is not None:
+        cmd += server_args
+        env.update(VECTOR)
+    elif kind.name in ("petrel", "petrel-base"):
         cmd.append("--no-compression")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **kind.env}, start_new_session=True)
+                            env=env, start_new_session=True)
     try:
         deadline = time.time() + 120  # valgrind starts slowly
         while True:
@@ -116,7 +146,7 @@ def total_instructions(path: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
-    ap.add_argument("--scenarios", default="echo,fanout,handshake")
+    ap.add_argument("--scenarios", default=",".join(w.name for w in WORKS))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / ".build/bench"))
     a = ap.parse_args()
@@ -129,9 +159,11 @@ def main() -> None:
         for r in range(a.repeat):
             for w in works:
                 for kind in kinds:
+                    if w.only is not None and kind.name not in w.only:
+                        continue
                     try:
-                        i1, n1 = measure(kind, w.short, w.field, out / f"cg.{kind.name}.{w.name}.short")
-                        i2, n2 = measure(kind, w.long, w.field, out / f"cg.{kind.name}.{w.name}.long")
+                        i1, n1 = measure(kind, w.short, w.field, out / f"cg.{kind.name}.{w.name}.short", w.server_args)
+                        i2, n2 = measure(kind, w.long, w.field, out / f"cg.{kind.name}.{w.name}.long", w.server_args)
                     except Exception as e:  # a peer that cannot run this: say so, go on
                         print(f"{w.name:10} {kind.name:14} failed: {e}", flush=True)
                         continue
