@@ -71,7 +71,7 @@ struct DeflateEngineTests {
                 #expect(out[0] == 0xC2)
                 payloads.append(DeflateZlibInteropTests.hex(Array(out[headerSize...])))
             }
-            let inflated = try Self.run(script, args: [String(bits), keep ? "keep" : "drop"], input: payloads.joined(separator: " "))
+            let inflated = try DeflateZlibInteropTests.python(script, args: [String(bits), keep ? "keep" : "drop"], input: payloads.joined(separator: " "))
                 .split(separator: "\n").map(DeflateZlibInteropTests.unhex)
             #expect(inflated == DeflateZlibInteropTests.messages + DeflateZlibInteropTests.messages, "\(engine) w\(bits) keep=\(keep)")
         }
@@ -124,21 +124,5 @@ struct DeflateEngineTests {
         let second = server.takeOutput().count
         // A whole-message back-reference: a handful of bytes, against dozens for the first.
         #expect(second < 10 && first > 40, "first \(first), second \(second)")
-    }
-
-    static func run(_ script: String, args: [String], input: String) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script] + args
-        let stdin = Pipe(), stdout = Pipe()
-        p.standardInput = stdin
-        p.standardOutput = stdout
-        try p.run()
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0)
-        return String(decoding: out, as: UTF8.self)
     }
 }

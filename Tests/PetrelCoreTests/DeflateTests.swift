@@ -264,10 +264,10 @@ struct DeflateDataTests {
 @Suite("Interop with Python's zlib (wbits = -N)")
 struct DeflateZlibInteropTests {
     /// Runs python3 with `script`, feeding `input` on stdin; returns stdout.
-    static func python(_ script: String, input: String) throws -> String {
+    static func python(_ script: String, args: [String] = [], input: String) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script]
+        p.arguments = ["python3", "-c", script] + args
         let stdin = Pipe(), stdout = Pipe()
         p.standardInput = stdin
         p.standardOutput = stdout
