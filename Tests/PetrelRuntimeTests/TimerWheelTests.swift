@@ -1,4 +1,5 @@
 @testable import PetrelRuntime
+import Glibc
 import Synchronization
 import Testing
 
@@ -82,6 +83,25 @@ struct TimerWheelTests {
         for (i, x) in e.enumerated() { wheel.arm(x, at: UInt64(i) * 10 * (size / 20)) }
         #expect(Set(Self.take(&wheel, at: 10 * size * 5)) == Set(0..<20))
         #expect(wheel.armedCount == 0)
+    }
+
+    @Test("pings keep their interval when it is shorter than the pong timeout (a pong re-arms)")
+    func pingsAfterPongs() throws {
+        let pongs = Mutex(0)
+        let server = try startEchoServer { c, handlers in
+            c.threads = 1
+            c.options.pingInterval = 150
+            c.options.pongTimeout = 5_000
+            c.timerResolution = 20
+            handlers.onPong = { _, _ in pongs.withLock { $0 += 1 } }
+        }
+        defer { server.stop(grace: 100) }
+        let client = try TestClient.connect("ws://127.0.0.1:\(server.port)/")
+        defer { client.connection.close() }
+        // A ping 150 ms after each pong: about eight in 1.5 s. Armed for the pong deadline
+        // instead, the second ping would wait 5 s.
+        usleep(1_500_000)
+        #expect(pongs.withLock { $0 } >= 4, "\(pongs.withLock { $0 }) pongs in 1.5 s")
     }
 
     @Test("on a server: an open connection without timers is not armed; with an idle timeout it is")

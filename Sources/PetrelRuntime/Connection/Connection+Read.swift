@@ -108,6 +108,9 @@ extension Connection {
             if self.awaitingPong {
                 self.awaitingPong = false
                 self.rtt.store(Int(self.loop.now - self.pingSentAt), ordering: .relaxed)
+                // The next ping is due an interval after this pong, which can be before the pong
+                // deadline the wheel holds (a ping interval shorter than the pong timeout).
+                self.armTimer()
             }
             self.handlers.onPong?(self, p)
         case .close(let code, let reason):

@@ -194,6 +194,8 @@ final class EventLoop: @unchecked Sendable {
         self.dirty.removeAll()
         self.topics.removeAll()
         self.slots.removeAll()
+        self.state.pointee.timers.removeAll()
+        self.state.pointee.due.removeAll()
     }
 
     private lazy var events = UnsafeMutableRawPointer.allocate(
@@ -423,6 +425,9 @@ final class EventLoop: @unchecked Sendable {
 
     /// Arms `c`'s timer for `due` (see `TimerWheel`).
     func armTimer(_ c: Connection, at due: UInt64) {
+        // A deadline set on the way out of a connection already closed (and forgotten) must not
+        // bring it back: the wheel holds only connections the loop still has.
+        guard c.phase != .closed else { return }
         self.state.pointee.timers.arm(c, at: due)
     }
 

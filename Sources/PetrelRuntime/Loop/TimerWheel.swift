@@ -82,6 +82,14 @@ struct TimerWheel<Entry: TimerWheelEntry>: ~Copyable {
         self.lastTick = nowTick
     }
 
+    /// Drops every entry (a loop's last step: entries hold their connections).
+    mutating func removeAll() {
+        for s in self.slots.indices {
+            for c in self.slots[s] { c.timerTick = 0 }
+            self.slots[s] = []
+        }
+    }
+
     /// Connections armed (for tests).
     var armedCount: Int { self.slots.reduce(0) { $0 + $1.count } }
 }
