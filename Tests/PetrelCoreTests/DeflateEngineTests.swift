@@ -98,6 +98,22 @@ struct DeflateEngineTests {
                         .text(String(decoding: text, as: UTF8.self)), .binary(Array(random.prefix(100)))])
     }
 
+    @Test("an empty message, or an empty last fragment, right after a sync flush is one 0x00 octet or an empty block", arguments: [DeflateEngine.zlib, .isal])
+    func emptyAfterFlush(engine: DeflateEngine) throws {
+        let (serverSide, clientSide) = compressingPair(options: Self.options(engine))
+        var server = Session(role: .server, compression: serverSide)
+        var client = Session(role: .client, compression: clientSide)
+        let hello = Array("Hello, hello, hello".utf8)
+        try server.send(.text, bytes: hello)
+        try server.send(.text, bytes: [])
+        try server.send(.text, bytes: [])
+        try hello.withUnsafeBytes { try server.sendFragment(.binary, $0, isFinal: false) }
+        try [UInt8]().withUnsafeBytes { try server.sendFragment(.binary, $0, isFinal: true) }
+        try server.send(.text, bytes: hello)
+        let wire = server.takeOutput()
+        #expect(feed(&client, wire) == [.text("Hello, hello, hello"), .text(""), .text(""), .binary(hello), .text("Hello, hello, hello")])
+    }
+
     @Test("compress-once frames for fan-out stand alone with each engine", arguments: [DeflateEngine.zlib, .isal])
     func standalone(engine: DeflateEngine) {
         let pool = ZlibPool()

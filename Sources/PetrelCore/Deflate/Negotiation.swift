@@ -37,9 +37,8 @@ public struct DeflateOptions: Hashable, Sendable {
 
     /// The compressor these options give for a window: the engine is resolved here, once.
     func deflaterKey(windowBits: Int) -> Deflater.Key {
-        Deflater.Key(
-            windowBits: windowBits, memoryLevel: self.memoryLevel, level: self.compressionLevel,
-            engine: self.engine.resolved(compressionLevel: self.compressionLevel))
+        Deflater.Key(windowBits: windowBits, memoryLevel: self.memoryLevel, level: self.compressionLevel,
+                     engine: self.engine.resolved(compressionLevel: self.compressionLevel))
     }
 }
 

@@ -8,11 +8,19 @@ class Deflater {
     let key: Key
 
     /// What a compressor is made for: streams with equal keys are interchangeable in a pool.
+    /// ISA-L's ignore zlib's level and memory level, so its keys carry zeros there.
     struct Key: Hashable {
         var windowBits: Int
         var memoryLevel: Int
         var level: Int
         var engine: DeflateEngine.Resolved = .zlib
+
+        init(windowBits: Int, memoryLevel: Int, level: Int, engine: DeflateEngine.Resolved = .zlib) {
+            self.windowBits = windowBits
+            self.memoryLevel = engine == .isal ? 0 : memoryLevel
+            self.level = engine == .isal ? 0 : level
+            self.engine = engine
+        }
     }
 
     init(key: Key) { self.key = key }
@@ -28,9 +36,18 @@ class Deflater {
     /// Compresses `input` as one whole message into `out` (RFC 7692 §7.2.1): a sync flush, then the
     /// trailing `00 00 ff ff` removed.
     final func compressMessage(_ input: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+        let before = out.count
         self.compress(input, into: &out)
-        // A sync flush always ends in an empty stored block: 00 00 ff ff.
-        out.trimEnd(4)
+        if out.count - before >= 4 {
+            // A sync flush that wrote anything ends in an empty stored block: 00 00 ff ff.
+            out.trimEnd(4)
+        } else {
+            // Nothing to flush (zlib, with no input right after a sync flush, writes nothing):
+            // the payload of an empty message is a single 0x00 octet (RFC 7692 §7.2.3.6).
+            precondition(out.count == before, "a sync flush wrote \(out.count - before) bytes")
+            var zero: UInt8 = 0
+            withUnsafeBytes(of: &zero) { out.append($0) }
+        }
     }
 }
 
