@@ -20,11 +20,8 @@ struct DeflateCodec {
     }
 
     private var deflateKey: Deflater.Key {
-        Deflater.Key(
-            windowBits: self.compression.parameters.localMaxWindowBits, memoryLevel: self.compression.options.memoryLevel,
-            level: self.compression.options.compressionLevel, engine: self.engine)
+        self.compression.options.deflaterKey(windowBits: self.compression.parameters.localMaxWindowBits, engine: self.engine)
     }
-
 
     /// Compresses one whole message into `out`, unless it is shorter than `minimumSize`: false then,
     /// and `out` is untouched.

@@ -35,17 +35,18 @@ public struct DeflateOptions: Hashable, Sendable {
         self.engine.resolved(compressionLevel: self.compressionLevel) == .isal ? .isal : .zlib
     }
 
-    /// The compressor these options give for a window: the engine is resolved here, once.
-    func deflaterKey(windowBits: Int) -> Deflater.Key {
+    /// The compressor these options give for a window, with `engine` when the caller resolved it
+    /// already (a session does, once), else resolved here.
+    func deflaterKey(windowBits: Int, engine: DeflateEngine.Resolved? = nil) -> Deflater.Key {
         Deflater.Key(windowBits: windowBits, memoryLevel: self.memoryLevel, level: self.compressionLevel,
-                     engine: self.engine.resolved(compressionLevel: self.compressionLevel))
+                     engine: engine ?? self.engine.resolved(compressionLevel: self.compressionLevel))
     }
 }
 
 /// Which library compresses outgoing messages. Both produce plain raw deflate that any
 /// permessage-deflate peer inflates; they differ in cost and memory (docs/benchmarks.md,
 /// "Compression engines").
-public enum DeflateEngine: String, Hashable, Sendable, CaseIterable {
+public enum DeflateEngine: String, Hashable, Sendable {
     /// ISA-L when it is available and `compressionLevel` is 1 (the default), zlib otherwise. The
     /// environment variable `PETREL_DEFLATE_ENGINE` (`zlib` or `isal`), read once per process,
     /// overrides this choice, and only this one.
