@@ -33,6 +33,12 @@ if grep -rnE "\bany [A-Z]" Sources/PetrelCore --include=*.swift | grep -vE '^[^:
     echo "error: PetrelCore must not use existentials (any P)" >&2
     exit 1
 fi
+# Synchronization.Mutex locks with futex calls ThreadSanitizer cannot see: state shared between
+# threads goes through PetrelRuntime's Lock (a pthread mutex under -DPETREL_TSAN) everywhere else.
+if grep -rnE "\bMutex\b" Sources Tests --include=*.swift | grep -v '^Sources/PetrelRuntime/Loop/Lock.swift:' | grep -vE '^[^:]+:[0-9]+:\s*//'; then
+    echo "error: use Lock, not Synchronization.Mutex (ThreadSanitizer cannot see a Mutex)" >&2
+    exit 1
+fi
 echo "ok"
 
 step "swift test (unit, runtime, interop with websockets)"

@@ -2,7 +2,6 @@ import Foundation
 import Glibc
 import PetrelCore
 @testable import PetrelRuntime
-import Synchronization
 import Testing
 
 extension RuntimeTests {
@@ -13,8 +12,8 @@ extension RuntimeTests {
     struct HoldReadingTests {
         @Test("a held connection reads nothing, pushes back on the sender, and delivers all in order when let go")
         func holdAndRelease() throws {
-            let received = Mutex<[Int]>([])
-            let opened = Mutex<Connection?>(nil)
+            let received = Lock<[Int]>([])
+            let opened = Lock<Connection?>(nil)
             let server = try startEchoServer { _, h in
                 h.onOpen = { c in
                     c.holdReading(true)  // on the loop thread: in force at once
@@ -58,7 +57,7 @@ extension RuntimeTests {
 
         @Test("closing a held connection still reads the peer's close frame: a clean 1000, not a timeout")
         func closeWhileHeld() throws {
-            let closed = Mutex<(UInt16, Double)?>(nil)
+            let closed = Lock<(UInt16, Double)?>(nil)
             let server = try startEchoServer { c, h in
                 c.options.closeTimeout = 5_000
                 h.onOpen = { c in
@@ -80,7 +79,7 @@ extension RuntimeTests {
 
         @Test("a held connection whose peer resets is closed at once (no loop spinning on the error)")
         func resetWhileHeld() throws {
-            let closed = Mutex<UInt16?>(nil)
+            let closed = Lock<UInt16?>(nil)
             let server = try startEchoServer { _, h in
                 h.onOpen = { c in c.holdReading(true) }
                 h.onClose = { _, code, _ in closed.withLock { $0 = code.rawValue } }
@@ -107,7 +106,7 @@ extension RuntimeTests {
 
         @Test("extra request headers reach the server; reserved names and control characters are refused")
         func extraHeaders() throws {
-            let seen = Mutex<String?>(nil)
+            let seen = Lock<String?>(nil)
             let server = try startEchoServer { _, h in
                 h.onUpgrade = { req in
                     seen.withLock { $0 = req.request.headers["X-Token"] }

@@ -156,7 +156,7 @@ struct RedisEngineTests {
         let onA = try TestClient.connect("ws://127.0.0.1:\(a.port)/")
         let onB = try TestClient.connect("ws://127.0.0.1:\(b.port)/")
         #expect(waitUntil { self.subscribers(a) == 1 && self.subscribers(b) == 1 })
-        let accepted = Mutex<[String]>([])
+        let accepted = Lock<[String]>([])
         let refused = Atomic<Int>(0)
         let done = Atomic<Bool>(false)
         let publisher = Thread {

@@ -1,6 +1,5 @@
 @testable import PetrelRuntime
 import Glibc
-import Synchronization
 import Testing
 
 /// The loop's timer wheel: a connection is taken when its tick comes, never before and never
@@ -87,7 +86,7 @@ struct TimerWheelTests {
 
     @Test("pings keep their interval when it is shorter than the pong timeout (a pong re-arms)")
     func pingsAfterPongs() throws {
-        let pongs = Mutex(0)
+        let pongs = Lock(0)
         let server = try startEchoServer { c, handlers in
             c.threads = 1
             c.options.pingInterval = 150
@@ -117,7 +116,7 @@ struct TimerWheelTests {
             let clients = try (0..<5).map { _ in try TestClient.connect("ws://127.0.0.1:\(server.port)/") }
             // Past the handshake deadlines the connections were armed for at accept.
             let armed = { () -> Int in
-                let result = Mutex(-1)
+                let result = Lock(-1)
                 server.loops[0].execute(.call { result.withLock { $0 = server.loops[0].armedTimers } })
                 _ = waitUntil { result.withLock { $0 } >= 0 }
                 return result.withLock { $0 }

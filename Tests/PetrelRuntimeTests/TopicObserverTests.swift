@@ -1,7 +1,6 @@
 import Foundation
 import PetrelCore
 @testable import PetrelRuntime
-import Synchronization
 import Testing
 
 /// `Server.observe` and `publish(stampID:)`: state kept from a topic on every node, and
@@ -83,7 +82,7 @@ struct TopicObserverTests {
         var configuration = ServerConfiguration(host: "127.0.0.1", port: 0)
         configuration.engine = .redis(redis.address)
         let server = Server(configuration: configuration, handlers: Handlers())
-        let onReader = Mutex(false)
+        let onReader = Lock(false)
         try server.observe("t") { [unowned server] frame in
             guard frame.payload == Array("stop".utf8) else { return }
             onReader.withLock { $0 = server.isCurrentEngineThread }
@@ -114,6 +113,6 @@ struct TopicObserverTests {
 
 /// What an observer saw: (id, payload as text), in call order.
 final class Seen: Sendable {
-    private let list = Mutex<[(UInt64, String)]>([])
+    private let list = Lock<[(UInt64, String)]>([])
     func withLock<R>(_ body: (inout [(UInt64, String)]) -> R) -> R { self.list.withLock { body(&$0) } }
 }
