@@ -16,6 +16,9 @@ public struct WebSocketConnection: Sendable, Hashable {
     public var subprotocol: String? { self.connection.subprotocol }
     /// True for a Server-Sent Events stream (an event-stream path), false for a WebSocket.
     public var isEventStream: Bool { self.connection.isEventStream }
+    /// True for a connection that speaks STOMP (`Configuration.stomp`): topics reach it as
+    /// MESSAGE frames of its subscriptions, and its frames go to the `onStomp*` hooks.
+    public var isStomp: Bool { self.connection.isStomp }
     /// The request path (WebSocket upgrade or event stream), without the query.
     public var path: String { self.connection.request?.head.path ?? self.connection.httpRequest?.path ?? "" }
     /// A decoded query parameter of the request.

@@ -20,6 +20,16 @@ public final class WebSocketServer: Sendable {
     public typealias HTTPField = PetrelCore.HTTPField
     /// The runtime's callbacks, for hooks beyond the closures (accept hook, drain).
     public typealias Handlers = PetrelRuntime.Handlers
+    /// STOMP over WebSocket (`Configuration.stomp`, the `onStomp*` hooks; docs/stomp.md).
+    public typealias StompConfiguration = PetrelRuntime.StompConfiguration
+    public typealias StompOptions = PetrelCore.StompServerOptions
+    public typealias StompConnectRequest = PetrelCore.StompConnectRequest
+    public typealias StompSubscription = PetrelCore.StompSubscription
+    public typealias StompFrame = PetrelCore.StompFrame
+    public typealias StompAcknowledgement = PetrelRuntime.StompAcknowledgement
+    public typealias StompConnectAnswer = PetrelRuntime.StompConnectAnswer
+    public typealias StompSubscribeAnswer = PetrelRuntime.StompSubscribeAnswer
+    public typealias StompSendAnswer = PetrelRuntime.StompSendAnswer
 
     let server: Server
 
@@ -49,6 +59,29 @@ public final class WebSocketServer: Sendable {
     /// let the server go on: event-stream paths, then static files. Set it before `start`.
     public func onHTTPRequest(_ route: @escaping @Sendable (HTTPRequest) -> HTTPAnswer?) {
         self.server.handlers.onHTTPRequest = { request, _ in route(request) }
+    }
+
+    /// STOMP (`Configuration.stomp`): a CONNECT, with its login, passcode and host. Without
+    /// this hook every CONNECT is accepted. Set the STOMP hooks before `start`.
+    public func onStompConnect(_ hook: @escaping @Sendable (WebSocketConnection, StompConnectRequest) -> StompConnectAnswer) {
+        self.server.handlers.onStompConnect = { hook(WebSocketConnection(connection: $0), $1) }
+    }
+
+    /// STOMP: a SUBSCRIBE, to allow onto a topic or refuse. Without this hook `/topic/NAME` is
+    /// topic NAME and other destinations are refused.
+    public func onStompSubscribe(_ hook: @escaping @Sendable (WebSocketConnection, StompSubscription) -> StompSubscribeAnswer) {
+        self.server.handlers.onStompSubscribe = { hook(WebSocketConnection(connection: $0), $1) }
+    }
+
+    /// STOMP: a SEND to a destination: publish it to a topic, take it, or refuse it. Without this
+    /// hook every SEND is refused.
+    public func onStompSend(_ hook: @escaping @Sendable (WebSocketConnection, StompFrame, String) -> StompSendAnswer) {
+        self.server.handlers.onStompSend = { hook(WebSocketConnection(connection: $0), $1, $2) }
+    }
+
+    /// STOMP: an ACK or NACK settled messages of a subscription.
+    public func onStompAck(_ hook: @escaping @Sendable (WebSocketConnection, StompAcknowledgement) -> Void) {
+        self.server.handlers.onStompAck = { hook(WebSocketConnection(connection: $0), $1) }
     }
 
     /// The port actually bound.

@@ -105,6 +105,8 @@ public struct ServerConfiguration: Sendable {
     public var maxRequestBody = 64 * 1024
     /// TLS (https and wss on this port), or nil for plain TCP.
     public var tls: TLSServerConfiguration? = nil
+    /// STOMP over WebSocket (nil: off): which connections speak it, and its limits and periods.
+    public var stomp: StompConfiguration? = nil
 
     public init(host: String = "0.0.0.0", port: UInt16 = 8080) {
         self.host = host
@@ -112,6 +114,30 @@ public struct ServerConfiguration: Sendable {
     }
 
     func policy(for topic: String) -> TopicPolicy { self.topicPolicies[topic] ?? self.defaultTopicPolicy }
+}
+
+/// STOMP over WebSocket on a server (`ServerConfiguration.stomp`). A connection speaks STOMP when
+/// it agreed a STOMP subprotocol (`v12.stomp`, `v11.stomp`, `v10.stomp`) or its upgrade request
+/// came to one of `paths` (for clients that offer no subprotocol, stomp.py among them). Its
+/// WebSocket messages then go to the STOMP session, not to `onMessage`; the `onStomp*` hooks
+/// decide what it may do.
+public struct StompConfiguration: Sendable {
+    /// Upgrade paths (without query) where every connection speaks STOMP.
+    public var paths: [String] = []
+    /// Whether the STOMP subprotocols are offered (after `ServerConfiguration.subprotocols`).
+    public var subprotocols = true
+    /// Limits, heart-beat periods, the cap on unacknowledged messages (`StompServerOptions`).
+    public var options = StompServerOptions()
+    /// A client that agreed to send heart-beats is closed after this many of its periods of
+    /// silence (default 3) ...
+    public var heartBeatGrace = 3
+    /// ... and never before this long (default 65,000 ms): browsers run the timers of a
+    /// background tab as seldom as once a minute.
+    public var minimumSilence: Milliseconds = 65_000
+
+    public init(paths: [String] = []) {
+        self.paths = paths
+    }
 }
 
 /// A client's configuration.

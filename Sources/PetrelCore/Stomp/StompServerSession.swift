@@ -20,6 +20,8 @@ public struct StompServerOptions: Hashable, Sendable {
     public var maxUnacknowledged = 0
     /// Frames one transaction may hold before its COMMIT (default 1,024).
     public var maxTransactionFrames = 1024
+    /// Subscriptions one connection may hold at once (default 64).
+    public var maxSubscriptions = 64
     /// CONNECTED's `server` header.
     public var server = "Petrel"
 
@@ -292,6 +294,9 @@ public struct StompServerSession: Sendable {
             let destination = try self.required(frame, "destination")
             let id = self.version == .v1_0 ? frame["id"] ?? destination : try self.required(frame, "id")
             guard self.subscriptions[id] == nil else { throw violation("subscription \(id) exists") }
+            guard self.subscriptions.count < self.options.maxSubscriptions else {
+                throw violation("over \(self.options.maxSubscriptions) subscriptions")
+            }
             guard let mode = StompAckMode(rawValue: frame["ack"] ?? "auto"), mode != .clientIndividual || self.version > .v1_0 else {
                 throw violation("a bad ack mode")
             }

@@ -94,9 +94,15 @@ extension Connection {
         self.dropped.add(1, ordering: .relaxed)
     }
 
+    /// Writes a topic message: as MESSAGE frames on a STOMP connection, else as it is.
+    func write(_ frame: SharedFrame) {
+        if let stomp = self.extras?.stomp { return self.stompWrite(frame, stomp) }
+        self.writeWire(frame)
+    }
+
     /// Writes a shared frame: its shared compressed form when this connection's compressor keeps
     /// no context, compressed by the session when it does, or as encoded.
-    func write(_ frame: SharedFrame) {
+    func writeWire(_ frame: SharedFrame) {
         self.spillShared()
         if self.eventStream {
             frame.sseEvent.withUnsafeBytes { self.queuePlain($0) }

@@ -59,7 +59,9 @@ extension Connection {
         // Callbacks are set before the server starts (see `Handlers`): read once per read, not
         // once per message, and passed down as a parameter, which costs no reference count per
         // call (a call through a stored or optional closure retains its context around it).
-        if let onMessage = self.handlers.onMessage {
+        if self.extras?.stomp != nil {
+            self.parseFrames(bytes) { c, _, payload in c.stompReceive(payload) }
+        } else if let onMessage = self.handlers.onMessage {
             self.parseFrames(bytes, onMessage)
         } else {
             self.parseFrames(bytes) { _, _, _ in }
@@ -98,10 +100,9 @@ extension Connection {
 
     func dispatch(_ event: Event) {
         switch event {
-        case .text(let p):
-            self.handlers.onMessage?(self, .text, p)
-        case .binary(let p):
-            self.handlers.onMessage?(self, .binary, p)
+        case .text(let p), .binary(let p):
+            if self.extras?.stomp != nil { return self.stompReceive(p) }
+            if case .text = event { self.handlers.onMessage?(self, .text, p) } else { self.handlers.onMessage?(self, .binary, p) }
         case .ping:
             self.loop.markDirty(self)
         case .pong(let p):

@@ -53,6 +53,7 @@ extension Connection {
             n = buffer.initialize(fromContentsOf: raw)
         }
         if agreement.subprotocol != nil { self.subprotocol = agreement.subprotocol }
+        self.startStompIfAsked(request, subprotocol: agreement.subprotocol)
         self.loop.openingRequest = (self.id, request)
         self.releaseBuffersAfterFlush = true
         self.open(leftover: leftover)

@@ -25,6 +25,7 @@ extension Connection {
             if self.session.state != .open { return self.deadline != 0 ? self.deadline : nil }
             let idle = UInt64(self.options.idleTimeout)
             if idle > 0 { due = self.lastReceive + idle }
+            if let stomp = self.extras?.stomp, let d = self.stompTimerDue(stomp) { due = earliest(due, d) }
             guard interval > 0 else { return due }
             if self.awaitingPong {
                 return earliest(due, self.pingSentAt + UInt64(self.options.pongTimeout))
@@ -80,6 +81,7 @@ extension Connection {
                 }
                 return
             }
+            if let stomp = self.extras?.stomp, self.stompTimers(now: now, stomp) { return }
             let idle = self.options.idleTimeout
             if idle > 0 && now - self.lastReceive >= UInt64(idle) {
                 return self.closeOnLoop(code: .goingAway, reason: "idle for \(idle) ms")

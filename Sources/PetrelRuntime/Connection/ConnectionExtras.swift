@@ -92,6 +92,10 @@ extension Connection {
         get { self.extras?.httpRequest ?? nil }
         _modify { yield &self.more.httpRequest }
     }
+    var stomp: StompConnection? {
+        get { self.extras?.stomp ?? nil }
+        _modify { yield &self.more.stomp }
+    }
 }
 
 /// The options of a server's connections, shared rather than copied into each.
@@ -142,4 +146,6 @@ final class ConnectionExtras {
     var resumeFloors: [String: UInt64] = [:]
     /// The plain HTTP request of a streaming (SSE) connection.
     var httpRequest: HTTPRequestHead? = nil
+    /// The STOMP session of a connection that speaks STOMP.
+    var stomp: StompConnection? = nil
 }

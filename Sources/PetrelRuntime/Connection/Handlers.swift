@@ -32,6 +32,10 @@ public final class Handlers: @unchecked Sendable {
         var onUpgrade: ((UpgradeRequest) -> UpgradeDecision)? = nil
         var onHTTPRequest: ((HTTPRequest, Connection) -> HTTPAnswer?)? = nil
         var onConnectFailed: ((Connection, RuntimeError) -> Void)? = nil
+        var onStompConnect: ((Connection, StompConnectRequest) -> StompConnectAnswer)? = nil
+        var onStompSubscribe: ((Connection, StompSubscription) -> StompSubscribeAnswer)? = nil
+        var onStompSend: ((Connection, StompFrame, String) -> StompSendAnswer)? = nil
+        var onStompAck: ((Connection, StompAcknowledgement) -> Void)? = nil
     }
     let callbacks: UnsafeMutablePointer<Callbacks>
 
@@ -75,6 +79,30 @@ public final class Handlers: @unchecked Sendable {
         set { self.callbacks.pointee.onConnectFailed = newValue }
     }
 
+    /// STOMP: a CONNECT (or STOMP) frame, with its login, passcode and host. Without a hook,
+    /// every CONNECT is accepted.
+    public var onStompConnect: ((Connection, StompConnectRequest) -> StompConnectAnswer)? {
+        get { self.callbacks.pointee.onStompConnect }
+        set { self.callbacks.pointee.onStompConnect = newValue }
+    }
+    /// STOMP: a SUBSCRIBE: allow it onto a topic, or refuse it. Without a hook, `/topic/NAME`
+    /// is topic NAME and other destinations are refused.
+    public var onStompSubscribe: ((Connection, StompSubscription) -> StompSubscribeAnswer)? {
+        get { self.callbacks.pointee.onStompSubscribe }
+        set { self.callbacks.pointee.onStompSubscribe = newValue }
+    }
+    /// STOMP: a SEND (the frame and its destination): publish its body to a topic, take it
+    /// yourself, or refuse it. Without a hook, every SEND is refused.
+    public var onStompSend: ((Connection, StompFrame, String) -> StompSendAnswer)? {
+        get { self.callbacks.pointee.onStompSend }
+        set { self.callbacks.pointee.onStompSend = newValue }
+    }
+    /// STOMP: an ACK or NACK settled these messages of a subscription.
+    public var onStompAck: ((Connection, StompAcknowledgement) -> Void)? {
+        get { self.callbacks.pointee.onStompAck }
+        set { self.callbacks.pointee.onStompAck = newValue }
+    }
+
     public init() {
         self.callbacks = .allocate(capacity: 1)
         self.callbacks.initialize(to: Callbacks())
@@ -87,4 +115,39 @@ public final class Handlers: @unchecked Sendable {
 
     /// No callbacks: what a closed connection keeps.
     static let none = Handlers()
+}
+
+/// An `onStompConnect` hook's answer.
+public enum StompConnectAnswer: Sendable {
+    case accept
+    /// An ERROR frame with this message, then the connection is closed.
+    case refuse(String)
+}
+
+/// An `onStompSubscribe` hook's answer.
+public enum StompSubscribeAnswer: Sendable {
+    /// Subscribe to this topic (the MESSAGE frames still name the destination the client gave).
+    case allow(topic: String)
+    case refuse(String)
+}
+
+/// An `onStompSend` hook's answer.
+public enum StompSendAnswer: Sendable {
+    /// Publish the body to this topic (as text when it is UTF-8, else binary).
+    case publish(topic: String)
+    /// The application took it.
+    case handled
+    case refuse(String)
+}
+
+/// What an ACK or NACK settled.
+public struct StompAcknowledgement: Sendable, Hashable {
+    public let subscription: String
+    /// The event ids settled (several for a cumulative ACK in `client` mode; none when the
+    /// frame named a message already settled).
+    public let eventIDs: [UInt64]
+    /// A NACK (topics do not deliver again: the application decides what a NACK means).
+    public let negative: Bool
+    /// Up to which event id everything delivered to the subscription is now acknowledged.
+    public let position: UInt64
 }

@@ -17,6 +17,9 @@ public final class SharedFrame: @unchecked Sendable {
     var encoded: UnsafeRawBufferPointer { UnsafeRawBufferPointer(self.wire) }
     private let compressedByWindow = Lock<[Int: [UInt8]]>([:])
     private let sse = Lock<[UInt8]?>(nil)
+    /// STOMP MESSAGE frames of this message, by subscription id, destination, ack mode and
+    /// escaping: one per kind of subscriber, shared by all of that kind.
+    private let stomp = Lock<[StompMessageKey: SharedFrame]>([:])
 
     init(topic: String, key: String?, eventID: UInt64, kind: MessageKind, payload: [UInt8]) {
         self.topic = topic
@@ -48,6 +51,24 @@ public final class SharedFrame: @unchecked Sendable {
         return made
     }
 
+    /// The message as a STOMP MESSAGE frame (in a frame of its own kind: text or binary) for a
+    /// subscription `subscription` to `destination`, with an `ack` header if `ack`. Made by the
+    /// first subscriber of its kind, then shared (compressed once for all, as any topic frame).
+    func stompMessage(subscription: String, destination: String, ack: Bool, version: StompVersion) -> SharedFrame {
+        // 1.0 escapes nothing, 1.1 and 1.2 escape the same way in every header we write.
+        let key = StompMessageKey(subscription: subscription, destination: destination, ack: ack, escapes: version > .v1_0)
+        if let hit = self.stomp.withLock({ $0[key] }) { return hit }
+        let bytes = self.payload.withUnsafeBytes {
+            StompServerSession.message(destination: destination, subscription: subscription, eventID: self.eventID, ack: ack, body: $0, version: version)
+        }
+        let made = SharedFrame(topic: self.topic, key: self.key, eventID: self.eventID, kind: self.kind, payload: bytes)
+        return self.stomp.withLock { cache in
+            if let raced = cache[key] { return raced }
+            cache[key] = made
+            return made
+        }
+    }
+
     /// The message as a Server-Sent Event: `id:` then one `data:` line per line of the payload.
     public var sseEvent: [UInt8] {
         self.sse.withLock { cached in
@@ -57,6 +78,13 @@ public final class SharedFrame: @unchecked Sendable {
             return made
         }
     }
+}
+
+struct StompMessageKey: Hashable {
+    let subscription: String
+    let destination: String
+    let ack: Bool
+    let escapes: Bool
 }
 
 /// Counters of one topic.

@@ -59,6 +59,11 @@ public final class Server: @unchecked Sendable {
         policy.maxHeaderCount = configuration.options.maxHeaderCount
         policy.allowedOrigins = configuration.allowedOrigins
         policy.subprotocols = configuration.subprotocols
+        if let stomp = configuration.stomp, stomp.subprotocols {
+            for v in StompVersion.allCases.reversed() where !policy.subprotocols.contains(v.subprotocol) {
+                policy.subprotocols.append(v.subprotocol)
+            }
+        }
         policy.compression = configuration.compression
         policy.session = configuration.options.session
         policy.answersPlainRequests = true

@@ -156,6 +156,33 @@ final class Market: @unchecked Sendable {
         if conn.isEventStream, let clientID = conn.queryParameter("client") { self.streamsByClientID[clientID] = id }
     }
 
+    /// A STOMP client: its SUBSCRIBE does the subscribing (resuming after `last-event-id` if it
+    /// sends one); it is counted from here, and its ACKs tell how far it is.
+    func joinStomp(_ conn: WebSocketConnection) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        self.clients[conn.id.rawValue] = Client(transport: "stomp", acked: self.lastID)
+    }
+
+    /// A STOMP ACK: everything up to `position` is acknowledged.
+    func acknowledge(_ conn: WebSocketConnection, position: UInt64) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        if var c = self.clients[conn.id.rawValue], position > c.acked, position <= self.lastID {
+            c.acked = position
+            self.clients[conn.id.rawValue] = c
+        }
+    }
+
+    /// `GET /snapshot`: every price and the id of the last tick in them, for a client (STOMP)
+    /// that then subscribes with `last-event-id` set to that id.
+    func snapshot() -> String {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        let list = self.stocks.map { "{\($0.json)}" }.joined(separator: ",")
+        return "{\"type\":\"snapshot\",\"id\":\(self.lastID),\"time\":\(nowMilliseconds()),\"stocks\":[\(list)]}"
+    }
+
     func leave(_ conn: WebSocketConnection) {
         self.lock.lock()
         defer { self.lock.unlock() }
@@ -196,7 +223,7 @@ final class Market: @unchecked Sendable {
         let now = nowMilliseconds()
         var parts: [String] = []
         var counts: [String] = []
-        for transport in ["websocket", "sse"] {
+        for transport in ["websocket", "sse", "stomp"] {
             let mine = self.clients.values.filter { $0.transport == transport }
             counts.append("\"\(transport)\":\(mine.count)")
             let slowest = mine.map(\.acked).min() ?? self.lastID

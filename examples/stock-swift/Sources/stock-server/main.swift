@@ -78,6 +78,9 @@ configuration.eventStreamPaths = ["/events"]
 configuration.engine = engine
 if let tlsCert, let tlsKey { configuration.tls = WebSocketServer.TLSConfiguration(certificateChainFile: tlsCert, privateKeyFile: tlsKey) }
 configuration.options.pingInterval = 15_000  // WebSocket pings and SSE keepalive comments
+// STOMP at /stomp (stomp.py offers no subprotocol), and on /stream for clients that offer
+// v12.stomp, v11.stomp or v10.stomp (stomp.js does): destination /topic/stock.
+configuration.stomp = WebSocketServer.StompConfiguration(paths: ["/stomp"])
 // A client that falls behind keeps only the newest tick per stock; 4,096 recent ticks are kept
 // for clients that reconnect.
 configuration.topicPolicies[Market.topic] = WebSocketServer.TopicPolicy(slowConsumer: .coalesceByKey, maxQueuedMessages: 4096, replayCapacity: 4096)
@@ -85,7 +88,7 @@ configuration.topicPolicies[Market.topic] = WebSocketServer.TopicPolicy(slowCons
 let market = Market(stocks: stocks)
 let server = WebSocketServer(
     configuration: configuration,
-    onOpen: { conn in market.join(conn) },
+    onOpen: { conn in conn.isStomp ? market.joinStomp(conn) : market.join(conn) },
     onMessage: { conn, message in
         if case .text(let t) = message { market.acknowledge(conn, text: t) }
     },
@@ -97,12 +100,21 @@ do { try server.observe(topic: Market.topic) { id, key, message in market.observ
 }
 let started = Date()
 
-// Only /stream upgrades; other paths get 404.
+server.onStompSubscribe { _, subscription in
+    subscription.destination == "/topic/stock"
+        ? .allow(topic: Market.topic) : .refuse("unknown destination \(subscription.destination): this server has /topic/stock")
+}
+server.onStompAck { conn, ack in market.acknowledge(conn, position: ack.position) }
+
+// Only /stream and /stomp upgrade; other paths get 404.
 server.handlers.onUpgrade = { request in
-    request.request.path == "/stream" ? .accept() : .reject(status: 404, body: "WebSocket endpoint is /stream")
+    ["/stream", "/stomp"].contains(request.request.path)
+        ? .accept() : .reject(status: 404, body: "WebSocket endpoints are /stream and /stomp")
 }
 server.onHTTPRequest { request in
     switch (request.method, request.path) {
+    case ("GET", "/snapshot"):
+        return .response(status: 200, contentType: "application/json", body: Array(market.snapshot().utf8))
     case ("GET", "/health"):
         let body = market.health(uptime: Date().timeIntervalSince(started), connections: server.connectionCount)
         return .response(status: 200, contentType: "application/json", body: Array(body.utf8))
@@ -123,7 +135,7 @@ do {
 let shown = host == "0.0.0.0" || host == "::" ? "localhost" : (host.contains(":") ? "[\(host)]" : host)
 print("Petrel stock ticker: \(stocks.count) stocks, " + (feedOn ? "a tick every \(tickMin)-\(tickMax) s" : "no feed (ticks from the engine)")
     + (engine == .inProcess ? "" : ", topics through \(engine)"))
-print("open \(tlsCert == nil ? "http" : "https")://\(shown):\(server.port)/   (WebSocket /stream, SSE /events, /health)")
+print("open \(tlsCert == nil ? "http" : "https")://\(shown):\(server.port)/   (WebSocket /stream, STOMP /stomp, SSE /events, /health)")
 fflush(nil)
 
 // The feed: one tick at a random interval, on its own thread.
