@@ -219,6 +219,19 @@ typedef struct petrel_server_config {
     uint32_t engine_timeout_ms;   /* default 2000: connecting to Redis, or one reply, at most this long */
     uint64_t topic_stream_capacity; /* default 10000: with Redis, about how many messages each topic's
                                      stream keeps (resume from older ids gets PETREL_E_REPLAY_GONE) */
+    const char *stomp_paths;      /* NULL (default): no STOMP. Else STOMP 1.2 over WebSocket (docs/stomp.md)
+                                     for every upgrade to one of these comma-separated paths ("" for
+                                     none) and for every client that offers the subprotocol v12.stomp,
+                                     v11.stomp or v10.stomp. Such a connection's frames go to on_stomp
+                                     and on_stomp_ack, never to on_message; topics reach it as MESSAGE
+                                     frames of its subscriptions */
+    uint32_t stomp_heart_beat_ms; /* default 10000: the heart-beat period offered both ways (0: none); a
+                                     client that agreed to send them is closed after 3 periods of
+                                     silence, and not before 65 s */
+    uint32_t stomp_max_unacked;   /* default 0 (no cap): messages a subscription in a client ack mode may
+                                     have unacknowledged; more wait for ACKs (up to topic_max_queued) */
+    uint64_t stomp_max_body;      /* default 1 MiB (at most 1 GiB): a larger frame body gets an ERROR
+                                     frame and a close (1009) */
 } petrel_server_config;
 
 /**
@@ -238,6 +251,23 @@ typedef struct petrel_http_request {
 
 /** Fills *config with the defaults above and sets its size. Thread: any. */
 void petrel_server_config_init(petrel_server_config *config);
+
+/**
+ * A STOMP frame that needs the application's word, as on_stomp sees it. Every pointer is borrowed
+ * until on_stomp returns; strings are NUL-terminated UTF-8 ("" when the frame has no such value).
+ */
+typedef struct petrel_stomp_frame {
+    const char *command;          /* "CONNECT" (also for the STOMP command), "SUBSCRIBE" or "SEND" */
+    const char *destination;      /* SUBSCRIBE and SEND: the destination header */
+    const char *subscription;     /* SUBSCRIBE: its id */
+    const char *ack;              /* SUBSCRIBE: "auto", "client" or "client-individual" */
+    const char *login;            /* CONNECT: the login, passcode and host headers */
+    const char *passcode;
+    const char *host;
+    const uint8_t *body;          /* SEND: the body (it may contain NUL octets), or NULL when empty */
+    size_t body_len;
+    void *internal_;              /* the library's */
+} petrel_stomp_frame;
 
 /**
  * Server callbacks. Each is optional (NULL). `userdata` is passed back first.
@@ -269,6 +299,23 @@ typedef struct petrel_server_callbacks {
      * body is sent as text/plain (content_type is not used here).
      */
     void (*on_upgrade)(void *userdata, petrel_server *server, const petrel_http_request *request);
+    /**
+     * STOMP (stomp_paths): a CONNECT, SUBSCRIBE or SEND. Read it from *frame and with
+     * petrel_stomp_header; answer with petrel_stomp_allow or petrel_stomp_refuse before returning.
+     * Without an answer (or with on_stomp NULL): CONNECT is accepted; SUBSCRIBE to "/topic/NAME"
+     * reads topic NAME, any other destination is refused; SEND is refused.
+     * Thread: the connection's loop thread, also with queue_events.
+     */
+    void (*on_stomp)(void *userdata, petrel_server *server, uint64_t conn, const petrel_stomp_frame *frame);
+    /**
+     * STOMP: an ACK (negative 0) or NACK (negative 1) settled `count` messages of the subscription
+     * with id `subscription`: their event ids are event_ids[0..count) (count is 0 when the frame
+     * named a message already settled). `position`: every message delivered to the subscription up
+     * to this event id is now acknowledged. Topics do not deliver again after a NACK.
+     * Thread: the connection's loop thread, also with queue_events.
+     */
+    void (*on_stomp_ack)(void *userdata, petrel_server *server, uint64_t conn, const char *subscription,
+                         const uint64_t *event_ids, size_t count, int32_t negative, uint64_t position);
 } petrel_server_callbacks;
 
 /**
@@ -279,6 +326,33 @@ typedef struct petrel_server_callbacks {
  */
 petrel_status petrel_http_respond(const petrel_http_request *request, uint16_t status, const char *content_type,
                                   const void *body, size_t len);
+
+/**
+ * Answers the frame on_stomp is looking at with yes. SUBSCRIBE: `topic` is the topic it reads
+ * (required; MESSAGE frames still name the client's destination). SEND: the body (text when it is
+ * UTF-8, else binary) is published to `topic`, or, with topic NULL, the application took it.
+ * CONNECT: topic is ignored. A RECEIPT follows when the frame asked for one.
+ * Returns: PETREL_OK; PETREL_E_NULL (frame NULL; topic NULL for SUBSCRIBE); PETREL_E_STATE
+ *          (answered already). Ownership: topic is copied. Thread: only inside on_stomp, with its frame.
+ */
+petrel_status petrel_stomp_allow(const petrel_stomp_frame *frame, const char *topic);
+
+/**
+ * Refuses the frame on_stomp is looking at: an ERROR frame whose message header is `message`
+ * (UTF-8, one line), then the connection closes (1008).
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (not UTF-8, or a line break);
+ *          PETREL_E_STATE (answered already). Thread: only inside on_stomp, with its frame.
+ */
+petrel_status petrel_stomp_refuse(const petrel_stomp_frame *frame, const char *message);
+
+/**
+ * Copies a header of the frame on_stomp is looking at (the first of that name; names are
+ * case-sensitive, values unescaped) into buf, with the conventions of petrel_conn_path.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_AGAIN (absent); PETREL_E_BUFFER_TOO_SMALL.
+ * Thread: only inside on_stomp, with its frame.
+ */
+petrel_status petrel_stomp_header(const petrel_stomp_frame *frame, const char *name, char *buf, size_t cap,
+                                  size_t *len_out);
 
 /**
  * Copies a header (first field of that name, case-insensitive) or a query parameter (decoded:
@@ -508,6 +582,14 @@ petrel_status petrel_conn_subscribe(petrel_server *server, uint64_t conn, const 
  * Thread: any.
  */
 petrel_status petrel_conn_pause_reading(petrel_server *server, uint64_t conn, int32_t paused);
+
+/**
+ * *is_stomp_out = 1 when the connection speaks STOMP (stomp_paths; decided before on_open), else 0.
+ * Topics reach such a connection as STOMP MESSAGE frames of the subscriptions it makes itself;
+ * petrel_conn_send would put bytes that are not STOMP in its stream.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION. Thread: any.
+ */
+petrel_status petrel_conn_is_stomp(petrel_server *server, uint64_t conn, int32_t *is_stomp_out);
 
 /** Unsubscribes the connection from `topic`. Returns as petrel_conn_subscribe. Thread: any. */
 petrel_status petrel_conn_unsubscribe(petrel_server *server, uint64_t conn, const char *topic);

@@ -9,9 +9,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 # chromium and its driver are for the stock page's browser tests; socat, tinyproxy and
-# dante-server for TLS and proxy tests; redis-server and nginx for the cluster; libisal-dev for
+# dante-server for TLS and proxy tests; redis-server and nginx for the cluster; rabbitmq-server
+# (Web-STOMP) as the reference broker for the STOMP client tests; libisal-dev for
 # the second compression engine (built in when present; PETREL_REQUIRE_ISAL makes its absence fail).
-bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libisal-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server nginx
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libisal-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server nginx rabbitmq-server
 
 step "python venv (.venv, pinned in tools/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -76,6 +77,9 @@ valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_flow.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-flow-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-flow-tests
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_stomp.c $(pkg-config --libs petrel) -lpthread \
+    -Wl,-rpath,"$prefix/lib" -o .build/c-stomp-tests
+valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-stomp-tests
 bash Tests/C/example.sh "$prefix"
 
 step "Python bindings: pip install ./bindings/python, then pytest (with websockets)"
@@ -96,6 +100,9 @@ PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c
 swift build -c release --package-path examples/stock-swift
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Browser -q -p no:cacheprovider
 .venv/bin/python Tests/Load/stock_load.py
+
+step "STOMP: stomp.py (a real client) against the stock server at /stomp, and the same tests against RabbitMQ's Web-STOMP"
+.venv/bin/python -m pytest Tests/Stomp -q -p no:cacheprovider -rx
 
 step "cluster: redis-server, the three stock servers and nginx; a server killed under 1,000 WebSocket + 100 SSE clients, Redis restarted, the page in Chromium"
 PETREL_PREFIX="$prefix" .venv/bin/python -m pytest Tests/Cluster -q -p no:cacheprovider

@@ -133,6 +133,17 @@ public func petrel_conn_user_data(_ server: OpaquePointer?, _ conn: UInt64, _ ou
     }
 }
 
+@_cdecl("petrel_conn_is_stomp")
+public func petrel_conn_is_stomp(_ server: OpaquePointer?, _ conn: UInt64, _ out: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guard let out else { return PETREL_E_NULL }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        out.pointee = c.isStomp ? 1 : 0
+        return PETREL_OK
+    }
+}
+
 @_cdecl("petrel_conn_buffered_amount")
 public func petrel_conn_buffered_amount(_ server: OpaquePointer?, _ conn: UInt64, _ bytesOut: UnsafeMutablePointer<UInt64>?) -> Int32 {
     guard let bytesOut else { return PETREL_E_NULL }

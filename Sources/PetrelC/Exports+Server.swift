@@ -59,6 +59,11 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.engine_url = nil
     c.engine_timeout_ms = UInt32(d.engineTimeout)
     c.topic_stream_capacity = UInt64(d.defaultTopicPolicy.streamCapacity)
+    let stomp = StompServerOptions()
+    c.stomp_paths = nil
+    c.stomp_heart_beat_ms = UInt32(stomp.heartBeatSend)
+    c.stomp_max_unacked = UInt32(stomp.maxUnacknowledged)
+    c.stomp_max_body = UInt64(stomp.limits.maxBodyBytes)
     config.pointee = c
 }
 
@@ -170,6 +175,17 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
         }
     }
     config.engineTimeout = Int(c.engine_timeout_ms)
+    if let p = c.stomp_paths {
+        guard let list = commaList(p), list.allSatisfy({ $0.hasPrefix("/") }), c.stomp_max_body <= 1 << 30 else {
+            return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+        }
+        var stomp = StompConfiguration(paths: list)
+        stomp.options.heartBeatSend = Int(c.stomp_heart_beat_ms)
+        stomp.options.heartBeatReceive = Int(c.stomp_heart_beat_ms)
+        stomp.options.maxUnacknowledged = Int(c.stomp_max_unacked)
+        stomp.options.limits.maxBodyBytes = Int(c.stomp_max_body)
+        config.stomp = stomp
+    }
     return .success(config)
 }
 
@@ -250,6 +266,18 @@ public func petrel_server_create(
     if let onHTTP = cb.on_http {
         handlers.onHTTPRequest = { request, conn in
             CHTTPExchange(request, connectionID: conn.id.rawValue).lend { onHTTP(userdata, handle, $0) }
+        }
+    }
+    if let onStomp = cb.on_stomp {
+        installStompHooks(handlers, onStomp: onStomp, userdata: userdata, handle: handle)
+    }
+    if let onAck = cb.on_stomp_ack {
+        handlers.onStompAck = { conn, ack in
+            ack.subscription.withCString { name in
+                ack.eventIDs.withUnsafeBufferPointer { ids in
+                    onAck(userdata, handle, conn.id.rawValue, name, ids.baseAddress, ids.count, ack.negative ? 1 : 0, ack.position)
+                }
+            }
         }
     }
     if let onUpgrade = cb.on_upgrade {

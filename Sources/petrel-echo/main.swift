@@ -6,7 +6,8 @@
 //        --engine URL (topics through Redis Streams: redis://host:port or a Unix socket path;
 //        default: in-process)
 // Paths (Benchmarks/PROTOCOL.md): `/sub` subscribes to the topic "bench"; every message sent on
-// `/pub` is published to it; any other path echoes.
+// `/pub` is published to it; `/stomp` (or a STOMP subprotocol) speaks STOMP, where
+// `/topic/bench` is that topic; any other path echoes.
 import Glibc
 import PetrelCore
 import PetrelRuntime
@@ -67,6 +68,9 @@ if let tlsCert, let tlsKey {
 } else if tlsCert != nil || tlsKey != nil {
     usage()
 }
+
+// STOMP subscribers for the STOMP fan-out: SUBSCRIBE to /topic/bench.
+configuration.stomp = StompConfiguration(paths: ["/stomp"])
 
 /// Subscribers may queue a burst in fan-out runs: never drop or close them.
 configuration.defaultTopicPolicy.maxQueuedMessages = Int.max

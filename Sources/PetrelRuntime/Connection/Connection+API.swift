@@ -24,7 +24,7 @@ extension Connection {
     /// (0 for none), which the browser sends back as `Last-Event-ID` when it reconnects.
     @discardableResult
     public func send(text: String, eventID: UInt64) -> SendStatus {
-        if eventID == 0 || !self.isEventStreamFlag.load(ordering: .acquiring) { return self.send(text: text) }
+        if eventID == 0 || !self.isEventStream { return self.send(text: text) }
         let event = text.utf8.withContiguousStorageIfAvailable { ServerSentEvents.event(id: eventID, payload: UnsafeRawBufferPointer($0)) }
             ?? Array(text.utf8).withUnsafeBytes { ServerSentEvents.event(id: eventID, payload: $0) }
         return self.sendRaw(event)

@@ -102,7 +102,7 @@ extension Connection {
     func openEventStream(_ head: HTTPRequestHead) {
         self.httpRequest = head
         self.eventStream = true
-        self.isEventStreamFlag.store(true, ordering: .releasing)
+        self.transportFlag.store(Connection.eventStreamTransport, ordering: .releasing)
         self.phase = .open
         self.deadline = 0
         self.lastPing = self.loop.now

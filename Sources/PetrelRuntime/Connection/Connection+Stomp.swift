@@ -39,11 +39,6 @@ final class StompConnection {
 /// STOMP over WebSocket: frames from the client through the core's `StompServerSession`, the
 /// application's hooks, topic messages as MESSAGE frames, heart-beats.
 extension Connection {
-    /// Whether this connection speaks STOMP (decided at the upgrade, before `onOpen`): its
-    /// messages go to the STOMP session, and topics reach it as MESSAGE frames of its
-    /// subscriptions. Read it in callbacks, or after `onOpen`.
-    public var isStomp: Bool { self.extras?.stomp != nil }
-
     /// The STOMP version agreed on this connection, or nil if it does not speak STOMP (or has
     /// not sent CONNECT yet). Loop thread only (in callbacks).
     public var stompVersion: StompVersion? {
@@ -61,6 +56,7 @@ extension Connection {
         let bySubprotocol = configuration.subprotocols && subprotocol.flatMap { StompVersion(subprotocol: $0) } != nil
         guard bySubprotocol || configuration.paths.contains(request.path) else { return }
         self.stomp = StompConnection(configuration: configuration, now: self.loop.now)
+        self.transportFlag.store(Connection.stompTransport, ordering: .releasing)
     }
 
     /// A WebSocket message of a STOMP connection.
@@ -131,7 +127,7 @@ extension Connection {
     }
 
     /// `/topic/NAME` is topic NAME; nothing else is known without a hook.
-    static func defaultStompRoute(_ destination: String) -> StompSubscribeAnswer {
+    public static func defaultStompRoute(_ destination: String) -> StompSubscribeAnswer {
         let prefix = "/topic/"
         guard destination.hasPrefix(prefix), destination.utf8.count > prefix.utf8.count else {
             return .refuse("unknown destination \(destination): this server has /topic/NAME")

@@ -139,7 +139,13 @@ public final class Connection: @unchecked Sendable {
         @inline(__always) _modify { yield &self.state.pointee.eventStream }
     }
     /// True for a Server-Sent Events stream. Safe from any thread.
-    public var isEventStream: Bool { self.isEventStreamFlag.load(ordering: .acquiring) }
+    public var isEventStream: Bool { self.transportFlag.load(ordering: .acquiring) == Connection.eventStreamTransport }
+    /// True for a connection that speaks STOMP (decided at the upgrade, before `onOpen`): its
+    /// messages go to the STOMP session, and topics reach it as MESSAGE frames of its
+    /// subscriptions. Safe from any thread.
+    public var isStomp: Bool { self.transportFlag.load(ordering: .acquiring) == Connection.stompTransport }
+    static let eventStreamTransport: UInt8 = 1
+    static let stompTransport: UInt8 = 2
     /// Topics this connection is subscribed to.
     var subscriptions: [Subscription] {
         @inline(__always) _read { yield self.state.pointee.subscriptions }
@@ -262,7 +268,8 @@ public final class Connection: @unchecked Sendable {
     let inFlight = Atomic<Int>(0)
     let closedFlag = Atomic<Bool>(false)
     let compressing = Atomic<Bool>(false)
-    let isEventStreamFlag = Atomic<Bool>(false)
+    /// What the connection carries besides plain WebSocket messages: 0, or an event stream, or STOMP.
+    let transportFlag = Atomic<UInt8>(0)
     let rtt = Atomic<Int>(-1)
     let dropped = Atomic<Int>(0)
     let coalesced = Atomic<Int>(0)

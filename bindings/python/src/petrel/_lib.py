@@ -58,6 +58,8 @@ class ServerConfig(Structure):
         ("tls_client_ca_file", c_char_p), ("tls_sni_certificates", c_char_p),
         ("queue_events", c_int32), ("event_queue_bytes", c_uint64),
         ("engine_url", c_char_p), ("engine_timeout_ms", c_uint32), ("topic_stream_capacity", c_uint64),
+        ("stomp_paths", c_char_p), ("stomp_heart_beat_ms", c_uint32), ("stomp_max_unacked", c_uint32),
+        ("stomp_max_body", c_uint64),
     ]
 
 
@@ -68,12 +70,22 @@ class HTTPRequest(Structure):
     ]
 
 
+class StompFrame(Structure):
+    _fields_ = [
+        ("command", c_char_p), ("destination", c_char_p), ("subscription", c_char_p), ("ack", c_char_p),
+        ("login", c_char_p), ("passcode", c_char_p), ("host", c_char_p), ("body", POINTER(c_char)),
+        ("body_len", c_size_t), ("internal_", c_void_p),
+    ]
+
+
 OnOpen = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
 OnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_int32, POINTER(c_char), c_size_t)
 OnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_uint16, POINTER(c_char), c_size_t)
 OnDrain = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
 OnHTTP = CFUNCTYPE(None, c_void_p, c_void_p, POINTER(HTTPRequest))
 TopicObserver = CFUNCTYPE(None, c_void_p, c_void_p, c_char_p, c_uint64, c_int32, POINTER(c_char), c_size_t, c_char_p)
+OnStomp = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, POINTER(StompFrame))
+OnStompAck = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_char_p, POINTER(c_uint64), c_size_t, c_int32, c_uint64)
 STAMP_ID = 0x100  # PETREL_STAMP_ID
 
 
@@ -81,6 +93,7 @@ class ServerCallbacks(Structure):
     _fields_ = [
         ("size", c_size_t), ("userdata", c_void_p), ("on_open", OnOpen), ("on_message", OnMessage),
         ("on_close", OnClose), ("on_drain", OnDrain), ("on_http", OnHTTP), ("on_upgrade", OnHTTP),
+        ("on_stomp", OnStomp), ("on_stomp_ack", OnStompAck),
     ]
 
 
@@ -142,6 +155,10 @@ _SIGNATURES = [
     ("petrel_conn_user_data", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
     ("petrel_http_respond", status, [POINTER(HTTPRequest), c_uint16, c_char_p, c_void_p, c_size_t]),
     ("petrel_http_header", status, [POINTER(HTTPRequest), c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_stomp_allow", status, [POINTER(StompFrame), c_char_p]),
+    ("petrel_stomp_refuse", status, [POINTER(StompFrame), c_char_p]),
+    ("petrel_stomp_header", status, [POINTER(StompFrame), c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_conn_is_stomp", status, [c_void_p, c_uint64, POINTER(c_int32)]),
     ("petrel_http_query_param", status, [POINTER(HTTPRequest), c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_client_config_init", None, [POINTER(ClientConfig)]),
     ("petrel_client_callbacks_init", None, [POINTER(ClientCallbacks)]),

@@ -182,6 +182,14 @@ class Connection:
         check(rc)
         return True
 
+    @property
+    def is_stomp(self) -> bool:
+        """True for a connection that speaks STOMP (stomp_paths, or a STOMP subprotocol): its frames
+        go to the on_stomp_* hooks, and topics reach it as MESSAGE frames of its subscriptions."""
+        n = ctypes.c_int32()
+        check(lib.petrel_conn_is_stomp(self.server._handle, self.id, ctypes.byref(n)))
+        return n.value == 1
+
     def __repr__(self) -> str:
         return f"<petrel.Connection {self.id}>"
 
@@ -220,6 +228,47 @@ class HTTPRequest:
 
     def __repr__(self) -> str:
         return f"<petrel.HTTPRequest {self.method} {self.path}>"
+
+
+class StompFrame:
+    """A STOMP CONNECT, SUBSCRIBE or SEND, as an on_stomp_* hook sees it (valid only during the
+    hook). `command` is "CONNECT" (also for STOMP), "SUBSCRIBE" or "SEND"; absent fields are ""."""
+
+    def __init__(self, conn: Connection, raw: "ctypes._Pointer[_lib.StompFrame]") -> None:
+        f = raw.contents
+        self._raw = raw
+        self.conn = conn
+        self.command: str = f.command.decode()
+        self.destination: str = f.destination.decode("utf-8", "replace")
+        self.subscription: str = f.subscription.decode("utf-8", "replace")
+        self.ack: str = f.ack.decode()
+        self.login: str = f.login.decode("utf-8", "replace")
+        self.passcode: str = f.passcode.decode("utf-8", "replace")
+        self.host: str = f.host.decode("utf-8", "replace")
+        self.body: bytes = ctypes.string_at(f.body, f.body_len) if f.body_len else b""
+
+    def header(self, name: str) -> Optional[str]:
+        """The first header `name` (case-sensitive, unescaped), or None."""
+        size = ctypes.c_size_t()
+        buf = ctypes.create_string_buffer(256)
+        rc = lib.petrel_stomp_header(self._raw, name.encode(), buf, len(buf), ctypes.byref(size))
+        if rc == S.E_BUFFER_TOO_SMALL:
+            buf = ctypes.create_string_buffer(size.value + 1)
+            rc = lib.petrel_stomp_header(self._raw, name.encode(), buf, len(buf), ctypes.byref(size))
+        if rc == S.E_AGAIN:
+            return None
+        check(rc)
+        return buf.raw[: size.value].decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"<petrel.StompFrame {self.command} {self.destination}>"
+
+
+class StompRefuse:
+    """What an on_stomp_* hook returns to refuse: an ERROR frame with `message`, then a close."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 # An observer of a topic (Server.observe): (event id, message: str for text, bytes for binary, key).
@@ -273,6 +322,12 @@ class Server:
         tls_sni: Optional[Dict[str, Tuple[str, str]]] = None,
         on_http: Optional[Callable[[HTTPRequest], HTTPResponse]] = None,
         on_upgrade: Optional[Callable[[HTTPRequest], object]] = None,
+        stomp_paths: Optional[Iterable[str]] = None, stomp_heart_beat: float = 10.0, stomp_max_unacked: int = 0,
+        stomp_max_body: int = 1 << 20,
+        on_stomp_connect: Optional[Callable[[StompFrame], object]] = None,
+        on_stomp_subscribe: Optional[Callable[[StompFrame], object]] = None,
+        on_stomp_send: Optional[Callable[[StompFrame], object]] = None,
+        on_stomp_ack: Optional[Callable[[Connection, str, List[int], bool, int], None]] = None,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError("host must be a str")
@@ -293,6 +348,10 @@ class Server:
         self._on_open, self._on_message, self._on_close, self._on_drain = on_open, on_message, on_close, on_drain
         self._on_http = on_http
         self._on_upgrade = on_upgrade
+        self._on_stomp_connect, self._on_stomp_subscribe = on_stomp_connect, on_stomp_subscribe
+        self._on_stomp_send, self._on_stomp_ack = on_stomp_send, on_stomp_ack
+        if not 0 <= stomp_heart_beat <= 3600:
+            raise ValueError("stomp_heart_beat must be a number of seconds in [0, 3600]")
         self._has_engine = engine is not None  # publish and subscribe_after then wait for Redis
         self._user_data: Dict[int, object] = {}
         self._connections: Dict[int, Connection] = {}
@@ -305,7 +364,8 @@ class Server:
                       str(tls_cert).encode() if tls_cert else None, str(tls_key).encode() if tls_key else None,
                       str(tls_client_ca).encode() if tls_client_ca else None,
                       ";".join(f"{name},{chain},{key}" for name, (chain, key) in tls_sni.items()).encode()
-                      if tls_sni else None, engine.encode() if engine else None]
+                      if tls_sni else None, engine.encode() if engine else None,
+                      ",".join(stomp_paths).encode() if stomp_paths is not None else None]
         cfg = _lib.ServerConfig()
         lib.petrel_server_config_init(ctypes.byref(cfg))
         cfg.host, cfg.port, cfg.threads = self._keep[0], port, threads
@@ -328,6 +388,10 @@ class Server:
         cfg.engine_url = self._keep[9]
         cfg.engine_timeout_ms = max(1, int(engine_timeout * 1000))
         cfg.topic_stream_capacity = stream_capacity
+        # STOMP (docs/stomp.md): on these upgrade paths, and for clients that offer a STOMP subprotocol.
+        cfg.stomp_paths = self._keep[10]
+        cfg.stomp_heart_beat_ms = int(stomp_heart_beat * 1000)
+        cfg.stomp_max_unacked, cfg.stomp_max_body = stomp_max_unacked, stomp_max_body
         cfg.queue_events = 1
         # Events read but not yet taken by the dispatcher: when full, the loop threads wait (and
         # TCP pushes back). Also what a connection may have read past a pause_reading().
@@ -340,6 +404,8 @@ class Server:
         # on_open, on_message, on_close and on_drain arrive through the event queue (_dispatch).
         self._callbacks.on_http = _lib.OnHTTP(self._c_http)
         self._callbacks.on_upgrade = _lib.OnHTTP(self._c_upgrade)
+        self._callbacks.on_stomp = _lib.OnStomp(self._c_stomp)
+        self._callbacks.on_stomp_ack = _lib.OnStompAck(self._c_stomp_ack)
         handle = ctypes.c_void_p()
         check(lib.petrel_server_create(ctypes.byref(cfg), ctypes.byref(self._callbacks), ctypes.byref(handle)))
         self._handle = handle
@@ -435,6 +501,46 @@ class Server:
         except Exception:
             log.exception("petrel: exception in on_http")
             lib.petrel_http_respond(raw, 500, b"text/plain", b"internal error\n", 15)
+        finally:
+            _loop_thread.active = False
+
+    def _c_stomp(self, _ud, _srv, conn_id, raw):  # type: ignore[no-untyped-def]
+        """on_stomp (a loop thread): CONNECT -> on_stomp_connect (None/True accept, a str or
+        StompRefuse refuses); SUBSCRIBE -> on_stomp_subscribe (a topic name allows, None takes
+        /topic/NAME, StompRefuse refuses); SEND -> on_stomp_send (a topic name publishes, True
+        means taken, None or StompRefuse refuses)."""
+        _loop_thread.active = True
+        try:
+            frame = StompFrame(self._conn(conn_id), raw)
+            hook = {"CONNECT": self._on_stomp_connect, "SUBSCRIBE": self._on_stomp_subscribe,
+                    "SEND": self._on_stomp_send}.get(frame.command)
+            if hook is None:
+                return
+            answer = hook(frame)
+            if isinstance(answer, StompRefuse) or (frame.command == "CONNECT" and isinstance(answer, str)):
+                message = answer.message if isinstance(answer, StompRefuse) else str(answer)
+                check(lib.petrel_stomp_refuse(raw, message.replace("\n", " ").encode()))
+            elif frame.command == "CONNECT" and answer is False:
+                check(lib.petrel_stomp_refuse(raw, b"refused"))
+            elif isinstance(answer, str):
+                check(lib.petrel_stomp_allow(raw, answer.encode()))
+            elif frame.command == "SEND" and answer is True:
+                check(lib.petrel_stomp_allow(raw, None))
+        except Exception:
+            log.exception("petrel: exception in a STOMP hook (the frame is refused)")
+            lib.petrel_stomp_refuse(raw, b"internal error")
+        finally:
+            _loop_thread.active = False
+
+    def _c_stomp_ack(self, _ud, _srv, conn_id, subscription, ids, count, negative, position):  # type: ignore[no-untyped-def]
+        if not self._on_stomp_ack:
+            return
+        _loop_thread.active = True
+        try:
+            self._on_stomp_ack(self._conn(conn_id), subscription.decode("utf-8", "replace"),
+                               [ids[i] for i in range(count)], bool(negative), position)
+        except Exception:
+            log.exception("petrel: exception in on_stomp_ack")
         finally:
             _loop_thread.active = False
 
