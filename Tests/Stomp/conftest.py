@@ -25,7 +25,14 @@ import stomp
 from services import rabbitmq
 
 ROOT = Path(__file__).resolve().parents[2]
-PETREL_STOCK_SERVER = ROOT / "examples/stock-swift/.build/release/stock-server"
+import os
+
+# Petrel's three stock servers (tools/test.sh builds them; the C one needs libpetrel.so installed).
+PETREL_STOCK_SERVERS = {
+    "petrel-swift": [str(ROOT / "examples/stock-swift/.build/release/stock-server")],
+    "petrel-c": [str(ROOT / "examples/stock-c/stock-server")],
+    "petrel-python": [os.environ.get("PETREL_PYTHON", str(ROOT / ".venv/bin/python")), str(ROOT / "examples/stock-python/stock_server.py")],
+}
 DESTINATION = "/topic/stock"
 CONNECT_TIMEOUT = 10.0
 
@@ -220,10 +227,10 @@ class Target:
 
 
 @contextlib.contextmanager
-def petrel_stock_server():
-    """Petrel's Swift stock server on a free port with quick ticks; yields its port. Its output
-    is kept (and shown if it does not start) and drained so it never blocks on a full pipe."""
-    proc = subprocess.Popen([str(PETREL_STOCK_SERVER), "--port", "0", "--tick-min", "0.01", "--tick-max", "0.05"],
+def petrel_stock_server(command):
+    """A Petrel stock server on a free port with quick ticks; yields its port. Its output is kept
+    (and shown if it does not start) and drained so it never blocks on a full pipe."""
+    proc = subprocess.Popen(command + ["--port", "0", "--tick-min", "0.01", "--tick-max", "0.05"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     lines: list[str] = []
     port = None
@@ -255,7 +262,7 @@ def petrel_stock_server():
         assert code == 0, f"the Petrel stock server exited with {code}:\n" + "".join(lines[-40:])
 
 
-@pytest.fixture(scope="module", params=["rabbitmq", "petrel"])
+@pytest.fixture(scope="module", params=["rabbitmq", *PETREL_STOCK_SERVERS])
 def target(request):
     if request.param == "rabbitmq":
         with rabbitmq() as broker:
@@ -270,11 +277,12 @@ def target(request):
                 t.close_all()
                 t.stop_ticks()
     else:
-        if not PETREL_STOCK_SERVER.exists():
-            pytest.skip(f"{PETREL_STOCK_SERVER.relative_to(ROOT)} is not built (cd examples/stock-swift && swift build -c release)")
-        with petrel_stock_server() as port:
-            # Petrel's stock server needs no login; STOMP is at /stomp, ticks from its own feed
-            t = Target("petrel", "127.0.0.1", port, "/stomp")
+        command = PETREL_STOCK_SERVERS[request.param]
+        if not Path(command[-1]).exists():
+            pytest.skip(f"{command[-1]} is not built (tools/test.sh builds it)")
+        with petrel_stock_server(command) as port:
+            # Petrel's stock servers need no login; STOMP is at /stomp, ticks from their own feed
+            t = Target(request.param, "127.0.0.1", port, "/stomp")
             t.start_ticks()
             try:
                 yield t

@@ -26,9 +26,12 @@ typedef struct {
     long open_cents, cents;
 } stock;
 
+enum { WEBSOCKET, SSE, STOMP, TRANSPORTS };
+static const char *const transport_names[TRANSPORTS] = {"websocket", "sse", "stomp"};
+
 typedef struct {
     uint64_t conn, acked;
-    int sse;
+    int transport;   /* WEBSOCKET, SSE or STOMP */
     char client[40]; /* the page's client id (SSE acks name it) */
 } client;
 
@@ -147,10 +150,50 @@ static client *find_client(uint64_t conn) {
     return NULL;
 }
 
+/* The snapshot: every price and the id of the last tick in them (malloc'd; NULL if out of
+ * memory). The caller holds the lock. */
+static char *snapshot(size_t *len) {
+    size_t cap = 128 + (size_t)stock_count * 300, n;
+    char *snap = malloc(cap);
+    if (!snap) return NULL;
+    n = (size_t)snprintf(snap, cap, "{\"type\":\"snapshot\",\"id\":%llu,\"time\":%lld,\"stocks\":[", (unsigned long long)last_id,
+                         (long long)now_ms());
+    for (int i = 0; i < stock_count; i++) {
+        n += (size_t)snprintf(snap + n, cap - n, "%s{", i ? "," : "");
+        n += (size_t)stock_json(snap + n, cap - n, &stocks[i]);
+        n += (size_t)snprintf(snap + n, cap - n, "}");
+    }
+    n += (size_t)snprintf(snap + n, cap - n, "]}");
+    *len = n;
+    return snap;
+}
+
+/* Counts a client (under the lock); 0 when out of memory. */
+static client *add_client(uint64_t conn, uint64_t acked, int transport) {
+    if (client_count == client_cap) {
+        size_t cap = client_cap ? client_cap * 2 : 64;
+        client *grown = realloc(clients, cap * sizeof *clients);
+        if (!grown) return NULL;
+        clients = grown, client_cap = cap;
+    }
+    client *c = &clients[client_count++];
+    memset(c, 0, sizeof *c);
+    c->conn = conn, c->acked = acked, c->transport = transport;
+    return c;
+}
+
 static void on_open(void *ud, petrel_server *srv, uint64_t conn) {
     (void)ud;
     char path[64];
     size_t len = 0;
+    int32_t is_stomp = 0;
+    if (petrel_conn_is_stomp(srv, conn, &is_stomp) == PETREL_OK && is_stomp) {
+        /* A STOMP client: its SUBSCRIBE subscribes it (on_stomp); its ACKs say how far it is. */
+        pthread_mutex_lock(&lock);
+        add_client(conn, last_id, STOMP);
+        pthread_mutex_unlock(&lock);
+        return;
+    }
     if (petrel_conn_path(srv, conn, path, sizeof path, &len) != PETREL_OK) return;
     int sse = strcmp(path, "/events") == 0;
     if (!sse && strcmp(path, "/stream") != 0) {
@@ -162,17 +205,9 @@ static void on_open(void *ud, petrel_server *srv, uint64_t conn) {
     if (petrel_conn_last_event_id(srv, conn, &resume) == PETREL_OK && petrel_conn_subscribe_after(srv, conn, TOPIC, resume) == PETREL_OK) {
         from = resume;
     } else {
-        size_t cap = 128 + (size_t)stock_count * 300, n;
-        char *snap = malloc(cap);
+        size_t n = 0;
+        char *snap = snapshot(&n);
         if (snap) {
-            n = (size_t)snprintf(snap, cap, "{\"type\":\"snapshot\",\"id\":%llu,\"time\":%lld,\"stocks\":[", (unsigned long long)last_id,
-                                 (long long)now_ms());
-            for (int i = 0; i < stock_count; i++) {
-                n += (size_t)snprintf(snap + n, cap - n, "%s{", i ? "," : "");
-                n += (size_t)stock_json(snap + n, cap - n, &stocks[i]);
-                n += (size_t)snprintf(snap + n, cap - n, "}");
-            }
-            n += (size_t)snprintf(snap + n, cap - n, "]}");
             petrel_conn_send_event(srv, conn, last_id, snap, n);
             free(snap);
         }
@@ -184,19 +219,32 @@ static void on_open(void *ud, petrel_server *srv, uint64_t conn) {
             return;
         }
     }
-    if (client_count == client_cap) {
-        size_t cap = client_cap ? client_cap * 2 : 64;
-        client *grown = realloc(clients, cap * sizeof *clients);
-        if (!grown) {
-            pthread_mutex_unlock(&lock);
-            return;
-        }
-        clients = grown, client_cap = cap;
-    }
-    client *c = &clients[client_count++];
-    memset(c, 0, sizeof *c);
-    c->conn = conn, c->acked = from, c->sse = sse;
-    if (sse) petrel_conn_query_param(srv, conn, "client", c->client, sizeof c->client, &len);
+    client *c = add_client(conn, from, sse ? SSE : WEBSOCKET);
+    if (c && sse) petrel_conn_query_param(srv, conn, "client", c->client, sizeof c->client, &len);
+    pthread_mutex_unlock(&lock);
+}
+
+/* Records an acknowledgement; the caller holds the lock. */
+static void acknowledge(client *c, uint64_t id) {
+    if (c && id > c->acked && id <= last_id) c->acked = id;
+}
+
+/* STOMP: SUBSCRIBE to /topic/stock reads the ticks' topic; other destinations are refused. CONNECT
+ * is accepted and SEND refused (no answer). */
+static void on_stomp(void *ud, petrel_server *srv, uint64_t conn, const petrel_stomp_frame *frame) {
+    (void)ud, (void)srv, (void)conn;
+    if (strcmp(frame->command, "SUBSCRIBE") != 0) return;
+    if (strcmp(frame->destination, "/topic/stock") == 0)
+        petrel_stomp_allow(frame, TOPIC);
+    else
+        petrel_stomp_refuse(frame, "unknown destination: this server has /topic/stock");
+}
+
+static void on_stomp_ack(void *ud, petrel_server *srv, uint64_t conn, const char *subscription, const uint64_t *ids,
+                         size_t count, int32_t negative, uint64_t position) {
+    (void)ud, (void)srv, (void)subscription, (void)ids, (void)count, (void)negative;
+    pthread_mutex_lock(&lock);
+    acknowledge(find_client(conn), position);
     pthread_mutex_unlock(&lock);
 }
 
@@ -206,11 +254,6 @@ static void on_close(void *ud, petrel_server *srv, uint64_t conn, uint16_t code,
     client *c = find_client(conn);
     if (c) *c = clients[--client_count];
     pthread_mutex_unlock(&lock);
-}
-
-/* Records an acknowledgement; the caller holds the lock. */
-static void acknowledge(client *c, uint64_t id) {
-    if (c && id > c->acked && id <= last_id) c->acked = id;
 }
 
 /* {"ack":N} with optional whitespace. */
@@ -238,6 +281,15 @@ static void on_message(void *ud, petrel_server *srv, uint64_t conn, int32_t kind
 
 static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req) {
     (void)ud;
+    if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/snapshot") == 0) {
+        size_t n = 0;
+        pthread_mutex_lock(&lock);
+        char *snap = snapshot(&n);
+        pthread_mutex_unlock(&lock);
+        if (snap) petrel_http_respond(req, 200, "application/json", snap, n);
+        free(snap);
+        return;
+    }
     if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/health") == 0) {
         uint64_t sockets = 0;
         petrel_server_connection_count(srv, &sockets);
@@ -246,28 +298,29 @@ static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req
         double uptime = (double)(now.tv_sec - started.tv_sec) + (double)(now.tv_nsec - started.tv_nsec) / 1e9;
         char body[768];
         pthread_mutex_lock(&lock);
-        size_t counts[2] = {0, 0};
-        uint64_t slowest[2] = {last_id, last_id};
+        size_t counts[TRANSPORTS] = {0, 0, 0};
+        uint64_t slowest[TRANSPORTS] = {last_id, last_id, last_id};
         for (size_t i = 0; i < client_count; i++) {
-            counts[clients[i].sse]++;
-            if (clients[i].acked < slowest[clients[i].sse]) slowest[clients[i].sse] = clients[i].acked;
+            counts[clients[i].transport]++;
+            if (clients[i].acked < slowest[clients[i].transport]) slowest[clients[i].transport] = clients[i].acked;
         }
-        long long ms[2];
+        long long ms[TRANSPORTS];
         int64_t t = now_ms();
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < TRANSPORTS; k++) {
             /* A client may have come from a server that had read further than this one. */
             if (slowest[k] > last_id) slowest[k] = last_id;
             uint64_t behind = last_id - slowest[k];
             ms[k] = behind == 0 ? 0 : behind < RING ? (long long)(t - times_ms[(slowest[k] + 1) % RING]) : -1;
             if (ms[k] < -1) ms[k] = 0;
         }
-        int n = snprintf(body, sizeof body,
-                         "{\"status\":\"ok\",\"uptimeSeconds\":%.1f,\"connections\":{\"websocket\":%zu,\"sse\":%zu,\"sockets\":%llu},"
-                         "\"published\":%llu,\"lastEventId\":%llu,\"stocks\":%d,\"lag\":{\"websocket\":{\"events\":%llu,\"ms\":%lld},"
-                         "\"sse\":{\"events\":%llu,\"ms\":%lld}}}",
-                         uptime, counts[0], counts[1], (unsigned long long)sockets, (unsigned long long)published,
-                         (unsigned long long)last_id, stock_count, (unsigned long long)(last_id - slowest[0]), ms[0],
-                         (unsigned long long)(last_id - slowest[1]), ms[1]);
+        int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"uptimeSeconds\":%.1f,\"connections\":{", uptime);
+        for (int k = 0; k < TRANSPORTS; k++) n += snprintf(body + n, sizeof body - (size_t)n, "\"%s\":%zu,", transport_names[k], counts[k]);
+        n += snprintf(body + n, sizeof body - (size_t)n, "\"sockets\":%llu},\"published\":%llu,\"lastEventId\":%llu,\"stocks\":%d,\"lag\":{",
+                      (unsigned long long)sockets, (unsigned long long)published, (unsigned long long)last_id, stock_count);
+        for (int k = 0; k < TRANSPORTS; k++)
+            n += snprintf(body + n, sizeof body - (size_t)n, "%s\"%s\":{\"events\":%llu,\"ms\":%lld}", k ? "," : "", transport_names[k],
+                          (unsigned long long)(last_id - slowest[k]), ms[k]);
+        n += snprintf(body + n, sizeof body - (size_t)n, "}}");
         pthread_mutex_unlock(&lock);
         petrel_http_respond(req, 200, "application/json", body, (size_t)n);
     } else if (strcmp(req->method, "POST") == 0 && strcmp(req->path, "/ack") == 0) {
@@ -285,7 +338,7 @@ static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req
         if (petrel_http_query_param(req, "client", who, sizeof who, &len) == PETREL_OK) {
             pthread_mutex_lock(&lock);
             for (size_t i = 0; i < client_count; i++)
-                if (clients[i].sse && strcmp(clients[i].client, who) == 0) acknowledge(&clients[i], id), known = 1;
+                if (clients[i].transport == SSE && strcmp(clients[i].client, who) == 0) acknowledge(&clients[i], id), known = 1;
             pthread_mutex_unlock(&lock);
         }
         petrel_http_respond(req, known ? 204 : 404, "text/plain", "", 0);
@@ -365,12 +418,15 @@ int main(int argc, char **argv) {
     config.topic_max_queued = RING;
     config.topic_replay = RING; /* recent ticks kept for clients that reconnect */
     config.engine_url = engine; /* NULL: in this process */
+    config.stomp_paths = "/stomp"; /* STOMP here, and on /stream for clients that offer v12.stomp */
     petrel_server_callbacks callbacks;
     petrel_server_callbacks_init(&callbacks);
     callbacks.on_open = on_open;
     callbacks.on_message = on_message;
     callbacks.on_close = on_close;
     callbacks.on_http = on_http;
+    callbacks.on_stomp = on_stomp;
+    callbacks.on_stomp_ack = on_stomp_ack;
     petrel_status s = petrel_server_create(&config, &callbacks, &server);
     /* Prices come from the topic itself, whoever publishes. */
     if (s == PETREL_OK) s = petrel_server_observe(server, TOPIC, on_tick, NULL);
@@ -390,7 +446,7 @@ int main(int argc, char **argv) {
     else
         printf("Petrel stock ticker (C): %d stocks, no feed (ticks from the engine)", stock_count);
     printf(engine ? ", topics through %s\n" : "%s\n", engine ? engine : "");
-    printf("open %s://%s:%u/   (WebSocket /stream, SSE /events, /health)\n", tls_cert ? "https" : "http",
+    printf("open %s://%s:%u/   (WebSocket /stream, STOMP /stomp, SSE /events, /health)\n", tls_cert ? "https" : "http",
            strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost" : host, bound);
     fflush(stdout);
 

@@ -81,9 +81,7 @@ class Market:
             if last is not None and conn.subscribe_after(TOPIC, last):
                 start = last
             else:
-                snapshot = {"type": "snapshot", "id": self.last_id, "time": int(time.time() * 1000),
-                            "stocks": [fields(s) for s in self.stocks]}
-                conn.send_event(json.dumps(snapshot, separators=(",", ":")), self.last_id)
+                conn.send_event(self.snapshot_locked(), self.last_id)
                 if not conn.subscribe_after(TOPIC, self.last_id):
                     # The history moved on (Redis lost it) before this server saw a tick of the
                     # new one: the client comes back in a moment for a newer snapshot.
@@ -94,6 +92,22 @@ class Market:
             client = conn.query_param("client") if stream else None
             if client:
                 self.streams[client] = conn.id
+
+    def snapshot_locked(self) -> str:
+        snapshot = {"type": "snapshot", "id": self.last_id, "time": int(time.time() * 1000),
+                    "stocks": [fields(s) for s in self.stocks]}
+        return json.dumps(snapshot, separators=(",", ":"))
+
+    def snapshot(self) -> str:
+        """GET /snapshot: the prices and the id of the last tick in them, for a STOMP client that
+        then subscribes with last-event-id set to that id."""
+        with self.lock:
+            return self.snapshot_locked()
+
+    def join_stomp(self, conn: petrel.Connection) -> None:
+        """A STOMP client: its SUBSCRIBE subscribes it; its ACKs say how far it is."""
+        with self.lock:
+            self.clients[conn.id] = ["stomp", self.last_id]
 
     def leave(self, conn: petrel.Connection) -> None:
         with self.lock:
@@ -115,7 +129,7 @@ class Market:
         with self.lock:
             now = int(time.time() * 1000)
             counts, lag = {}, {}
-            for transport in ("websocket", "sse"):
+            for transport in ("websocket", "sse", "stomp"):
                 acked = [c[1] for c in self.clients.values() if c[0] == transport]
                 counts[transport] = len(acked)
                 # A client may have come from a server that had read further than this one.
@@ -165,8 +179,19 @@ def main() -> None:
 
     server = petrel.Server(args.host, args.port, threads=args.threads, static_root=args.web,
                            event_stream_paths=["/events"], slow_consumer="coalesce", max_queued=RING, replay=RING,
-                           ping_interval=15.0, tls_cert=args.tls_cert, tls_key=args.tls_key, engine=args.engine)
+                           ping_interval=15.0, tls_cert=args.tls_cert, tls_key=args.tls_key, engine=args.engine,
+                           # STOMP at /stomp, and on /stream for clients that offer v12.stomp:
+                           # destination /topic/stock.
+                           stomp_paths=["/stomp"])
     market = Market(stocks)
+
+    @server.on_stomp_subscribe
+    def on_subscribe(frame: petrel.StompFrame) -> object:
+        return TOPIC if frame.destination == "/topic/stock" else petrel.StompRefuse(f"unknown destination {frame.destination}")
+
+    @server.on_stomp_ack
+    def on_ack(conn: petrel.Connection, subscription: str, ids: List[int], negative: bool, position: int) -> None:
+        market.acknowledge(conn.id, position)
     # Prices come from the topic itself, whoever publishes: with an engine, the history read at
     # start, then every tick.
     server.observe(TOPIC, market.observe)
@@ -175,6 +200,9 @@ def main() -> None:
 
     @server.on_open
     def on_open(conn: petrel.Connection) -> None:
+        if conn.is_stomp:
+            market.join_stomp(conn)
+            return
         if conn.path not in ("/stream", "/events"):
             conn.close(1008, "the stream is at /stream")
             return
@@ -193,6 +221,8 @@ def main() -> None:
 
     @server.on_http
     def on_http(request: petrel.HTTPRequest) -> Optional[Tuple[int, str, Union[str, bytes]]]:
+        if request.method == "GET" and request.path == "/snapshot":
+            return 200, "application/json", market.snapshot()
         if request.method == "GET" and request.path == "/health":
             body = market.health(time.monotonic() - started, server.connection_count)
             return 200, "application/json", json.dumps(body)
@@ -214,7 +244,7 @@ def main() -> None:
     print(f"Petrel stock ticker (Python): {len(stocks)} stocks, {ticks}"
           + (f", topics through {args.engine}" if args.engine else ""))
     scheme = "https" if args.tls_cert else "http"
-    print(f"open {scheme}://{shown}:{server.port}/   (WebSocket /stream, SSE /events, /health)", flush=True)
+    print(f"open {scheme}://{shown}:{server.port}/   (WebSocket /stream, STOMP /stomp, SSE /events, /health)", flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

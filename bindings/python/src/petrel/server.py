@@ -504,6 +504,30 @@ class Server:
         finally:
             _loop_thread.active = False
 
+    def on_stomp_connect(self, f: Callable[[StompFrame], object]) -> Callable[[StompFrame], object]:
+        """STOMP CONNECT (a loop thread): return None or True to accept, a str or StompRefuse to
+        refuse (an ERROR frame with that message, then a close)."""
+        self._on_stomp_connect = f
+        return f
+
+    def on_stomp_subscribe(self, f: Callable[[StompFrame], object]) -> Callable[[StompFrame], object]:
+        """STOMP SUBSCRIBE (a loop thread): return the topic it reads, None for the default
+        (/topic/NAME is topic NAME, other destinations are refused), or StompRefuse."""
+        self._on_stomp_subscribe = f
+        return f
+
+    def on_stomp_send(self, f: Callable[[StompFrame], object]) -> Callable[[StompFrame], object]:
+        """STOMP SEND (a loop thread): return a topic to publish the body to, True when you took
+        it, None or StompRefuse to refuse (the default without a hook)."""
+        self._on_stomp_send = f
+        return f
+
+    def on_stomp_ack(self, f: Callable[[Connection, str, List[int], bool, int], None]) -> Callable[[Connection, str, List[int], bool, int], None]:
+        """STOMP ACK or NACK (a loop thread): f(conn, subscription id, event ids settled, negative,
+        position: every message up to this id is acknowledged)."""
+        self._on_stomp_ack = f
+        return f
+
     def _c_stomp(self, _ud, _srv, conn_id, raw):  # type: ignore[no-untyped-def]
         """on_stomp (a loop thread): CONNECT -> on_stomp_connect (None/True accept, a str or
         StompRefuse refuses); SUBSCRIBE -> on_stomp_subscribe (a topic name allows, None takes
