@@ -1,6 +1,7 @@
 """The stock page in a real browser (headless Chromium through selenium), against each of the
 three stock servers: the table fills, prices move, both transports work, and a WebSocket killed
-mid-stream reconnects and resumes without skipping a tick.
+mid-stream reconnects and resumes without skipping a tick. The page's STOMP mode
+(?transport=stomp) is tested against the Swift server, the only one that speaks STOMP.
 
 Run by tools/test.sh after it has built the servers; screenshots go to .build/test-output/browser.
 """
@@ -99,15 +100,31 @@ def health(url):
         return json.load(r)
 
 
+# STOMP tests run against each of the three servers (indirect parametrization, as the others).
+STOMP_SERVERS = list(SERVERS)
+stomp_servers = pytest.mark.parametrize("server", STOMP_SERVERS, indirect=True)
+
 PRICES = "Array.from(document.querySelectorAll('#stocks tbody tr')).map(r => r.querySelector('.price').textContent)"
+
+
+LABELS = {"websocket": "connected via WebSocket", "sse": "connected via SSE", "stomp": "connected via STOMP"}
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 def test_table_fills_and_prices_move(browser, server, transport):
+    table_fills_and_prices_move(browser, server, transport)
+
+
+@stomp_servers
+def test_stomp_table_fills_and_prices_move(browser, server):
+    table_fills_and_prices_move(browser, server, "stomp")
+
+
+def table_fills_and_prices_move(browser, server, transport):
     name, url = server
-    browser.get(url + ("?transport=sse" if transport == "sse" else ""))
+    browser.get(url + ("" if transport == "websocket" else f"?transport={transport}"))
     wait_for(browser, f"document.querySelectorAll('#stocks tbody tr').length === {STOCKS}", what="every stock in the table")
-    label = "connected via WebSocket" if transport == "websocket" else "connected via SSE"
+    label = LABELS[transport]
     wait_for(browser, f"document.getElementById('status').textContent === '{label}'", what=label)
     first = browser.execute_script("return " + PRICES)
     assert all(re.fullmatch(r"\d+\.\d\d", p) for p in first), first
@@ -116,6 +133,8 @@ def test_table_fills_and_prices_move(browser, server, transport):
     assert browser.find_element("id", "ticks").text.isdigit()
     state = browser.execute_script("return window.petrel")
     assert state["transport"] == transport and state["gaps"] == 0 and state["snapshots"] == 1, state
+    if transport == "stomp":  # ticks are counted once: none arrived twice
+        assert state["repeats"] == 0, state
     # The page's acknowledgements reach the server: its lag for this transport stays small.
     time.sleep(0.6)
     h = health(url)
@@ -137,6 +156,53 @@ def test_killed_websocket_reconnects_without_skipping(browser, server):
     assert state["gaps"] == 0, state["gapList"]
     assert state["snapshots"] == 1, "a resume replays what was missed instead of a new snapshot"
     assert health(url)["connections"]["websocket"] == 1
+
+
+@stomp_servers
+def test_killed_stomp_reconnects_without_skipping(browser, server):
+    """The STOMP connection ends mid-stream, closed by the page or by the server (an ERROR, for a
+    frame it does not know): the page subscribes again with last-event-id and goes on from the
+    next tick, none skipped, none twice, without a new snapshot."""
+    name, url = server
+    browser.get(url + "?transport=stomp")
+    wait_for(browser, "window.petrel.transport === 'stomp' && window.petrel.ticks >= 3", what="live ticks over STOMP")
+    wait_for(browser, f"document.getElementById('status').textContent === '{LABELS['stomp']}'")
+    kills = ["const ws = p.ws; ws.close();", "p.ws.send('BOGUS\\n\\n\\0');"] * 2
+    for kill in kills:
+        before = browser.execute_script(f"const p = window.petrel; {kill} return p.lastId")
+        wait_for(browser, f"window.petrel.lastId >= {before} + 5", what="ticks after the reconnect")
+        wait_for(browser, f"document.getElementById('status').textContent === '{LABELS['stomp']}'")
+    state = browser.execute_script("return window.petrel")
+    assert state["gaps"] == 0, state["gapList"]
+    assert state["repeats"] == 0, state
+    assert state["snapshots"] == 1, "a resume replays what was missed instead of a new snapshot"
+    resumes = state["resumes"]
+    assert len(resumes) == 1 + len(kills), resumes
+    # Each subscription went on from the tick after the last one shown: the first from the
+    # snapshot's id, the others from where the killed connection stopped ...
+    assert all(r["first"] == r["after"] + 1 for r in resumes), resumes
+    # ... and the server replayed ticks published while the page was away (published before
+    # the SUBSCRIBE was sent: both clocks are this machine's).
+    assert any(r["time"] < r["at"] for r in resumes[1:]), resumes
+    h = health(url)
+    assert h["connections"]["stomp"] == 1 and h["lag"]["stomp"]["events"] <= 20, h
+
+
+@stomp_servers
+def test_stomp_resume_the_server_cannot_serve_gets_a_snapshot(browser, server):
+    """A last-event-id the server never gave out (a previous run): it starts the subscription
+    live; the page sees the first tick does not follow and starts again from a new snapshot."""
+    name, url = server
+    browser.get(url + "?transport=stomp")
+    wait_for(browser, "window.petrel.transport === 'stomp' && window.petrel.ticks >= 1", what="live ticks over STOMP")
+    browser.execute_script("const p = window.petrel; p.lastId = 999999999; p.ws.close();")
+    wait_for(browser, "window.petrel.snapshots === 2 && window.petrel.lastId < 999999999", what="a new snapshot")
+    before = browser.execute_script("return window.petrel.lastId")
+    wait_for(browser, f"window.petrel.lastId >= {before} + 3", what="ticks after the new snapshot")
+    wait_for(browser, f"document.getElementById('status').textContent === '{LABELS['stomp']}'")
+    state = browser.execute_script("return window.petrel")
+    assert state["gaps"] == 0 and state["repeats"] == 0, state
+    assert health(url)["connections"]["stomp"] == 1
 
 
 def test_old_id_gets_a_snapshot_and_sse_resumes(browser, server):

@@ -182,6 +182,33 @@ extension RuntimeTests {
             #expect(c.heartbeats >= 2)
         }
 
+        @Test("with the Redis engine: STOMP subscribers on two nodes get the same ids, and resume on the other node")
+        func acrossNodes() throws {
+            let redis = try RedisProcess()
+            defer { redis.stop() }
+            let nodes = try (0..<2).map { _ in
+                try stompServer { c, _ in
+                    c.engine = .redis(redis.address)
+                    c.engineTimeout = 1_000
+                }
+            }
+            defer { for n in nodes { n.stop(grace: 100) } }
+            let a = try StompClient(port: nodes[0].port)
+            _ = a.connect()
+            a.send("SUBSCRIBE\nid:sub-0\ndestination:/topic/t\nreceipt:r\n\n\0")
+            #expect(a.next()?.command == .receipt)
+            let ids = try (1...6).map { i in try nodes[i % 2].publish("t", text: "m\(i)") }
+            let seen = a.drain(timeout: 1).map { $0["message-id"] ?? "" }
+            #expect(seen == ids.map { String($0) })
+            // A second client resumes on the other node after the third id.
+            let b = try StompClient(port: nodes[1].port)
+            _ = b.connect()
+            b.send("SUBSCRIBE\nid:sub-0\ndestination:/topic/t\nlast-event-id:\(ids[2])\n\n\0")
+            let resumed = b.drain(timeout: 1)
+            #expect(resumed.map { String(decoding: $0.body, as: UTF8.self) } == ["m4", "m5", "m6"])
+            #expect(resumed.map { $0["message-id"] ?? "" } == ids[3...].map { String($0) })
+        }
+
         @Test("a client that offers v12.stomp speaks STOMP on any path; one that does not is plain WebSocket")
         func bySubprotocol() throws {
             let server = try stompServer()
