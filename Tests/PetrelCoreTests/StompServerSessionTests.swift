@@ -1,4 +1,4 @@
-import PetrelCore
+@testable import PetrelCore
 import Testing
 
 /// A server session fed client frames; answers every application question with yes.
@@ -125,6 +125,18 @@ struct StompServerSessionTests {
         #expect(first && second && !third && !h.session.hasRoom(subscription: "c"))
         h.feed("ACK\nid:1@c\n\n\0")
         #expect(h.session.hasRoom(subscription: "c"))
+    }
+
+    @Test("without a cap, a subscription remembers a bounded number of unacknowledged ids")
+    func remembered() {
+        var options = StompServerOptions()
+        options.maxRemembered = 100
+        var h = Harness(options: options)
+        h.feed("CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:c\ndestination:/a\nack:client\n\n\0")
+        for id in UInt64(1)...10_000 { _ = h.session.delivered(subscription: "c", eventID: id) }
+        let s = h.session.subscriptions["c"]!
+        #expect(s.unacknowledged.count == 100 && s.unacknowledged.first == 9_901 && s.acknowledged == 9_900)
+        #expect(s.pending.count < 300)  // the forgotten ones are given back
     }
 
     @Test("a transaction holds its SENDs and ACKs until COMMIT; ABORT drops them")

@@ -18,6 +18,10 @@ public struct StompServerOptions: Hashable, Sendable {
     /// Messages a subscription in a client ack mode may have delivered and not acknowledged; more
     /// wait until ACKs (or NACKs) make room. 0 (the default): no cap.
     public var maxUnacknowledged = 0
+    /// Without a cap, how many unacknowledged messages a subscription remembers (default 8,192):
+    /// past it the oldest counts as acknowledged, so that a client that never ACKs costs bounded
+    /// memory (an ACK of it later settles nothing).
+    public var maxRemembered = 8_192
     /// Frames one transaction may hold before its COMMIT (default 1,024).
     public var maxTransactionFrames = 1024
     /// Subscriptions one connection may hold at once (default 64).
@@ -198,7 +202,13 @@ public struct StompServerSession: Sendable {
         if s.ackMode == .auto {
             s.acknowledged = eventID
         } else {
-            if self.options.maxUnacknowledged > 0 && s.pending.count - s.pendingHead >= self.options.maxUnacknowledged { return false }
+            let outstanding = s.pending.count - s.pendingHead
+            if self.options.maxUnacknowledged > 0 && outstanding >= self.options.maxUnacknowledged { return false }
+            if outstanding >= max(1, self.options.maxRemembered) {
+                s.acknowledged = max(s.acknowledged, s.pending[s.pendingHead])
+                s.pendingHead += 1
+                s.compact()
+            }
             s.pending.append(eventID)
         }
         self.subscriptions[subscription] = s
