@@ -38,12 +38,14 @@ class ServerKind:
     command: list[str]
     deflate: bool  # supports permessage-deflate
     env: dict[str, str] = field(default_factory=dict)
+    stomp: bool = False  # speaks STOMP 1.2 on /stomp (petrel-echo)
 
 
 def servers() -> list[ServerKind]:
     lib = str(ROOT / ".build-static/release/libpetrel.so")
     return [
-        ServerKind("petrel", [str(ROOT / ".build/release/petrel-echo"), "--host", "127.0.0.1", "--threads", "1"], True),
+        ServerKind("petrel", [str(ROOT / ".build/release/petrel-echo"), "--host", "127.0.0.1", "--threads", "1"], True,
+                   stomp=True),
         ServerKind("petrel-c", [str(ROOT / "Benchmarks/servers/petrel-c-echo")], True),
         ServerKind("petrel-python", [PY, str(ROOT / "Benchmarks/servers/petrel_python_echo.py")], True,
                    {"PETREL_LIBRARY": lib}),
@@ -103,6 +105,7 @@ class Scenario:
     unit: str
     deflate: bool = False  # run the server with --deflate (servers without it are skipped)
     timeout: float = 120
+    stomp: bool = False  # STOMP subscribers (--stomp): servers without STOMP are skipped
 
 
 def scenarios(seconds: float) -> list[Scenario]:
@@ -123,6 +126,14 @@ def scenarios(seconds: float) -> list[Scenario]:
         Scenario("fanout-10k", "fan-out: 100 B each ms to 10,000 subscribers (200 messages)",
                  ["--mode", "fanout", "--conns", "10000", "--messages", "200", "--size", "100", "--seconds", "90"],
                  "deliveries_per_s", "deliveries/s", timeout=240),
+        # The same fan-outs to STOMP 1.2 subscribers on /stomp (MESSAGE frames of /topic/bench);
+        # only servers that speak STOMP run them. The summary compares them with the plain ones.
+        Scenario("fanout-1k-stomp", "STOMP fan-out: 100 B each ms to 1,000 STOMP subscribers (1,000 messages)",
+                 ["--mode", "fanout", "--conns", "1000", "--messages", "1000", "--size", "100", "--seconds", "60",
+                  "--stomp"], "deliveries_per_s", "deliveries/s", stomp=True),
+        Scenario("fanout-10k-stomp", "STOMP fan-out: 100 B each ms to 10,000 STOMP subscribers (200 messages)",
+                 ["--mode", "fanout", "--conns", "10000", "--messages", "200", "--size", "100", "--seconds", "90",
+                  "--stomp"], "deliveries_per_s", "deliveries/s", timeout=240, stomp=True),
         Scenario("fanout-latency", "fan-out latency: 100 B each ms to 100 subscribers (3,000 messages; not saturated)",
                  ["--mode", "fanout", "--conns", "100", "--messages", "3000", "--size", "100", "--seconds", "60"],
                  "p99_us", "µs p99"),
@@ -141,6 +152,17 @@ def scenarios(seconds: float) -> list[Scenario]:
                  ["--mode", "echo", "--conns", "100", "--window", "16", "--deflate", "--seconds", s], "msgs_per_s", "msg/s",
                  deflate=True),
     ]
+
+
+def skipped(kind: ServerKind, sc: Scenario) -> str | None:
+    """Why a server does not run a scenario; None when it runs it."""
+    if sc.deflate and not kind.deflate:
+        return "no permessage-deflate"
+    if sc.stomp and not kind.stomp:
+        return "no STOMP"
+    if kind.name == "petrel-redis" and not sc.name.startswith("fanout"):
+        return "the engine is on the publish path only"
+    return None
 
 
 def free_port() -> int:
@@ -252,10 +274,8 @@ def main() -> None:
         for r in range(a.rounds):
             for sc in scs:
                 for kind in kinds:
-                    if sc.deflate and not kind.deflate:
+                    if skipped(kind, sc):
                         continue
-                    if kind.name == "petrel-redis" and not sc.name.startswith("fanout"):
-                        continue  # the engine is on the publish path only
                     res = run_one(kind, sc)
                     res.update(server=kind.name, scenario=sc.name, round=r + 1)
                     log.write(json.dumps(res) + "\n")
@@ -289,7 +309,7 @@ def write_tables(out: Path, kinds, scs, results, a) -> None:
         for kind in kinds:
             rows = results.get((sc.name, kind.name))
             if not rows:
-                lines.append(f"| {kind.name} | n/a | | | | | | no permessage-deflate |")
+                lines.append(f"| {kind.name} | n/a | | | | | | {skipped(kind, sc) or 'not run'} |")
                 continue
             v = median(rows, sc.metric)
             if v is None:
@@ -312,6 +332,8 @@ def write_tables(out: Path, kinds, scs, results, a) -> None:
         lines.append("")
     lines += summary(kinds, scs, results)
     lines += bars(results)
+    if any(sc.stomp for sc in scs):
+        lines += stomp_ratio(results)
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"\nwritten: {out / 'results.md'} and {out / 'results.jsonl'}")
@@ -368,6 +390,33 @@ def bars(results) -> list[str]:
     bar("Python bindings / picows, echo 100 conns w16",
         ratio(m("echo-100x16", "petrel-python", "msgs_per_s"), m("echo-100x16", "picows", "msgs_per_s")), 1.0)
     return ["## The bars of issue 9", "", "| bar | this run | needed | met |", "| --- | --- | --- | --- |", *rows, ""]
+
+
+def stomp_ratio(results) -> list[str]:
+    """STOMP fan-out against plain fan-out on Petrel (the STOMP issue's goal: at least 0.70 at 10k)."""
+    def cell(v: float | None, runs: list[dict], lost: int | None) -> str:
+        return "not run" if not runs else f"{'failed' if v is None else human(v, 'deliveries/s')} (lost {lost})"
+
+    rows, line = [], ""
+    for n in ("1k", "10k"):
+        plain, stomp = results.get((f"fanout-{n}", "petrel"), []), results.get((f"fanout-{n}-stomp", "petrel"), [])
+        p, s = median(plain, "deliveries_per_s"), median(stomp, "deliveries_per_s")
+        if not plain and not stomp:
+            continue
+        lost_p = max((r.get("lost", 0) for r in plain), default=None)
+        lost_s = max((r.get("lost", 0) for r in stomp), default=None)
+        r = s / p if s and p else None
+        need, met = ("≥ 0.7×", "" if r is None else ("yes" if r >= 0.7 else "**no**")) if n == "10k" else ("", "")
+
+        rows.append(f"| {n} subscribers | {cell(p, plain, lost_p)} | {cell(s, stomp, lost_s)} | "
+                    f"{'' if r is None else f'{r:.2f}×'} | {need} | {met} |")
+        if n == "10k":
+            line = (f"STOMP / plain fan-out at 10k subscribers (Petrel): {'not measured' if r is None else f'{r:.2f}×'}"
+                    f" (goal ≥ 0.70{'' if r is None else ': met' if r >= 0.7 else ': **not met**'}); "
+                    f"lost: STOMP {lost_s}, plain {lost_p}")
+    return ["## STOMP fan-out / plain fan-out (Petrel, deliveries per second; lost: the most of any round)", "",
+            "| subscribers | plain /sub | STOMP /stomp | STOMP / plain | needed | met |",
+            "| --- | --- | --- | --- | --- | --- |", *rows, "", *([line, ""] if line else [])]
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
  * petrel-load: the WebSocket load generator of Petrel's benchmarks.
  *
  * It drives any server that follows Benchmarks/PROTOCOL.md (paths /, /sub and /pub, payloads
- * that start with a 16 hex digit CLOCK_MONOTONIC nanosecond stamp) and prints exactly one JSON
- * line on stdout. Errors and diagnostics go to stderr; the exit status is nonzero on failure.
+ * that start with a 16 hex digit CLOCK_MONOTONIC nanosecond stamp; /stomp for --stomp) and
+ * prints exactly one JSON line on stdout. Errors and diagnostics go to stderr; the exit status
+ * is nonzero on failure.
  *
  * Build:  make -C Benchmarks/load            (gcc -O2 -march=native -Wall -Werror, -lz -lm)
  * Run, e.g.:
@@ -11,6 +12,7 @@
  *   petrel-load --port 9301 --mode echo --conns 10 --window 4 --size 16384 --binary
  *   petrel-load --port 9301 --mode echo --conns 50 --window 8 --deflate [--client-context] [--ticks FILE]
  *   petrel-load --port 9301 --mode fanout --conns 1000 --messages 1000 --size 100 --interval-us 1000
+ *   petrel-load --port 9301 --mode fanout --conns 10000 --messages 200 --size 100 --stomp
  *   petrel-load --port 9301 --mode handshake --conns 50 --seconds 5
  *   petrel-load --port 9301 --mode idle --conns 10000 --server-pid PID [--deflate]
  * (`petrel-load --help` lists every flag.)
@@ -27,6 +29,19 @@
  *              window under 15 bits is refused).
  *   fanout     --conns subscribers on /sub, one publisher on /pub sending --messages stamped
  *              messages every --interval-us; reports deliveries, losses, latency percentiles.
+ *              With --stomp the subscribers speak STOMP 1.2 on /stomp instead: after the upgrade
+ *              each sends CONNECT, waits for CONNECTED, sends SUBSCRIBE (id sub-0, destination
+ *              /topic/bench, receipt r) and is ready - counted open, and the publisher waits for
+ *              it as for a /sub subscriber's upgrade - only once the RECEIPT came. Then each
+ *              MESSAGE frame's body (after the blank line, content-length bytes) gets exactly the
+ *              checks and accounting of a plain delivery's payload; an ERROR frame, any other
+ *              frame or a malformed one is a protocol failure (before the RECEIPT: the
+ *              subscriber failed to connect); a lone EOL (heart-beat) is ignored. STOMP frames
+ *              are parsed where they lie when their WebSocket frame is whole in the read buffer,
+ *              else collected first; a MESSAGE laid out as petrel-echo sends it (headers
+ *              subscription, message-id, destination, content-length) is matched at once, any
+ *              other through a general header parser. The plain fan-out's path is the same as
+ *              without --stomp.
  *   handshake  --conns concurrent cycles of connect, upgrade, close handshake, RST.
  *   idle       opens --conns connections and reports the server's VmRSS growth per connection.
  *
@@ -123,7 +138,8 @@ static struct {
     int inflight;
     int plain_ticks;      /* echo the tick lines uncompressed (the deflate scenario's baseline) */
     int client_context;   /* --deflate: the lines compressed as one stream (client context kept) */
-} opt = { "127.0.0.1", 9001, M_ECHO, 100, -1, 1.0, "/", 16, -1, 0, 0, NULL, 1000, 1000, 0, 200, 0 };
+    int stomp;            /* fanout: the subscribers speak STOMP 1.2 on /stomp */
+} opt = { "127.0.0.1", 9001, M_ECHO, 100, -1, 1.0, "/", 16, -1, 0, 0, NULL, 1000, 1000, 0, 200, 0, 0, 0 };
 
 /* Echo of stock-tick lines: compressed (--deflate) or as they are (--plain-ticks). */
 #define TICKS (opt.deflate || opt.plain_ticks)
@@ -147,6 +163,8 @@ static void usage(FILE *f)
         "                                    messages, as browsers do (lines sent in order)\n"
         "          --plain-ticks [--ticks FILE]  the same lines uncompressed (the baseline)\n"
         "fanout:   --messages M (default 1000) --size S (default 100) --interval-us U (default 1000)\n"
+        "          --stomp   subscribers speak STOMP 1.2 on /stomp (CONNECT, SUBSCRIBE to /topic/bench\n"
+        "                    with a receipt; ready once the RECEIPT came) instead of /sub\n"
         "idle:     --server-pid PID  --deflate (offer permessage-deflate)\n");
 }
 
@@ -251,7 +269,9 @@ static double hist_pct_us(double p)
 /* ------------------------------------------------------------------------------------------ */
 /* Connections                                                                                */
 
-enum state { ST_IDLE, ST_WAIT, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_DEAD };
+/* ST_STOMP: upgraded, STOMP CONNECT/SUBSCRIBE under way; still being set up (in flight, not open). */
+enum state { ST_IDLE, ST_WAIT, ST_CONNECTING, ST_HANDSHAKE, ST_STOMP, ST_OPEN, ST_CLOSING, ST_DEAD };
+enum stomp_stage { SS_NONE, SS_CONNECT, SS_SUBSCRIBE, SS_SUBSCRIBED };
 enum role { R_ECHO, R_SUB, R_PUB, R_HS, R_IDLE };
 
 typedef struct conn {
@@ -292,6 +312,11 @@ typedef struct conn {
     uint64_t msg_len, msg_infl;
     uint8_t stamp[16];
     uint8_t ctl[125];
+
+    /* --stomp subscribers (last: the fields above keep their places) */
+    uint8_t stomp;             /* enum stomp_stage (SS_NONE: not a STOMP subscriber) */
+    uint8_t *sbuf;             /* a STOMP message collected when its frame is not whole in a read */
+    size_t sbuf_len, sbuf_cap;
 } conn;
 
 static conn *conns;
@@ -534,7 +559,8 @@ static void conn_start(conn *c);
 static void conn_failed(conn *c, const char *what, int err, int can_retry)
 {
     int idx = (int)(c - conns);
-    if (opt.mode != M_HANDSHAKE && (c->state == ST_CONNECTING || c->state == ST_HANDSHAKE))
+    if (opt.mode != M_HANDSHAKE
+        && (c->state == ST_CONNECTING || c->state == ST_HANDSHAKE || c->state == ST_STOMP))
         inflight--;
     conn_close_fd(c);
     if (opt.mode == M_HANDSHAKE) {
@@ -566,6 +592,10 @@ static void conn_lost(conn *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (c->state == ST_STOMP) {  /* STOMP set-up not done: the subscriber failed to connect */
+        conn_failed(c, msg, 0, 0);
+        return;
+    }
     errors++;
     note(&log_err, "conn %d: %s", (int)(c - conns), msg);
     if (c->state == ST_OPEN || c->state == ST_CLOSING)
@@ -593,6 +623,7 @@ static void conn_start(conn *c)
     c->gen++;
     c->hlen = c->in_payload = c->msg_active = 0;
     c->deflate = c->no_ctx = 0;
+    c->stomp = SS_NONE;
     c->state = ST_CONNECTING;
     c->deadline = now_ns() + ATTEMPT_TIMEOUT_NS;
     if (opt.mode != M_HANDSHAKE)
@@ -722,10 +753,21 @@ static int check_response(conn *c, char *head)
     return 0;
 }
 
+static const char stomp_connect[] = "CONNECT\naccept-version:1.2\nhost:bench\n\n";
+static const char stomp_subscribe[] = "SUBSCRIBE\nid:sub-0\ndestination:/topic/bench\nreceipt:r\n\n";
+
 static void on_upgraded(conn *c)
 {
     free(c->hs);
     c->hs = NULL;
+    if (c->role == R_SUB && opt.stomp) {
+        /* Still being set up (in flight) until the RECEIPT of its SUBSCRIBE: stomp_ready(). */
+        c->state = ST_STOMP;
+        c->stomp = SS_CONNECT;
+        c->deadline = now_ns() + ATTEMPT_TIMEOUT_NS;
+        queue_frame(c, 0x81, (const uint8_t *)stomp_connect, sizeof stomp_connect);  /* with its NUL */
+        return;  /* on_readable() writes it */
+    }
     if (opt.mode != M_HANDSHAKE)
         inflight--;
     n_open++;
@@ -880,6 +922,195 @@ static void on_message(conn *c)
     stamped_message(c, c->stamp_len == 16 ? c->stamp : NULL, c->msg_len);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* STOMP (--stomp fan-out subscribers)                                                        */
+
+/* Subscribed (the RECEIPT came): the subscriber counts as open, and is no longer being set up
+ * (open_all() waits for this, so the publisher starts after every subscriber is ready). */
+static void stomp_ready(conn *c)
+{
+    c->stomp = SS_SUBSCRIBED;
+    c->state = ST_OPEN;
+    c->attempts = 0;
+    inflight--;
+    n_open++;
+    n_established++;
+}
+
+/* A protocol failure in STOMP: the connection is closed (conn_lost(); during the set-up, that
+ * is the subscriber failing to connect). Returns -1. */
+static int stomp_fail(conn *c, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    conn_lost(c, "STOMP: %s", msg);
+    return -1;
+}
+
+/* Printable for diagnostics: at most 80 bytes, control bytes as '.', in a static buffer. */
+static const char *stomp_show(const uint8_t *p, const uint8_t *e)
+{
+    static char out[81];
+    size_t n = (size_t)(e - p) < 80 ? (size_t)(e - p) : 80;
+    for (size_t i = 0; i < n; i++)
+        out[i] = p[i] < 0x20 || p[i] >= 0x7f ? '.' : (char)p[i];
+    out[n] = 0;
+    return out;
+}
+
+#define STOMP_IS(p, e, lit) ((size_t)((e) - (p)) == sizeof lit - 1 && !memcmp((p), lit, sizeof lit - 1))
+
+/* One STOMP frame at *pp, in a WebSocket message ending at end: parsed (LF or CR LF lines; the
+ * first of a repeated header counts; the body by content-length, else up to the NUL), checked
+ * and handled; *pp moves past its NUL. -1: the connection was closed. */
+static int stomp_frame(conn *c, const uint8_t **pp, const uint8_t *end)
+{
+    const uint8_t *p = *pp, *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl)
+        return stomp_fail(c, "frame without an end of line after its command: %s", stomp_show(p, end));
+    const uint8_t *cmd = p, *cmd_end = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+    const uint8_t *cl = NULL, *cl_end = NULL, *sub = NULL, *sub_end = NULL;
+    const uint8_t *rid = NULL, *rid_end = NULL, *emsg = NULL, *emsg_end = NULL;
+    for (p = nl + 1;; p = nl + 1) {
+        if (!(nl = memchr(p, '\n', (size_t)(end - p))))
+            return stomp_fail(c, "%s frame without the blank line after its headers",
+                              stomp_show(cmd, cmd_end));
+        const uint8_t *le = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+        if (le == p)
+            break;
+        const uint8_t *colon = memchr(p, ':', (size_t)(le - p));
+        if (!colon)
+            return stomp_fail(c, "header line without a colon: %s", stomp_show(p, le));
+        if (STOMP_IS(p, colon, "content-length")) {
+            if (!cl)
+                cl = colon + 1, cl_end = le;
+        } else if (STOMP_IS(p, colon, "subscription")) {
+            if (!sub)
+                sub = colon + 1, sub_end = le;
+        } else if (STOMP_IS(p, colon, "receipt-id")) {
+            if (!rid)
+                rid = colon + 1, rid_end = le;
+        } else if (STOMP_IS(p, colon, "message")) {
+            if (!emsg)
+                emsg = colon + 1, emsg_end = le;
+        }
+    }
+    const uint8_t *body = nl + 1, *body_end;
+    if (cl) {
+        uint64_t n = 0;
+        if (cl == cl_end || cl_end - cl > 18)
+            return stomp_fail(c, "bad content-length '%s'", stomp_show(cl, cl_end));
+        for (const uint8_t *d = cl; d < cl_end; d++) {
+            if ((unsigned)(*d - '0') > 9)
+                return stomp_fail(c, "bad content-length '%s'", stomp_show(cl, cl_end));
+            n = n * 10 + (unsigned)(*d - '0');
+        }
+        if (n >= (uint64_t)(end - body) || body[n] != 0)
+            return stomp_fail(c, "%s frame: no NUL after content-length %" PRIu64 " (%zu bytes left)",
+                              stomp_show(cmd, cmd_end), n, (size_t)(end - body));
+        body_end = body + n;
+    } else if (!(body_end = memchr(body, 0, (size_t)(end - body)))) {
+        return stomp_fail(c, "%s frame not ended by NUL", stomp_show(cmd, cmd_end));
+    }
+    *pp = body_end + 1;
+
+    if (c->stomp == SS_SUBSCRIBED && STOMP_IS(cmd, cmd_end, "MESSAGE")) {
+        if (!sub || !STOMP_IS(sub, sub_end, "sub-0"))
+            return stomp_fail(c, "MESSAGE for subscription '%s', expected sub-0",
+                              sub ? stomp_show(sub, sub_end) : "(none)");
+        size_t len = (size_t)(body_end - body);
+        stamped_message(c, len >= 16 ? body : NULL, len);  /* the body: a plain delivery's payload */
+        return 0;
+    }
+    if (STOMP_IS(cmd, cmd_end, "ERROR"))
+        return stomp_fail(c, "ERROR frame: %s", emsg ? stomp_show(emsg, emsg_end) : stomp_show(body, body_end));
+    if (c->stomp == SS_CONNECT && STOMP_IS(cmd, cmd_end, "CONNECTED")) {
+        c->stomp = SS_SUBSCRIBE;
+        queue_frame(c, 0x81, (const uint8_t *)stomp_subscribe, sizeof stomp_subscribe);  /* with its NUL */
+        return 0;
+    }
+    if (c->stomp == SS_SUBSCRIBE && STOMP_IS(cmd, cmd_end, "RECEIPT")) {
+        if (!rid || !STOMP_IS(rid, rid_end, "r"))
+            return stomp_fail(c, "RECEIPT for '%s', expected r", rid ? stomp_show(rid, rid_end) : "(none)");
+        stomp_ready(c);
+        return 0;
+    }
+    static const char *const waiting[] = { "", "CONNECTED", "the RECEIPT", "MESSAGE frames" };
+    return stomp_fail(c, "unexpected %s frame (waiting for %s)", stomp_show(cmd, cmd_end), waiting[c->stomp]);
+}
+
+/* The MESSAGE frames of petrel-echo's /topic/bench as they come, byte for byte but for the digits
+ * of message-id and content-length, each alone in its WebSocket message. */
+static const char stomp_msg_a[] = "MESSAGE\nsubscription:sub-0\nmessage-id:";
+static const char stomp_msg_b[] = "\ndestination:/topic/bench\ncontent-length:";
+#define STOMP_MSG_A (sizeof stomp_msg_a - 1)
+#define STOMP_MSG_B (sizeof stomp_msg_b - 1)
+
+/* Such a MESSAGE taken without the general header parser (the same checks and accounting as
+ * stomp_frame()'s). 0: not one of them (nothing done; stomp_frame() takes it). */
+static inline int stomp_message_fast(conn *c, const uint8_t *p, const uint8_t *end)
+{
+    if ((size_t)(end - p) < STOMP_MSG_A + 1 + STOMP_MSG_B + 4 || memcmp(p, stomp_msg_a, STOMP_MSG_A))
+        return 0;
+    const uint8_t *q = p + STOMP_MSG_A, *d = q;
+    while (q < end && (unsigned)(*q - '0') < 10)
+        q++;
+    if (q == d || (size_t)(end - q) < STOMP_MSG_B + 4 || memcmp(q, stomp_msg_b, STOMP_MSG_B))
+        return 0;
+    q += STOMP_MSG_B;
+    uint64_t len = 0;
+    for (d = q; q < end && (unsigned)(*q - '0') < 10 && q - d < 18; q++)
+        len = len * 10 + (unsigned)(*q - '0');
+    if (q == d || end - q < 3 || q[0] != '\n' || q[1] != '\n' || len != (uint64_t)(end - q) - 3 || q[2 + len] != 0)
+        return 0;
+    stamped_message(c, len >= 16 ? q + 2 : NULL, (size_t)len);  /* the body: a plain delivery's payload */
+    return 1;
+}
+
+/* A whole WebSocket data message of a STOMP subscriber: its STOMP frame(s); EOLs before a frame
+ * (a lone one is a heart-beat) are skipped. -1: the connection was closed. */
+static int stomp_message(conn *c, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    const uint8_t *end = p + n;
+    if (c->stomp == SS_SUBSCRIBED && stomp_message_fast(c, p, end))
+        return 0;
+    for (;;) {
+        while (p < end && (*p == '\n' || (*p == '\r' && end - p >= 2 && p[1] == '\n')))
+            p++;
+        if (p == end)
+            return 0;
+        if (stomp_frame(c, &p, end) < 0)
+            return -1;
+    }
+}
+
+/* The general parser's part: a STOMP message's bytes, collected when its frame was not whole in
+ * one read (or came in fragments). -1: the connection was closed. */
+static int stomp_collect(conn *c, const uint8_t *p, size_t n)
+{
+    size_t need = c->sbuf_len + n, max = (size_t)opt.size + 65536;
+    if (need > c->sbuf_cap) {
+        if (need > max) {
+            conn_lost(c, "STOMP: message over %zu bytes", max);
+            return -1;
+        }
+        size_t cap = c->sbuf_cap ? c->sbuf_cap : 1024;
+        while (cap < need)
+            cap *= 2;
+        if (!(c->sbuf = realloc(c->sbuf, cap)))
+            die("out of memory");
+        c->sbuf_cap = cap;
+    }
+    memcpy(c->sbuf + c->sbuf_len, p, n);
+    c->sbuf_len = need;
+    return 0;
+}
+
 /* Frame header parsed; -1 closes the connection. */
 static int frame_begin(conn *c, const uint8_t *h)
 {
@@ -914,6 +1145,7 @@ static int frame_begin(conn *c, const uint8_t *h)
         c->msg_comp = (rsv & 4) != 0;
         c->msg_len = c->msg_infl = 0;
         c->stamp_len = 0;
+        c->sbuf_len = 0;
         if (c->msg_comp && !c->z) {
             c->z = calloc(1, sizeof *c->z);
             if (!c->z || inflateInit2(c->z, -15) != Z_OK)
@@ -937,6 +1169,8 @@ static int frame_data(conn *c, const uint8_t *p, size_t n)
         return 0;
     }
     c->msg_len += n;
+    if (c->stomp)
+        return stomp_collect(c, p, n);
     if (c->msg_comp) {
         if (inflate_feed(c, p, n) < 0) {
             conn_lost(c, "inflate error: %s", c->z->msg ? c->z->msg : "corrupt data");
@@ -982,6 +1216,8 @@ static int frame_end(conn *c)
             c->z_ended = 0;
         }
     }
+    if (c->stomp)
+        return stomp_message(c, c->sbuf, c->sbuf_len);
     on_message(c);
     return 0;
 }
@@ -999,8 +1235,8 @@ static size_t fast_hl, fast_flen;  /* fast_flen 0: no fast path */
 
 static void init_fast_path(void)
 {
-    if (!((opt.mode == M_ECHO && !TICKS) || opt.mode == M_FANOUT) || opt.size < 16)
-        return;
+    if (!((opt.mode == M_ECHO && !TICKS) || opt.mode == M_FANOUT) || opt.size < 16 || opt.stomp)
+        return;  /* --stomp subscribers have their own (parse_stomp()) */
     uint8_t h[14], k[4] = { 0 };
     fast_hl = frame_header(h, opt.binary ? 0x82 : 0x81, (uint64_t)opt.size, k) - 4;
     h[1] &= 0x7f;  /* the server's frames are not masked */
@@ -1039,6 +1275,46 @@ static void fast_messages(conn *c, uint64_t k, uint64_t bad, int record)
     }
 }
 
+/* One step of the general streaming parser at *pp: a frame header (or as much of it as this read
+ * holds) or a piece of a payload, up to end. -1: the connection was closed. */
+static inline __attribute__((always_inline)) int parse_step(conn *c, const uint8_t **pp, const uint8_t *end)
+{
+    const uint8_t *p = *pp;
+    if (!c->in_payload) {
+        const uint8_t *h;
+        if (c->hlen == 0 && end - p >= 2 && (size_t)(end - p) >= header_need(p)) {
+            h = p;                 /* whole header here: no copy */
+            p += header_need(p);
+        } else {
+            while (p < end && (c->hlen < 2 || c->hlen < header_need(c->hdr)))
+                c->hdr[c->hlen++] = *p++;
+            *pp = p;
+            if (c->hlen < 2 || c->hlen < header_need(c->hdr))
+                return 0;          /* rest of the header in a later read (p is at end) */
+            h = c->hdr;
+            c->hlen = 0;
+        }
+        *pp = p;
+        if (frame_begin(c, h) < 0)
+            return -1;
+        if (c->remaining == 0)
+            return frame_end(c) < 0 ? -1 : 0;
+        c->in_payload = 1;
+        return 0;
+    }
+    size_t k = c->remaining < (uint64_t)(end - p) ? (size_t)c->remaining : (size_t)(end - p);
+    if (frame_data(c, p, k) < 0)
+        return -1;
+    *pp = p + k;
+    c->remaining -= k;
+    if (c->remaining == 0) {
+        c->in_payload = 0;
+        if (frame_end(c) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Parses received bytes in place. -1: the connection was closed.
  * Fast path: while the parser is between messages, every whole frame in the buffer that is
  * byte for byte the expected header is handled right here (stamp checked and parsed, latency
@@ -1071,39 +1347,42 @@ static int parse(conn *c, const uint8_t *p, size_t n)
             if (p == end)
                 break;
         }
-        if (!c->in_payload) {
-            const uint8_t *h;
-            if (c->hlen == 0 && end - p >= 2 && (size_t)(end - p) >= header_need(p)) {
-                h = p;                 /* whole header here: no copy */
-                p += header_need(p);
-            } else {
-                while (p < end && (c->hlen < 2 || c->hlen < header_need(c->hdr)))
-                    c->hdr[c->hlen++] = *p++;
-                if (c->hlen < 2 || c->hlen < header_need(c->hdr))
-                    return 0;          /* rest of the header in a later read */
-                h = c->hdr;
-                c->hlen = 0;
-            }
-            if (frame_begin(c, h) < 0)
-                return -1;
-            if (c->remaining == 0) {
-                if (frame_end(c) < 0)
-                    return -1;
-            } else {
-                c->in_payload = 1;
-            }
-            continue;
-        }
-        size_t k = c->remaining < (uint64_t)(end - p) ? (size_t)c->remaining : (size_t)(end - p);
-        if (frame_data(c, p, k) < 0)
+        if (parse_step(c, &p, end) < 0)
             return -1;
-        p += k;
-        c->remaining -= k;
-        if (c->remaining == 0) {
-            c->in_payload = 0;
-            if (frame_end(c) < 0)
-                return -1;
+    }
+    return 0;
+}
+
+/* parse() for --stomp subscribers (their fast path): while between messages, every whole
+ * unfragmented data frame in the buffer is handed to stomp_message() where it lies; anything
+ * else takes the general parser, which collects the message (stomp_collect()). */
+static int parse_stomp(conn *c, const uint8_t *p, size_t n)
+{
+    const uint8_t *end = p + n;
+    while (p < end) {
+        if (!c->in_payload && !c->hlen && !c->msg_active) {
+            while (end - p >= 2 && (p[0] == 0x81 || p[0] == 0x82) && !(p[1] & 0x80)) {
+                size_t hl = header_need(p);
+                if ((size_t)(end - p) < hl)
+                    break;
+                uint64_t len = p[1] & 127;
+                if (len == 126)
+                    len = (uint64_t)p[2] << 8 | p[3];
+                else if (len == 127)
+                    for (int i = 0; i < 8; i++)
+                        len = (i ? len << 8 : 0) | p[2 + i];
+                if (len > (uint64_t)(end - p) - hl)
+                    break;
+                p += hl;
+                if (stomp_message(c, p, (size_t)len) < 0)
+                    return -1;
+                p += len;
+            }
+            if (p == end)
+                break;
         }
+        if (parse_step(c, &p, end) < 0)
+            return -1;
     }
     return 0;
 }
@@ -1117,7 +1396,7 @@ static int read_once(conn *c, int to_end)
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
             return errno == EINTR;
-        if (c->state == ST_HANDSHAKE)
+        if (c->state == ST_HANDSHAKE || c->state == ST_STOMP)
             conn_failed(c, "read", errno, 1);
         else if (c->state == ST_CLOSING)
             hs_cycle_done(c);
@@ -1126,8 +1405,9 @@ static int read_once(conn *c, int to_end)
         return -1;
     }
     if (n == 0) {
-        if (c->state == ST_HANDSHAKE)
-            conn_failed(c, "connection closed during the upgrade", ECONNRESET, 1);
+        if (c->state == ST_HANDSHAKE || c->state == ST_STOMP)
+            conn_failed(c, c->state == ST_STOMP ? "connection closed during the STOMP set-up"
+                           : "connection closed during the upgrade", ECONNRESET, 1);
         else if (c->state == ST_CLOSING)
             hs_cycle_done(c);
         else
@@ -1160,7 +1440,7 @@ static int read_once(conn *c, int to_end)
         data = rbuf + (head - old);  /* frames that came with the response */
         len -= head - old;
     }
-    if (len && parse(c, data, len) < 0)
+    if (len && (c->stomp ? parse_stomp(c, data, len) : parse(c, data, len)) < 0)
         return -1;
     return (size_t)n == RBUF_SIZE || to_end;
 }
@@ -1219,7 +1499,7 @@ static void check_timeouts(uint64_t now)
 {
     for (int i = 0; i < nconns; i++) {
         conn *c = &conns[i];
-        if ((c->state == ST_CONNECTING || c->state == ST_HANDSHAKE) && now > c->deadline)
+        if ((c->state == ST_CONNECTING || c->state == ST_HANDSHAKE || c->state == ST_STOMP) && now > c->deadline)
             conn_failed(c, "timeout", ETIMEDOUT, 1);
         else if (c->state == ST_CLOSING && now > c->deadline) {
             n_open--;
@@ -1264,7 +1544,7 @@ static void run_until(uint64_t deadline, int (*done)(void))
                 continue;
             }
             if ((ev & EPOLLOUT) && conn_flush(c) < 0) {
-                if (c->state == ST_HANDSHAKE)
+                if (c->state == ST_HANDSHAKE || c->state == ST_STOMP)
                     conn_failed(c, "write", errno, 1);
                 else if (c->state == ST_CLOSING)
                     hs_cycle_done(c);
@@ -1290,7 +1570,7 @@ static void open_all(int lo, int hi)
         fprintf(stderr, "petrel-load: connection set-up did not finish in 300 s\n");
         stopping = 1;
         for (int i = lo; i < hi; i++)
-            if (conns[i].state == ST_CONNECTING || conns[i].state == ST_HANDSHAKE)
+            if (conns[i].state == ST_CONNECTING || conns[i].state == ST_HANDSHAKE || conns[i].state == ST_STOMP)
                 conn_failed(&conns[i], "timeout", ETIMEDOUT, 0);
         run_until(now_ns(), NULL);
         stopping = 0;
@@ -1616,7 +1896,7 @@ static int fanout_done(void)
 
 static int mode_fanout(void)
 {
-    init_slots(opt.conns, R_SUB, "/sub");
+    init_slots(opt.conns, R_SUB, opt.stomp ? "/stomp" : "/sub");
     init_slots(1, R_PUB, "/pub");
     pub = &conns[opt.conns];
     build_template(pub, opt.size, opt.binary);
@@ -1659,9 +1939,9 @@ static int mode_fanout(void)
     if (lost)
         fprintf(stderr, "petrel-load: %" PRIu64 " of %" PRIu64 " deliveries lost\n", lost, expected);
     json_head();
-    printf("\"conns\":%d,\"connected\":%d,\"messages\":%ld,\"size\":%d,\"binary\":%s,\"interval_us\":%ld,"
-           "\"seconds\":%.2f,", opt.conns, subs, opt.messages, opt.size, opt.binary ? "true" : "false",
-           opt.interval_us, opt.seconds);
+    printf("\"conns\":%d,\"connected\":%d,\"messages\":%ld,\"size\":%d,\"binary\":%s,\"stomp\":%s,"
+           "\"interval_us\":%ld,\"seconds\":%.2f,", opt.conns, subs, opt.messages, opt.size,
+           opt.binary ? "true" : "false", opt.stomp ? "true" : "false", opt.interval_us, opt.seconds);
     printf("\"published\":%" PRIu64 ",\"deliveries\":%" PRIu64 ",\"expected\":%" PRIu64 ",\"lost\":%" PRIu64 ","
            "\"deliveries_per_s\":%.1f,\"publish_s\":%.3f,\"delivery_s\":%.3f,",
            published, deliveries, expected, lost, span > 0 ? deliveries / span : 0.0,
@@ -1781,6 +2061,7 @@ static void parse_args(int argc, char **argv)
         if (!strcmp(f, "--deflate")) { opt.deflate = 1; continue; }
         if (!strcmp(f, "--plain-ticks")) { opt.plain_ticks = 1; continue; }
         if (!strcmp(f, "--client-context")) { opt.client_context = 1; continue; }
+        if (!strcmp(f, "--stomp")) { opt.stomp = 1; continue; }
         if (i + 1 >= argc) {
             usage(stderr);
             die("%s: missing value or unknown flag", f);
@@ -1825,6 +2106,8 @@ static void parse_args(int argc, char **argv)
         die("--deflate applies to echo and idle modes");
     if (opt.client_context && (!opt.deflate || opt.mode != M_ECHO))
         die("--client-context needs --deflate in echo mode");
+    if (opt.stomp && opt.mode != M_FANOUT)
+        die("--stomp applies to fanout mode");
 }
 
 int main(int argc, char **argv)
