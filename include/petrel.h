@@ -310,7 +310,8 @@ typedef struct petrel_server_callbacks {
     /**
      * STOMP: an ACK (negative 0) or NACK (negative 1) settled `count` messages of the subscription
      * with id `subscription`: their event ids are event_ids[0..count) (count is 0 when the frame
-     * named a message already settled). `position`: every message delivered to the subscription up
+     * named a message already settled; a 1.0 ACK of an id no subscription has outstanding is not
+     * reported). `position`: every message delivered to the subscription up
      * to this event id is now acknowledged. Topics do not deliver again after a NACK.
      * Thread: the connection's loop thread, also with queue_events.
      */
@@ -332,8 +333,9 @@ petrel_status petrel_http_respond(const petrel_http_request *request, uint16_t s
  * (required; MESSAGE frames still name the client's destination). SEND: the body (text when it is
  * UTF-8, else binary) is published to `topic`, or, with topic NULL, the application took it.
  * CONNECT: topic is ignored. A RECEIPT follows when the frame asked for one.
- * Returns: PETREL_OK; PETREL_E_NULL (frame NULL; topic NULL for SUBSCRIBE); PETREL_E_STATE
- *          (answered already). Ownership: topic is copied. Thread: only inside on_stomp, with its frame.
+ * Returns: PETREL_OK; PETREL_E_NULL (frame NULL; topic NULL for SUBSCRIBE); PETREL_E_INVALID_ARGUMENT
+ *          (topic not UTF-8); PETREL_E_STATE (answered already). Ownership: topic is copied.
+ * Thread: only inside on_stomp, with its frame.
  */
 petrel_status petrel_stomp_allow(const petrel_stomp_frame *frame, const char *topic);
 
@@ -348,7 +350,8 @@ petrel_status petrel_stomp_refuse(const petrel_stomp_frame *frame, const char *m
 /**
  * Copies a header of the frame on_stomp is looking at (the first of that name; names are
  * case-sensitive, values unescaped) into buf, with the conventions of petrel_conn_path.
- * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_AGAIN (absent); PETREL_E_BUFFER_TOO_SMALL.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (name not UTF-8); PETREL_E_AGAIN
+ *          (absent); PETREL_E_BUFFER_TOO_SMALL. A value with a NUL octet is seen up to it.
  * Thread: only inside on_stomp, with its frame.
  */
 petrel_status petrel_stomp_header(const petrel_stomp_frame *frame, const char *name, char *buf, size_t cap,

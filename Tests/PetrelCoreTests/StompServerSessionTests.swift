@@ -64,6 +64,8 @@ struct StompServerSessionTests {
             "CONNECT\naccept-version:1.2\n\n\0UNSUBSCRIBE\nid:9\nreceipt:r\n\n\0",
             "CONNECT\naccept-version:1.2\n\n\0BEGIN\ntransaction:t\n\nbody\0",
             "CONNECT\naccept-version:1.2\nheart-beat:x\n\n\0",
+            "CONNECT\naccept-version:1.2\nheart-beat:4000000000000000000,0\n\n\0",  // would overflow the grace
+            "CONNECT\naccept-version:1.2\nheart-beat:0,3600001\n\n\0",
         ] {
             var h = Harness()
             h.feed(bad)
@@ -139,6 +141,31 @@ struct StompServerSessionTests {
         #expect(s.pending.count < 300)  // the forgotten ones are given back
     }
 
+    @Test("transactions hold a bounded number of bytes")
+    func transactionBytes() {
+        var options = StompServerOptions()
+        options.maxTransactionBytes = 100
+        var h = Harness(options: options)
+        h.feed("CONNECT\naccept-version:1.2\n\n\0BEGIN\ntransaction:t\n\n\0")
+        h.feed("SEND\ndestination:/a\ntransaction:t\n\n" + String(repeating: "x", count: 60) + "\0")
+        #expect(h.session.state == .connected)
+        h.feed("SEND\ndestination:/a\ntransaction:t\n\n" + String(repeating: "x", count: 60) + "\0")
+        let last = h.written().last
+        #expect(last?.command == .error && h.session.state == .closed)
+    }
+
+    @Test("a cap above what is remembered without one is kept")
+    func capOverRemembered() {
+        var options = StompServerOptions()
+        options.maxRemembered = 10
+        options.maxUnacknowledged = 20
+        var h = Harness(options: options)
+        h.feed("CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:c\ndestination:/a\nack:client\n\n\0")
+        var accepted = 0
+        for id in UInt64(1)...30 where h.session.delivered(subscription: "c", eventID: id) { accepted += 1 }
+        #expect(accepted == 20 && h.session.subscriptions["c"]?.acknowledged == 0)
+    }
+
     @Test("a transaction holds its SENDs and ACKs until COMMIT; ABORT drops them")
     func transactions() {
         var h = Harness()
@@ -147,6 +174,11 @@ struct StompServerSessionTests {
         h.feed("COMMIT\ntransaction:t\n\n\0BEGIN\ntransaction:u\n\n\0SEND\ndestination:/a\ntransaction:u\n\n2\0ABORT\ntransaction:u\n\n\0")
         let sent = h.events.compactMap { if case .send(let f, _, _) = $0 { return f.body } else { return nil } }
         #expect(sent == [Array("1".utf8)])
+        // Receipts: the SEND's once, when it is held; the COMMIT's after its frames.
+        h.feed("BEGIN\ntransaction:v\n\n\0SEND\ndestination:/a\ntransaction:v\nreceipt:r1\n\n4\0COMMIT\ntransaction:v\nreceipt:c\n\n\0")
+        let receipts = h.written().filter { $0.command == .receipt }.map { $0["receipt-id"] ?? "" }
+        #expect(receipts == ["r1", "c"])
+        #expect(h.events.last == .send(StompFrame(.send, [StompHeader("destination", "/a"), StompHeader("transaction", "v")], body: Array("4".utf8)), destination: "/a", receipt: nil))
         h.feed("SEND\ndestination:/a\ntransaction:u\n\n3\0")
         let last = h.written().last
         #expect(last?.command == .error)

@@ -148,6 +148,25 @@ extension RuntimeTests {
             #expect(ok.connect()?.command == .connected)
         }
 
+        @Test("resumes that cannot be written queue behind the output, up to the topic's bound, then close the client")
+        func replayUnderBackpressure() throws {
+            let server = try stompServer { c, _ in
+                c.defaultTopicPolicy.maxQueuedMessages = 200
+                c.options.maxBackpressure = 64 * 1024
+                c.options.closeTimeout = 300  // the client never answers the close
+            }
+            defer { server.stop(grace: 100) }
+            let body = String(repeating: "p", count: 1000)
+            for _ in 1...100 { try server.publish("t", text: body) }
+            // A client that never reads, asking for the ring again and again in one message.
+            let raw = try RawSocket(port: server.port, receiveBuffer: 4096)
+            #expect(raw.handshake(path: "/stomp").hasPrefix("HTTP/1.1 101"))
+            var frames = "CONNECT\naccept-version:1.2\n\n\0"
+            for _ in 0..<50 { frames += "SUBSCRIBE\nid:a\ndestination:/topic/t\nlast-event-id:0\n\n\0UNSUBSCRIBE\nid:a\n\n\0" }
+            raw.write(clientFrame(0x1, Array(frames.utf8)))
+            #expect(waitUntil(timeout: 5) { server.connectionCount == 0 }, "the client was not closed")
+        }
+
         @Test("SEND through the hook publishes to a topic, with a receipt")
         func sendHook() throws {
             let server = try stompServer { _, h in

@@ -24,6 +24,8 @@ public struct StompServerOptions: Hashable, Sendable {
     public var maxRemembered = 8_192
     /// Frames one transaction may hold before its COMMIT (default 1,024).
     public var maxTransactionFrames = 1024
+    /// Bytes (bodies and headers) all open transactions of a connection may hold (default 1 MiB).
+    public var maxTransactionBytes = 1 << 20
     /// Subscriptions one connection may hold at once (default 64).
     public var maxSubscriptions = 64
     /// CONNECTED's `server` header.
@@ -51,7 +53,7 @@ public struct StompSubscription: Hashable, Sendable {
     /// The SUBSCRIBE frame's headers (an application may read its own, e.g. a selector).
     public let headers: [StompHeader]
     /// The highest event id up to which everything delivered is acknowledged (0: none yet). In
-    /// `auto` mode, the last delivered.
+    /// `auto` mode, the last delivered that the runtime recorded (it records none: 0).
     public internal(set) var acknowledged: UInt64 = 0
     /// Event ids delivered and not yet acknowledged, oldest first (client modes only).
     public var unacknowledged: ArraySlice<UInt64> { self.pending[self.pendingHead...] }
@@ -68,6 +70,16 @@ public struct StompSubscription: Hashable, Sendable {
 
     /// The SUBSCRIBE frame's resume point: `last-event-id` (as in Server-Sent Events), if present and a number.
     public var lastEventID: UInt64? { self.headers.first(where: { $0.name == "last-event-id" }).flatMap { UInt64($0.value) } }
+
+    /// Where `eventID` is among the outstanding ids (kept in increasing order: a binary search).
+    func outstandingIndex(of eventID: UInt64) -> Int? {
+        var lo = self.pendingHead, hi = self.pending.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if self.pending[mid] < eventID { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < self.pending.count && self.pending[lo] == eventID ? lo : nil
+    }
 
     mutating func compact() {
         if self.pendingHead > 64 && self.pendingHead * 2 > self.pending.count {
@@ -120,7 +132,10 @@ public struct StompServerSession: Sendable {
 
     private var parser: StompParser
     private var transactions: [String: [StompFrame]] = [:]
+    private var transactionBytes = 0
     private var committed: [StompFrame] = []
+    /// A COMMIT's receipt, sent once its frames have been handled.
+    private var commitReceipt: String?
 
     public init(options: StompServerOptions = StompServerOptions()) {
         self.options = options
@@ -140,10 +155,14 @@ public struct StompServerSession: Sendable {
         guard self.state != .closed else { return nil }
         do {
             while true {
-                // A COMMIT's frames come before anything read after it.
+                // A COMMIT's frames come before anything read after it, then its receipt.
                 if !self.committed.isEmpty {
                     if let event = try self.handle(self.committed.removeFirst(), inTransaction: true) { return event }
                     continue
+                }
+                if let r = self.commitReceipt {
+                    self.commitReceipt = nil
+                    self.complete(receipt: r)
                 }
                 guard let frame = try self.parser.next() else { return nil }
                 if let event = try self.handle(frame, inTransaction: false) { return event }
@@ -198,20 +217,25 @@ public struct StompServerSession: Sendable {
     /// records nothing, when the subscription is at its cap of unacknowledged messages: the caller
     /// keeps the message until an ACK or NACK makes room (`hasRoom`).
     public mutating func delivered(subscription: String, eventID: UInt64) -> Bool {
-        guard var s = self.subscriptions[subscription] else { return false }
+        // In place: a copy of the subscription would copy its list of ids on every append.
+        guard let i = self.subscriptions.index(forKey: subscription) else { return false }
+        let cap = self.options.maxUnacknowledged
+        return Self.record(&self.subscriptions.values[i], eventID, cap: cap, remembered: self.options.maxRemembered)
+    }
+
+    private static func record(_ s: inout StompSubscription, _ eventID: UInt64, cap: Int, remembered: Int) -> Bool {
         if s.ackMode == .auto {
             s.acknowledged = eventID
-        } else {
-            let outstanding = s.pending.count - s.pendingHead
-            if self.options.maxUnacknowledged > 0 && outstanding >= self.options.maxUnacknowledged { return false }
-            if outstanding >= max(1, self.options.maxRemembered) {
-                s.acknowledged = max(s.acknowledged, s.pending[s.pendingHead])
-                s.pendingHead += 1
-                s.compact()
-            }
-            s.pending.append(eventID)
+            return true
         }
-        self.subscriptions[subscription] = s
+        let outstanding = s.pending.count - s.pendingHead
+        if cap > 0 && outstanding >= cap { return false }
+        if cap == 0 && outstanding >= max(1, remembered) {
+            s.acknowledged = max(s.acknowledged, s.pending[s.pendingHead])
+            s.pendingHead += 1
+            s.compact()
+        }
+        s.pending.append(eventID)
         return true
     }
 
@@ -255,13 +279,21 @@ public struct StompServerSession: Sendable {
 
     // MARK: Reading frames
 
+    /// The longest heart-beat period either side may ask for: one hour.
+    public static let maxHeartBeat = 3_600_000
+
+    /// `heart-beat:cx,cy`, each 0 to `maxHeartBeat` milliseconds; nil when malformed.
     private static func heartBeat(_ value: String?) -> (Int, Int)? {
         guard let value else { return nil }
         let parts = value.split(separator: ",", omittingEmptySubsequences: false)
-        guard parts.count == 2, let a = Int(parts[0].trimmingSpaces), let b = Int(parts[1].trimmingSpaces), a >= 0, b >= 0 else {
-            return nil
-        }
+        guard parts.count == 2, let a = Int(parts[0].trimmingSpaces), let b = Int(parts[1].trimmingSpaces),
+            (0...maxHeartBeat).contains(a), (0...maxHeartBeat).contains(b)
+        else { return nil }
         return (a, b)
+    }
+
+    private static func size(of frame: StompFrame) -> Int {
+        frame.body.count + frame.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 2 }
     }
 
     private func required(_ frame: StompFrame, _ name: String) throws(StompError) -> String {
@@ -280,9 +312,16 @@ public struct StompServerSession: Sendable {
             guard frame.command == .connect || frame.command == .stomp else { throw violation("the first frame must be CONNECT") }
             let offered = frame["accept-version"].map { $0.split(separator: ",").compactMap { StompVersion($0.trimmingSpaces) } } ?? [.v1_0]
             guard let version = offered.max() else {
+                var headers = [StompHeader("version", "1.0,1.1,1.2"), StompHeader("message", "no common version: this server speaks 1.0, 1.1 and 1.2")]
+                if let receipt { headers.append(StompHeader("receipt-id", receipt)) }
+                self.output.append(StompFrame(.error, headers).encoded(version: .v1_0))
+                self.state = .closed
                 throw violation("no common version: this server speaks 1.0, 1.1 and 1.2")
             }
-            if let hb = frame["heart-beat"], StompServerSession.heartBeat(hb) == nil { throw violation("a bad heart-beat header") }
+            // An ERROR in answer (a refused login) is written the way this client reads.
+            self.version = version
+            self.parser.version = version
+            if let hb = frame["heart-beat"], StompServerSession.heartBeat(hb) == nil { throw violation("a bad heart-beat header (0 to 3600000 ms each)") }
             return .connect(StompConnectRequest(frame: frame, version: version))
         }
         // A frame of an open transaction waits for its COMMIT.
@@ -291,7 +330,15 @@ public struct StompServerSession: Sendable {
             guard self.transactions[tx]!.count < self.options.maxTransactionFrames else {
                 throw violation("transaction \(tx) holds over \(self.options.maxTransactionFrames) frames")
             }
-            self.transactions[tx]!.append(frame)
+            let size = Self.size(of: frame)
+            guard self.transactionBytes + size <= self.options.maxTransactionBytes else {
+                throw violation("transactions hold over \(self.options.maxTransactionBytes) bytes")
+            }
+            self.transactionBytes += size
+            // Its receipt is sent now; the frame is handled at COMMIT without one.
+            var held = frame
+            held.headers.removeAll { $0.name == "receipt" }
+            self.transactions[tx]!.append(held)
             self.complete(receipt: receipt)
             return nil
         }
@@ -332,8 +379,13 @@ public struct StompServerSession: Sendable {
         case .commit, .abort:
             let tx = try self.required(frame, "transaction")
             guard let held = self.transactions.removeValue(forKey: tx) else { throw violation("transaction \(tx) is not open") }
-            if frame.command == .commit { self.committed.append(contentsOf: held) }
-            self.complete(receipt: receipt)
+            self.transactionBytes -= held.reduce(0) { $0 + Self.size(of: $1) }
+            if frame.command == .commit && !held.isEmpty {
+                self.committed.append(contentsOf: held)
+                self.commitReceipt = receipt
+            } else {
+                self.complete(receipt: receipt)
+            }
             return nil
         case .disconnect:
             self.complete(receipt: receipt)
@@ -358,24 +410,33 @@ public struct StompServerSession: Sendable {
             }
         } else {
             eventID = UInt64(try self.required(frame, "message-id"))
-            subscriptionID = self.version == .v1_1 ? try self.required(frame, "subscription")
-                : self.subscriptions.first(where: { $0.value.unacknowledged.contains(eventID ?? 0) })?.key
+            if self.version == .v1_1 {
+                subscriptionID = try self.required(frame, "subscription")
+            } else if let id = eventID {
+                // 1.0 names no subscription: the first (by id) with that message outstanding.
+                subscriptionID = self.subscriptions.filter { $0.value.outstandingIndex(of: id) != nil }.keys.min()
+            }
         }
         guard let eventID else { throw StompError(.protocolViolation, "\(frame.command.rawValue) of an unknown message", receiptID: receipt) }
-        guard let subscriptionID, var s = self.subscriptions[subscriptionID] else {
+        guard let subscriptionID, let index = self.subscriptions.index(forKey: subscriptionID) else {
             if self.version == .v1_0 { return ("", []) }  // nothing outstanding has that id
             throw StompError(.protocolViolation, "\(frame.command.rawValue) for no subscription", receiptID: receipt)
         }
-        guard s.ackMode != .auto else {
+        guard self.subscriptions.values[index].ackMode != .auto else {
             throw StompError(.protocolViolation, "subscription \(subscriptionID) acknowledges automatically", receiptID: receipt)
         }
+        return (subscriptionID, Self.settle(&self.subscriptions.values[index], eventID))
+    }
+
+    /// Settles `eventID` (and, in client mode, every earlier one) on `s`, in place.
+    private static func settle(_ s: inout StompSubscription, _ eventID: UInt64) -> [UInt64] {
         var settled: [UInt64] = []
         if s.ackMode == .client {
             while s.pendingHead < s.pending.count && s.pending[s.pendingHead] <= eventID {
                 settled.append(s.pending[s.pendingHead])
                 s.pendingHead += 1
             }
-        } else if let i = s.pending[s.pendingHead...].firstIndex(of: eventID) {
+        } else if let i = s.outstandingIndex(of: eventID) {
             settled.append(eventID)
             s.pending.remove(at: i)
         }
@@ -383,8 +444,7 @@ public struct StompServerSession: Sendable {
             s.acknowledged = s.pendingHead < s.pending.count ? max(s.acknowledged, s.pending[s.pendingHead] - 1) : max(s.acknowledged, last)
         }
         s.compact()
-        self.subscriptions[subscriptionID] = s
-        return (subscriptionID, settled)
+        return settled
     }
 }
 

@@ -26,20 +26,27 @@ extension Connection {
     }
 
     func deliver(_ frame: SharedFrame) {
-        if let e = self.extras, !e.resumeFloors.isEmpty, let floor = e.resumeFloors[frame.topic] {
+        let extras = self.extras  // read once: each read is a reference count
+        if let e = extras, !e.resumeFloors.isEmpty, let floor = e.resumeFloors[frame.topic] {
             if frame.eventID <= floor { return }
-            self.extras?.resumeFloors.removeValue(forKey: frame.topic)
+            e.resumeFloors.removeValue(forKey: frame.topic)
         }
         guard self.phase == .open, self.session.state == .open, !self.closeAfterFlush else { return }
         // The fast path: a plain WebSocket (no TLS, proxy, backlog or compression) whose socket
         // took everything at the last flush queues a reference to the frame, not a copy.
-        if self.extras == nil && !self.eventStream && !self.writeInterest && !self.session.isCompressing
+        if extras == nil && !self.eventStream && !self.writeInterest && !self.session.isCompressing
             && self.sharedBytes + frame.wire.count <= self.options.maxBackpressure
         {
             self.sharedOut.append(frame)
             self.sharedBytes += frame.wire.count
             self.loop.markDirty(self)
             return
+        }
+        // STOMP with room: its MESSAGE frames, queued by reference where they can be.
+        if let e = extras, let stomp = e.stomp, e.backlogHead == e.backlog.count,
+            self.outputBytes(e) < self.options.maxBackpressure
+        {
+            return self.stompWrite(frame, stomp, e)
         }
         if self.backlogIsEmpty && self.outputBytes < self.options.maxBackpressure {
             self.write(frame)
@@ -96,7 +103,7 @@ extension Connection {
 
     /// Writes a topic message: as MESSAGE frames on a STOMP connection, else as it is.
     func write(_ frame: SharedFrame) {
-        if let stomp = self.extras?.stomp { return self.stompWrite(frame, stomp) }
+        if let e = self.extras, let stomp = e.stomp { return self.stompWrite(frame, stomp, e) }
         self.writeWire(frame)
     }
 

@@ -5,12 +5,14 @@ import PetrelCore
 /// What waits in the backlog for room under the backpressure limit.
 enum QueuedFrame {
     case shared(SharedFrame)
+    /// A frame written as it is (a STOMP MESSAGE made for one kind of subscriber).
+    case wire(SharedFrame)
     case direct(MessageKind, [UInt8])
     case raw([UInt8])
 
     var byteCount: Int {
         switch self {
-        case .shared(let f): return f.encoded.count
+        case .shared(let f), .wire(let f): return f.encoded.count
         case .direct(_, let b), .raw(let b): return b.count
         }
     }
@@ -320,6 +322,7 @@ extension Connection {
             self.backlogBytes -= item.byteCount
             switch item {
             case .shared(let f): self.write(f)
+            case .wire(let f): self.writeWire(f)
             case .direct(let kind, let bytes): _ = bytes.withUnsafeBytes { try? self.session.send(kind, $0) }
             case .raw(let bytes) where self.eventStream: bytes.withUnsafeBytes { self.queuePlain($0) }
             case .raw(let bytes): _ = bytes.withUnsafeBytes { try? self.session.queueEncoded($0) }

@@ -4,22 +4,25 @@ import PetrelCore
 /// it reads, where a resume left off, and messages held back by the cap on unacknowledged ones.
 final class StompConnection {
     struct Subscription {
+        let id: String
         let topic: String
         let destination: String
         /// A client ack mode: MESSAGE frames carry `ack`, and each one is counted.
         let acknowledges: Bool
+        let kind: StompKind
         /// Messages up to this id were replayed when it resumed: the same ones still on their
         /// way to this loop are skipped.
         var floor: UInt64
         var held: [SharedFrame] = []
     }
 
-    var session: StompServerSession
-    var subscriptions: [String: Subscription] = [:]
-    /// Subscription ids by topic, in the order they were made.
-    var byTopic: [String: [String]] = [:]
+    // Loop thread only, as `Connection.State` is: a delivery reads and writes these with no
+    // run-time exclusivity check. What a delivery reads comes first, in one cache line.
+    /// In the order they were made (at most `maxSubscriptions`: a scan beats hashing here).
+    @exclusivity(unchecked) var subscriptions: [Subscription] = []
     /// When something was last sent, for heart-beats.
-    var lastSent: UInt64
+    @exclusivity(unchecked) var lastSent: UInt64
+    @exclusivity(unchecked) var session: StompServerSession
     let configuration: StompConfiguration
 
     init(configuration: StompConfiguration, now: UInt64) {
@@ -28,11 +31,38 @@ final class StompConnection {
         self.lastSent = now
     }
 
+    func index(of id: String) -> Int? { self.subscriptions.firstIndex { $0.id == id } }
+
     /// How long the client may be silent once it agreed to send heart-beats (0: no check).
     var silenceLimit: UInt64 {
-        let every = self.session.expectHeartBeatEvery
+        let every = self.session.expectHeartBeatEvery  // at most an hour (StompServerSession.maxHeartBeat)
         guard every > 0 else { return 0 }
-        return UInt64(max(every * self.configuration.heartBeatGrace, self.configuration.minimumSilence))
+        let grace = min(max(1, self.configuration.heartBeatGrace), 1_000)
+        return UInt64(max(every * grace, self.configuration.minimumSilence))
+    }
+}
+
+/// One kind of STOMP subscriber on a loop (subscription id, destination, ack mode, escaping),
+/// shared by every subscription of that kind: it remembers the MESSAGE frame of the last topic
+/// message, so that the fan-out to thousands of `sub-0` subscribers makes or finds it once and
+/// then compares one pointer per subscriber. Loop thread only.
+final class StompKind {
+    let key: StompMessageKey
+    @exclusivity(unchecked) var lastFrame: SharedFrame? = nil
+    @exclusivity(unchecked) var lastMessage: SharedFrame? = nil
+    /// For the loop's sweep (`isKnownUniquelyReferenced` needs a variable).
+    var reference: StompKind { get { self } set {} }
+
+    init(_ key: StompMessageKey) { self.key = key }
+
+    /// `frame` as a MESSAGE frame of this kind.
+    @inline(__always)
+    func message(_ frame: SharedFrame) -> SharedFrame {
+        if self.lastFrame === frame, let m = self.lastMessage { return m }
+        let m = frame.stompMessage(self.key)
+        self.lastFrame = frame
+        self.lastMessage = m
+        return m
     }
 }
 
@@ -91,12 +121,9 @@ extension Connection {
                 self.stompSubscribe(subscription, topic: topic, stomp)
             }
         case .unsubscribe(let subscription):
-            guard let s = stomp.subscriptions.removeValue(forKey: subscription.id) else { return }
-            stomp.byTopic[s.topic]?.removeAll { $0 == subscription.id }
-            if stomp.byTopic[s.topic]?.isEmpty ?? false {
-                stomp.byTopic.removeValue(forKey: s.topic)
-                self.unsubscribeOnLoop(s.topic)
-            }
+            guard let i = stomp.index(of: subscription.id) else { return }
+            let topic = stomp.subscriptions.remove(at: i).topic
+            if !stomp.subscriptions.contains(where: { $0.topic == topic }) { self.unsubscribeOnLoop(topic) }
         case .send(let frame, let destination, let receipt):
             switch self.handlers.onStompSend?(self, frame, destination) ?? .refuse("this server takes no SEND") {
             case .refuse(let message):
@@ -113,6 +140,7 @@ extension Connection {
                 }
             }
         case .ack(let id, let eventIDs), .nack(let id, let eventIDs):
+            guard !id.isEmpty else { return }  // a 1.0 ACK of nothing outstanding
             var negative = false
             if case .nack = event { negative = true }
             let position = stomp.session.subscriptions[id]?.acknowledged ?? 0
@@ -146,47 +174,89 @@ extension Connection {
             floor = last
         }
         // A resume the ring no longer covers starts live, as an SSE resume without a snapshot.
-        stomp.subscriptions[subscription.id] = StompConnection.Subscription(
-            topic: topic, destination: subscription.destination, acknowledges: subscription.ackMode != .auto, floor: 0)
-        stomp.byTopic[topic, default: []].append(subscription.id)
-        for frame in replay { self.stompDeliver(frame, to: subscription.id, stomp) }
-        stomp.subscriptions[subscription.id]?.floor = floor
+        let acknowledges = subscription.ackMode != .auto
+        let key = StompMessageKey(
+            subscription: subscription.id, destination: subscription.destination, ack: acknowledges, escapes: stomp.session.version > .v1_0)
+        stomp.subscriptions.append(StompConnection.Subscription(
+            id: subscription.id, topic: topic, destination: subscription.destination, acknowledges: acknowledges,
+            kind: self.loop.stompKind(key), floor: 0))
+        let index = stomp.subscriptions.count - 1
+        // Behind whatever is queued, and under the topic's bound (`stompQueue`).
+        let extras = self.more
+        for frame in replay where self.phase == .open { self.stompDeliver(frame, to: index, stomp, extras, direct: false) }
+        guard self.phase == .open else { return }
+        stomp.subscriptions[index].floor = floor
         if !self.subscriptions.contains(where: { $0.topic == topic }) { self.subscribeOnLoop(topic) }
     }
 
-    /// A topic message to every STOMP subscription of its topic on this connection.
-    func stompWrite(_ frame: SharedFrame, _ stomp: StompConnection) {
-        guard let ids = stomp.byTopic[frame.topic] else { return }
-        for id in ids { self.stompDeliver(frame, to: id, stomp) }
+    /// A topic message to every STOMP subscription of its topic on this connection, from
+    /// `write`: the topic's slow-consumer policy has already let it through.
+    func stompWrite(_ frame: SharedFrame, _ stomp: StompConnection, _ extras: ConnectionExtras) {
+        var i = 0
+        while i < stomp.subscriptions.count {
+            if stomp.subscriptions[i].topic == frame.topic { self.stompDeliver(frame, to: i, stomp, extras, direct: true) }
+            i += 1
+        }
     }
 
-    private func stompDeliver(_ frame: SharedFrame, to id: String, _ stomp: StompConnection) {
-        guard let s = stomp.subscriptions[id], frame.eventID > s.floor else { return }
-        if s.acknowledges && (!s.held.isEmpty || !stomp.session.delivered(subscription: id, eventID: frame.eventID)) {
-            // Over the cap of unacknowledged messages: held, as many as the topic's queue allows.
-            stomp.subscriptions[id]!.held.append(frame)
+    /// `direct`: from `write` (the output is known to have room, or the backlog is being moved
+    /// into it, in order). Else (a replay, a release after an ACK) behind anything queued.
+    private func stompDeliver(_ frame: SharedFrame, to i: Int, _ stomp: StompConnection, _ extras: ConnectionExtras, direct: Bool) {
+        guard frame.eventID > stomp.subscriptions[i].floor else { return }
+        let acknowledges = stomp.subscriptions[i].acknowledges
+        if acknowledges
+            && (!stomp.subscriptions[i].held.isEmpty || !stomp.session.delivered(subscription: stomp.subscriptions[i].id, eventID: frame.eventID))
+        {
+            // Over the cap of unacknowledged messages: held, as many as the topic's queue allows
+            // (then the oldest held is dropped and counted).
+            stomp.subscriptions[i].held.append(frame)
             let limit = self.server?.configuration.policy(for: frame.topic).maxQueuedMessages ?? 1024
-            if stomp.subscriptions[id]!.held.count > limit {
-                stomp.subscriptions[id]!.held.removeFirst()
+            if stomp.subscriptions[i].held.count > limit {
+                stomp.subscriptions[i].held.removeFirst()
                 self.dropped.add(1, ordering: .relaxed)
                 self.server?.countDropped(topic: frame.topic)
             }
             return
         }
-        let message = frame.stompMessage(subscription: id, destination: s.destination, ack: s.acknowledges, version: stomp.session.version)
-        self.writeWire(message)
+        self.stompQueue(stomp.subscriptions[i].kind.message(frame), topic: frame.topic, extras, direct: direct)
         stomp.lastSent = self.loop.now
+    }
+
+    /// Queues a MESSAGE frame: by reference, as the plain fan-out does, when nothing stands in
+    /// the way (no TLS, compression, backlog or full socket); else copied into the output; else
+    /// (not `direct`, and no room) into the backlog, up to the topic's `maxQueuedMessages`, past
+    /// which the connection is closed (1008) as too slow.
+    private func stompQueue(_ message: SharedFrame, topic: String, _ e: ConnectionExtras, direct: Bool) {
+        let limit = self.options.maxBackpressure
+        let backlogIsEmpty = e.backlogHead == e.backlog.count
+        if !direct && (!backlogIsEmpty || self.outputBytes(e) >= limit) {
+            let policy = self.server?.configuration.policy(for: topic) ?? TopicPolicy()
+            guard self.backlog.count - self.backlogHead < policy.maxQueuedMessages else {
+                return self.closeOnLoop(code: .policyViolation, reason: "STOMP subscriber too slow: \(policy.maxQueuedMessages) messages queued")
+            }
+            return self.pushBacklog(.wire(message))
+        }
+        if !self.writeInterest && !self.session.isCompressing && backlogIsEmpty && e.tlsLayers.isEmpty
+            && self.sharedBytes + message.wire.count <= limit
+        {
+            self.sharedOut.append(message)
+            self.sharedBytes += message.wire.count
+        } else {
+            self.writeWire(message)
+        }
+        self.loop.markDirty(self)
     }
 
     /// Sends held messages that an ACK or NACK made room for.
     private func stompRelease(_ id: String, _ stomp: StompConnection) {
-        while let s = stomp.subscriptions[id], let first = s.held.first, stomp.session.delivered(subscription: id, eventID: first.eventID) {
-            stomp.subscriptions[id]!.held.removeFirst()
-            let message = first.stompMessage(subscription: id, destination: s.destination, ack: true, version: stomp.session.version)
-            self.writeWire(message)
+        guard let i = stomp.index(of: id) else { return }
+        while self.phase == .open, let first = stomp.subscriptions[i].held.first,
+            stomp.session.delivered(subscription: id, eventID: first.eventID)
+        {
+            stomp.subscriptions[i].held.removeFirst()
+            self.stompQueue(stomp.subscriptions[i].kind.message(first), topic: first.topic, self.more, direct: false)
             stomp.lastSent = self.loop.now
         }
-        self.loop.markDirty(self)
     }
 
     /// Sends the session's frames (CONNECTED, RECEIPT, ERROR), one WebSocket message each.
@@ -213,14 +283,15 @@ extension Connection {
     func stompTimerDue(_ stomp: StompConnection) -> UInt64? {
         var due: UInt64? = nil
         if stomp.session.sendHeartBeatEvery > 0 { due = stomp.lastSent + UInt64(stomp.session.sendHeartBeatEvery) }
-        let limit = stomp.silenceLimit
+        // While reading is paused nothing is received: silence then says nothing of the client.
+        let limit = self.readPaused ? 0 : stomp.silenceLimit
         if limit > 0 { due = min(due ?? .max, self.lastReceive + limit) }
         return due
     }
 
     /// From `checkTimers`: sends a heart-beat when due; returns true when it closed the connection.
     func stompTimers(now: UInt64, _ stomp: StompConnection) -> Bool {
-        let limit = stomp.silenceLimit
+        let limit = self.readPaused ? 0 : stomp.silenceLimit
         if limit > 0 && now - self.lastReceive >= limit {
             self.closeOnLoop(code: .goingAway, reason: "STOMP: no heart-beat for \(limit) ms")
             return true

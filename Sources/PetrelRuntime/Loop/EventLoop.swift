@@ -63,6 +63,8 @@ final class EventLoop: @unchecked Sendable {
         var due: [Connection] = []
         var openingRequest: (ConnectionID, HandshakeRequest)? = nil
         var topics = LoopSubscribers()
+        /// The kinds of STOMP subscriber on this loop (`Connection+Stomp`), one object per key.
+        var stompKinds: [StompMessageKey: StompKind] = [:]
         var listeners: [Listener] = []
         var tlsBufferStorage: UnsafeMutableRawBufferPointer? = nil
         var now: UInt64 = monotonicMilliseconds()
@@ -93,6 +95,17 @@ final class EventLoop: @unchecked Sendable {
     var topics: LoopSubscribers {
         @inline(__always) _read { yield self.state.pointee.topics }
         @inline(__always) _modify { yield &self.state.pointee.topics }
+    }
+    /// The one `StompKind` of `key` on this loop. Kinds no subscription holds any more are
+    /// dropped once there are over 1,024.
+    func stompKind(_ key: StompMessageKey) -> StompKind {
+        if let k = self.state.pointee.stompKinds[key] { return k }
+        if self.state.pointee.stompKinds.count >= 1024 {
+            self.state.pointee.stompKinds = self.state.pointee.stompKinds.filter { !isKnownUniquelyReferenced(&$0.value.reference) }
+        }
+        let k = StompKind(key)
+        self.state.pointee.stompKinds[key] = k
+        return k
     }
     var listeners: [Listener] {
         @inline(__always) _read { yield self.state.pointee.listeners }
@@ -193,6 +206,7 @@ final class EventLoop: @unchecked Sendable {
         self.registry.withLock { $0.removeAll() }
         self.dirty.removeAll()
         self.topics.removeAll()
+        self.state.pointee.stompKinds.removeAll()
         self.slots.removeAll()
         self.state.pointee.timers.removeAll()
         self.state.pointee.due.removeAll()

@@ -56,15 +56,24 @@ public final class SharedFrame: @unchecked Sendable {
     /// first subscriber of its kind, then shared (compressed once for all, as any topic frame).
     func stompMessage(subscription: String, destination: String, ack: Bool, version: StompVersion) -> SharedFrame {
         // 1.0 escapes nothing, 1.1 and 1.2 escape the same way in every header we write.
-        let key = StompMessageKey(subscription: subscription, destination: destination, ack: ack, escapes: version > .v1_0)
+        self.stompMessage(StompMessageKey(subscription: subscription, destination: destination, ack: ack, escapes: version > .v1_0))
+    }
+
+    /// At most this many kinds of MESSAGE frame are kept per message (clients that number their
+    /// subscriptions share a few); a subscriber of another kind gets a frame of its own.
+    static let stompKinds = 16
+
+    func stompMessage(_ key: StompMessageKey) -> SharedFrame {
         if let hit = self.stomp.withLock({ $0[key] }) { return hit }
         let bytes = self.payload.withUnsafeBytes {
-            StompServerSession.message(destination: destination, subscription: subscription, eventID: self.eventID, ack: ack, body: $0, version: version)
+            StompServerSession.message(
+                destination: key.destination, subscription: key.subscription, eventID: self.eventID, ack: key.ack, body: $0,
+                version: key.escapes ? .v1_2 : .v1_0)
         }
         let made = SharedFrame(topic: self.topic, key: self.key, eventID: self.eventID, kind: self.kind, payload: bytes)
         return self.stomp.withLock { cache in
             if let raced = cache[key] { return raced }
-            cache[key] = made
+            if cache.count < SharedFrame.stompKinds { cache[key] = made }
             return made
         }
     }

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 from . import _lib
 from . import _status as S
 from ._lib import lib
-from .exceptions import check
+from .exceptions import InvalidState, check
 
 log = logging.getLogger("petrel")
 Data = Union[str, bytes, bytearray, memoryview]
@@ -236,7 +236,7 @@ class StompFrame:
 
     def __init__(self, conn: Connection, raw: "ctypes._Pointer[_lib.StompFrame]") -> None:
         f = raw.contents
-        self._raw = raw
+        self._raw: "Optional[ctypes._Pointer[_lib.StompFrame]]" = raw
         self.conn = conn
         self.command: str = f.command.decode()
         self.destination: str = f.destination.decode("utf-8", "replace")
@@ -248,7 +248,9 @@ class StompFrame:
         self.body: bytes = ctypes.string_at(f.body, f.body_len) if f.body_len else b""
 
     def header(self, name: str) -> Optional[str]:
-        """The first header `name` (case-sensitive, unescaped), or None."""
+        """The first header `name` (case-sensitive, unescaped), or None. Only during the hook."""
+        if self._raw is None:
+            raise InvalidState(S.E_STATE, "a StompFrame's headers can be read only during its hook")
         size = ctypes.c_size_t()
         buf = ctypes.create_string_buffer(256)
         rc = lib.petrel_stomp_header(self._raw, name.encode(), buf, len(buf), ctypes.byref(size))
@@ -534,6 +536,7 @@ class Server:
         /topic/NAME, StompRefuse refuses); SEND -> on_stomp_send (a topic name publishes, True
         means taken, None or StompRefuse refuses)."""
         _loop_thread.active = True
+        frame = None
         try:
             frame = StompFrame(self._conn(conn_id), raw)
             hook = {"CONNECT": self._on_stomp_connect, "SUBSCRIBE": self._on_stomp_subscribe,
@@ -543,8 +546,12 @@ class Server:
             answer = hook(frame)
             if isinstance(answer, StompRefuse) or (frame.command == "CONNECT" and isinstance(answer, str)):
                 message = answer.message if isinstance(answer, StompRefuse) else str(answer)
-                check(lib.petrel_stomp_refuse(raw, message.replace("\n", " ").encode()))
-            elif frame.command == "CONNECT" and answer is False:
+                check(lib.petrel_stomp_refuse(raw, message.replace("\r", " ").replace("\n", " ").encode()))
+            elif frame.command == "CONNECT" and answer is not None and answer is not True:
+                # Anything but None or True refuses (an `async def` hook's coroutine included:
+                # the answer is needed now, and an authentication hook must not fail open).
+                if not isinstance(answer, bool):
+                    log.error("petrel: on_stomp_connect returned %r: refused (return None/True, a str or StompRefuse)", answer)
                 check(lib.petrel_stomp_refuse(raw, b"refused"))
             elif isinstance(answer, str):
                 check(lib.petrel_stomp_allow(raw, answer.encode()))
@@ -554,6 +561,8 @@ class Server:
             log.exception("petrel: exception in a STOMP hook (the frame is refused)")
             lib.petrel_stomp_refuse(raw, b"internal error")
         finally:
+            if frame is not None:
+                frame._raw = None  # the C frame is gone once this returns
             _loop_thread.active = False
 
     def _c_stomp_ack(self, _ud, _srv, conn_id, subscription, ids, count, negative, position):  # type: ignore[no-untyped-def]
