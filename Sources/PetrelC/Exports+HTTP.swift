@@ -29,24 +29,14 @@ final class CHTTPExchange {
 
     /// Calls `callback` with the request as a C struct; returns the answer it gave, if any.
     func lend(_ callback: (UnsafePointer<petrel_http_request>) -> Void) -> HTTPAnswer? {
-        // One buffer holds the four strings, each NUL-terminated.
         let head = self.request.head
-        let parts = [head.method, head.path, head.query ?? "", self.request.peer.description]
-        var storage: [CChar] = []
-        var offsets: [Int] = []
-        for p in parts {
-            offsets.append(storage.count)
-            storage += p.utf8.map { CChar(bitPattern: $0) }
-            storage.append(0)
-        }
-        storage.withUnsafeBufferPointer { strings in
-            let base = strings.baseAddress!
+        withCStrings([head.method, head.path, head.query ?? "", self.request.peer.description]) { s in
             self.request.body.withUnsafeBufferPointer { body in
                 var c = petrel_http_request()
-                c.method = base + offsets[0]
-                c.path = base + offsets[1]
-                c.query = base + offsets[2]
-                c.peer = base + offsets[3]
+                c.method = s[0]
+                c.path = s[1]
+                c.query = s[2]
+                c.peer = s[3]
                 c.body = body.count > 0 ? body.baseAddress : nil
                 c.body_len = body.count
                 c.conn = self.connectionID

@@ -39,24 +39,16 @@ final class CStompExchange {
             self.command, self.destination, self.subscription, self.ack,
             connect ? self.frame["login"] ?? "" : "", connect ? self.frame["passcode"] ?? "" : "", connect ? self.frame["host"] ?? "" : "",
         ]
-        var storage: [CChar] = []
-        var offsets: [Int] = []
-        for p in parts {
-            offsets.append(storage.count)
-            storage += p.utf8.map { CChar(bitPattern: $0) }
-            storage.append(0)
-        }
-        storage.withUnsafeBufferPointer { strings in
-            let base = strings.baseAddress!
+        withCStrings(parts) { s in
             self.frame.body.withUnsafeBufferPointer { body in
                 var c = petrel_stomp_frame()
-                c.command = base + offsets[0]
-                c.destination = base + offsets[1]
-                c.subscription = base + offsets[2]
-                c.ack = base + offsets[3]
-                c.login = base + offsets[4]
-                c.passcode = base + offsets[5]
-                c.host = base + offsets[6]
+                c.command = s[0]
+                c.destination = s[1]
+                c.subscription = s[2]
+                c.ack = s[3]
+                c.login = s[4]
+                c.passcode = s[5]
+                c.host = s[6]
                 c.body = body.count > 0 ? body.baseAddress : nil
                 c.body_len = body.count
                 c.internal_ = Unmanaged.passUnretained(self).toOpaque()

@@ -68,6 +68,19 @@ func string(_ p: UnsafePointer<CChar>) -> String? {
     String(validatingCString: p)
 }
 
+/// Calls `body` with `parts` as NUL-terminated C strings in one buffer, valid for the call (the
+/// strings lent to on_http, on_upgrade and on_stomp).
+func withCStrings<R>(_ parts: [String], _ body: ([UnsafePointer<CChar>]) -> R) -> R {
+    var storage: [CChar] = []
+    var offsets: [Int] = []
+    for p in parts {
+        offsets.append(storage.count)
+        storage += p.utf8.map { CChar(bitPattern: $0) }
+        storage.append(0)
+    }
+    return storage.withUnsafeBufferPointer { strings in body(offsets.map { strings.baseAddress! + $0 }) }
+}
+
 /// Splits "a, b,c" into ["a", "b", "c"].
 func commaList(_ p: UnsafePointer<CChar>?) -> [String]? {
     guard let p, let s = string(p) else { return nil }
