@@ -314,7 +314,7 @@ public struct StompServerSession: Sendable {
             guard let version = offered.max() else {
                 var headers = [StompHeader("version", "1.0,1.1,1.2"), StompHeader("message", "no common version: this server speaks 1.0, 1.1 and 1.2")]
                 if let receipt { headers.append(StompHeader("receipt-id", receipt)) }
-                self.output.append(StompFrame(.error, headers).encoded(version: self.version))  // 1.2's escaping, as any ERROR before CONNECTED
+                self.output.append(StompFrame(.error, headers).encoded(version: self.version))  // escaped as every ERROR before CONNECTED is
                 self.state = .closed
                 throw violation("no common version: this server speaks 1.0, 1.1 and 1.2")
             }
