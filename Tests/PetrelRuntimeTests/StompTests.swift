@@ -97,6 +97,31 @@ extension RuntimeTests {
             #expect(c.drain().map { $0["subscription"] } == ["b"])
         }
 
+        @Test("a lone auto subscription (the fast path), then a second on another topic, then a client-mode one: each frame names its own")
+        func fastPathChanges() throws {
+            let server = try stompServer()
+            defer { server.stop(grace: 100) }
+            let c = try StompClient(port: server.port)
+            _ = c.connect()
+            c.send("SUBSCRIBE\nid:a\ndestination:/topic/t\nreceipt:r1\n\n\0")
+            #expect(c.next()?["receipt-id"] == "r1")
+            for i in 1...3 { try server.publish("t", text: "t\(i)") }
+            #expect(c.drain().map { "\($0["subscription"] ?? "") \(String(decoding: $0.body, as: UTF8.self))" } == ["a t1", "a t2", "a t3"])
+            c.send("SUBSCRIBE\nid:b\ndestination:/topic/u\nreceipt:r2\n\n\0")
+            #expect(c.next()?["receipt-id"] == "r2")
+            try server.publish("t", text: "t4")
+            try server.publish("u", text: "u1")
+            let both = c.drain().map { "\($0["subscription"] ?? "") \($0["destination"] ?? "") \(String(decoding: $0.body, as: UTF8.self))" }
+            #expect(both == ["a /topic/t t4", "b /topic/u u1"])
+            c.send("UNSUBSCRIBE\nid:b\n\n\0UNSUBSCRIBE\nid:a\n\n\0SUBSCRIBE\nid:a\ndestination:/topic/t\nack:client-individual\nreceipt:r3\n\n\0")
+            #expect(c.next()?["receipt-id"] == "r3")
+            try server.publish("t", text: "t5")
+            try server.publish("u", text: "u2")
+            let last = c.drain()
+            #expect(last.map { $0["ack"] } == ["5@a"])
+            #expect(last.map { String(decoding: $0.body, as: UTF8.self) } == ["t5"])
+        }
+
         @Test("one MESSAGE frame per subscription id, destination and ack mode, shared by every subscriber")
         func sharedMessageFrames() throws {
             let frame = SharedFrame(topic: "t", key: nil, eventID: 7, kind: .text, payload: Array("p".utf8))

@@ -98,6 +98,7 @@ extension Connection {
         self.loop.forget(self)
         for s in self.subscriptions { self.loop.topics.remove(slot: s.slot, of: s.topic) }
         self.subscriptions = []
+        self.state.pointee.stompFast = nil
         self.sharedOut.removeAll()
         self.sharedHead = 0
         self.sharedBytes = 0

@@ -9,8 +9,12 @@ extension Connection {
         guard self.phase == .open, !self.subscriptions.contains(where: { $0.topic == topic }) else { return }
         self.subscriptions.append(Subscription(topic: topic, slot: self.loop.topics.add(self, to: topic)))
         self.extras?.resumeFloors.removeValue(forKey: topic)
+        if let stomp = self.extras?.stomp { self.stompRefreshFast(stomp) }
         for frame in replay { self.deliver(frame) }
-        if floor > 0 { self.resumeFloors[topic] = floor }
+        if floor > 0 {
+            self.resumeFloors[topic] = floor
+            if let stomp = self.extras?.stomp { self.stompRefreshFast(stomp) }
+        }
     }
 
     func unsubscribeOnLoop(_ topic: String) {
@@ -18,6 +22,7 @@ extension Connection {
         guard let i = self.subscriptions.firstIndex(where: { $0.topic == topic }) else { return }
         let s = self.subscriptions.remove(at: i)
         self.loop.topics.remove(slot: s.slot, of: topic)
+        if let stomp = self.extras?.stomp { self.stompRefreshFast(stomp) }
     }
 
     /// The loop moved this subscriber to another slot of `topic`'s list.
@@ -26,6 +31,19 @@ extension Connection {
     }
 
     func deliver(_ frame: SharedFrame) {
+        // A STOMP subscriber's fast path: what it needs is here and in its kind (which every
+        // subscriber of that kind on this loop shares), none of it in the extras.
+        if let kind = self.state.pointee.stompFast, self.phase == .open, self.session.state == .open, !self.closeAfterFlush,
+            !self.backlogged, !self.writeInterest, !self.session.isCompressing
+        {
+            let message = kind._withUnsafeGuaranteedRef { $0.message(frame) }
+            if self.sharedBytes + message.wire.count <= self.options.maxBackpressure {
+                self.sharedOut.append(message)
+                self.sharedBytes += message.wire.count
+                self.loop.markDirty(self)
+                return
+            }
+        }
         let extras = self.extras  // read once: each read is a reference count
         if let e = extras, !e.resumeFloors.isEmpty, let floor = e.resumeFloors[frame.topic] {
             if frame.eventID <= floor { return }

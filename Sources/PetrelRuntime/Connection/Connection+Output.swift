@@ -178,6 +178,8 @@ extension Connection {
             }
             if !self.moveBacklogIntoOutput(all: false) { break }
         }
+        // Everything queued was written and nothing was left to move: the backlog is empty.
+        self.backlogged = false
         if self.releaseBuffersAfterFlush {
             // The 101 is out: an idle connection keeps no buffer (the first message makes one).
             self.releaseBuffersAfterFlush = false
@@ -298,6 +300,7 @@ extension Connection {
     }
 
     func pushBacklog(_ item: QueuedFrame) {
+        self.backlogged = true
         self.backlog.append(item)
         self.backlogBytes += item.byteCount
         self.bufferedBytes.store(self.queuedBytes, ordering: .relaxed)

@@ -123,6 +123,7 @@ extension Connection {
         case .unsubscribe(let subscription):
             guard let i = stomp.index(of: subscription.id) else { return }
             let topic = stomp.subscriptions.remove(at: i).topic
+            self.stompRefreshFast(stomp)
             if !stomp.subscriptions.contains(where: { $0.topic == topic }) { self.unsubscribeOnLoop(topic) }
         case .send(let frame, let destination, let receipt):
             switch self.handlers.onStompSend?(self, frame, destination) ?? .refuse("this server takes no SEND") {
@@ -187,6 +188,25 @@ extension Connection {
         guard self.phase == .open else { return }
         stomp.subscriptions[index].floor = floor
         if !self.subscriptions.contains(where: { $0.topic == topic }) { self.subscribeOnLoop(topic) }
+        self.stompRefreshFast(stomp)
+    }
+
+    /// Sets or clears `State.stompFast`: set while this connection has one subscription, the same
+    /// one to STOMP and to the loop, in auto mode (nothing counted or held), past its resume
+    /// floor, with no TLS and no plain resume floor. The fast path then writes the kind's MESSAGE
+    /// frame by reference, as `stompDeliver` would, but does not note the time it sent: a
+    /// heart-beat may go out while messages flow, which STOMP allows (an EOL between frames).
+    func stompRefreshFast(_ stomp: StompConnection) {
+        var fast: Unmanaged<StompKind>? = nil
+        if stomp.subscriptions.count == 1, self.subscriptions.count == 1, let e = self.extras, e.tlsLayers.isEmpty,
+            e.resumeFloors.isEmpty, !self.eventStream
+        {
+            let s = stomp.subscriptions[0]
+            if !s.acknowledges && s.floor == 0 && s.held.isEmpty && s.topic == self.subscriptions[0].topic {
+                fast = Unmanaged.passUnretained(s.kind)
+            }
+        }
+        self.state.pointee.stompFast = fast
     }
 
     /// A topic message to every STOMP subscription of its topic on this connection, from
@@ -203,6 +223,11 @@ extension Connection {
     /// into it, in order). Else (a replay, a release after an ACK) behind anything queued.
     private func stompDeliver(_ frame: SharedFrame, to i: Int, _ stomp: StompConnection, _ extras: ConnectionExtras, direct: Bool) {
         guard frame.eventID > stomp.subscriptions[i].floor else { return }
+        if direct && stomp.subscriptions[i].floor > 0 {
+            // Past the resume: what follows is newer still (a topic's ids rise).
+            stomp.subscriptions[i].floor = 0
+            self.stompRefreshFast(stomp)
+        }
         let acknowledges = stomp.subscriptions[i].acknowledges
         if acknowledges
             && (!stomp.subscriptions[i].held.isEmpty || !stomp.session.delivered(subscription: stomp.subscriptions[i].id, eventID: frame.eventID))

@@ -50,12 +50,21 @@ public final class Connection: @unchecked Sendable {
         var timerIndex: Int32 = 0
         var handlers: Handlers
         var phase: Phase
+        /// Set when the backlog takes a frame, cleared by a flush that emptied it: false means
+        /// the backlog is empty, with no look at the extras (where the backlog lives). Next
+        /// to `phase`, in room it leaves.
+        var backlogged = false
         var handshakeBox: ServerHandshakeBox? = nil
         var session: Session
         var subscriptions: [Subscription] = []
         var sharedOut = RefQueue<SharedFrame>()
         var sharedHead = 0
         var sharedBytes = 0
+        /// A STOMP subscriber that a delivery can serve from here, as a plain one is served: its
+        /// one subscription's kind, while that subscription is in auto mode and past any resume
+        /// floor, on a connection with no TLS (`stompRefreshFast`). Not retained: the
+        /// subscription holds the kind, and every change to it refreshes this.
+        var stompFast: Unmanaged<StompKind>? = nil
         var deadline: UInt64 = 0
         /// The loop's timer wheel: the tick this connection is armed for (0: none); its place
         /// in that tick's slot is `timerIndex`, next to `fd` where it takes no room.
@@ -241,6 +250,10 @@ public final class Connection: @unchecked Sendable {
     var readHeld: Bool {
         @inline(__always) _read { yield self.state.pointee.readHeld }
         @inline(__always) _modify { yield &self.state.pointee.readHeld }
+    }
+    var backlogged: Bool {
+        @inline(__always) _read { yield self.state.pointee.backlogged }
+        @inline(__always) _modify { yield &self.state.pointee.backlogged }
     }
     var closeAfterFlush: Bool {
         @inline(__always) _read { yield self.state.pointee.closeAfterFlush }
