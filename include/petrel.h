@@ -232,7 +232,47 @@ typedef struct petrel_server_config {
                                      have unacknowledged; more wait for ACKs (up to topic_max_queued) */
     uint64_t stomp_max_body;      /* default 1 MiB (at most 1 GiB): a larger frame body gets an ERROR
                                      frame and a close (1009) */
+    uint32_t keep_alive_timeout_ms; /* default 5000: how long a connection waits for its next plain HTTP
+                                     request once a response is out (HTTP/1.1 keep-alive; at most 1000
+                                     requests per connection); 0 closes after each response */
+    const char *cors_origins;     /* NULL (default): no CORS. Else comma-separated origins
+                                     ("https://app.example.com", "*" for any) whose pages may read the
+                                     HTTP routes, static files and event streams: they get
+                                     Access-Control-Allow-Origin, OPTIONS preflights are answered 204,
+                                     and a request from any other origin (not the server's own) gets 403 */
+    int32_t cors_credentials;     /* default 0; 1: Access-Control-Allow-Credentials: true (never with "*") */
+    uint32_t sse_retry_ms;        /* default 1000: the retry: field sent as an event stream opens, the
+                                     browser's wait before it reconnects (0: none, the browser's ~3 s) */
+    uint32_t sse_padding;         /* default 0: bytes of comment sent as an event stream opens, for
+                                     proxies that hold small responses (2048 covers common ones; at most 65536) */
+    const char *access_log_file;  /* NULL (default): no access log, unless on_access_log is set. Else a
+                                     line per plain request, upgrade and close of an upgraded connection
+                                     is appended to this file (created 0644; see petrel_access_log_entry);
+                                     petrel_server_start fails with PETREL_E_INVALID_ARGUMENT if it cannot be
+                                     opened.
+                                     Not with on_access_log */
 } petrel_server_config;
+
+/**
+ * One access log entry, as on_access_log sees it. Every pointer is borrowed until on_access_log
+ * returns; strings are NUL-terminated.
+ */
+typedef struct petrel_access_log_entry {
+    const char *event;            /* "request" (a plain request answered), "upgrade" (101, or an event
+                                     stream opened) or "close" (an upgraded connection ended) */
+    uint64_t time_ms;             /* wall clock, milliseconds since 1970 (UTC) */
+    const char *peer;             /* the client's address, "address:port" */
+    uint64_t conn;                /* the connection's id */
+    const char *method;           /* "-" when the request did not parse */
+    const char *path;             /* the path without query, or "-" */
+    int32_t status;               /* the HTTP status; for a close, the WebSocket close code (0 for an
+                                     event stream) */
+    const char *transport;        /* "http", "websocket", "stomp" or "sse" */
+    uint64_t bytes_in;            /* bytes read for the request; for a close, since the upgrade */
+    uint64_t bytes_out;           /* bytes of the response; for a close, written since the upgrade */
+    uint64_t duration_ms;         /* from the request's start to its response; for a close, since the upgrade */
+    const char *line;             /* the entry as access_log_file writes it, without the newline */
+} petrel_access_log_entry;
 
 /**
  * A plain HTTP request (not a WebSocket upgrade), as on_http sees it. Every pointer is borrowed
@@ -317,6 +357,12 @@ typedef struct petrel_server_callbacks {
      */
     void (*on_stomp_ack)(void *userdata, petrel_server *server, uint64_t conn, const char *subscription,
                          const uint64_t *event_ids, size_t count, int32_t negative, uint64_t position);
+    /**
+     * The access log, to the application instead of a file (not with access_log_file): an entry
+     * per plain request answered, upgrade and close of an upgraded connection. Keep it short: the
+     * loop waits for it. Thread: the connection's loop thread, also with queue_events.
+     */
+    void (*on_access_log)(void *userdata, petrel_server *server, const petrel_access_log_entry *entry);
 } petrel_server_callbacks;
 
 /**

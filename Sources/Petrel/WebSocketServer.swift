@@ -18,6 +18,10 @@ public final class WebSocketServer: Sendable {
     public typealias HTTPRequest = PetrelRuntime.HTTPRequest
     public typealias HTTPAnswer = PetrelRuntime.HTTPAnswer
     public typealias HTTPField = PetrelCore.HTTPField
+    /// Cross-origin pages (`Configuration.cors`) and the access log (`Configuration.accessLog`).
+    public typealias CORSConfiguration = PetrelRuntime.CORSConfiguration
+    public typealias AccessLog = PetrelRuntime.AccessLog
+    public typealias AccessLogEntry = PetrelRuntime.AccessLogEntry
     /// The runtime's callbacks, for hooks beyond the closures (accept hook, drain).
     public typealias Handlers = PetrelRuntime.Handlers
     /// STOMP over WebSocket (`Configuration.stomp`, the `onStomp*` hooks; docs/stomp.md).

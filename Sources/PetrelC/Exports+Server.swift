@@ -64,6 +64,12 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.stomp_heart_beat_ms = UInt32(stomp.heartBeatSend)
     c.stomp_max_unacked = UInt32(stomp.maxUnacknowledged)
     c.stomp_max_body = UInt64(stomp.limits.maxBodyBytes)
+    c.keep_alive_timeout_ms = UInt32(d.keepAliveTimeout)
+    c.cors_origins = nil
+    c.cors_credentials = 0
+    c.sse_retry_ms = UInt32(d.eventStreamRetry)
+    c.sse_padding = UInt32(d.eventStreamPadding)
+    c.access_log_file = nil
     config.pointee = c
 }
 
@@ -186,6 +192,22 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
         stomp.options.limits.maxBodyBytes = Int(c.stomp_max_body)
         config.stomp = stomp
     }
+    config.keepAliveTimeout = Int(c.keep_alive_timeout_ms)
+    if let p = c.cors_origins {
+        guard let list = commaList(p), !list.isEmpty, c.cors_credentials == 0 || c.cors_credentials == 1 else {
+            return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+        }
+        config.cors = CORSConfiguration(allowedOrigins: list, allowCredentials: c.cors_credentials == 1)
+    } else if c.cors_credentials != 0 {
+        return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
+    }
+    guard c.sse_padding <= 65536 else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+    config.eventStreamRetry = Int(c.sse_retry_ms)
+    config.eventStreamPadding = Int(c.sse_padding)
+    if let p = c.access_log_file {
+        guard let path = string(p), !path.isEmpty else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+        config.accessLog = .file(path)
+    }
     return .success(config)
 }
 
@@ -208,10 +230,19 @@ public func petrel_server_create(
     if let callbacks {
         guard readSized(callbacks, size: callbacks.pointee.size, into: &cb) else { return PETREL_E_CONFIG_SIZE }
     }
-    let runtimeConfig: ServerConfiguration
+    var runtimeConfig: ServerConfiguration
     switch configuration(from: c) {
     case .failure(let e): return e.status
     case .success(let r): runtimeConfig = r
+    }
+    // The handle exists once the server does: the log's function finds it here, set before start.
+    let later = HandleHolder(userdata: cb.userdata)
+    if let onLog = cb.on_access_log {
+        guard c.access_log_file == nil else { return PETREL_E_INVALID_ARGUMENT }
+        later.onLog = onLog
+        runtimeConfig.accessLog = .callback { entry in
+            lendAccessLogEntry(entry) { later.onLog?(later.userdata, later.handle, $0) }
+        }
     }
     guard let queueBytes = Int(exactly: c.event_queue_bytes), queueBytes <= 1 << 40 else { return PETREL_E_INVALID_ARGUMENT }
     // A queued record carries a 32-bit length.
@@ -221,6 +252,7 @@ public func petrel_server_create(
     let queue = c.queue_events != 0 ? EventQueue(limit: max(64 * 1024, queueBytes)) : nil
     let box = CServer(server: server, callbacks: cb, queue: queue)
     let handle = box.handle
+    later.handle = handle
     let userdata = cb.userdata
     if let queue {
         let none = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -452,4 +484,32 @@ public func petrel_server_service(_ server: OpaquePointer?, _ timeoutMs: Int32) 
     guard let s = CServer.from(server) else { return PETREL_E_NULL }
     guard s.server.external else { return PETREL_E_STATE }
     return s.server.service(timeout: Int(timeoutMs)) ? PETREL_OK : PETREL_E_STOPPED
+}
+
+/// Set once, before the server starts (and so before any loop thread reads it).
+final class HandleHolder: @unchecked Sendable {
+    var handle: OpaquePointer? = nil
+    let userdata: UnsafeMutableRawPointer?
+    var onLog: (@convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<petrel_access_log_entry>?) -> Void)? = nil
+    init(userdata: UnsafeMutableRawPointer?) { self.userdata = userdata }
+}
+
+/// Lends `entry` to C as a `petrel_access_log_entry` for the duration of `body`.
+func lendAccessLogEntry(_ entry: AccessLogEntry, _ body: (UnsafePointer<petrel_access_log_entry>) -> Void) {
+    withCStrings([entry.event.rawValue, entry.peer, entry.method, entry.path, entry.transport, entry.line]) { s in
+        var e = petrel_access_log_entry()
+        e.event = s[0]
+        e.time_ms = entry.time
+        e.peer = s[1]
+        e.conn = entry.connection.rawValue
+        e.method = s[2]
+        e.path = s[3]
+        e.status = Int32(truncatingIfNeeded: entry.status)
+        e.transport = s[4]
+        e.bytes_in = entry.bytesIn
+        e.bytes_out = entry.bytesOut
+        e.duration_ms = entry.durationMilliseconds
+        e.line = s[5]
+        withUnsafePointer(to: &e) { body($0) }
+    }
 }

@@ -103,6 +103,24 @@ public struct ServerConfiguration: Sendable {
     public var eventStreamPaths: [String] = []
     /// Largest body a plain HTTP request may carry (`Content-Length`); over it, 413.
     public var maxRequestBody = 64 * 1024
+    /// HTTP/1.1 keep-alive for plain requests (routes, static files, acknowledgements): how long
+    /// a connection waits for its next request once a response is out (0: close after each one).
+    public var keepAliveTimeout: Milliseconds = 5_000
+    /// Plain requests one connection may make; the last response says `Connection: close`.
+    public var maxKeepAliveRequests = 1_000
+    /// Cross-origin requests to the HTTP routes, static files and event streams (nil: no CORS
+    /// header is sent, and browsers keep other origins' pages from reading the responses).
+    public var cors: CORSConfiguration? = nil
+    /// An access log (nil, the default: none): a line per plain request, upgrade and close of an
+    /// upgraded connection, to a file or a function (`AccessLog`). With it on, every connection
+    /// counts its bytes, in about 200 bytes of extra state.
+    public var accessLog: AccessLog? = nil
+    /// Server-Sent Events: the `retry:` field (ms) sent when a stream opens, which browsers
+    /// wait before reconnecting (0: none, the browser's default of about 3 s).
+    public var eventStreamRetry: Milliseconds = 1_000
+    /// Server-Sent Events: bytes of comment sent when a stream opens, for proxies that hold a
+    /// response until they have a buffer's worth (0: none; 2,048 covers the common ones).
+    public var eventStreamPadding = 0
     /// TLS (https and wss on this port), or nil for plain TCP.
     public var tls: TLSServerConfiguration? = nil
     /// STOMP over WebSocket (nil: off): which connections speak it, and its limits and periods.
@@ -114,6 +132,29 @@ public struct ServerConfiguration: Sendable {
     }
 
     func policy(for topic: String) -> TopicPolicy { self.topicPolicies[topic] ?? self.defaultTopicPolicy }
+}
+
+/// Cross-origin resource sharing (the Fetch standard's CORS protocol) for plain requests and
+/// event streams. A request whose `Origin` is allowed gets `Access-Control-Allow-Origin` (and
+/// `-Credentials` when asked); a preflight (`OPTIONS` with `Access-Control-Request-Method`) is
+/// answered 204 by the server; a request from an origin that is not allowed, nor the server's
+/// own (the `Host` it was sent to), is refused with 403 before any route sees it. WebSocket
+/// upgrades are checked against `ServerConfiguration.allowedOrigins` instead.
+public struct CORSConfiguration: Sendable {
+    /// Origins as browsers send them (`https://app.example.com`, with a port when not the
+    /// scheme's default); `*` allows any (then credentials are not allowed: the standard forbids it).
+    public var allowedOrigins: [String]
+    /// Send `Access-Control-Allow-Credentials: true`, letting pages send cookies.
+    public var allowCredentials = false
+    /// Request headers a page may send (preflight answer).
+    public var allowedHeaders = ["Content-Type", "Last-Event-ID"]
+    /// How long browsers may cache a preflight answer, in seconds.
+    public var maxAge = 600
+
+    public init(allowedOrigins: [String], allowCredentials: Bool = false) {
+        self.allowedOrigins = allowedOrigins
+        self.allowCredentials = allowCredentials
+    }
 }
 
 /// STOMP over WebSocket on a server (`ServerConfiguration.stomp`). A connection speaks STOMP when

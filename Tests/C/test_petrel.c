@@ -590,6 +590,76 @@ static size_t raw_exchange(int fd, const char *req, char *buf, size_t cap, const
     return n;
 }
 
+/* ---- The access log: to a file, or to on_access_log ---- */
+
+static atomic_int log_entries;
+static char log_line[512];
+
+static void on_log(void *userdata, petrel_server *server, const petrel_access_log_entry *e) {
+    (void)userdata;
+    CHECK(server != NULL);
+    if (atomic_fetch_add(&log_entries, 1) == 0) {
+        CHECK(strcmp(e->event, "request") == 0 && strcmp(e->method, "GET") == 0 && strcmp(e->path, "/nothing") == 0);
+        CHECK(e->status == 426 && strcmp(e->transport, "http") == 0 && e->bytes_in > 0 && e->bytes_out > 0 && e->conn != 0);
+        CHECK(strncmp(e->peer, "127.0.0.1:", 10) == 0 && e->time_ms > 1700000000000ull);
+        snprintf(log_line, sizeof log_line, "%s", e->line);
+    }
+}
+
+static void test_access_log(void) {
+    char path[] = "/tmp/petrel-c-access-XXXXXX";
+    int tmp = mkstemp(path);
+    CHECK(tmp >= 0);
+    close(tmp);
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    CHECK(config.access_log_file == NULL);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    config.threads = 1;
+    config.access_log_file = path;
+    petrel_server_callbacks callbacks;
+    petrel_server_callbacks_init(&callbacks);
+    callbacks.on_access_log = on_log;
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT); /* one or the other */
+    /* To the callback. */
+    config.access_log_file = NULL;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
+    uint16_t port = 0;
+    petrel_server_port(server, &port);
+    char buf[2048];
+    int fd = raw_connect(port);
+    raw_exchange(fd, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, NULL);
+    close(fd);
+    for (int i = 0; i < 100 && atomic_load(&log_entries) == 0; i++) sleep_ms(10);
+    CHECK(atomic_load(&log_entries) == 1 && strstr(log_line, " request GET /nothing 426 http in=") != NULL);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+    /* To a file: the same line, and a file that cannot be opened fails start. */
+    config.access_log_file = path;
+    CHECK_STATUS(petrel_server_create(&config, NULL, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
+    petrel_server_port(server, &port);
+    fd = raw_connect(port);
+    raw_exchange(fd, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, NULL);
+    close(fd);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    char line[512] = {0};
+    if (f) {
+        CHECK(fgets(line, sizeof line, f) != NULL);
+        fclose(f);
+    }
+    CHECK(strstr(line, " request GET /nothing 426 http in=") != NULL && line[strlen(line) - 1] == '\n');
+    unlink(path);
+    config.access_log_file = "/nonexistent-dir/access.log";
+    CHECK_STATUS(petrel_server_create(&config, NULL, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+}
+
 static void test_http_and_streams(void) {
     char root[] = "/tmp/petrel-c-static-XXXXXX";
     CHECK(mkdtemp(root) != NULL);
@@ -602,6 +672,8 @@ static void test_http_and_streams(void) {
     petrel_server_config config;
     petrel_server_config_init(&config);
     CHECK(config.max_request_body == 65536 && config.static_root == NULL);
+    CHECK(config.keep_alive_timeout_ms == 5000 && config.cors_origins == NULL && config.cors_credentials == 0);
+    CHECK(config.sse_retry_ms == 1000 && config.sse_padding == 0);
     config.host = "127.0.0.1";
     config.port = 0;
     config.threads = 1;
@@ -620,6 +692,12 @@ static void test_http_and_streams(void) {
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
     config.static_root = root;
     config.event_stream_paths = "/events, /other";
+    config.cors_credentials = 1; /* without cors_origins */
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
+    config.cors_origins = "http://app.example";
+    config.sse_padding = 65537;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
+    config.sse_padding = 16;
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
     CHECK_STATUS(petrel_server_start(server), PETREL_OK);
     uint16_t port = 0;
@@ -627,15 +705,25 @@ static void test_http_and_streams(void) {
     char buf[4096];
 
     int fd = raw_connect(port);
-    raw_exchange(fd, "POST /ack?client=a+b HTTP/1.1\r\nHost: x\r\nX-Test: yes\r\nContent-Length: 2\r\n\r\n42", buf, sizeof buf, NULL);
+    raw_exchange(fd, "POST /ack?client=a+b HTTP/1.1\r\nHost: x\r\nX-Test: yes\r\nContent-Length: 2\r\n\r\n42", buf, sizeof buf,
+                 "\"42\"}");
     CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0 && strstr(buf, "{\"ok\":true,\"body\":\"42\"}") != NULL);
-    CHECK(strstr(buf, "Content-Type: application/json\r\n") != NULL);
-    close(fd);
+    CHECK(strstr(buf, "Content-Type: application/json\r\n") != NULL && strstr(buf, "Connection: close") == NULL);
     CHECK(atomic_load(&http_state_checks) == 1);
-
-    fd = raw_connect(port);
-    raw_exchange(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, NULL);
+    /* Kept alive: the next request on the same connection, which asks to close after it. */
+    raw_exchange(fd, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", buf, sizeof buf, NULL);
     CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0 && strstr(buf, "\r\n\r\n<p>static</p>") != NULL);
+    CHECK(strstr(buf, "Connection: close\r\n") != NULL);
+    close(fd);
+    /* CORS: a preflight from the allowed origin is answered by the library; another origin gets 403. */
+    fd = raw_connect(port);
+    raw_exchange(fd, "OPTIONS /ack HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\nAccess-Control-Request-Method: POST\r\n"
+                 "Connection: close\r\n\r\n", buf, sizeof buf, NULL);
+    CHECK(strncmp(buf, "HTTP/1.1 204", 12) == 0 && strstr(buf, "Access-Control-Allow-Origin: http://app.example\r\n") != NULL);
+    close(fd);
+    fd = raw_connect(port);
+    raw_exchange(fd, "GET / HTTP/1.1\r\nHost: x\r\nOrigin: http://other.example\r\n\r\n", buf, sizeof buf, NULL);
+    CHECK(strncmp(buf, "HTTP/1.1 403", 12) == 0);
     close(fd);
     fd = raw_connect(port);
     raw_exchange(fd, "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, NULL);
@@ -647,6 +735,7 @@ static void test_http_and_streams(void) {
     fd = raw_connect(port);
     raw_exchange(fd, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, "data: snapshot\n\n");
     CHECK(strstr(buf, "Content-Type: text/event-stream") != NULL && strstr(buf, "id: 3\ndata: snapshot\n\n") != NULL);
+    CHECK(strstr(buf, "\r\n\r\nretry: 1000\n\n:                \n\n") != NULL); /* retry, then 16 bytes of padding */
     petrel_server_publish(server, "prices", PETREL_TEXT, "p4\nline", 7, NULL, NULL);
     raw_exchange(fd, NULL, buf, sizeof buf, "\n\n");
     CHECK(strcmp(buf, "id: 4\ndata: p4\ndata: line\n\n") == 0);
@@ -869,6 +958,7 @@ int main(void) {
     test_sessions();
     test_external_poll();
     test_http_and_streams();
+    test_access_log();
     test_tls();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

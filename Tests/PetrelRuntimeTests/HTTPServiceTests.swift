@@ -20,11 +20,13 @@ extension RuntimeTests {
             return root
         }
 
+        /// One request on its own connection, which asks to be closed after the response
+        /// (keep-alive has its own tests: HTTPKeepAliveTests).
         func request(_ port: UInt16, _ text: String) throws -> String {
             let raw = try RawSocket(port: port)
-            raw.write(text)
+            raw.write(text.replacingOccurrences(of: " HTTP/1.1\r\n", with: " HTTP/1.1\r\nConnection: close\r\n"))
             let r = raw.read()
-            #expect(r.eof, "the connection closes after a plain response")
+            #expect(r.eof, "the connection closes after a plain response when the client asks")
             return String(decoding: r.bytes, as: UTF8.self)
         }
 
@@ -96,7 +98,7 @@ extension RuntimeTests {
             let p = server.port
             // The body may arrive in pieces, after the head.
             let raw = try RawSocket(port: p)
-            raw.write("POST /ack?client=a%2Bb+c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n12")
+            raw.write("POST /ack?client=a%2Bb+c HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\n12")
             usleep(50_000)
             raw.write("345")
             let r = String(decoding: raw.read().bytes, as: UTF8.self)

@@ -170,6 +170,9 @@ def main() -> None:
     p.add_argument("--engine", help="topics through Redis Streams (redis://host:port or a Unix socket path), shared "
                                     "with every server on that Redis (default: in this process)")
     p.add_argument("--no-feed", action="store_true", help="publish nothing: serve the ticks another server publishes")
+    p.add_argument("--access-log", help="append a line per request, upgrade and close to this file")
+    p.add_argument("--cors-origins", help='comma-separated origins ("*" for any) whose pages may read /events, /snapshot '
+                                         "and /health and POST /ack (others get 403)")
     args = p.parse_args()
     if not 0 < args.tick_min <= args.tick_max:
         p.error("need 0 < --tick-min <= --tick-max")
@@ -182,7 +185,8 @@ def main() -> None:
                            ping_interval=15.0, tls_cert=args.tls_cert, tls_key=args.tls_key, engine=args.engine,
                            # STOMP at /stomp, and on /stream for clients that offer v12.stomp:
                            # destination /topic/stock.
-                           stomp_paths=["/stomp"])
+                           stomp_paths=["/stomp"], access_log=args.access_log,
+                           cors_origins=[o.strip() for o in args.cors_origins.split(",")] if args.cors_origins else None)
     market = Market(stocks)
 
     @server.on_stomp_subscribe

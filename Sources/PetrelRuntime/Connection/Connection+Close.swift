@@ -113,6 +113,7 @@ extension Connection {
         self.bufferedBytes.store(0, ordering: .relaxed)
         if self.role == .server { self.server?.connectionClosed() }
         if self.closeReason.isEmpty && self.closeCode == .abnormalClosure { self.closeReason = message }
+        if wasOpen && self.state.pointee.counting { self.logAccess(.close, status: self.eventStream ? 0 : Int(self.closeCode.rawValue)) }
         if wasOpen {
             self.handlers.onClose?(self, self.closeCode, self.closeReason)
         } else if self.role == .client {

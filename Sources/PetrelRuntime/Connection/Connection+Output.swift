@@ -208,11 +208,13 @@ extension Connection {
             while self.plainPending > 0 {
                 let result = self.withNextPlaintext { Syscall.write(self.fd, $0) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
+                self.countOut(n)
                 self.consumePlaintext(n)
             }
             while self.session.pendingOutputCount > 0 {
                 let result = self.session.withPendingOutput { Syscall.write(self.fd, $0) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
+                self.countOut(n)
                 self.session.consumeOutput(n)
             }
             while !self.sharedOut.isEmpty {
@@ -226,6 +228,7 @@ extension Connection {
             while self.tlsOutHead < self.tlsOut.count {
                 let result = self.tlsOut.withUnsafeBytes { Syscall.write(self.fd, UnsafeRawBufferPointer(rebasing: $0[self.tlsOutHead...])) }
                 guard case .done(let n) = result else { return self.writeFailed(result) }
+                self.countOut(n)
                 self.tlsOutHead += n
             }
             self.tlsOut.removeAll(keepingCapacity: self.tlsOut.capacity <= 64 * 1024)
@@ -249,6 +252,7 @@ extension Connection {
         }
         let result = Syscall.writev(self.fd, iov, count)
         guard case .done(var n) = result else { return self.writeFailed(result) }
+        self.countOut(n)
         self.sharedBytes -= n
         // Whole frames written are released; a partly written one stays first, `sharedHead` in.
         var done = 0

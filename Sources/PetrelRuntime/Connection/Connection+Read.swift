@@ -32,6 +32,7 @@ extension Connection {
                 return
             case .done(let n):
                 self.lastReceive = self.loop.now
+                self.countIn(n)
                 if self.wantsTLS || self.proxy != nil || self.refusedPlaintext {
                     self.receiveThroughLayers(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 } else {

@@ -10,6 +10,12 @@ extension Connection {
     func serverHandshake(_ bytes: UnsafeMutableRawBufferPointer) {
         if self.pendingRequest != nil { return self.requestBody(UnsafeRawBufferPointer(bytes)) }
         guard let box = self.handshakeBox else { return }
+        if let e = self.extras, e.keptAliveIdle {
+            // The next request on a kept connection: it has the handshake's time from here.
+            e.keptAliveIdle = false
+            self.deadline = self.loop.now + UInt64(self.options.handshakeTimeout)
+            self.armTimer()
+        }
         let step = box.handshake.feed(UnsafeRawBufferPointer(bytes))
         switch step {
         case .needMore:
@@ -26,9 +32,16 @@ extension Connection {
         }
     }
 
+    /// The client's address: the peer, or what a trusted proxy said of the client.
+    public var clientAddress: String { self.extras?.forwardedFor ?? self.peerAddress.description }
+
     /// A valid upgrade request: the accept hook decides, the handshake agrees, the 101 is queued
     /// and the connection opens.
     func upgrade(_ request: HandshakeRequest, handshake: ServerHandshake, leftover: UnsafeMutableRawBufferPointer) {
+        if self.state.pointee.counting {
+            self.more.access.method = "GET"
+            self.more.access.path = request.path
+        }
         var chosen: String? = nil
         var extraHeaders: [HTTPField] = []
         if let hook = self.handlers.onUpgrade {
@@ -54,6 +67,10 @@ extension Connection {
         }
         if agreement.subprotocol != nil { self.subprotocol = agreement.subprotocol }
         self.startStompIfAsked(request, subprotocol: agreement.subprotocol)
+        if self.state.pointee.counting {
+            self.more.access.transport = self.isStomp ? "stomp" : "websocket"
+            self.logAccess(.upgrade, status: 101, out: agreement.response.count)
+        }
         self.loop.openingRequest = (self.id, request)
         self.releaseBuffersAfterFlush = true
         self.open(leftover: leftover)
@@ -73,33 +90,79 @@ extension Connection {
     }
 
     /// Bytes of a plain request's body, through the core's `HTTPRequestBodyReader`; the
-    /// request is answered once the body is complete.
+    /// request is answered once the body is complete, and what follows it (the next request,
+    /// pipelined) goes to the next handshake if the connection is kept.
     func requestBody(_ bytes: UnsafeRawBufferPointer) {
         guard self.pendingRequest != nil else { return }
-        guard case .complete = self.more.pendingRequest!.reader.feed(bytes), let pending = self.pendingRequest else { return }
+        guard case .complete(let consumed) = self.more.pendingRequest!.reader.feed(bytes), let pending = self.pendingRequest else { return }
         self.pendingRequest = nil
         self.answer(HTTPRequest(head: pending.head, body: pending.reader.body, peer: self.peerAddress))
+        guard consumed < bytes.count, self.handshakeBox != nil, !self.closeAfterFlush, self.phase == .handshaking else { return }
+        var next = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
+        next.withUnsafeMutableBytes { self.serverHandshake($0) }
     }
 
     func answer(_ request: HTTPRequest) {
         guard let server = self.server else { return }
+        self.noteRequest(request.head)
+        var cors = ""
+        if let policy = server.configuration.cors {
+            switch policy.verdict(request.head) {
+            case .sameOrigin:
+                break
+            case .refused(let origin):
+                return self.respondAndClose(HTTPResponse.error(status: 403, body: "origin \(origin) is not allowed"))
+            case .allowed(_, let fields):
+                if request.method == "OPTIONS" && request.head.headers["Access-Control-Request-Method"] != nil {
+                    return self.respond(policy.preflight(request.head, fields: fields), to: request.head)
+                }
+                cors = fields
+            }
+        }
         if let answer = self.handlers.onHTTPRequest?(request, self) {
             switch answer {
-            case .respond(let bytes): return self.respondAndClose(bytes)
-            case .eventStream: return self.openEventStream(request.head)
+            case .respond(let bytes): return self.respond(bytes, to: request.head, fields: cors)
+            case .eventStream: return self.openEventStream(request.head, fields: cors)
             }
         }
         if server.configuration.eventStreamPaths.contains(request.path) {
             guard request.method == "GET" else {
                 return self.respondAndClose(HTTPResponse.error(status: 405, body: "method not allowed", headers: [HTTPField(name: "Allow", value: "GET")]))
             }
-            return self.openEventStream(request.head)
+            return self.openEventStream(request.head, fields: cors)
         }
-        if let files = server.staticFiles { return self.respondAndClose(files.respond(request.head)) }
+        if request.path == "/petrel.js", let files = server.staticFiles {
+            return self.respond(files.respondPetrelJS(request.head), to: request.head, fields: cors)
+        }
+        if let files = server.staticFiles { return self.respond(files.respond(request.head), to: request.head, fields: cors) }
         self.respondAndClose(HandshakeError.notUpgrade.response)
     }
 
-    func openEventStream(_ head: HTTPRequestHead) {
+    /// Sends a response to a plain request, with `fields` (CORS) added; keeps the connection
+    /// for the next request (HTTP/1.1 keep-alive) when the response's end is known, neither side
+    /// asked to close and the server's limits allow, else adds `Connection: close` and closes.
+    func respond(_ response: [UInt8], to head: HTTPRequestHead, fields: String = "") {
+        guard let server = self.server, let facts = ResponseHead.inspect(response) else { return self.respondAndClose(response) }
+        let e = self.more
+        e.requestsServed += 1
+        let configuration = server.configuration
+        let keep = configuration.keepAliveTimeout > 0 && !facts.closes && facts.delimited
+            && e.requestsServed < configuration.maxKeepAliveRequests && head.version == "HTTP/1.1"
+            && !head.headers.listElements("Connection").contains { ASCII.equalsIgnoringCase($0, "close") }
+            && !self.loop.stopping
+        let added = keep || facts.closes ? fields : fields + "Connection: close\r\n"
+        let bytes = ResponseHead.inserting(added, into: response, at: facts.statusLineEnd)
+        self.logAccess(.request, status: facts.status, out: bytes.count)
+        guard keep else { return self.closeAfterResponse(bytes) }
+        bytes.withUnsafeBytes { self.queuePlain($0) }
+        self.loop.markDirty(self)
+        self.handshakeBox = ServerHandshakeBox(ServerHandshake(policy: server.handshakePolicy))
+        e.keptAliveIdle = true
+        self.deadline = self.loop.now + UInt64(configuration.keepAliveTimeout)
+        self.armTimer()
+    }
+
+    func openEventStream(_ head: HTTPRequestHead, fields: String = "") {
         self.httpRequest = head
         self.eventStream = true
         self.transportFlag.store(Connection.eventStreamTransport, ordering: .releasing)
@@ -108,7 +171,14 @@ extension Connection {
         self.lastPing = self.loop.now
         self.openNotified = true
         self.armTimer()
-        ServerSentEvents.head.withUnsafeBytes { self.queuePlain($0) }
+        let c = self.server?.configuration
+        let opening = ServerSentEvents.opening(fields: fields, retry: c?.eventStreamRetry ?? 0, padding: c?.eventStreamPadding ?? 0)
+        opening.withUnsafeBytes { self.queuePlain($0) }
+        if self.state.pointee.counting {
+            self.noteRequest(head)
+            self.more.access.transport = "sse"
+            self.logAccess(.upgrade, status: 200, out: opening.count)
+        }
         self.loop.markDirty(self)
         self.handlers.onOpen?(self)
     }
@@ -116,6 +186,15 @@ extension Connection {
     /// Answers with a complete HTTP response (an error, a route's answer, a static file) and
     /// closes once it is written.
     func respondAndClose(_ response: [UInt8]) {
+        if !response.isEmpty && self.state.pointee.counting {
+            let status = response.count >= 12 ? response[9..<12].reduce(0) { $0 * 10 + Int($1) - 48 } : 0
+            self.logAccess(.request, status: status, out: response.count)
+        }
+        self.closeAfterResponse(response)
+    }
+
+    /// Queues `response` (already logged) and closes once it is written.
+    private func closeAfterResponse(_ response: [UInt8]) {
         response.withUnsafeBytes { self.queuePlain($0) }
         self.closeAfterFlush = true
         self.loop.markDirty(self)

@@ -60,6 +60,8 @@ extension Connection {
                 self.closeTransport(reason: .abnormalClosure, message: "TLS handshake not completed in \(self.options.handshakeTimeout) ms")
             } else if self.wantsTLS && self.tls == nil {
                 self.closeTransport(reason: .abnormalClosure, message: "nothing received in \(self.options.handshakeTimeout) ms")
+            } else if let e = self.extras, e.keptAliveIdle {
+                if !self.closeAfterFlush { self.respondAndClose([]) }  // after the last response is out
             } else if !self.closeAfterFlush {
                 self.respondAndClose(HandshakeError.timeout.response)
             } else {

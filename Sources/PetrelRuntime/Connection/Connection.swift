@@ -54,6 +54,8 @@ public final class Connection: @unchecked Sendable {
         /// the backlog is empty, with no look at the extras (where the backlog lives). Next
         /// to `phase`, in room it leaves.
         var backlogged = false
+        /// The server keeps an access log: bytes read and written are counted (in the extras).
+        var counting = false
         var handshakeBox: ServerHandshakeBox? = nil
         var session: Session
         var subscriptions: [Subscription] = []
@@ -317,6 +319,10 @@ public final class Connection: @unchecked Sendable {
         // Counted from accept; over the limit, a request that parses is answered 503.
         self.handshakeBox?.handshake.atCapacity = !server.connectionOpened()
         self.wantsTLS = server.tlsContexts != nil
+        if server.accessLog != nil {
+            self.state.pointee.counting = true
+            self.more.access = AccessCounts()
+        }
     }
 
     init(clientOn loop: EventLoop, fd: Int32, peer: SocketAddress, configuration: ClientConfiguration, handlers: Handlers, handshake: ClientHandshake) {

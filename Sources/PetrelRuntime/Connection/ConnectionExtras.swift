@@ -154,4 +154,13 @@ final class ConnectionExtras {
     @exclusivity(unchecked) var pendingRequest: (head: HTTPRequestHead, reader: HTTPRequestBodyReader)? = nil
     /// The plain HTTP request of a streaming (SSE) connection.
     @exclusivity(unchecked) var httpRequest: HTTPRequestHead? = nil
+    /// Plain requests answered on this connection (HTTP/1.1 keep-alive).
+    @exclusivity(unchecked) var requestsServed = 0
+    /// Kept alive after a response, and nothing of the next request has come yet: when the
+    /// wait ends the connection closes quietly (no 408).
+    @exclusivity(unchecked) var keptAliveIdle = false
+    /// What the access log's entries need (`AccessLog`), when the server keeps one.
+    @exclusivity(unchecked) var access = AccessCounts()
+    /// The client's address as a trusted proxy reported it (`X-Forwarded-For`, `Forwarded`).
+    @exclusivity(unchecked) var forwardedFor: String? = nil
 }

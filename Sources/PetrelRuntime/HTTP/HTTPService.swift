@@ -21,7 +21,10 @@ public struct HTTPRequest: Sendable {
 
 /// How the server answers a plain HTTP request on its port.
 public enum HTTPAnswer: Sendable {
-    /// A complete response (status line, fields and body); the connection closes after it.
+    /// A complete response (status line, fields and body). The connection is kept for the next
+    /// request (HTTP/1.1 keep-alive) when the response says how long it is and does not say
+    /// `Connection: close`, and the client and `ServerConfiguration.keepAliveTimeout` allow it;
+    /// the server adds `Connection: close` when it will close.
     case respond([UInt8])
     /// Turn the request into a Server-Sent Events stream: the server writes the
     /// `text/event-stream` head, `onOpen` fires, and what is sent to the connection (messages,
@@ -33,7 +36,6 @@ public enum HTTPAnswer: Sendable {
         var fields = headers
         fields.append(HTTPField(name: "Content-Type", value: contentType))
         fields.append(HTTPField(name: "Cache-Control", value: "no-store"))
-        fields.append(HTTPField(name: "Connection", value: "close"))
         return .respond(HTTPResponse.make(status: status, headers: fields, body: body))
     }
 }
@@ -45,6 +47,20 @@ public enum ServerSentEvents {
     static let head = Array(
         ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-store\r\n"
             + "X-Accel-Buffering: no\r\nConnection: close\r\n\r\n").utf8)
+
+    /// The head, and what goes first on the stream: CORS fields when the page's origin is
+    /// allowed, a `retry:` field, and padding for proxies that buffer.
+    static func opening(fields: String, retry: Int, padding: Int) -> [UInt8] {
+        guard !fields.isEmpty || retry > 0 || padding > 0 else { return self.head }
+        var out = ResponseHead.inserting(fields, into: self.head) ?? self.head
+        if retry > 0 { out += Array("retry: \(retry)\n\n".utf8) }
+        if padding > 0 {
+            out.append(UInt8(ascii: ":"))
+            out += [UInt8](repeating: 0x20, count: padding)
+            out += [0x0A, 0x0A]
+        }
+        return out
+    }
 
     /// A comment line that keeps intermediaries from timing the stream out.
     static let keepalive = Array(": keepalive\n\n".utf8)
@@ -88,6 +104,32 @@ struct StaticFiles: Sendable {
         self.maxFileSize = maxFileSize
     }
 
+    /// `/petrel.js`: the root's own file if it has one, else the copy built into the library.
+    func respondPetrelJS(_ head: HTTPRequestHead) -> [UInt8] {
+        if access(self.root + "/petrel.js", F_OK) == 0 { return self.respond(head) }
+        guard head.method == "GET" || head.method == "HEAD" else {
+            return HTTPResponse.error(status: 405, body: "method not allowed", headers: [HTTPField(name: "Allow", value: "GET, HEAD")])
+        }
+        let body = Array(PetrelJS.source.utf8)
+        // FNV-1a of the text: the same library gives the same tag in every process.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in body { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }
+        let etag = "\"petrel-\(String(hash, radix: 16))\""
+        var fields = [
+            HTTPField(name: "Content-Type", value: "text/javascript; charset=utf-8"),
+            HTTPField(name: "ETag", value: etag),
+            HTTPField(name: "Cache-Control", value: "no-cache"),
+            HTTPField(name: "X-Content-Type-Options", value: "nosniff"),
+        ]
+        if head.headers.listElements("If-None-Match").contains(etag) {
+            fields.removeFirst()
+            return HTTPResponse.make(status: 304, headers: fields)
+        }
+        var response = HTTPResponse.make(status: 200, headers: fields, body: body)
+        if head.method == "HEAD" { response.removeLast(body.count) }
+        return response
+    }
+
     /// The response for `head`: the file, 304, or an error status.
     func respond(_ head: HTTPRequestHead) -> [UInt8] {
         guard head.method == "GET" || head.method == "HEAD" else {
@@ -124,7 +166,6 @@ struct StaticFiles: Sendable {
             HTTPField(name: "ETag", value: etag),
             HTTPField(name: "Cache-Control", value: "no-cache"),
             HTTPField(name: "X-Content-Type-Options", value: "nosniff"),
-            HTTPField(name: "Connection", value: "close"),
         ]
         if head.headers.listElements("If-None-Match").contains(etag) {
             fields.removeFirst()
@@ -165,5 +206,121 @@ struct StaticFiles: Sendable {
         case "woff2": return "font/woff2"
         default: return "application/octet-stream"
         }
+    }
+}
+
+/// What the server needs to know of a complete response before it goes out, and the fields it
+/// adds (CORS, `Connection: close`).
+enum ResponseHead {
+    struct Facts {
+        let status: Int
+        /// Where the status line's CR LF starts: fields are inserted there.
+        let statusLineEnd: Int
+        /// The response says `Connection: close`.
+        let closes: Bool
+        /// Its end is known without a close: `Content-Length`, or a status that has no body.
+        let delimited: Bool
+    }
+
+    /// Nil when `response` has no complete head (then it is sent as it is and the connection closes).
+    static func inspect(_ response: [UInt8]) -> Facts? {
+        let crlf: [UInt8] = [0x0D, 0x0A]
+        guard let lineEnd = self.find(crlf, in: response, from: 0), response.count >= 12,
+            response.starts(with: Array("HTTP/1.".utf8))
+        else { return nil }
+        let status = response[9..<12].reduce(0) { $0 * 10 + Int($1) - 48 }
+        var closes = false
+        var length = false
+        var at = lineEnd + 2
+        while let end = self.find(crlf, in: response, from: at), end > at {
+            let line = response[at..<end]
+            if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+                let name = String(decoding: line[..<colon], as: UTF8.self)
+                let value = String(decoding: line[(colon + 1)...], as: UTF8.self)
+                if ASCII.equalsIgnoringCase(name, "Connection") {
+                    closes = closes || value.split(separator: ",").contains { ASCII.equalsIgnoringCase(String($0.trimmingSpaces), "close") }
+                } else if ASCII.equalsIgnoringCase(name, "Content-Length") {
+                    length = true
+                }
+            }
+            at = end + 2
+        }
+        guard self.find(crlf, in: response, from: at) == at else { return nil }  // no blank line: incomplete
+        let bodiless = status < 200 || status == 204 || status == 304
+        return Facts(status: status, statusLineEnd: lineEnd, closes: closes, delimited: length || bodiless)
+    }
+
+    /// `response` with `fields` (whole lines, each ending CR LF) after its status line.
+    static func inserting(_ fields: String, into response: [UInt8]) -> [UInt8]? {
+        guard let facts = self.inspect(response) else { return nil }
+        return self.inserting(fields, into: response, at: facts.statusLineEnd)
+    }
+
+    static func inserting(_ fields: String, into response: [UInt8], at statusLineEnd: Int) -> [UInt8] {
+        guard !fields.isEmpty else { return response }
+        var out: [UInt8] = []
+        out.reserveCapacity(response.count + fields.utf8.count)
+        out += response[..<(statusLineEnd + 2)]
+        out += Array(fields.utf8)
+        out += response[(statusLineEnd + 2)...]
+        return out
+    }
+
+    private static func find(_ needle: [UInt8], in bytes: [UInt8], from: Int) -> Int? {
+        var i = from
+        while i + needle.count <= bytes.count {
+            if bytes[i] == needle[0] && bytes[i + 1] == needle[1] { return i }
+            i += 1
+        }
+        return nil
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var s = self
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return s
+    }
+}
+
+extension CORSConfiguration {
+    enum Verdict {
+        /// No `Origin`, or the server's own: nothing to add.
+        case sameOrigin
+        /// The fields to add to the response.
+        case allowed(origin: String, fields: String)
+        case refused(origin: String)
+    }
+
+    func verdict(_ head: HTTPRequestHead) -> Verdict {
+        guard let origin = head.headers["Origin"] else { return .sameOrigin }
+        let u = Array(origin.utf8)
+        if let host = head.headers["Host"], let colon = u.firstIndex(of: UInt8(ascii: ":")),
+            u[colon...].starts(with: Array("://".utf8)),
+            ASCII.equalsIgnoringCase(String(decoding: u[(colon + 3)...], as: UTF8.self), host)
+        {
+            return .sameOrigin
+        }
+        if self.allowedOrigins.contains("*") {
+            return .allowed(origin: origin, fields: "Access-Control-Allow-Origin: *\r\n")
+        }
+        guard self.allowedOrigins.contains(where: { ASCII.equalsIgnoringCase($0, origin) }) else { return .refused(origin: origin) }
+        var fields = "Access-Control-Allow-Origin: \(origin)\r\nVary: Origin\r\n"
+        if self.allowCredentials { fields += "Access-Control-Allow-Credentials: true\r\n" }
+        return .allowed(origin: origin, fields: fields)
+    }
+
+    /// The answer to a preflight from an allowed origin (its fields are already in `fields`).
+    func preflight(_ head: HTTPRequestHead, fields: String) -> [UInt8] {
+        var headers = [
+            HTTPField(name: "Access-Control-Allow-Methods", value: "GET, HEAD, POST, OPTIONS"),
+            HTTPField(name: "Access-Control-Max-Age", value: String(self.maxAge)),
+        ]
+        if !self.allowedHeaders.isEmpty {
+            headers.append(HTTPField(name: "Access-Control-Allow-Headers", value: self.allowedHeaders.joined(separator: ", ")))
+        }
+        return ResponseHead.inserting(fields, into: HTTPResponse.make(status: 204, headers: headers)) ?? []
     }
 }

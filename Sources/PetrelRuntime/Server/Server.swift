@@ -41,6 +41,8 @@ public final class Server: @unchecked Sendable {
     public let startedAt = monotonicMilliseconds()
     /// The static file root, resolved at start.
     private(set) var staticFiles: StaticFiles?
+    /// Set at start, before any loop runs; read by the loops only.
+    private(set) var accessLog: AccessLogWriter?
     /// The TLS context(s), made at start when the configuration has TLS.
     private(set) var tlsContexts: TLSServerContexts?
     /// The Redis engine, when the configuration names one (connected at start).
@@ -139,6 +141,15 @@ public final class Server: @unchecked Sendable {
                 throw RuntimeError(.configuration, "static root \(root): \(String(cString: strerror(errno)))", errno: errno)
             }
             self.staticFiles = files
+        }
+        if let log = self.configuration.accessLog {
+            do throws(RuntimeError) {
+                self.accessLog = try AccessLogWriter(log)
+            } catch {
+                self.lifecycle.withLock { $0 = .stopped }
+                self.redis?.stop()
+                throw error
+            }
         }
         if let tls = self.configuration.tls {
             do throws(RuntimeError) {

@@ -21,7 +21,8 @@ def _events(sock, count, buf=b""):
     deadline = time.time() + 5
     while time.time() < deadline:
         head, _, rest = buf.partition(b"\r\n\r\n")
-        blocks = rest.split(b"\n\n")[:-1]
+        # Blocks with no data (the stream's opening retry: field, comments) are not events.
+        blocks = [b for b in rest.split(b"\n\n")[:-1] if b"data:" in b]
         if len(blocks) >= count:
             out = []
             for b in blocks:

@@ -9,12 +9,12 @@ from .client import ClientConnection, connect
 from .exceptions import (Backpressure, ConnectFailed, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK,
                          EngineUnavailable, InvalidArgument, InvalidHandshake, InvalidState, PetrelError, ProtocolError,
                          Timeout)
-from .server import Accept, Connection, HTTPRequest, Server, StompFrame, StompRefuse
+from .server import AccessLogEntry, Accept, Connection, HTTPRequest, Server, StompFrame, StompRefuse
 
 __version__ = _lib_handle.petrel_version().decode()
 
 __all__ = [
-    "Server", "Connection", "HTTPRequest", "Accept", "StompFrame", "StompRefuse", "connect", "ClientConnection", "PetrelError", "Backpressure", "Timeout",
+    "Server", "Connection", "HTTPRequest", "Accept", "AccessLogEntry", "StompFrame", "StompRefuse", "connect", "ClientConnection", "PetrelError", "Backpressure", "Timeout",
     "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError", "ProtocolError", "InvalidHandshake", "InvalidArgument", "InvalidState", "ConnectFailed",
     "EngineUnavailable",
 ]

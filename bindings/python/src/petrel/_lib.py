@@ -59,7 +59,17 @@ class ServerConfig(Structure):
         ("queue_events", c_int32), ("event_queue_bytes", c_uint64),
         ("engine_url", c_char_p), ("engine_timeout_ms", c_uint32), ("topic_stream_capacity", c_uint64),
         ("stomp_paths", c_char_p), ("stomp_heart_beat_ms", c_uint32), ("stomp_max_unacked", c_uint32),
-        ("stomp_max_body", c_uint64),
+        ("stomp_max_body", c_uint64), ("keep_alive_timeout_ms", c_uint32), ("cors_origins", c_char_p),
+        ("cors_credentials", c_int32), ("sse_retry_ms", c_uint32), ("sse_padding", c_uint32),
+        ("access_log_file", c_char_p),
+    ]
+
+
+class AccessLogEntry(Structure):
+    _fields_ = [
+        ("event", c_char_p), ("time_ms", c_uint64), ("peer", c_char_p), ("conn", c_uint64), ("method", c_char_p),
+        ("path", c_char_p), ("status", c_int32), ("transport", c_char_p), ("bytes_in", c_uint64),
+        ("bytes_out", c_uint64), ("duration_ms", c_uint64), ("line", c_char_p),
     ]
 
 
@@ -86,6 +96,7 @@ OnHTTP = CFUNCTYPE(None, c_void_p, c_void_p, POINTER(HTTPRequest))
 TopicObserver = CFUNCTYPE(None, c_void_p, c_void_p, c_char_p, c_uint64, c_int32, POINTER(c_char), c_size_t, c_char_p)
 OnStomp = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, POINTER(StompFrame))
 OnStompAck = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_char_p, POINTER(c_uint64), c_size_t, c_int32, c_uint64)
+OnAccessLog = CFUNCTYPE(None, c_void_p, c_void_p, POINTER(AccessLogEntry))
 STAMP_ID = 0x100  # PETREL_STAMP_ID
 
 
@@ -93,7 +104,7 @@ class ServerCallbacks(Structure):
     _fields_ = [
         ("size", c_size_t), ("userdata", c_void_p), ("on_open", OnOpen), ("on_message", OnMessage),
         ("on_close", OnClose), ("on_drain", OnDrain), ("on_http", OnHTTP), ("on_upgrade", OnHTTP),
-        ("on_stomp", OnStomp), ("on_stomp_ack", OnStompAck),
+        ("on_stomp", OnStomp), ("on_stomp_ack", OnStompAck), ("on_access_log", OnAccessLog),
     ]
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union, overload
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union, overload
 
 from . import _lib
 from . import _status as S
@@ -288,6 +289,24 @@ def _respond(raw: Any, answer: Tuple[Any, ...]) -> None:
     check(lib.petrel_http_respond(raw, int(status), content_type.encode(), bytes(body), len(body)))
 
 
+class AccessLogEntry(NamedTuple):
+    """One line of the access log (Server(access_log=callable)): a plain request answered
+    ("request"), an upgrade ("upgrade": a WebSocket's 101 or an event stream opening) or the end
+    of an upgraded connection ("close", status: the WebSocket close code, 0 for an event stream)."""
+    event: str
+    time: float  # seconds since 1970 (UTC)
+    peer: str
+    conn: int
+    method: str
+    path: str
+    status: int
+    transport: str  # "http", "websocket", "stomp" or "sse"
+    bytes_in: int
+    bytes_out: int
+    duration: float  # seconds
+    line: str  # as the file form writes it, without the newline
+
+
 class Accept:
     """What an on_upgrade handler returns to accept with a chosen subprotocol (one the client
     offered) and data for the connection (`Connection.user_data`)."""
@@ -326,6 +345,9 @@ class Server:
         on_upgrade: Optional[Callable[[HTTPRequest], object]] = None,
         stomp_paths: Optional[Iterable[str]] = None, stomp_heart_beat: float = 10.0, stomp_max_unacked: int = 0,
         stomp_max_body: int = 1 << 20,
+        access_log: Union[str, "os.PathLike[str]", Callable[[AccessLogEntry], None], None] = None,
+        keep_alive_timeout: float = 5.0, cors_origins: Optional[Iterable[str]] = None,
+        cors_credentials: bool = False, sse_retry: float = 1.0, sse_padding: int = 0,
         on_stomp_connect: Optional[Callable[[StompFrame], object]] = None,
         on_stomp_subscribe: Optional[Callable[[StompFrame], object]] = None,
         on_stomp_send: Optional[Callable[[StompFrame], object]] = None,
@@ -367,7 +389,12 @@ class Server:
                       str(tls_client_ca).encode() if tls_client_ca else None,
                       ";".join(f"{name},{chain},{key}" for name, (chain, key) in tls_sni.items()).encode()
                       if tls_sni else None, engine.encode() if engine else None,
-                      ",".join(stomp_paths).encode() if stomp_paths is not None else None]
+                      ",".join(stomp_paths).encode() if stomp_paths is not None else None,
+                      ",".join(cors_origins).encode() if cors_origins is not None else None,
+                      os.fsencode(access_log) if isinstance(access_log, (str, os.PathLike)) else None]
+        if access_log is not None and not callable(access_log) and self._keep[12] is None:
+            raise TypeError("access_log must be a file path or a callable taking an AccessLogEntry")
+        self._on_access_log = access_log if callable(access_log) else None
         cfg = _lib.ServerConfig()
         lib.petrel_server_config_init(ctypes.byref(cfg))
         cfg.host, cfg.port, cfg.threads = self._keep[0], port, threads
@@ -394,6 +421,21 @@ class Server:
         cfg.stomp_paths = self._keep[10]
         cfg.stomp_heart_beat_ms = int(stomp_heart_beat * 1000)
         cfg.stomp_max_unacked, cfg.stomp_max_body = stomp_max_unacked, stomp_max_body
+        # Plain HTTP: keep-alive, CORS for pages of other origins, and how event streams open.
+        if not 0 <= keep_alive_timeout <= 3600:
+            raise ValueError("keep_alive_timeout must be a number of seconds in [0, 3600] (0: close after each response)")
+        if cors_origins is not None and not self._keep[11]:
+            raise ValueError('cors_origins must name at least one origin (or "*")')
+        if cors_credentials and cors_origins is None:
+            raise ValueError("cors_credentials needs cors_origins")
+        if not 0 <= sse_retry <= 3600:
+            raise ValueError("sse_retry must be a number of seconds in [0, 3600]")
+        if not isinstance(sse_padding, int) or not 0 <= sse_padding <= 65536:
+            raise ValueError("sse_padding must be an int in 0..65536")
+        cfg.keep_alive_timeout_ms = int(keep_alive_timeout * 1000)
+        cfg.cors_origins, cfg.cors_credentials = self._keep[11], 1 if cors_credentials else 0
+        cfg.sse_retry_ms, cfg.sse_padding = int(sse_retry * 1000), sse_padding
+        cfg.access_log_file = self._keep[12]
         cfg.queue_events = 1
         # Events read but not yet taken by the dispatcher: when full, the loop threads wait (and
         # TCP pushes back). Also what a connection may have read past a pause_reading().
@@ -408,6 +450,8 @@ class Server:
         self._callbacks.on_upgrade = _lib.OnHTTP(self._c_upgrade)
         self._callbacks.on_stomp = _lib.OnStomp(self._c_stomp)
         self._callbacks.on_stomp_ack = _lib.OnStompAck(self._c_stomp_ack)
+        if self._on_access_log is not None:
+            self._callbacks.on_access_log = _lib.OnAccessLog(self._c_access_log)
         handle = ctypes.c_void_p()
         check(lib.petrel_server_create(ctypes.byref(cfg), ctypes.byref(self._callbacks), ctypes.byref(handle)))
         self._handle = handle
@@ -564,6 +608,20 @@ class Server:
             if frame is not None:
                 frame._raw = None  # the C frame is gone once this returns
             _loop_thread.active = False
+
+    def _c_access_log(self, _ud, _srv, entry):  # type: ignore[no-untyped-def]
+        e = entry.contents
+
+        def text(b: Optional[bytes]) -> str:
+            return b.decode("utf-8", "replace") if b is not None else ""
+
+        try:
+            assert self._on_access_log is not None
+            self._on_access_log(AccessLogEntry(
+                text(e.event), e.time_ms / 1000, text(e.peer), e.conn, text(e.method), text(e.path), e.status,
+                text(e.transport), e.bytes_in, e.bytes_out, e.duration_ms / 1000, text(e.line)))
+        except Exception:
+            log.exception("petrel: exception in the access_log function")
 
     def _c_stomp_ack(self, _ud, _srv, conn_id, subscription, ids, count, negative, position):  # type: ignore[no-untyped-def]
         if not self._on_stomp_ack:

@@ -6,7 +6,8 @@ import Petrel
 let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../..").standardized.path
 let usage = """
     usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]
-                        [--engine URL] [--no-feed] [--tls-cert PEM --tls-key PEM]
+                        [--engine URL] [--no-feed] [--tls-cert PEM --tls-key PEM] [--access-log FILE]
+                        [--cors-origins LIST]
       --host      address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
       --port      port (default 8080; 0 picks one)
       --data      ticker,company,price CSV (default examples/data/stocks.csv)
@@ -18,6 +19,9 @@ let usage = """
       --engine    topics through Redis Streams (redis://host:port, or a Unix socket path), shared
                   with every server on that Redis (default: in this process)
       --no-feed   publish nothing: serve the ticks another server on the engine publishes
+      --access-log  append a line per request, upgrade and close to FILE
+      --cors-origins  comma-separated origins ("*" for any) whose pages may read /events, /snapshot
+                  and /health and POST /ack (others get 403)
     """
 
 var host = "127.0.0.1"
@@ -31,6 +35,8 @@ var tlsCert: String?
 var tlsKey: String?
 var engine = WebSocketServer.Engine.inProcess
 var feedOn = true
+var accessLog: String?
+var corsOrigins: [String]?
 var args = CommandLine.arguments.dropFirst()
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("stock-server: \(message)\n\(usage)\n".utf8))
@@ -62,6 +68,8 @@ while let flag = args.popFirst() {
     case "--tls-key": tlsKey = value
     case "--engine":
         do { engine = try WebSocketServer.Engine(url: value) } catch { fail("\(error)") }
+    case "--access-log": accessLog = value
+    case "--cors-origins": corsOrigins = value.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
     default: fail("unknown option \(flag)")
     }
 }
@@ -78,6 +86,8 @@ configuration.eventStreamPaths = ["/events"]
 configuration.engine = engine
 if let tlsCert, let tlsKey { configuration.tls = WebSocketServer.TLSConfiguration(certificateChainFile: tlsCert, privateKeyFile: tlsKey) }
 configuration.options.pingInterval = 15_000  // WebSocket pings and SSE keepalive comments
+if let accessLog { configuration.accessLog = .file(accessLog) }
+if let corsOrigins { configuration.cors = WebSocketServer.CORSConfiguration(allowedOrigins: corsOrigins) }
 // STOMP at /stomp (stomp.py offers no subprotocol), and on /stream for clients that offer
 // v12.stomp, v11.stomp or v10.stomp (stomp.js does): destination /topic/stock.
 configuration.stomp = WebSocketServer.StompConfiguration(paths: ["/stomp"])
