@@ -6,7 +6,7 @@ import PackageDescription
 let harnesses = [
     "fuzz-server-handshake", "fuzz-client-handshake", "fuzz-extensions", "fuzz-frames-server",
     "fuzz-frames-client", "fuzz-inflate", "fuzz-http", "fuzz-proxy-socks5", "fuzz-proxy-connect", "fuzz-request-body",
-    "fuzz-engine", "fuzz-stomp",
+    "fuzz-engine", "fuzz-stomp", "fuzz-client-address",
 ]
 
 let package = Package(

@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 seconds=${1:-30}
 shift || true
 all=(fuzz-server-handshake fuzz-client-handshake fuzz-extensions fuzz-frames-server fuzz-frames-client fuzz-inflate fuzz-http
-    fuzz-proxy-socks5 fuzz-proxy-connect fuzz-request-body fuzz-engine fuzz-stomp)
+    fuzz-proxy-socks5 fuzz-proxy-connect fuzz-request-body fuzz-engine fuzz-stomp fuzz-client-address)
 harnesses=("${@:-${all[@]}}")
 [ $# -gt 0 ] || harnesses=("${all[@]}")
 out=../.build/fuzz

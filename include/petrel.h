@@ -251,6 +251,16 @@ typedef struct petrel_server_config {
                                      petrel_server_start fails with PETREL_E_INVALID_ARGUMENT if it cannot be
                                      opened.
                                      Not with on_access_log */
+    int32_t proxy_protocol;       /* default 0; 1: every connection starts with a PROXY protocol header
+                                     (version 1 or 2, from HAProxy, nginx's proxy_protocol or a cloud
+                                     balancer) whose source address is the client's; a connection
+                                     without one is closed. Only where nothing else can connect */
+    const char *trusted_proxies;  /* NULL (default): none. Else comma-separated addresses and CIDR
+                                     blocks ("127.0.0.1, 10.0.0.0/8, ::1") whose Forwarded or
+                                     X-Forwarded-For header is believed: the client address
+                                     (petrel_http_request.client, petrel_conn_client_address, the
+                                     access log) is then the one the header gives; a bad entry makes
+                                     petrel_server_start fail with PETREL_E_INVALID_ARGUMENT */
 } petrel_server_config;
 
 /**
@@ -287,6 +297,8 @@ typedef struct petrel_http_request {
     const char *peer;             /* "address:port" of the client */
     uint64_t conn;                /* the connection's id (in on_upgrade: the id it will have once open) */
     void *internal_;              /* the library's */
+    const char *client;           /* the client's address: peer, or what a PROXY header or a trusted
+                                     proxy's Forwarded/X-Forwarded-For said (see trusted_proxies) */
 } petrel_http_request;
 
 /** Fills *config with the defaults above and sets its size. Thread: any. */
@@ -662,6 +674,16 @@ petrel_status petrel_conn_query(petrel_server *server, uint64_t conn, char *buf,
 petrel_status petrel_conn_header(petrel_server *server, uint64_t conn, const char *name, char *buf, size_t cap,
                                  size_t *len_out);
 petrel_status petrel_conn_peer_address(petrel_server *server, uint64_t conn, char *buf, size_t cap, size_t *len_out);
+/**
+ * Copies the connection's client address into buf, as petrel_conn_peer_address does: the peer's,
+ * or the one a PROXY protocol header or a trusted proxy's Forwarded / X-Forwarded-For header gave
+ * (proxy_protocol, trusted_proxies): "192.0.2.7:5555", "[2001:db8::7]:4711", or a bare address
+ * when the header gave no port.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION; PETREL_E_BUFFER_TOO_SMALL
+ *          (*len_out = the size needed).
+ * Thread: any.
+ */
+petrel_status petrel_conn_client_address(petrel_server *server, uint64_t conn, char *buf, size_t cap, size_t *len_out);
 /** A query parameter of the connection's request, decoded (%XX and '+'); conventions as above. */
 petrel_status petrel_conn_query_param(petrel_server *server, uint64_t conn, const char *name, char *buf, size_t cap,
                                       size_t *len_out);

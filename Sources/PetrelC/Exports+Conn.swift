@@ -199,6 +199,11 @@ public func petrel_conn_query_param(
     return requestField(server, conn, buf, cap, lenOut) { ($0.request?.head ?? $0.httpRequest)?.queryParameter(n) }
 }
 
+@_cdecl("petrel_conn_client_address")
+public func petrel_conn_client_address(_ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
+    requestField(server, conn, buf, cap, lenOut) { $0.clientAddress }
+}
+
 @_cdecl("petrel_conn_peer_address")
 public func petrel_conn_peer_address(_ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
     requestField(server, conn, buf, cap, lenOut) { $0.peerAddress.description }

@@ -30,13 +30,14 @@ final class CHTTPExchange {
     /// Calls `callback` with the request as a C struct; returns the answer it gave, if any.
     func lend(_ callback: (UnsafePointer<petrel_http_request>) -> Void) -> HTTPAnswer? {
         let head = self.request.head
-        withCStrings([head.method, head.path, head.query ?? "", self.request.peer.description]) { s in
+        withCStrings([head.method, head.path, head.query ?? "", self.request.peer.description, self.request.clientAddress]) { s in
             self.request.body.withUnsafeBufferPointer { body in
                 var c = petrel_http_request()
                 c.method = s[0]
                 c.path = s[1]
                 c.query = s[2]
                 c.peer = s[3]
+                c.client = s[4]
                 c.body = body.count > 0 ? body.baseAddress : nil
                 c.body_len = body.count
                 c.conn = self.connectionID

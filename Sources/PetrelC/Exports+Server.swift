@@ -70,6 +70,8 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.sse_retry_ms = UInt32(d.eventStreamRetry)
     c.sse_padding = UInt32(d.eventStreamPadding)
     c.access_log_file = nil
+    c.proxy_protocol = 0
+    c.trusted_proxies = nil
     config.pointee = c
 }
 
@@ -208,6 +210,12 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
         guard let path = string(p), !path.isEmpty else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
         config.accessLog = .file(path)
     }
+    guard c.proxy_protocol == 0 || c.proxy_protocol == 1 else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+    config.proxyProtocol = c.proxy_protocol == 1
+    if let p = c.trusted_proxies {
+        guard let list = commaList(p) else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+        config.trustedProxies = list
+    }
     return .success(config)
 }
 
@@ -315,7 +323,8 @@ public func petrel_server_create(
     if let onUpgrade = cb.on_upgrade {
         handlers.onUpgrade = { upgrade in
             let exchange = CHTTPExchange(
-                HTTPRequest(head: upgrade.request.head, body: [], peer: upgrade.peer), connectionID: upgrade.connectionID.rawValue,
+                HTTPRequest(head: upgrade.request.head, body: [], peer: upgrade.peer, clientAddress: upgrade.clientAddress),
+                connectionID: upgrade.connectionID.rawValue,
                 offeredSubprotocols: upgrade.request.subprotocols)
             _ = exchange.lend { onUpgrade(userdata, handle, $0) }
             if let refusal = exchange.refusal {

@@ -111,6 +111,16 @@ public struct ServerConfiguration: Sendable {
     /// Cross-origin requests to the HTTP routes, static files and event streams (nil: no CORS
     /// header is sent, and browsers keep other origins' pages from reading the responses).
     public var cors: CORSConfiguration? = nil
+    /// Every connection starts with a PROXY protocol header (version 1 or 2, as HAProxy, nginx's
+    /// `proxy_protocol` and cloud load balancers send): its source address is the client's.
+    /// Only for a listener that nothing but such balancers can reach: a connection without the
+    /// header is closed.
+    public var proxyProtocol = false
+    /// Addresses and CIDR blocks (`10.0.0.0/8`, `::1`) of proxies whose `Forwarded` or
+    /// `X-Forwarded-For` header is believed: a request from one of them (or whose PROXY header
+    /// names one) gets the client address the header gives (`Connection.clientAddress`,
+    /// the accept hook's `clientAddress`, the access log). Empty (the default): none.
+    public var trustedProxies: [String] = []
     /// An access log (nil, the default: none): a line per plain request, upgrade and close of an
     /// upgraded connection, to a file or a function (`AccessLog`). With it on, every connection
     /// counts its bytes, in about 200 bytes of extra state.

@@ -660,6 +660,51 @@ static void test_access_log(void) {
     CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
 }
 
+/* ---- The real client: a PROXY protocol header, a trusted proxy's X-Forwarded-For ---- */
+
+static void who_on_http(void *userdata, petrel_server *server, const petrel_http_request *req) {
+    (void)userdata, (void)server;
+    CHECK_STATUS(petrel_http_respond(req, 200, "text/plain", req->client, strlen(req->client)), PETREL_OK);
+}
+
+static void test_real_client(void) {
+    petrel_server_config config;
+    petrel_server_config_init(&config);
+    CHECK(config.proxy_protocol == 0 && config.trusted_proxies == NULL);
+    config.host = "127.0.0.1";
+    config.port = 0;
+    config.threads = 1;
+    config.proxy_protocol = 1;
+    config.trusted_proxies = "127.0.0.1, 10.0.0.0/8";
+    petrel_server_callbacks callbacks;
+    petrel_server_callbacks_init(&callbacks);
+    callbacks.on_http = who_on_http;
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
+    uint16_t port = 0;
+    petrel_server_port(server, &port);
+    char buf[1024];
+    /* The balancer names 10.1.2.3 (trusted), whose X-Forwarded-For names the client. */
+    int fd = raw_connect(port);
+    raw_exchange(fd, "PROXY TCP4 10.1.2.3 192.0.2.1 40000 443\r\nGET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 "X-Forwarded-For: 198.51.100.9, 10.7.7.7\r\n\r\n", buf, sizeof buf, NULL);
+    CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0 && strstr(buf, "\r\n\r\n198.51.100.9") != NULL);
+    close(fd);
+    fd = raw_connect(port); /* no PROXY header: closed without an answer */
+    raw_exchange(fd, "GET /who HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, NULL);
+    CHECK(buf[0] == 0);
+    close(fd);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+    config.proxy_protocol = 2;
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
+    config.proxy_protocol = 0;
+    config.trusted_proxies = "10.0.0.0/40";
+    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_E_INVALID_ARGUMENT);
+    CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);
+}
+
 static void test_http_and_streams(void) {
     char root[] = "/tmp/petrel-c-static-XXXXXX";
     CHECK(mkdtemp(root) != NULL);
@@ -959,6 +1004,7 @@ int main(void) {
     test_external_poll();
     test_http_and_streams();
     test_access_log();
+    test_real_client();
     test_tls();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

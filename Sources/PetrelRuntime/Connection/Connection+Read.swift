@@ -33,7 +33,9 @@ extension Connection {
             case .done(let n):
                 self.lastReceive = self.loop.now
                 self.countIn(n)
-                if self.wantsTLS || self.proxy != nil || self.refusedPlaintext {
+                if self.state.pointee.awaitingProxyHeader {
+                    self.proxyHeaderBytes(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                } else if self.wantsTLS || self.proxy != nil || self.refusedPlaintext {
                     self.receiveThroughLayers(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 } else {
                     self.consume(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))

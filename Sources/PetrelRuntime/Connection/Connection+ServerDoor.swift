@@ -42,10 +42,11 @@ extension Connection {
             self.more.access.method = "GET"
             self.more.access.path = request.path
         }
+        self.applyForwarded(request.head)
         var chosen: String? = nil
         var extraHeaders: [HTTPField] = []
         if let hook = self.handlers.onUpgrade {
-            switch hook(UpgradeRequest(request: request, peer: self.peerAddress, connectionID: self.id)) {
+            switch hook(UpgradeRequest(request: request, peer: self.peerAddress, connectionID: self.id, clientAddress: self.clientAddress)) {
             case .reject(let status, let body):
                 return self.respondAndClose(HTTPResponse.error(status: status, body: body))
             case .accept(let subprotocol, let userData, let headers):
@@ -96,7 +97,8 @@ extension Connection {
         guard self.pendingRequest != nil else { return }
         guard case .complete(let consumed) = self.more.pendingRequest!.reader.feed(bytes), let pending = self.pendingRequest else { return }
         self.pendingRequest = nil
-        self.answer(HTTPRequest(head: pending.head, body: pending.reader.body, peer: self.peerAddress))
+        self.applyForwarded(pending.head)
+        self.answer(HTTPRequest(head: pending.head, body: pending.reader.body, peer: self.peerAddress, clientAddress: self.clientAddress))
         guard consumed < bytes.count, self.handshakeBox != nil, !self.closeAfterFlush, self.phase == .handshaking else { return }
         var next = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
         next.withUnsafeMutableBytes { self.serverHandshake($0) }
@@ -105,6 +107,7 @@ extension Connection {
     func answer(_ request: HTTPRequest) {
         guard let server = self.server else { return }
         self.noteRequest(request.head)
+        self.applyForwarded(request.head)
         var cors = ""
         if let policy = server.configuration.cors {
             switch policy.verdict(request.head) {

@@ -56,6 +56,8 @@ public final class Connection: @unchecked Sendable {
         var backlogged = false
         /// The server keeps an access log: bytes read and written are counted (in the extras).
         var counting = false
+        /// The listener speaks the PROXY protocol: its header comes before anything else.
+        var awaitingProxyHeader = false
         var handshakeBox: ServerHandshakeBox? = nil
         var session: Session
         var subscriptions: [Subscription] = []
@@ -323,6 +325,7 @@ public final class Connection: @unchecked Sendable {
             self.state.pointee.counting = true
             self.more.access = AccessCounts()
         }
+        self.state.pointee.awaitingProxyHeader = server.configuration.proxyProtocol
     }
 
     init(clientOn loop: EventLoop, fd: Int32, peer: SocketAddress, configuration: ClientConfiguration, handlers: Handlers, handshake: ClientHandshake) {

@@ -163,4 +163,7 @@ final class ConnectionExtras {
     @exclusivity(unchecked) var access = AccessCounts()
     /// The client's address as a trusted proxy reported it (`X-Forwarded-For`, `Forwarded`).
     @exclusivity(unchecked) var forwardedFor: String? = nil
+    /// The client's address from the PROXY protocol header, and the header while it arrives.
+    @exclusivity(unchecked) var proxyAddress: String? = nil
+    @exclusivity(unchecked) var proxyHeader: [UInt8] = []
 }

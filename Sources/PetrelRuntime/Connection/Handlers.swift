@@ -6,6 +6,16 @@ public struct UpgradeRequest: Sendable {
     public let peer: SocketAddress
     /// The id the connection will have (and has in `onOpen`) if it is accepted.
     public let connectionID: ConnectionID
+    /// The client's address: the peer's, or what a PROXY header or a trusted proxy's
+    /// `Forwarded`/`X-Forwarded-For` said (`ServerConfiguration.trustedProxies`).
+    public var clientAddress: String = ""
+
+    public init(request: HandshakeRequest, peer: SocketAddress, connectionID: ConnectionID, clientAddress: String? = nil) {
+        self.request = request
+        self.peer = peer
+        self.connectionID = connectionID
+        self.clientAddress = clientAddress ?? peer.description
+    }
 }
 
 /// An accept hook's answer.

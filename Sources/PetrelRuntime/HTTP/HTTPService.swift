@@ -7,11 +7,15 @@ public struct HTTPRequest: Sendable {
     /// The body (requests with `Content-Length`, up to `ServerConfiguration.maxRequestBody`).
     public let body: [UInt8]
     public let peer: SocketAddress
+    /// The client's address: the peer's, or what a PROXY header or a trusted proxy's
+    /// `Forwarded`/`X-Forwarded-For` said (`ServerConfiguration.trustedProxies`).
+    public let clientAddress: String
 
-    public init(head: HTTPRequestHead, body: [UInt8], peer: SocketAddress) {
+    public init(head: HTTPRequestHead, body: [UInt8], peer: SocketAddress, clientAddress: String? = nil) {
         self.head = head
         self.body = body
         self.peer = peer
+        self.clientAddress = clientAddress ?? peer.description
     }
 
     public var method: String { self.head.method }

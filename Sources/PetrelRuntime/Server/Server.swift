@@ -43,6 +43,7 @@ public final class Server: @unchecked Sendable {
     private(set) var staticFiles: StaticFiles?
     /// Set at start, before any loop runs; read by the loops only.
     private(set) var accessLog: AccessLogWriter?
+    private(set) var trustedProxies: TrustedProxies?
     /// The TLS context(s), made at start when the configuration has TLS.
     private(set) var tlsContexts: TLSServerContexts?
     /// The Redis engine, when the configuration names one (connected at start).
@@ -141,6 +142,13 @@ public final class Server: @unchecked Sendable {
                 throw RuntimeError(.configuration, "static root \(root): \(String(cString: strerror(errno)))", errno: errno)
             }
             self.staticFiles = files
+        }
+        do throws(RuntimeError) {
+            self.trustedProxies = try TrustedProxies(self.configuration.trustedProxies)
+        } catch {
+            self.lifecycle.withLock { $0 = .stopped }
+            self.redis?.stop()
+            throw error
         }
         if let log = self.configuration.accessLog {
             do throws(RuntimeError) {

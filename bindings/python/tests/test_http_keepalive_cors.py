@@ -90,3 +90,38 @@ def test_access_log_to_a_function_and_to_a_file(tmp_path):
     assert len(lines) == 1 and " request GET /ack 200 http " in lines[0]
     with pytest.raises(TypeError, match="access_log"):
         petrel.Server("127.0.0.1", 0, access_log=42)  # type: ignore[arg-type]
+
+
+def test_the_real_client_from_a_proxy_protocol_header_and_a_trusted_proxy():
+    import asyncio
+    import websockets
+
+    seen = []
+
+    def route(request):
+        return 200, "text/plain", request.client
+
+    def hook(request):
+        seen.append(("hook", request.client))
+        return petrel.Accept()
+
+    opened = []
+    with petrel.Server("127.0.0.1", 0, threads=1, on_http=route, on_upgrade=hook, trusted_proxies=["127.0.0.1"],
+                       on_open=lambda conn: opened.append(conn.client_address)) as server:
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        c.request("GET", "/who", headers={"Forwarded": 'for="[2001:db8::17]:4711"'})
+        assert c.getresponse().read() == b"[2001:db8::17]:4711"
+
+        async def run():
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/",
+                                          additional_headers={"X-Forwarded-For": "198.51.100.20"}) as ws:
+                await asyncio.sleep(0.2)
+        asyncio.run(run())
+    assert seen == [("hook", "198.51.100.20")] and opened == ["198.51.100.20"]
+    with petrel.Server("127.0.0.1", 0, threads=1, on_http=route, proxy_protocol=True) as server:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        s.sendall(b"PROXY TCP4 203.0.113.7 192.0.2.1 56324 443\r\nGET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = b""
+        while chunk := s.recv(4096):
+            got += chunk
+        assert got.endswith(b"\r\n\r\n203.0.113.7:56324")

@@ -61,7 +61,7 @@ class ServerConfig(Structure):
         ("stomp_paths", c_char_p), ("stomp_heart_beat_ms", c_uint32), ("stomp_max_unacked", c_uint32),
         ("stomp_max_body", c_uint64), ("keep_alive_timeout_ms", c_uint32), ("cors_origins", c_char_p),
         ("cors_credentials", c_int32), ("sse_retry_ms", c_uint32), ("sse_padding", c_uint32),
-        ("access_log_file", c_char_p),
+        ("access_log_file", c_char_p), ("proxy_protocol", c_int32), ("trusted_proxies", c_char_p),
     ]
 
 
@@ -76,7 +76,7 @@ class AccessLogEntry(Structure):
 class HTTPRequest(Structure):
     _fields_ = [
         ("method", c_char_p), ("path", c_char_p), ("query", c_char_p), ("body", POINTER(c_char)),
-        ("body_len", c_size_t), ("peer", c_char_p), ("conn", c_uint64), ("internal_", c_void_p),
+        ("body_len", c_size_t), ("peer", c_char_p), ("conn", c_uint64), ("internal_", c_void_p), ("client", c_char_p),
     ]
 
 
@@ -157,6 +157,7 @@ _SIGNATURES = [
     ("petrel_conn_query", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_conn_header", status, [c_void_p, c_uint64, c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_conn_peer_address", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_conn_client_address", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_conn_query_param", status, [c_void_p, c_uint64, c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_conn_send_event", status, [c_void_p, c_uint64, c_uint64, c_void_p, c_size_t]),
     ("petrel_conn_last_event_id", status, [c_void_p, c_uint64, POINTER(c_uint64)]),

@@ -153,6 +153,12 @@ class Connection:
     def peer_address(self) -> Optional[str]:
         return self._text(lib.petrel_conn_peer_address)
 
+    @property
+    def client_address(self) -> Optional[str]:
+        """The client's address: the peer's, or what a PROXY protocol header or a trusted proxy's
+        Forwarded / X-Forwarded-For header gave (Server(proxy_protocol=..., trusted_proxies=...))."""
+        return self._text(lib.petrel_conn_client_address)
+
     def query_param(self, name: str) -> Optional[str]:
         """A query parameter of the request, decoded (%XX and '+'), or None."""
         return self._text(lib.petrel_conn_query_param, name.encode())
@@ -207,6 +213,8 @@ class HTTPRequest:
         self.query: str = r.query.decode("utf-8", "replace")
         self.body: bytes = ctypes.string_at(r.body, r.body_len) if r.body_len else b""
         self.peer: str = r.peer.decode()
+        # The client's address: the peer, or what a PROXY header or a trusted proxy said.
+        self.client: str = r.client.decode() if r.client else self.peer
         self.conn: int = r.conn  # the connection's id (for an upgrade: the id it will have)
 
     def _text(self, getter: Callable[..., int], name: str) -> Optional[str]:
@@ -346,6 +354,7 @@ class Server:
         stomp_paths: Optional[Iterable[str]] = None, stomp_heart_beat: float = 10.0, stomp_max_unacked: int = 0,
         stomp_max_body: int = 1 << 20,
         access_log: Union[str, "os.PathLike[str]", Callable[[AccessLogEntry], None], None] = None,
+        proxy_protocol: bool = False, trusted_proxies: Optional[Iterable[str]] = None,
         keep_alive_timeout: float = 5.0, cors_origins: Optional[Iterable[str]] = None,
         cors_credentials: bool = False, sse_retry: float = 1.0, sse_padding: int = 0,
         on_stomp_connect: Optional[Callable[[StompFrame], object]] = None,
@@ -391,7 +400,8 @@ class Server:
                       if tls_sni else None, engine.encode() if engine else None,
                       ",".join(stomp_paths).encode() if stomp_paths is not None else None,
                       ",".join(cors_origins).encode() if cors_origins is not None else None,
-                      os.fsencode(access_log) if isinstance(access_log, (str, os.PathLike)) else None]
+                      os.fsencode(access_log) if isinstance(access_log, (str, os.PathLike)) else None,
+                      ",".join(trusted_proxies).encode() if trusted_proxies is not None else None]
         if access_log is not None and not callable(access_log) and self._keep[12] is None:
             raise TypeError("access_log must be a file path or a callable taking an AccessLogEntry")
         self._on_access_log = access_log if callable(access_log) else None
@@ -436,6 +446,9 @@ class Server:
         cfg.cors_origins, cfg.cors_credentials = self._keep[11], 1 if cors_credentials else 0
         cfg.sse_retry_ms, cfg.sse_padding = int(sse_retry * 1000), sse_padding
         cfg.access_log_file = self._keep[12]
+        # The real client behind load balancers (PROXY protocol) and proxies (Forwarded headers).
+        cfg.proxy_protocol = 1 if proxy_protocol else 0
+        cfg.trusted_proxies = self._keep[13]
         cfg.queue_events = 1
         # Events read but not yet taken by the dispatcher: when full, the loop threads wait (and
         # TCP pushes back). Also what a connection may have read past a pause_reading().
