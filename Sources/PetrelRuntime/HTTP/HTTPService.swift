@@ -114,13 +114,24 @@ struct StaticFiles: Sendable {
         guard head.method == "GET" || head.method == "HEAD" else {
             return HTTPResponse.error(status: 405, body: "method not allowed", headers: [HTTPField(name: "Allow", value: "GET, HEAD")])
         }
+        let js = Self.builtInPetrelJS
+        return Self.file(head, contentType: "text/javascript; charset=utf-8", etag: js.etag, size: js.body.count) { js.body }
+    }
+
+    /// The built-in copy, and its tag: FNV-1a of the text, so that the same library gives the
+    /// same tag in every process.
+    static let builtInPetrelJS: (body: [UInt8], etag: String) = {
         let body = Array(PetrelJS.source.utf8)
-        // FNV-1a of the text: the same library gives the same tag in every process.
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in body { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }
-        let etag = "\"petrel-\(String(hash, radix: 16))\""
+        return (body, "\"petrel-\(String(hash, radix: 16))\"")
+    }()
+
+    /// A file's response: 304 when the client has `etag`, else 200 with the body `read` gives
+    /// (not read at all for a 304; sent without it for HEAD), or `read`'s error response.
+    static func file(_ head: HTTPRequestHead, contentType: String, etag: String, size: Int, read: () -> [UInt8]?) -> [UInt8] {
         var fields = [
-            HTTPField(name: "Content-Type", value: "text/javascript; charset=utf-8"),
+            HTTPField(name: "Content-Type", value: contentType),
             HTTPField(name: "ETag", value: etag),
             HTTPField(name: "Cache-Control", value: "no-cache"),
             HTTPField(name: "X-Content-Type-Options", value: "nosniff"),
@@ -129,8 +140,9 @@ struct StaticFiles: Sendable {
             fields.removeFirst()
             return HTTPResponse.make(status: 304, headers: fields)
         }
+        guard let body = read() else { return HTTPResponse.error(status: 500, body: "read failed") }
         var response = HTTPResponse.make(status: 200, headers: fields, body: body)
-        if head.method == "HEAD" { response.removeLast(body.count) }
+        if head.method == "HEAD" { response.removeLast(size) }
         return response
     }
 
@@ -165,30 +177,17 @@ struct StaticFiles: Sendable {
         let size = Int(st.st_size)
         guard size <= self.maxFileSize else { return HTTPResponse.error(status: 403, body: "file over the static size limit") }
         let etag = "\"\(String(UInt64(st.st_mtim.tv_sec) &* 1_000_000_000 &+ UInt64(st.st_mtim.tv_nsec), radix: 16))-\(String(size, radix: 16))\""
-        var fields = [
-            HTTPField(name: "Content-Type", value: Self.contentType(of: resolved)),
-            HTTPField(name: "ETag", value: etag),
-            HTTPField(name: "Cache-Control", value: "no-cache"),
-            HTTPField(name: "X-Content-Type-Options", value: "nosniff"),
-        ]
-        if head.headers.listElements("If-None-Match").contains(etag) {
-            fields.removeFirst()
-            return HTTPResponse.make(status: 304, headers: fields)
+        return Self.file(head, contentType: Self.contentType(of: resolved), etag: etag, size: size) {
+            var body = [UInt8](repeating: 0, count: size)
+            var got = 0
+            while got < size {
+                let n = body.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, size - got, off_t(got)) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return nil }
+                got += n
+            }
+            return body
         }
-        var body = [UInt8](repeating: 0, count: size)
-        var got = 0
-        while got < size {
-            let n = body.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, size - got, off_t(got)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return HTTPResponse.error(status: 500, body: "read failed") }
-            got += n
-        }
-        if head.method == "HEAD" {
-            var response = HTTPResponse.make(status: 200, headers: fields, body: body)
-            response.removeLast(size)
-            return response
-        }
-        return HTTPResponse.make(status: 200, headers: fields, body: body)
     }
 
     static func contentType(of path: String) -> String {
