@@ -261,6 +261,12 @@ typedef struct petrel_server_config {
                                      (petrel_http_request.client, petrel_conn_client_address, the
                                      access log) is then the one the header gives; a bad entry makes
                                      petrel_server_start fail with PETREL_E_INVALID_ARGUMENT */
+    int32_t trusted_proxy_header; /* which header trusted_proxies write, the only one read: 0 (default)
+                                     X-Forwarded-For (nginx, cloud balancers), 1 Forwarded (RFC 7239) */
+    int32_t heartbeat_messages;   /* default 0; 1: with ping_interval_ms, each ping also sends an empty
+                                     text message, and an event stream gets an empty data: event
+                                     instead of its keepalive comment: heartbeats a browser script
+                                     sees (petrel.js finds dead connections by silence). Not on STOMP */
 } petrel_server_config;
 
 /**
@@ -339,7 +345,9 @@ typedef struct petrel_server_callbacks {
     /**
      * A plain HTTP request. Answer it with petrel_http_respond before returning; if you do not,
      * the server goes on: an event-stream path opens a stream, then static files, else 426 (404
-     * when static_root is set). The connection closes after the response (no keep-alive).
+     * when static_root is set). The connection is kept for the client's next request
+     * (keep_alive_timeout_ms) unless the request asked to close; a HEAD request's answer goes
+     * out without its body. request->client is the client's address (see trusted_proxies).
      */
     void (*on_http)(void *userdata, petrel_server *server, const petrel_http_request *request);
     /**
@@ -378,8 +386,8 @@ typedef struct petrel_server_callbacks {
 } petrel_server_callbacks;
 
 /**
- * Answers the request on_http is handling, with Content-Length, Cache-Control: no-store and
- * Connection: close. status: 200-599; content_type: e.g. "application/json" (no CR or LF).
+ * Answers the request on_http is handling, with Content-Length and Cache-Control: no-store (and
+ * Connection: close when the connection will close after it). status: 200-599; content_type: e.g. "application/json" (no CR or LF).
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_STATE (answered already).
  * Ownership: body is copied. Thread: only inside on_http, with its request.
  */

@@ -72,6 +72,8 @@ public func petrel_server_config_init(_ config: UnsafeMutablePointer<petrel_serv
     c.access_log_file = nil
     c.proxy_protocol = 0
     c.trusted_proxies = nil
+    c.trusted_proxy_header = 0
+    c.heartbeat_messages = 0
     config.pointee = c
 }
 
@@ -212,9 +214,16 @@ private func configuration(from c: petrel_server_config) -> Result<ServerConfigu
     }
     guard c.proxy_protocol == 0 || c.proxy_protocol == 1 else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
     config.proxyProtocol = c.proxy_protocol == 1
+    guard c.heartbeat_messages == 0 || c.heartbeat_messages == 1 else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
+    config.options.heartbeatMessages = c.heartbeat_messages == 1
     if let p = c.trusted_proxies {
         guard let list = commaList(p) else { return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT)) }
         config.trustedProxies = list
+    }
+    switch c.trusted_proxy_header {
+    case 0: config.forwardedHeader = .xForwardedFor
+    case 1: config.forwardedHeader = .forwarded
+    default: return .failure(CStatusError(PETREL_E_INVALID_ARGUMENT))
     }
     return .success(config)
 }

@@ -51,6 +51,12 @@ public struct ConnectionOptions: Sendable {
     public var idleTimeout: Milliseconds = 0
     /// Send a ping after this much silence from the peer (0 = never); the pong must come within `pongTimeout`.
     public var pingInterval: Milliseconds = 0
+    /// With `pingInterval`: each time a ping (on an event stream, a keepalive comment) goes out,
+    /// also send an empty text message (an event stream: an empty `data:` event). Pings and
+    /// comments never reach scripts; a browser client (petrel.js) finds a dead connection by
+    /// silence, and takes an empty message for a heartbeat. Not on STOMP connections, which
+    /// have heart-beats of their own. Off by default: other clients would see empty messages.
+    public var heartbeatMessages = false
     public var pongTimeout: Milliseconds = 10_000
     /// After our close frame, how long to wait for the peer's, and then for the TCP close.
     public var closeTimeout: Milliseconds = 5_000
@@ -121,6 +127,9 @@ public struct ServerConfiguration: Sendable {
     /// names one) gets the client address the header gives (`Connection.clientAddress`,
     /// the accept hook's `clientAddress`, the access log). Empty (the default): none.
     public var trustedProxies: [String] = []
+    /// The header the trusted proxies write: only that one is read, since a proxy passes the
+    /// other through as the client sent it (nginx and cloud balancers write `X-Forwarded-For`).
+    public var forwardedHeader = ForwardedHeader.xForwardedFor
     /// An access log (nil, the default: none): a line per plain request, upgrade and close of an
     /// upgraded connection, to a file or a function (`AccessLog`). With it on, every connection
     /// counts its bytes, in about 200 bytes of extra state.
@@ -142,6 +151,14 @@ public struct ServerConfiguration: Sendable {
     }
 
     func policy(for topic: String) -> TopicPolicy { self.topicPolicies[topic] ?? self.defaultTopicPolicy }
+}
+
+/// Which header trusted proxies write the client's address in (`ServerConfiguration.forwardedHeader`).
+public enum ForwardedHeader: Sendable {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    case xForwardedFor
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    case forwarded
 }
 
 /// Cross-origin resource sharing (the Fetch standard's CORS protocol) for plain requests and

@@ -27,6 +27,9 @@ extension RuntimeTests {
             #expect(ws.receive() == .text("hello"))
             ws.connection.close()
             _ = ws.waitClosed()
+            // The server's close entry comes once its side of the connection is gone.
+            let closed = Date().addingTimeInterval(8)
+            while entries.withLock({ $0.count }) < 4 && Date() < closed { usleep(10_000) }
             let sse = try RawSocket(port: server.port)
             sse.write("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
             _ = sse.read(timeout: 1) { String(decoding: $0, as: UTF8.self).contains("retry") }

@@ -96,6 +96,35 @@ extension RuntimeTests {
             #expect(r.eof && String(decoding: r.bytes, as: UTF8.self).contains("Connection: close\r\n"))
         }
 
+        @Test("many pipelined requests in one write: answered in order, one batch of responses at a time")
+        func manyPipelined() throws {
+            let server = try startEchoServer { c, h in
+                c.maxKeepAliveRequests = 10_000
+                h.onHTTPRequest = { r, _ in
+                    .response(status: 200, contentType: "text/plain", body: Array((r.queryParameter("n")! + String(repeating: ".", count: 1000)).utf8))
+                }
+            }
+            defer { server.stop(grace: 100) }
+            let raw = try RawSocket(port: server.port)
+            let count = 300  // 300 KB of responses: past the 64 KiB a connection answers before it waits
+            raw.write((0..<count).map { "GET /r?n=\($0) HTTP/1.1\r\nHost: x\r\n\r\n" }.joined())
+            usleep(200_000)
+            let r = Self.responses(raw, count: count, timeout: 10)
+            #expect(r.texts.count == count)
+            #expect(r.texts.enumerated().allSatisfy { i, t in t.hasPrefix("HTTP/1.1 200") && t.contains("\r\n\r\n\(i)...") })
+        }
+
+        @Test("HEAD to a route: the head only, and the connection stays usable")
+        func headToRoute() throws {
+            let server = try Self.server()
+            defer { server.stop(grace: 100) }
+            let raw = try RawSocket(port: server.port)
+            raw.write("HEAD /ack HTTP/1.1\r\nHost: x\r\n\r\nPOST /ack HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz")
+            let text = String(decoding: raw.read(timeout: 2) { String(decoding: $0, as: UTF8.self).hasSuffix("ok z") }.bytes, as: UTF8.self)
+            let parts = text.components(separatedBy: "HTTP/1.1 200 OK")
+            #expect(parts.count == 3 && parts[1].hasSuffix("Content-Length: 3\r\n\r\n") && parts[2].hasSuffix("\r\n\r\nok z"))
+        }
+
         @Test("a kept connection can still upgrade to a WebSocket on its next request")
         func upgradeAfterPlain() throws {
             let server = try Self.server()

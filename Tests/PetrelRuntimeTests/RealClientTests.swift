@@ -74,9 +74,10 @@ extension RuntimeTests {
             }
             #expect(get("X-Forwarded-For: 198.51.100.9, 10.1.2.3\r\n") == "198.51.100.9")
             #expect(get("X-Forwarded-For: 203.0.113.1, 198.51.100.9, 10.1.2.3\r\n") == "198.51.100.9", "the first untrusted from the right")
-            #expect(get("Forwarded: for=\"[2001:db8::17]:4711\"\r\nX-Forwarded-For: 198.51.100.9\r\n") == "[2001:db8::17]:4711")
+            #expect(get("Forwarded: for=198.51.100.66\r\nX-Forwarded-For: 198.51.100.9\r\n") == "198.51.100.9",
+                    "a Forwarded the client sent is not read when the proxies write X-Forwarded-For")
             #expect(get("X-Forwarded-For: 10.9.9.9\r\n") == "10.9.9.9", "all trusted: the leftmost")
-            #expect(get("Forwarded: for=unknown\r\n").hasPrefix("127.0.0.1:"), "a hidden hop: the proxy that reported it")
+            #expect(get("X-Forwarded-For: unknown, 10.9.9.9\r\n") == "10.9.9.9", "a hidden hop: the proxy that reported it")
             #expect(get("").hasPrefix("127.0.0.1:"))
             // Upgrades: the accept hook and the connection see it too.
             var config = ClientConfiguration()
@@ -89,6 +90,22 @@ extension RuntimeTests {
             defer { untrusted.stop(grace: 100) }
             #expect(who(untrusted.port, Array("GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n".utf8)).0
                 .hasPrefix("127.0.0.1:"))
+        }
+
+        @Test("with forwardedHeader = .forwarded, only Forwarded is read (RFC 7239), hidden hops stop the walk")
+        func forwarded() throws {
+            let seen = Seen()
+            let server = try Self.server({
+                $0.trustedProxies = ["127.0.0.1"]
+                $0.forwardedHeader = .forwarded
+            }, seen: seen)
+            defer { server.stop(grace: 100) }
+            func get(_ headers: String) -> String {
+                who(server.port, Array("GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\(headers)\r\n".utf8)).0
+            }
+            #expect(get("Forwarded: for=\"[2001:db8::17]:4711\"\r\nX-Forwarded-For: 198.51.100.9\r\n") == "[2001:db8::17]:4711")
+            #expect(get("Forwarded: for=unknown\r\n").hasPrefix("127.0.0.1:"))
+            #expect(get("X-Forwarded-For: 198.51.100.9\r\n").hasPrefix("127.0.0.1:"))
         }
 
         @Test("a trusted-proxy entry that is not an address or block fails start")

@@ -144,7 +144,12 @@ extension Connection {
         if !self.unparsedInput.isEmpty {
             var pending = self.unparsedInput
             self.unparsedInput = []
-            pending.withUnsafeMutableBytes { self.parseFrames($0) }
+            // Pipelined plain requests wait here too (`serverHandshake`), in the door's phase.
+            if self.phase == .handshaking {
+                pending.withUnsafeMutableBytes { self.serverHandshake($0) }
+            } else {
+                pending.withUnsafeMutableBytes { self.parseFrames($0) }
+            }
         }
     }
 

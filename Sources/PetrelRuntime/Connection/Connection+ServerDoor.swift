@@ -6,29 +6,61 @@ import PetrelCore
 /// the application's HTTP routes, an event stream, static files, or an HTTP refusal.
 extension Connection {
     /// Bytes of the opening request (or of a plain request's body), through the core's
-    /// `ServerHandshake`.
+    /// `ServerHandshake`. Requests pipelined on a kept connection are taken one after another
+    /// from the same bytes, while the responses queued stay under `pipelineOutputLimit`; past
+    /// it, the rest waits (reading paused) until they are written.
     func serverHandshake(_ bytes: UnsafeMutableRawBufferPointer) {
+        var offset = 0
+        while offset < bytes.count {
+            guard let used = self.serverHandshakeStep(UnsafeMutableRawBufferPointer(rebasing: bytes[offset...])) else { return }
+            offset += used
+            guard offset < bytes.count, self.phase == .handshaking, self.handshakeBox != nil, !self.closeAfterFlush else { return }
+            if self.plaintextPending >= Connection.pipelineOutputLimit {
+                self.unparsedInput = Array(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                self.pauseReading()
+                return
+            }
+        }
+    }
+
+    /// Responses queued on a kept connection past which pipelined requests wait to be read.
+    static let pipelineOutputLimit = 64 * 1024
+
+    /// One step of the door: returns how many bytes a plain request took once it was answered
+    /// (the rest may be the next request), or nil when every byte was taken (more needed, an
+    /// upgrade, a refusal).
+    private func serverHandshakeStep(_ bytes: UnsafeMutableRawBufferPointer) -> Int? {
         if self.pendingRequest != nil { return self.requestBody(UnsafeRawBufferPointer(bytes)) }
-        guard let box = self.handshakeBox else { return }
+        guard let box = self.handshakeBox else { return nil }
         if let e = self.extras, e.keptAliveIdle {
-            // The next request on a kept connection: it has the handshake's time from here.
+            // The next request on a kept connection: it has the handshake's time from here, and
+            // its access log entry starts here.
             e.keptAliveIdle = false
             self.deadline = self.loop.now + UInt64(self.options.handshakeTimeout)
             self.armTimer()
+            if self.state.pointee.counting {
+                e.access.startedAt = AccessLogEntry.now()
+                e.access.inAtStart = e.access.bytesIn >= UInt64(bytes.count) ? e.access.bytesIn - UInt64(bytes.count) : 0
+                e.access.method = "-"
+                e.access.path = "-"
+            }
         }
         let step = box.handshake.feed(UnsafeRawBufferPointer(bytes))
         switch step {
         case .needMore:
-            return
+            return nil
         case .refuse(let e):
             self.handshakeBox = nil
             self.respondAndClose(e.response)
+            return nil
         case .plainRequest(let head, let consumed):
             self.handshakeBox = nil
-            self.plainRequest(head, leftover: UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
+            guard let used = self.plainRequest(head, leftover: UnsafeRawBufferPointer(rebasing: bytes[consumed...])) else { return nil }
+            return consumed + used
         case .upgrade(let request, let consumed):
             self.handshakeBox = nil
             self.upgrade(request, handshake: box.handshake, leftover: UnsafeMutableRawBufferPointer(rebasing: bytes[consumed...]))
+            return nil
         }
     }
 
@@ -78,30 +110,30 @@ extension Connection {
         self.loop.openingRequest = nil
     }
 
-    /// A request that is not an upgrade: its body is read by Content-Length, then it is answered.
-    func plainRequest(_ head: HTTPRequestHead, leftover: UnsafeRawBufferPointer) {
-        guard let server = self.server else { return }
+    /// A request that is not an upgrade: its body is read by Content-Length, then it is
+    /// answered. Returns what `requestBody` returns.
+    func plainRequest(_ head: HTTPRequestHead, leftover: UnsafeRawBufferPointer) -> Int? {
+        guard let server = self.server else { return nil }
         switch HTTPRequestBodyReader.start(head: head, maxBodyBytes: server.configuration.maxRequestBody) {
         case .failure(let e):
             self.respondAndClose(e.response)
+            return nil
         case .success(let reader):
             self.pendingRequest = (head, reader)
-            self.requestBody(leftover)
+            return self.requestBody(leftover)
         }
     }
 
     /// Bytes of a plain request's body, through the core's `HTTPRequestBodyReader`; the
-    /// request is answered once the body is complete, and what follows it (the next request,
-    /// pipelined) goes to the next handshake if the connection is kept.
-    func requestBody(_ bytes: UnsafeRawBufferPointer) {
-        guard self.pendingRequest != nil else { return }
-        guard case .complete(let consumed) = self.more.pendingRequest!.reader.feed(bytes), let pending = self.pendingRequest else { return }
+    /// request is answered once the body is complete. Returns how many of `bytes` it took then
+    /// (what follows may be the next request, pipelined), nil while the body is incomplete.
+    func requestBody(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard self.pendingRequest != nil else { return nil }
+        guard case .complete(let consumed) = self.more.pendingRequest!.reader.feed(bytes), let pending = self.pendingRequest else { return nil }
         self.pendingRequest = nil
         self.applyForwarded(pending.head)
         self.answer(HTTPRequest(head: pending.head, body: pending.reader.body, peer: self.peerAddress, clientAddress: self.clientAddress))
-        guard consumed < bytes.count, self.handshakeBox != nil, !self.closeAfterFlush, self.phase == .handshaking else { return }
-        var next = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
-        next.withUnsafeMutableBytes { self.serverHandshake($0) }
+        return consumed
     }
 
     func answer(_ request: HTTPRequest) {
@@ -112,7 +144,7 @@ extension Connection {
         if let policy = server.configuration.cors {
             switch policy.verdict(request.head) {
             case .sameOrigin:
-                break
+                cors = "Vary: Origin\r\n"
             case .refused(let origin):
                 return self.respondAndClose(HTTPResponse.error(status: 403, body: "origin \(origin) is not allowed"))
             case .allowed(_, let fields):
@@ -149,7 +181,11 @@ extension Connection {
         let e = self.more
         e.requestsServed += 1
         let configuration = server.configuration
-        let keep = configuration.keepAliveTimeout > 0 && !facts.closes && facts.delimited
+        var response = response
+        if head.method == "HEAD" && facts.bodyCount > 0 {
+            response.removeLast(facts.bodyCount)  // a HEAD response has no body (RFC 9110 §9.3.2)
+        }
+        let keep = configuration.keepAliveTimeout > 0 && !facts.closes && facts.delimited && (facts.lengthMatches || head.method == "HEAD")
             && e.requestsServed < configuration.maxKeepAliveRequests && head.version == "HTTP/1.1"
             && !head.headers.listElements("Connection").contains { ASCII.equalsIgnoringCase($0, "close") }
             && !self.loop.stopping

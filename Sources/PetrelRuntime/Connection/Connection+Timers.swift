@@ -61,7 +61,14 @@ extension Connection {
             } else if self.wantsTLS && self.tls == nil {
                 self.closeTransport(reason: .abnormalClosure, message: "nothing received in \(self.options.handshakeTimeout) ms")
             } else if let e = self.extras, e.keptAliveIdle {
-                if !self.closeAfterFlush { self.respondAndClose([]) }  // after the last response is out
+                // The wait for the next request is over: close once the last response is out,
+                // reading nothing more, and at the latest after the close wait.
+                e.keptAliveIdle = false
+                self.handshakeBox = nil
+                self.closeAfterFlush = true
+                self.deadline = now + UInt64(self.options.closeTimeout)
+                self.armTimer()
+                self.loop.markDirty(self)
             } else if !self.closeAfterFlush {
                 self.respondAndClose(HandshakeError.timeout.response)
             } else {
@@ -73,7 +80,8 @@ extension Connection {
                 let interval = self.options.pingInterval
                 if interval > 0 && !self.closeAfterFlush && now - self.lastPing >= UInt64(interval) {
                     self.lastPing = now
-                    _ = ServerSentEvents.keepalive.withUnsafeBytes { self.sendRawOnLoop($0) }
+                    let beat = self.options.heartbeatMessages ? ServerSentEvents.heartbeat : ServerSentEvents.keepalive
+                    _ = beat.withUnsafeBytes { self.sendRawOnLoop($0) }
                 }
                 return
             }
@@ -96,6 +104,9 @@ extension Connection {
                 }
             } else if !self.pingQueued && now - max(self.lastReceive, self.lastPing) >= UInt64(interval) {
                 _ = self.pingOnLoop(UnsafeRawBufferPointer(start: nil, count: 0))
+                if self.options.heartbeatMessages && self.role == .server && !self.isStomp {
+                    _ = self.sendOnLoop(.text, UnsafeRawBufferPointer(start: nil, count: 0), accepted: true)
+                }
             }
         case .draining:
             if now >= self.deadline { self.closeTransport(reason: self.closeCode, message: self.closeReason) }

@@ -68,6 +68,8 @@ public enum ServerSentEvents {
 
     /// A comment line that keeps intermediaries from timing the stream out.
     static let keepalive = Array(": keepalive\n\n".utf8)
+    /// An empty event: a heartbeat scripts see (`ConnectionOptions.heartbeatMessages`).
+    static let heartbeat = Array("data:\n\n".utf8)
 
     /// One event: `id:` (when nonzero), then a `data:` line per line of `payload` (CR, LF and
     /// CRLF all end a line, as the parser on the other side splits them).
@@ -223,6 +225,10 @@ enum ResponseHead {
         let closes: Bool
         /// Its end is known without a close: `Content-Length`, or a status that has no body.
         let delimited: Bool
+        /// The bytes after the head.
+        let bodyCount: Int
+        /// `Content-Length` (or its absence on a status with no body) agrees with those bytes.
+        let lengthMatches: Bool
     }
 
     /// Nil when `response` has no complete head (then it is sent as it is and the connection closes).
@@ -234,6 +240,7 @@ enum ResponseHead {
         let status = response[9..<12].reduce(0) { $0 * 10 + Int($1) - 48 }
         var closes = false
         var length = false
+        var declared: Int? = nil
         var at = lineEnd + 2
         while let end = self.find(crlf, in: response, from: at), end > at {
             let line = response[at..<end]
@@ -244,13 +251,16 @@ enum ResponseHead {
                     closes = closes || value.split(separator: ",").contains { ASCII.equalsIgnoringCase(String($0.trimmingSpaces), "close") }
                 } else if ASCII.equalsIgnoringCase(name, "Content-Length") {
                     length = true
+                    declared = Int(String(value[...].trimmingSpaces))
                 }
             }
             at = end + 2
         }
         guard self.find(crlf, in: response, from: at) == at else { return nil }  // no blank line: incomplete
         let bodiless = status < 200 || status == 204 || status == 304
-        return Facts(status: status, statusLineEnd: lineEnd, closes: closes, delimited: length || bodiless)
+        let bodyCount = response.count - (at + 2)
+        let matches = bodiless ? bodyCount == 0 : declared == bodyCount
+        return Facts(status: status, statusLineEnd: lineEnd, closes: closes, delimited: length || bodiless, bodyCount: bodyCount, lengthMatches: matches)
     }
 
     /// `response` with `fields` (whole lines, each ending CR LF) after its status line.
@@ -290,7 +300,8 @@ extension Substring {
 
 extension CORSConfiguration {
     enum Verdict {
-        /// No `Origin`, or the server's own: nothing to add.
+        /// No `Origin`, or the server's own: only `Vary: Origin` (a shared cache must not give
+        /// this response to another origin).
         case sameOrigin
         /// The fields to add to the response.
         case allowed(origin: String, fields: String)

@@ -114,7 +114,8 @@ extension Connection {
         }
     }
 
-    /// With trusted proxies: the client a request's `Forwarded` or `X-Forwarded-For` names,
+    /// With trusted proxies: the client a request's `X-Forwarded-For` (or `Forwarded`, as
+    /// configured) names,
     /// when the connection's own peer (or the PROXY header's source) is trusted. The hops are
     /// read from the right, where the nearest proxy wrote; the first one not trusted is the
     /// client (all trusted: the leftmost). A hidden hop (`unknown`, `_name`) stops the walk at
@@ -125,7 +126,9 @@ extension Connection {
         let nearest = e.proxyAddress.map { Connection.hostPart($0) } ?? self.peerAddress.host
         e.forwardedFor = e.proxyAddress
         guard trusted.contains(nearest),
-            let hops = ForwardedFor.hops(forwarded: head.headers.values("Forwarded"), xForwardedFor: head.headers.values("X-Forwarded-For"))
+            let hops = self.server?.configuration.forwardedHeader == .forwarded
+                ? ForwardedFor.hops(forwarded: head.headers.values("Forwarded"), xForwardedFor: [])
+                : ForwardedFor.hops(forwarded: [], xForwardedFor: head.headers.values("X-Forwarded-For"))
         else { return }
         var client: ForwardedFor.Node? = nil
         for hop in hops.reversed() {

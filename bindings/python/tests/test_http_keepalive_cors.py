@@ -106,11 +106,16 @@ def test_the_real_client_from_a_proxy_protocol_header_and_a_trusted_proxy():
         return petrel.Accept()
 
     opened = []
+    with petrel.Server("127.0.0.1", 0, threads=1, on_http=route, trusted_proxies=["127.0.0.1"],
+                       forwarded_header="forwarded") as server:
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        c.request("GET", "/who", headers={"Forwarded": 'for="[2001:db8::17]:4711"', "X-Forwarded-For": "192.0.2.99"})
+        assert c.getresponse().read() == b"[2001:db8::17]:4711"
     with petrel.Server("127.0.0.1", 0, threads=1, on_http=route, on_upgrade=hook, trusted_proxies=["127.0.0.1"],
                        on_open=lambda conn: opened.append(conn.client_address)) as server:
         c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        c.request("GET", "/who", headers={"Forwarded": 'for="[2001:db8::17]:4711"'})
-        assert c.getresponse().read() == b"[2001:db8::17]:4711"
+        c.request("GET", "/who", headers={"Forwarded": 'for="[2001:db8::17]:4711"', "X-Forwarded-For": "192.0.2.99"})
+        assert c.getresponse().read() == b"192.0.2.99"
 
         async def run():
             async with websockets.connect(f"ws://127.0.0.1:{server.port}/",
@@ -125,3 +130,14 @@ def test_the_real_client_from_a_proxy_protocol_header_and_a_trusted_proxy():
         while chunk := s.recv(4096):
             got += chunk
         assert got.endswith(b"\r\n\r\n203.0.113.7:56324")
+
+
+def test_heartbeat_messages_reach_a_silent_client():
+    import asyncio
+    import websockets
+
+    with petrel.Server("127.0.0.1", 0, threads=1, ping_interval=0.3, heartbeat_messages=True) as server:
+        async def run():
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                return await asyncio.wait_for(ws.recv(), 3)
+        assert asyncio.run(run()) == ""

@@ -62,6 +62,7 @@ class ServerConfig(Structure):
         ("stomp_max_body", c_uint64), ("keep_alive_timeout_ms", c_uint32), ("cors_origins", c_char_p),
         ("cors_credentials", c_int32), ("sse_retry_ms", c_uint32), ("sse_padding", c_uint32),
         ("access_log_file", c_char_p), ("proxy_protocol", c_int32), ("trusted_proxies", c_char_p),
+        ("trusted_proxy_header", c_int32), ("heartbeat_messages", c_int32),
     ]
 
 

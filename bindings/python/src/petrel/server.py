@@ -340,7 +340,7 @@ class Server:
         origins: Optional[Iterable[str]] = None, subprotocols: Optional[Iterable[str]] = None,
         slow_consumer: str = "close", max_queued: int = 1024, replay: int = 0,
         engine: Optional[str] = None, stream_capacity: int = 10_000, engine_timeout: float = 2.0,
-        ping_interval: float = 0.0, idle_timeout: float = 0.0,
+        ping_interval: float = 0.0, idle_timeout: float = 0.0, heartbeat_messages: bool = False,
         on_open: Optional[Callable[[Connection], None]] = None,
         on_message: Optional[Callable[[Connection, Union[str, bytes]], None]] = None,
         on_close: Optional[Callable[[Connection, int, str], None]] = None,
@@ -355,6 +355,7 @@ class Server:
         stomp_max_body: int = 1 << 20,
         access_log: Union[str, "os.PathLike[str]", Callable[[AccessLogEntry], None], None] = None,
         proxy_protocol: bool = False, trusted_proxies: Optional[Iterable[str]] = None,
+        forwarded_header: str = "x-forwarded-for",
         keep_alive_timeout: float = 5.0, cors_origins: Optional[Iterable[str]] = None,
         cors_credentials: bool = False, sse_retry: float = 1.0, sse_padding: int = 0,
         on_stomp_connect: Optional[Callable[[StompFrame], object]] = None,
@@ -448,7 +449,14 @@ class Server:
         cfg.access_log_file = self._keep[12]
         # The real client behind load balancers (PROXY protocol) and proxies (Forwarded headers).
         cfg.proxy_protocol = 1 if proxy_protocol else 0
+        # With ping_interval: an empty message (an empty SSE event) with each ping, for scripts.
+        cfg.heartbeat_messages = 1 if heartbeat_messages else 0
         cfg.trusted_proxies = self._keep[13]
+        # The one header the trusted proxies write (the other is the client's to forge).
+        headers = {"x-forwarded-for": 0, "forwarded": 1}
+        if forwarded_header not in headers:
+            raise ValueError('forwarded_header must be "x-forwarded-for" or "forwarded"')
+        cfg.trusted_proxy_header = headers[forwarded_header]
         cfg.queue_events = 1
         # Events read but not yet taken by the dispatcher: when full, the loop threads wait (and
         # TCP pushes back). Also what a connection may have read past a pause_reading().
