@@ -9,7 +9,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 # chromium and its driver are for the stock page's browser tests; socat, tinyproxy and
-# dante-server for TLS and proxy tests; redis-server and nginx for the cluster; rabbitmq-server
+# dante-server for TLS and proxy tests; redis-server and nginx for the cluster (nginx also for
+# the stock page behind proxies, Tests/Browser/test_page_proxies.py); rabbitmq-server
 # (Web-STOMP) as the reference broker for the STOMP client tests; libisal-dev for
 # the second compression engine (built in when present; PETREL_REQUIRE_ISAL makes its absence fail).
 bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libisal-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server nginx rabbitmq-server
@@ -95,7 +96,7 @@ bash bindings/python/tests/package.sh python3
 step "the client through real proxies: tinyproxy (CONNECT, Basic auth, https:// via socat), dante (SOCKS5)"
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Proxy -q -p no:cacheprovider
 
-step "stock demo: three servers, the page in headless Chromium, 1,000 WebSocket + 100 SSE clients"
+step "stock demo: three servers, the page in headless Chromium (direct, and behind nginx: WebSocket, stripped upgrade, buffering, TLS; restarts, CORS), 1,000 WebSocket + 100 SSE clients"
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c
 swift build -c release --package-path examples/stock-swift
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Browser -q -p no:cacheprovider

@@ -63,18 +63,25 @@ def start(name, extra=()):
     assert Path(command[-1]).exists(), f"{command[-1]} is not built (tools/test.sh builds it)"
     proc = subprocess.Popen(command + ["--port", "0", "--tick-min", "0.05", "--tick-max", "0.25", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = None
-    deadline = time.time() + 20
-    lines = []
-    while time.time() < deadline and url is None:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"open (https?://\S+/)", line)
-        url = m.group(1) if m else None
-    assert url, f"{name} server did not start:\n{''.join(lines)}"
-    yield name, url
+    try:
+        url = None
+        deadline = time.time() + 20
+        lines = []
+        while time.time() < deadline and url is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"open (https?://\S+/)", line)
+            url = m.group(1) if m else None
+        assert url, f"{name} server did not start:\n{''.join(lines)}"
+        yield name, url
+    except BaseException:
+        # A failed test (or start) must not leave the server running: stopped here, its exit
+        # status is not checked (the failure is what the run reports).
+        proc.kill()
+        proc.wait(10)
+        raise
     proc.terminate()
     try:
         assert proc.wait(10) == 0, f"{name} server did not stop cleanly"

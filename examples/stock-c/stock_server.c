@@ -354,10 +354,11 @@ static void on_signal(int sig) {
 static void usage(FILE *to) {
     fprintf(to, "usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]\n"
                 "                    [--engine URL] [--no-feed] [--tls-cert PEM --tls-key PEM] [--access-log FILE]\n"
-                "                    [--cors-origins LIST]\n"
+                "                    [--cors-origins LIST] [--trusted-proxies LIST]\n"
                 "  --access-log FILE  append a line per request, upgrade and close to FILE\n"
                 "  --cors-origins LIST  comma-separated origins (\"*\" for any) whose pages may read /events, /snapshot\n"
                 "                and /health and POST /ack (others get 403)\n"
+                "  --trusted-proxies LIST  comma-separated addresses and CIDR blocks whose X-Forwarded-For names the client\n"
                 "  --engine URL  topics through Redis Streams (redis://host:port or a Unix socket path), shared with\n"
                 "                every server on that Redis (default: in this process)\n"
                 "  --no-feed     publish nothing: serve the ticks another server publishes\n");
@@ -373,7 +374,7 @@ int main(int argc, char **argv) {
     snprintf(data, sizeof data, "%s/../data/stocks.csv", self);
     snprintf(web, sizeof web, "%s/../web", self);
     const char *host = "127.0.0.1", *data_path = data, *web_path = web, *tls_cert = NULL, *tls_key = NULL, *engine = NULL,
-               *access_log = NULL, *cors_origins = NULL;
+               *access_log = NULL, *cors_origins = NULL, *trusted_proxies = NULL;
     int feed = 1;
     long port = 8080, threads = 0;
     double tick_min = 0.05, tick_max = 2.0;
@@ -383,6 +384,7 @@ int main(int argc, char **argv) {
         {"threads", required_argument, 0, 't'},  {"tls-cert", required_argument, 0, 'c'}, {"tls-key", required_argument, 0, 'k'},
         {"engine", required_argument, 0, 'e'},   {"no-feed", no_argument, 0, 'n'},        {"help", no_argument, 0, '?'},
         {"access-log", required_argument, 0, 'l'}, {"cors-origins", required_argument, 0, 'o'},
+        {"trusted-proxies", required_argument, 0, 'x'},
         {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -400,6 +402,7 @@ int main(int argc, char **argv) {
         case 'n': feed = 0; break;
         case 'l': access_log = optarg; break;
         case 'o': cors_origins = optarg; break;
+        case 'x': trusted_proxies = optarg; break;
         default: usage(stderr); return 2;
         }
     }
@@ -429,6 +432,7 @@ int main(int argc, char **argv) {
     config.stomp_paths = "/stomp"; /* STOMP here, and on /stream for clients that offer v12.stomp */
     config.access_log_file = access_log; /* NULL: none */
     config.cors_origins = cors_origins; /* NULL: no cross-origin pages */
+    config.trusted_proxies = trusted_proxies; /* NULL: the peer is the client */
     petrel_server_callbacks callbacks;
     petrel_server_callbacks_init(&callbacks);
     callbacks.on_open = on_open;

@@ -173,6 +173,7 @@ def main() -> None:
     p.add_argument("--access-log", help="append a line per request, upgrade and close to this file")
     p.add_argument("--cors-origins", help='comma-separated origins ("*" for any) whose pages may read /events, /snapshot '
                                          "and /health and POST /ack (others get 403)")
+    p.add_argument("--trusted-proxies", help="comma-separated addresses and CIDR blocks whose X-Forwarded-For names the client")
     args = p.parse_args()
     if not 0 < args.tick_min <= args.tick_max:
         p.error("need 0 < --tick-min <= --tick-max")
@@ -186,7 +187,8 @@ def main() -> None:
                            # STOMP at /stomp, and on /stream for clients that offer v12.stomp:
                            # destination /topic/stock.
                            stomp_paths=["/stomp"], access_log=args.access_log,
-                           cors_origins=[o.strip() for o in args.cors_origins.split(",")] if args.cors_origins else None)
+                           cors_origins=[o.strip() for o in args.cors_origins.split(",")] if args.cors_origins else None,
+                           trusted_proxies=[t.strip() for t in args.trusted_proxies.split(",")] if args.trusted_proxies else None)
     market = Market(stocks)
 
     @server.on_stomp_subscribe

@@ -7,7 +7,7 @@ let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appen
 let usage = """
     usage: stock-server [--host H] [--port P] [--data FILE] [--web DIR] [--tick-min S] [--tick-max S] [--threads N]
                         [--engine URL] [--no-feed] [--tls-cert PEM --tls-key PEM] [--access-log FILE]
-                        [--cors-origins LIST]
+                        [--cors-origins LIST] [--trusted-proxies LIST]
       --host      address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
       --port      port (default 8080; 0 picks one)
       --data      ticker,company,price CSV (default examples/data/stocks.csv)
@@ -22,6 +22,8 @@ let usage = """
       --access-log  append a line per request, upgrade and close to FILE
       --cors-origins  comma-separated origins ("*" for any) whose pages may read /events, /snapshot
                   and /health and POST /ack (others get 403)
+      --trusted-proxies  comma-separated addresses and CIDR blocks whose X-Forwarded-For names
+                  the client (in the access log and /health's view)
     """
 
 var host = "127.0.0.1"
@@ -37,6 +39,7 @@ var engine = WebSocketServer.Engine.inProcess
 var feedOn = true
 var accessLog: String?
 var corsOrigins: [String]?
+var trustedProxies: [String] = []
 var args = CommandLine.arguments.dropFirst()
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("stock-server: \(message)\n\(usage)\n".utf8))
@@ -70,6 +73,7 @@ while let flag = args.popFirst() {
         do { engine = try WebSocketServer.Engine(url: value) } catch { fail("\(error)") }
     case "--access-log": accessLog = value
     case "--cors-origins": corsOrigins = value.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+    case "--trusted-proxies": trustedProxies = value.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
     default: fail("unknown option \(flag)")
     }
 }
@@ -88,6 +92,7 @@ if let tlsCert, let tlsKey { configuration.tls = WebSocketServer.TLSConfiguratio
 configuration.options.pingInterval = 15_000  // WebSocket pings and SSE keepalive comments
 if let accessLog { configuration.accessLog = .file(accessLog) }
 if let corsOrigins { configuration.cors = WebSocketServer.CORSConfiguration(allowedOrigins: corsOrigins) }
+configuration.trustedProxies = trustedProxies
 // STOMP at /stomp (stomp.py offers no subprotocol), and on /stream for clients that offer
 // v12.stomp, v11.stomp or v10.stomp (stomp.js does): destination /topic/stock.
 configuration.stomp = WebSocketServer.StompConfiguration(paths: ["/stomp"])
