@@ -135,38 +135,12 @@ public final class Server: @unchecked Sendable {
             // Observed topics: their history goes to the observers before any client or reader.
             for topic in self.observers.keys.sorted() { engine.track(topic) }
         }
-        if let root = self.configuration.staticRoot {
-            guard let files = StaticFiles(root: root, maxFileSize: self.configuration.maxStaticFileSize) else {
-                self.lifecycle.withLock { $0 = .stopped }
-                self.redis?.stop()
-                throw RuntimeError(.configuration, "static root \(root): \(String(cString: strerror(errno)))", errno: errno)
-            }
-            self.staticFiles = files
-        }
         do throws(RuntimeError) {
-            self.trustedProxies = try TrustedProxies(self.configuration.trustedProxies)
+            try self.openResources()
         } catch {
             self.lifecycle.withLock { $0 = .stopped }
             self.redis?.stop()
             throw error
-        }
-        if let log = self.configuration.accessLog {
-            do throws(RuntimeError) {
-                self.accessLog = try AccessLogWriter(log)
-            } catch {
-                self.lifecycle.withLock { $0 = .stopped }
-                self.redis?.stop()
-                throw error
-            }
-        }
-        if let tls = self.configuration.tls {
-            do throws(RuntimeError) {
-                self.tlsContexts = try TLSServerContexts(tls)
-            } catch {
-                self.lifecycle.withLock { $0 = .stopped }
-                self.redis?.stop()
-                throw error
-            }
         }
         let count = forceThreads ?? (self.configuration.threads > 0 ? self.configuration.threads : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         guard count <= 255 else { throw RuntimeError(.thread, "at most 255 loop threads") }
@@ -298,6 +272,20 @@ public final class Server: @unchecked Sendable {
     /// Counts a new socket; false when it is over `maxConnections` (it will be answered 503).
     func connectionOpened() -> Bool {
         self.openConnections.add(1, ordering: .relaxed).newValue <= self.configuration.maxConnections
+    }
+
+    /// What `start` opens from the configuration before any loop runs: the static root, the
+    /// trusted proxies, the access log and the TLS contexts. A failure stops the start.
+    private func openResources() throws(RuntimeError) {
+        if let root = self.configuration.staticRoot {
+            guard let files = StaticFiles(root: root, maxFileSize: self.configuration.maxStaticFileSize) else {
+                throw RuntimeError(.configuration, "static root \(root): \(String(cString: strerror(errno)))", errno: errno)
+            }
+            self.staticFiles = files
+        }
+        self.trustedProxies = try TrustedProxies(self.configuration.trustedProxies)
+        if let log = self.configuration.accessLog { self.accessLog = try AccessLogWriter(log) }
+        if let tls = self.configuration.tls { self.tlsContexts = try TLSServerContexts(tls) }
     }
 
     func connectionClosed() {
