@@ -96,7 +96,7 @@ bash bindings/python/tests/package.sh python3
 step "the client through real proxies: tinyproxy (CONNECT, Basic auth, https:// via socat), dante (SOCKS5)"
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Proxy -q -p no:cacheprovider
 
-step "stock demo: three servers, the page in headless Chromium (direct, and behind nginx: WebSocket, stripped upgrade, buffering, TLS; restarts, CORS), 1,000 WebSocket + 100 SSE clients"
+step "stock demo: three servers, the page in headless Chromium (direct, and behind nginx: WebSocket, stripped upgrade, buffering, TLS; behind tinyproxy refusing CONNECT; restarts, CORS), 1,000 WebSocket + 100 SSE clients"
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c
 swift build -c release --package-path examples/stock-swift
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Browser -q -p no:cacheprovider

@@ -14,11 +14,16 @@
   event ids start again), with no gap, no repeat, and acknowledgements that reach the new
   server;
 - a page of another origin reads /events cross-origin when the server allows that origin
-  (--cors-origins), and is refused (403, no events) when it does not.
+  (--cors-origins), and is refused (403, no events) when it does not;
+- behind a corporate forward proxy (Debian's tinyproxy, the browser's --proxy-server) that
+  forwards plain HTTP but refuses CONNECT to the server's port, the browser's WebSockets never
+  open (Chromium sends ws:// through an HTTP proxy as a CONNECT): the page falls back to SSE
+  through the proxy by itself, shows live ticks, and its acknowledgements reach the server.
 
-Every nginx is a child process with its own config (the templates in nginx/, placeholders
-filled in) in a temporary folder on a free loopback port; it and every stock server are
-stopped by process id when the test ends, passed or failed.
+Every nginx and tinyproxy is a child process with its own config (nginx's from the templates
+in nginx/, placeholders filled in) in a temporary folder on a free loopback port; they and every
+stock server are stopped by process id when the test ends, passed or failed (and the forward
+proxy test's own Chromium is quit).
 
 Run by tools/test.sh with the other browser tests (pytest Tests/Browser).
 """
@@ -189,10 +194,54 @@ class Nginx:
             self.proc.wait(10)
 
 
+class Tinyproxy:
+    """Debian's tinyproxy as a forward proxy (the kind a browser is told of with --proxy-server)
+    in its own folder: plain HTTP requests (absolute URIs) are forwarded to any port; CONNECT
+    only to connect_ports (tinyproxy's ConnectPort lines; none at all lets it through to any
+    port). Its log (LogLevel Info) has a line per request and per refusal."""
+
+    def __init__(self, folder: Path, connect_ports=(443,)):
+        self.dir = folder / "tinyproxy"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.log = self.dir / "tinyproxy.log"
+        self.conf = self.dir / "tinyproxy.conf"
+        self.conf.write_text(
+            f"Port {self.port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 50\nAllow 127.0.0.1\n"
+            f"LogLevel Info\nLogFile \"{self.log}\"\nPidFile \"{self.dir}/tinyproxy.pid\"\n"
+            + "".join(f"ConnectPort {p}\n" for p in connect_ports))
+        self.proc = None
+
+    def start(self):
+        with open(self.dir / "stderr.log", "ab") as out:
+            self.proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(self.conf)], stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_listening(self.port, self.proc, "tinyproxy")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{tail(self.log)}\n{tail(self.dir / 'stderr.log')}") from None
+        return self
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def lines(self, pattern):
+        """Lines of tinyproxy's log that match a regular expression."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if re.search(pattern, line)]
+
+
 @pytest.fixture
 def children(tmp_path):
-    """Starts stock servers and nginx for one test; stops them all at its end, whatever happened,
-    and prints their logs (shown when the test failed)."""
+    """Starts stock servers, nginx and tinyproxy for one test; stops them all at its end, whatever
+    happened, and prints their logs (shown when the test failed)."""
     started = []
 
     class Children:
@@ -210,6 +259,12 @@ def children(tmp_path):
             started.append(n)
             return n.start(scheme)
 
+        @staticmethod
+        def tinyproxy(connect_ports=(443,)):
+            t = Tinyproxy(tmp_path, connect_ports)
+            started.append(t)
+            return t.start()
+
     yield Children()
     errors = []
     for p in reversed(started):
@@ -224,19 +279,40 @@ def children(tmp_path):
 
 # ---------------------------------------------------------------- the browser
 
-@pytest.fixture(scope="module")
-def browser():
+def chromium(*flags):
     """Headless Chromium with its performance log: the Network events say what the browser itself
     did (a WebSocket created, its handshake and frames, an event stream's response)."""
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,1400"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,1400", *flags):
         options.add_argument(flag)
     options.binary_location = "/usr/bin/chromium"
     options.set_capability("acceptInsecureCerts", True)  # the TLS test's certificate is from a test CA
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium (see chromium()) for the module, with no proxy of its own."""
+    driver = chromium()
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def browser_via():
+    """browser_via(port): a Chromium of the test's own whose every request goes through the HTTP
+    proxy at 127.0.0.1:port, loopback included (Chromium bypasses proxies for loopback unless
+    told `<-loopback>`); quit at the test's end, passed or failed."""
+    drivers = []
+
+    def start(port):
+        drivers.append(chromium(f"--proxy-server=http://127.0.0.1:{port}", "--proxy-bypass-list=<-loopback>"))
+        return drivers[-1]
+
+    yield start
+    for driver in drivers:
+        driver.quit()
 
 
 @pytest.fixture
@@ -575,3 +651,55 @@ def test_cors_event_stream_from_another_origin(page, children, name, allowed):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=5)
         assert refused.value.code == 403
+
+
+# ---------------------------------------------------------------- 7. a forward proxy without WebSockets
+
+def test_behind_a_forward_proxy_that_refuses_connect_the_page_falls_back_to_sse(children, browser_via):
+    """A corporate forward proxy from Debian (tinyproxy, ConnectPort 443 only) that the browser
+    is told to use for everything: the page, the event stream and the POSTs are plain HTTP
+    requests it forwards; a ws:// WebSocket is a CONNECT to the server's port, which it refuses
+    (403). The page falls back to SSE through the proxy by itself."""
+    server = children.server("swift")
+    proxy = children.tinyproxy(connect_ports=(443,))
+    driver = browser_via(proxy.port)
+    driver.get(server.url)
+    state = live(driver, "sse")
+    assert state["gaps"] == 0 and state["snapshots"] == 1, state
+    log = network(driver)
+    # The browser's record: the page and its event stream came from tinyproxy's port (Chromium
+    # reports the proxy as the remote end); the WebSockets it tried (petrel.js's fallbackAfter:
+    # 2) never got a handshake, let alone a frame.
+    documents = log.responses(server.url)
+    assert documents and documents[0]["response"]["remotePort"] == proxy.port, documents[:1]
+    tried = log.websockets_to(f"ws://127.0.0.1:{server.port}/stream?")
+    assert len(tried) >= 2, log.of("Network.webSocketCreated")
+    for ws in tried:
+        assert log.handshake(ws) is None and not log.frames(ws), log.handshake(ws)
+    streams = [r for r in log.responses(f"{server.url}events?") if r["response"]["status"] == 200]
+    assert streams and "text/event-stream" in streams[0]["response"]["mimeType"], log.responses(f"{server.url}events")
+    assert all(r["response"]["remotePort"] == proxy.port for r in streams), streams
+    # Why they failed, in Chromium's words (what its console says too): the proxy refused the tunnel.
+    for ws in tried:
+        errors = [e["errorMessage"] for e in log.of("Network.webSocketFrameError", requestId=ws)]
+        assert errors == ["Establishing a tunnel via proxy server failed."], errors
+    # tinyproxy's own log: a CONNECT refused for each WebSocket, the page and the event stream
+    # forwarded to the server.
+    refused = proxy.lines(rf"Refused CONNECT method on port {server.port}$")
+    assert len(refused) >= len(tried), tail(proxy.log)
+    assert proxy.lines(rf"Request \(file descriptor \d+\): GET http://127\.0\.0\.1:{server.port}/events\?")
+    # The server never saw a WebSocket (nor a GET of /stream): only the event stream, through the proxy.
+    assert not server.accesses(r" (upgrade|request) GET /stream ")
+    assert server.accesses(r" upgrade GET /events 200 sse ")
+    # The stream is not held back: the page's latency (the tick's time to screen, p50) is what
+    # an unbuffered path gives, not the seconds a proxy that waits for a buffer to fill adds.
+    wait_for(driver, "window.petrel.latencyP50 !== null", what="the page's latency")  # 0 ms is a latency too
+    latency = driver.execute_script("return window.petrel.latencyP50")
+    assert latency < 1000, f"ticks reached the page {latency} ms late: the proxy holds the stream"
+    # The acknowledgements (POST /ack, through the proxy) reach the server.
+    acknowledged(driver, server, "sse")
+    assert server.accesses(r" request POST /ack 204 ")
+    assert proxy.lines(rf"Request \(file descriptor \d+\): POST http://127\.0\.0\.1:{server.port}/ack\?")
+    acks = network(driver, log).responses(f"{server.url}ack?")
+    assert acks and all(r["response"]["status"] == 204 and r["response"]["remotePort"] == proxy.port for r in acks), acks
+    screenshot(driver, "forward-proxy-no-connect")
