@@ -7,7 +7,10 @@
  *            code from the enum below, grouped in bands: -1xx would-block / backpressure,
  *            -2xx protocol and handshake, -3xx bad argument or state, -5xx resource or limit,
  *            -6xx I/O. Numbers are never reused. They are macros of type int (petrel_status). petrel_strerror() names any code.
- *            Outputs (parameters named *_out) are written only when PETREL_OK is returned.
+ *            Outputs (parameters named *_out) are written only when PETREL_OK is returned, with
+ *            one exception: PETREL_E_BUFFER_TOO_SMALL also writes *len_out (the size needed),
+ *            and petrel_last_refusal its *status_out. Each function's "Returns:" line lists
+ *            every status it can return.
  *
  * Ownership. 1. A pointer handed to a callback is borrowed until the callback returns: copy what
  *               you keep.
@@ -16,6 +19,9 @@
  *               once with the matching _destroy; _destroy(NULL) does nothing. Never free() Petrel
  *               memory.
  *            4. Strings are UTF-8 and need not be NUL-terminated where a length is passed.
+ *            5. Strings in config structs and arguments are copied before the call returns
+ *               (the caller may free them then); `userdata` and `conn_data` are not looked
+ *               at, only handed back, and must stay valid while callbacks can receive them.
  *
  * Threads.   Every callback for a connection runs on that connection's loop thread, never
  *            concurrently with another callback for the same connection. Callbacks of different
@@ -28,11 +34,18 @@
  *            PETREL_E_WRONG_THREAD rather than deadlocking.
  *
  * Ids.       Connections are named by a uint64_t id that is never reused within the process. A
- *            stale id returns PETREL_E_UNKNOWN_CONNECTION.
+ *            stale id returns PETREL_E_UNKNOWN_CONNECTION. Each connection also carries a
+ *            pointer of the caller's (conn_data: set by petrel_upgrade_accept, in on_open, or
+ *            with petrel_conn_set_data), passed to every callback of the connection, on_close
+ *            last, so that C code needs no table from id to state. With queue_events = 1 the
+ *            records carry only the id: read the pointer with petrel_conn_data.
  *
  * Versions.  PETREL_VERSION_* below name the header; petrel_version() names the library.
  *            Config structs carry their own size (set by the _init function), so that a newer
- *            library reads only the fields an older caller knew about.
+ *            library reads only the fields an older caller knew about. The ABI of soname
+ *            libpetrel.so.0 is stable from 0.2.0: functions carry the symbol version PETREL_0
+ *            (later additions, a node of their own), signatures and struct layouts do not
+ *            change, structs with a size field only grow at the end (docs/c-api.md).
  */
 #ifndef PETREL_H
 #define PETREL_H
@@ -45,7 +58,7 @@ extern "C" {
 #endif
 
 #define PETREL_VERSION_MAJOR 0
-#define PETREL_VERSION_MINOR 1
+#define PETREL_VERSION_MINOR 2
 #define PETREL_VERSION_PATCH 0
 /** MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define PETREL_VERSION_NUMBER (PETREL_VERSION_MAJOR * 10000 + PETREL_VERSION_MINOR * 100 + PETREL_VERSION_PATCH)
@@ -334,14 +347,25 @@ typedef struct petrel_stomp_frame {
 typedef struct petrel_server_callbacks {
     size_t size;                  /* set by petrel_server_callbacks_init */
     void *userdata;
-    /** A connection completed its opening handshake. Request details: petrel_conn_path and friends. */
-    void (*on_open)(void *userdata, petrel_server *server, uint64_t conn);
+    /**
+     * A connection completed its opening handshake. Request details: petrel_conn_path and friends.
+     * *conn_data holds the pointer petrel_upgrade_accept attached (NULL if none); store your own
+     * per-connection pointer there (e.g. a malloc'd struct): every later callback of this
+     * connection receives it as conn_data, on_close last of all, where you free it.
+     */
+    void (*on_open)(void *userdata, petrel_server *server, uint64_t conn, void **conn_data);
     /** A complete message: kind is PETREL_TEXT (valid UTF-8) or PETREL_BINARY. */
-    void (*on_message)(void *userdata, petrel_server *server, uint64_t conn, int32_t kind, const uint8_t *data, size_t len);
-    /** The connection is gone: the peer's close code, or the one we failed it with, or 1006. */
-    void (*on_close)(void *userdata, petrel_server *server, uint64_t conn, uint16_t code, const char *reason, size_t reason_len);
+    void (*on_message)(void *userdata, petrel_server *server, uint64_t conn, void *conn_data, int32_t kind,
+                       const uint8_t *data, size_t len);
+    /**
+     * The connection is gone: the peer's close code, or the one we failed it with, or 1006. The
+     * last callback of a connection whose on_open ran (every accepted upgrade): free conn_data
+     * here. After it returns the id is unknown and conn_data is not read again.
+     */
+    void (*on_close)(void *userdata, petrel_server *server, uint64_t conn, void *conn_data, uint16_t code,
+                     const char *reason, size_t reason_len);
     /** The send buffer, which was over its limit, has been written out. */
-    void (*on_drain)(void *userdata, petrel_server *server, uint64_t conn);
+    void (*on_drain)(void *userdata, petrel_server *server, uint64_t conn, void *conn_data);
     /**
      * A plain HTTP request. Answer it with petrel_http_respond before returning; if you do not,
      * the server goes on: an event-stream path opens a stream, then static files, else 426 (404
@@ -355,8 +379,9 @@ typedef struct petrel_server_callbacks {
      * allowed_origins list), before it is answered. Read it with petrel_http_header (Cookie,
      * Authorization, Origin...) and petrel_http_query_param; refuse it with
      * petrel_http_respond (e.g. 401, 403), or accept it, optionally choosing the subprotocol and
-     * attaching user data, with petrel_upgrade_accept. Doing neither accepts it. A refusal's
-     * body is sent as text/plain (content_type is not used here).
+     * attaching a per-connection pointer, with petrel_upgrade_accept. Doing neither accepts
+     * it. A refusal is sent with the status, content_type and body as given, then the
+     * connection closes; a client of this library reads them with petrel_last_refusal.
      */
     void (*on_upgrade)(void *userdata, petrel_server *server, const petrel_http_request *request);
     /**
@@ -366,7 +391,8 @@ typedef struct petrel_server_callbacks {
      * reads topic NAME, any other destination is refused; SEND is refused.
      * Thread: the connection's loop thread, also with queue_events.
      */
-    void (*on_stomp)(void *userdata, petrel_server *server, uint64_t conn, const petrel_stomp_frame *frame);
+    void (*on_stomp)(void *userdata, petrel_server *server, uint64_t conn, void *conn_data,
+                     const petrel_stomp_frame *frame);
     /**
      * STOMP: an ACK (negative 0) or NACK (negative 1) settled `count` messages of the subscription
      * with id `subscription`: their event ids are event_ids[0..count) (count is 0 when the frame
@@ -375,8 +401,9 @@ typedef struct petrel_server_callbacks {
      * to this event id is now acknowledged. Topics do not deliver again after a NACK.
      * Thread: the connection's loop thread, also with queue_events.
      */
-    void (*on_stomp_ack)(void *userdata, petrel_server *server, uint64_t conn, const char *subscription,
-                         const uint64_t *event_ids, size_t count, int32_t negative, uint64_t position);
+    void (*on_stomp_ack)(void *userdata, petrel_server *server, uint64_t conn, void *conn_data,
+                         const char *subscription, const uint64_t *event_ids, size_t count, int32_t negative,
+                         uint64_t position);
     /**
      * The access log, to the application instead of a file (not with access_log_file): an entry
      * per plain request answered, upgrade and close of an upgraded connection. Keep it short: the
@@ -436,13 +463,16 @@ petrel_status petrel_http_query_param(const petrel_http_request *request, const 
 
 /**
  * Accepts the upgrade on_upgrade is looking at. subprotocol: one the client offered
- * (Sec-WebSocket-Protocol), or NULL for the configured preference; user_data: any value, read
- * back with petrel_conn_user_data.
- * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (a subprotocol the client did not
- *          offer); PETREL_E_STATE (answered already, or not an upgrade).
+ * (Sec-WebSocket-Protocol), or NULL for the configured preference; conn_data: the connection's
+ * pointer (see on_open), or NULL. Once this returns PETREL_OK, the 101 is queued and on_open
+ * follows as soon as on_upgrade returns, with *conn_data set to it; on_close ends the connection.
+ * Returns: PETREL_OK; PETREL_E_NULL (request NULL); PETREL_E_INVALID_ARGUMENT (a subprotocol the
+ *          client did not offer, or not UTF-8); PETREL_E_STATE (answered already, or not an
+ *          upgrade). Nothing is attached unless PETREL_OK is returned.
+ * Ownership: subprotocol is copied; conn_data stays the caller's (the library only hands it back).
  * Thread: only inside on_upgrade, with its request.
  */
-petrel_status petrel_upgrade_accept(const petrel_http_request *request, const char *subprotocol, uint64_t user_data);
+petrel_status petrel_upgrade_accept(const petrel_http_request *request, const char *subprotocol, void *conn_data);
 
 /** Zeroes *callbacks and sets its size. Thread: any. */
 void petrel_server_callbacks_init(petrel_server_callbacks *callbacks);
@@ -663,8 +693,49 @@ petrel_status petrel_conn_is_stomp(petrel_server *server, uint64_t conn, int32_t
 /** Unsubscribes the connection from `topic`. Returns as petrel_conn_subscribe. Thread: any. */
 petrel_status petrel_conn_unsubscribe(petrel_server *server, uint64_t conn, const char *topic);
 
-/** The user data petrel_upgrade_accept attached (0 if none). Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION. Thread: any. */
-petrel_status petrel_conn_user_data(petrel_server *server, uint64_t conn, uint64_t *user_data_out);
+/**
+ * Replaces the connection's pointer (the conn_data its callbacks receive). A callback that has
+ * already begun keeps the value it was given.
+ * Returns: PETREL_OK; PETREL_E_NULL (server NULL); PETREL_E_UNKNOWN_CONNECTION (no open
+ *          connection has this id, also inside and after its on_close).
+ * Ownership: the pointer stays the caller's. Thread: any (the store is a release, the
+ * callbacks' load an acquire).
+ */
+petrel_status petrel_conn_set_data(petrel_server *server, uint64_t conn, void *conn_data);
+
+/**
+ * *conn_data_out = the connection's pointer (NULL if none was set).
+ * Returns: PETREL_OK; PETREL_E_NULL (server or conn_data_out NULL); PETREL_E_UNKNOWN_CONNECTION.
+ * Thread: any.
+ */
+petrel_status petrel_conn_data(petrel_server *server, uint64_t conn, void **conn_data_out);
+
+/**
+ * Sends a ping with up to 125 bytes of payload (data may be NULL when len is 0). Its pong, like
+ * that of ping_interval_ms's pings, gives the round-trip time and counts for pong_timeout_ms.
+ * Returns: PETREL_OK (handed to the loop; dropped if the connection closes first); PETREL_E_NULL;
+ *          PETREL_E_INVALID_ARGUMENT (len over 125, or an event stream, which has no pings);
+ *          PETREL_E_UNKNOWN_CONNECTION.
+ * Ownership: data is copied. Thread: any.
+ */
+petrel_status petrel_conn_ping(petrel_server *server, uint64_t conn, const void *data, size_t len);
+
+/**
+ * *rtt_ms_out = the time between the last ping the server sent the connection (petrel_conn_ping
+ * or ping_interval_ms) and its pong, in milliseconds.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION; PETREL_E_AGAIN (no pong yet).
+ * Thread: any.
+ */
+petrel_status petrel_conn_rtt(petrel_server *server, uint64_t conn, uint32_t *rtt_ms_out);
+
+/**
+ * Copies the subprotocol the handshake chose (Sec-WebSocket-Protocol) into buf, with the
+ * conventions of petrel_conn_path.
+ * Returns: PETREL_OK; PETREL_E_NULL (server or len_out NULL); PETREL_E_UNKNOWN_CONNECTION;
+ *          PETREL_E_AGAIN (none was chosen, or an event stream); PETREL_E_BUFFER_TOO_SMALL
+ *          (*len_out = the size needed). Thread: any.
+ */
+petrel_status petrel_conn_subprotocol(petrel_server *server, uint64_t conn, char *buf, size_t cap, size_t *len_out);
 
 /** Bytes queued for the connection and not yet written. Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION. Thread: any. */
 petrel_status petrel_conn_buffered_amount(petrel_server *server, uint64_t conn, uint64_t *bytes_out);
@@ -846,6 +917,43 @@ petrel_status petrel_client_close_status(petrel_client *client, uint16_t *code_o
  * Thread: any.
  */
 petrel_status petrel_client_pause_reading(petrel_client *client, int32_t paused);
+
+/**
+ * Sends a ping with up to 125 bytes of payload (data may be NULL when len is 0); its pong gives
+ * the round-trip time.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (len over 125); PETREL_E_CLOSED.
+ * Ownership: data is copied. Thread: any.
+ */
+petrel_status petrel_client_ping(petrel_client *client, const void *data, size_t len);
+
+/**
+ * *rtt_ms_out = the time between the client's last ping (petrel_client_ping) and its pong, in
+ * milliseconds.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_AGAIN (no pong yet). Thread: any.
+ */
+petrel_status petrel_client_rtt(petrel_client *client, uint32_t *rtt_ms_out);
+
+/**
+ * Copies the subprotocol the server chose into buf, with the conventions of petrel_conn_path.
+ * Returns: PETREL_OK; PETREL_E_NULL (client or len_out NULL); PETREL_E_AGAIN (the server chose
+ *          none); PETREL_E_BUFFER_TOO_SMALL (*len_out = the size needed). Thread: any.
+ */
+petrel_status petrel_client_subprotocol(petrel_client *client, char *buf, size_t cap, size_t *len_out);
+
+/**
+ * After petrel_client_connect returned PETREL_E_HANDSHAKE on this thread because the server
+ * answered with an HTTP status other than 101 (401, 403, 404, 503...): *status_out = that status,
+ * and the response body (at most 16 KiB: a Content-Length body the server sent within the
+ * handshake timeout, else the bytes that came with the head) is copied into buf with the
+ * conventions of petrel_conn_path (body may be NULL with cap 0 to ask only for the status and
+ * the length).
+ * Returns: PETREL_OK (*status_out and *len_out written; the body too unless it does not fit);
+ *          PETREL_E_BUFFER_TOO_SMALL (*status_out and *len_out written, nothing copied);
+ *          PETREL_E_NULL (status_out or len_out NULL); PETREL_E_AGAIN (the last connect on this
+ *          thread was not refused with a status: it succeeded, or failed otherwise).
+ * Thread: any (each thread has its own; petrel_client_connect resets it).
+ */
+petrel_status petrel_last_refusal(uint16_t *status_out, char *body, size_t cap, size_t *len_out);
 
 /** Closes the connection if open (1001), waits for a callback in progress, and releases the
  *  client; no callback runs after it returns. NULL does nothing. Thread: not a client callback. */

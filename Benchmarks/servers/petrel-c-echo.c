@@ -13,20 +13,21 @@
 #include <string.h>
 #include <unistd.h>
 
-static uint64_t publisher; /* one loop thread: the callbacks never run concurrently */
+static char publisher; /* its address is the conn_data of a /pub connection: what it sends is published */
 
-static void on_open(void *ud, petrel_server *server, uint64_t conn) {
+static void on_open(void *ud, petrel_server *server, uint64_t conn, void **conn_data) {
     (void)ud;
     char path[64];
     size_t len = 0;
     if (petrel_conn_path(server, conn, path, sizeof path, &len) != PETREL_OK) return;
     if (strcmp(path, "/sub") == 0) petrel_conn_subscribe(server, conn, "bench");
-    else if (strcmp(path, "/pub") == 0) publisher = conn;
+    else if (strcmp(path, "/pub") == 0) *conn_data = &publisher;
 }
 
-static void on_message(void *ud, petrel_server *server, uint64_t conn, int32_t kind, const uint8_t *data, size_t len) {
+static void on_message(void *ud, petrel_server *server, uint64_t conn, void *conn_data, int32_t kind, const uint8_t *data,
+                       size_t len) {
     (void)ud;
-    if (conn == publisher) {
+    if (conn_data == &publisher) {
         petrel_server_publish(server, "bench", kind, data, len, NULL, NULL);
     } else {
         petrel_status s = petrel_conn_send(server, conn, kind, data, len);

@@ -118,6 +118,7 @@ public func petrel_client_connect(
     // Blocking here would wait for the very thread that must complete the connect.
     if ClientConnector.isLoopThread { return PETREL_E_WRONG_THREAD }
     LastError.set("")
+    LastRefusal.set(nil)
     guard let target = string(url) else { return PETREL_E_INVALID_ARGUMENT }
     var c = petrel_client_config()
     petrel_client_config_init(&c)
@@ -167,7 +168,7 @@ public func petrel_client_connect(
     configuration.options.maxBackpressure = maxBackpressure
     let client = CClient(usesCallbacks: callbacks != nil)
     let handle = client.handle
-    let userdata = cb.userdata
+    let ptrs = CPointers(userdata: cb.userdata, handle: handle)
     let onMessage = cb.on_message
     let onClose = cb.on_close
     let onDrain = cb.on_drain
@@ -183,7 +184,7 @@ public func petrel_client_connect(
         if client.usesCallbacks {
             client.callbackLock.locked {
                 if client.monitor.locked({ client.destroyed }) { return }
-                onMessage?(userdata, handle, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+                onMessage?(ptrs.userdata, ptrs.handle, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
             }
         } else {
             let copy = [UInt8](payload)
@@ -194,7 +195,7 @@ public func petrel_client_connect(
         handlers.onDrain = { _ in
             client.callbackLock.locked {
                 if client.monitor.locked({ client.destroyed }) { return }
-                onDrain(userdata, handle)
+                onDrain(ptrs.userdata, ptrs.handle)
             }
         }
     }
@@ -203,7 +204,7 @@ public func petrel_client_connect(
             client.callbackLock.locked {
                 if client.monitor.locked({ client.destroyed }) { return }
                 var r = reason
-                r.withUTF8 { onClose(userdata, handle, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
+                r.withUTF8 { onClose(ptrs.userdata, ptrs.handle, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
             }
         }
         // Signalled after on_close returned: a destroy waiting for the close cannot overtake it.
@@ -220,6 +221,7 @@ public func petrel_client_connect(
         if client.opened { return PETREL_OK }
         if let f = client.failure {
             LastError.set(f.message)
+            if f.httpStatus != 0 { LastRefusal.set(Refusal(status: UInt16(clamping: f.httpStatus), body: f.responseBody)) }
             return Status.of(f)
         }
         return nil
@@ -289,6 +291,67 @@ public func petrel_client_pause_reading(_ client: OpaquePointer?, _ paused: Int3
     if conn.isClosed { return PETREL_E_CLOSED }
     conn.holdReading(paused == 1)
     return PETREL_OK
+}
+
+@_cdecl("petrel_client_ping")
+public func petrel_client_ping(_ client: OpaquePointer?, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
+    guard let c = CClient.from(client), let conn = c.monitor.locked({ c.connection }), data != nil || len == 0 else { return PETREL_E_NULL }
+    guard len >= 0, len <= 125 else { return PETREL_E_INVALID_ARGUMENT }
+    if conn.isClosed { return PETREL_E_CLOSED }
+    conn.ping(Array(UnsafeRawBufferPointer(start: data, count: len)))
+    return PETREL_OK
+}
+
+@_cdecl("petrel_client_rtt")
+public func petrel_client_rtt(_ client: OpaquePointer?, _ out: UnsafeMutablePointer<UInt32>?) -> Int32 {
+    guard let c = CClient.from(client), let conn = c.monitor.locked({ c.connection }), let out else { return PETREL_E_NULL }
+    guard let rtt = conn.roundTripTime else { return PETREL_E_AGAIN }
+    out.pointee = UInt32(clamping: rtt)
+    return PETREL_OK
+}
+
+@_cdecl("petrel_client_subprotocol")
+public func petrel_client_subprotocol(_ client: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
+    guard let c = CClient.from(client), let conn = c.monitor.locked({ c.connection }), lenOut != nil else { return PETREL_E_NULL }
+    guard cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
+    guard let chosen = conn.subprotocol else { return PETREL_E_AGAIN }
+    return copyOut(chosen, buf, cap, lenOut)
+}
+
+/// The HTTP status and body of the last handshake petrel_client_connect saw refused, per thread.
+struct Refusal {
+    var status: UInt16
+    var body: [UInt8]
+}
+
+enum LastRefusal {
+    final class Box {
+        let value: Refusal
+        init(_ value: Refusal) { self.value = value }
+    }
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { if let p = $0 { Unmanaged<Box>.fromOpaque(p).release() } }
+        return k
+    }()
+
+    static func set(_ value: Refusal?) {
+        if let old = pthread_getspecific(key) { Unmanaged<Box>.fromOpaque(old).release() }
+        pthread_setspecific(key, value.map { Unmanaged.passRetained(Box($0)).toOpaque() })
+    }
+
+    static var current: Refusal? { pthread_getspecific(key).map { Unmanaged<Box>.fromOpaque($0).takeUnretainedValue().value } }
+}
+
+@_cdecl("petrel_last_refusal")
+public func petrel_last_refusal(
+    _ statusOut: UnsafeMutablePointer<UInt16>?, _ body: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guard let statusOut, let lenOut else { return PETREL_E_NULL }
+    guard cap >= 0 else { return PETREL_E_INVALID_ARGUMENT }
+    guard let r = LastRefusal.current else { return PETREL_E_AGAIN }
+    statusOut.pointee = r.status
+    return copyOut(r.body, body, cap, lenOut)
 }
 
 /// "Name: value" lines joined by CRLF (a bare LF is taken too; empty lines are skipped); nil

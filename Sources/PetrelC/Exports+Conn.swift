@@ -122,15 +122,55 @@ public func petrel_conn_unsubscribe(_ server: OpaquePointer?, _ conn: UInt64, _ 
     topicCall(server, conn, topic) { $0.unsubscribe($1) }
 }
 
-@_cdecl("petrel_conn_user_data")
-public func petrel_conn_user_data(_ server: OpaquePointer?, _ conn: UInt64, _ out: UnsafeMutablePointer<UInt64>?) -> Int32 {
+@_cdecl("petrel_conn_data")
+public func petrel_conn_data(_ server: OpaquePointer?, _ conn: UInt64, _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
     guard let out else { return PETREL_E_NULL }
     switch lookup(server, conn) {
     case .failure(let e): return e.status
     case .success(let c):
-        out.pointee = UInt64(c.userData)
+        out.pointee = c.cData
         return PETREL_OK
     }
+}
+
+@_cdecl("petrel_conn_set_data")
+public func petrel_conn_set_data(_ server: OpaquePointer?, _ conn: UInt64, _ data: UnsafeMutableRawPointer?) -> Int32 {
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        c.cData = data
+        return PETREL_OK
+    }
+}
+
+@_cdecl("petrel_conn_ping")
+public func petrel_conn_ping(_ server: OpaquePointer?, _ conn: UInt64, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
+    guard data != nil || len == 0 else { return PETREL_E_NULL }
+    guard len >= 0, len <= 125 else { return PETREL_E_INVALID_ARGUMENT }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        if c.isEventStream { return PETREL_E_INVALID_ARGUMENT }
+        c.ping(Array(UnsafeRawBufferPointer(start: data, count: len)))
+        return PETREL_OK
+    }
+}
+
+@_cdecl("petrel_conn_rtt")
+public func petrel_conn_rtt(_ server: OpaquePointer?, _ conn: UInt64, _ out: UnsafeMutablePointer<UInt32>?) -> Int32 {
+    guard let out else { return PETREL_E_NULL }
+    switch lookup(server, conn) {
+    case .failure(let e): return e.status
+    case .success(let c):
+        guard let rtt = c.roundTripTime else { return PETREL_E_AGAIN }
+        out.pointee = UInt32(clamping: rtt)
+        return PETREL_OK
+    }
+}
+
+@_cdecl("petrel_conn_subprotocol")
+public func petrel_conn_subprotocol(_ server: OpaquePointer?, _ conn: UInt64, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> Int32 {
+    requestField(server, conn, buf, cap, lenOut) { $0.subprotocol }
 }
 
 @_cdecl("petrel_conn_is_stomp")

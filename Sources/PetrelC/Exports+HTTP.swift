@@ -13,8 +13,8 @@ final class CHTTPExchange {
     let offeredSubprotocols: [String]?
     var answer: HTTPAnswer?
     /// on_upgrade's refusal (status and body), or acceptance.
-    var refusal: (status: Int, body: [UInt8])?
-    var acceptance: (subprotocol: String?, userData: UInt64)?
+    var refusal: (status: Int, contentType: String, body: [UInt8])?
+    var acceptance: (subprotocol: String?, data: UnsafeMutableRawPointer?)?
 
     init(_ request: HTTPRequest, connectionID: UInt64, offeredSubprotocols: [String]? = nil) {
         self.request = request
@@ -61,12 +61,12 @@ public func petrel_http_respond(
     guard exchange.answer == nil, exchange.acceptance == nil else { return PETREL_E_STATE }
     let bytes = [UInt8](UnsafeRawBufferPointer(start: body, count: len))
     exchange.answer = .response(status: Int(status), contentType: type, body: bytes)
-    exchange.refusal = (Int(status), bytes)
+    exchange.refusal = (Int(status), type, bytes)
     return PETREL_OK
 }
 
 @_cdecl("petrel_upgrade_accept")
-public func petrel_upgrade_accept(_ request: UnsafePointer<petrel_http_request>?, _ subprotocol: UnsafePointer<CChar>?, _ userData: UInt64) -> Int32 {
+public func petrel_upgrade_accept(_ request: UnsafePointer<petrel_http_request>?, _ subprotocol: UnsafePointer<CChar>?, _ data: UnsafeMutableRawPointer?) -> Int32 {
     guard let exchange = CHTTPExchange.from(request) else { return PETREL_E_NULL }
     guard let offered = exchange.offeredSubprotocols, exchange.answer == nil, exchange.acceptance == nil else { return PETREL_E_STATE }
     var chosen: String? = nil
@@ -74,7 +74,7 @@ public func petrel_upgrade_accept(_ request: UnsafePointer<petrel_http_request>?
         guard let s = string(subprotocol), offered.contains(s) else { return PETREL_E_INVALID_ARGUMENT }
         chosen = s
     }
-    exchange.acceptance = (chosen, userData)
+    exchange.acceptance = (chosen, data)
     return PETREL_OK
 }
 

@@ -270,9 +270,8 @@ public func petrel_server_create(
     let box = CServer(server: server, callbacks: cb, queue: queue)
     let handle = box.handle
     later.handle = handle
-    let userdata = cb.userdata
+    let ptrs = CPointers(userdata: cb.userdata, handle: handle)
     if let queue {
-        let none = UnsafeRawBufferPointer(start: nil, count: 0)
         // Every loop has finished, however the stop began: the consumer gets what is left, then STOPPED.
         server.onStopped = { queue.close() }
         handlers.onOpen = { conn in
@@ -289,42 +288,46 @@ public func petrel_server_create(
             var r = reason
             r.withUTF8 { queue.push(type: Int32(PETREL_QUEUED_CLOSE), conn: conn.id.rawValue, code: code.rawValue, UnsafeRawBufferPointer($0)) }
         }
-        handlers.onDrain = { conn in queue.push(type: Int32(PETREL_QUEUED_DRAIN), conn: conn.id.rawValue, none) }
+        handlers.onDrain = { conn in queue.push(type: Int32(PETREL_QUEUED_DRAIN), conn: conn.id.rawValue, UnsafeRawBufferPointer(start: nil, count: 0)) }
     } else if let onOpen = cb.on_open {
-        handlers.onOpen = { conn in onOpen(userdata, handle, conn.id.rawValue) }
+        handlers.onOpen = { conn in
+            var data = conn.cData
+            onOpen(ptrs.userdata, ptrs.handle, conn.id.rawValue, &data)
+            conn.cData = data
+        }
     }
     if queue == nil, let onMessage = cb.on_message {
-        let slots = box.inCallback
+        let slots = CSlots(base: box.inCallback)
         handlers.onMessage = { conn, kind, payload in
             let id = conn.id.rawValue
-            let slot = slots + Int(id & 0xFF)
+            let slot = slots.base + Int(id & 0xFF)
             slot.pointee = CServer.InCallback(id: id, connection: .passUnretained(conn), payload: payload)
-            onMessage(userdata, handle, id, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+            onMessage(ptrs.userdata, ptrs.handle, id, conn.cData, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
             slot.pointee.id = 0
         }
     }
     if queue == nil, let onClose = cb.on_close {
         handlers.onClose = { conn, code, reason in
             var r = reason
-            r.withUTF8 { onClose(userdata, handle, conn.id.rawValue, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
+            r.withUTF8 { onClose(ptrs.userdata, ptrs.handle, conn.id.rawValue, conn.cData, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
         }
     }
     if queue == nil, let onDrain = cb.on_drain {
-        handlers.onDrain = { conn in onDrain(userdata, handle, conn.id.rawValue) }
+        handlers.onDrain = { conn in onDrain(ptrs.userdata, ptrs.handle, conn.id.rawValue, conn.cData) }
     }
     if let onHTTP = cb.on_http {
         handlers.onHTTPRequest = { request, conn in
-            CHTTPExchange(request, connectionID: conn.id.rawValue).lend { onHTTP(userdata, handle, $0) }
+            CHTTPExchange(request, connectionID: conn.id.rawValue).lend { onHTTP(ptrs.userdata, ptrs.handle, $0) }
         }
     }
     if let onStomp = cb.on_stomp {
-        installStompHooks(handlers, onStomp: onStomp, userdata: userdata, handle: handle)
+        installStompHooks(handlers, onStomp: onStomp, ptrs: ptrs)
     }
     if let onAck = cb.on_stomp_ack {
         handlers.onStompAck = { conn, ack in
             ack.subscription.withCString { name in
                 ack.eventIDs.withUnsafeBufferPointer { ids in
-                    onAck(userdata, handle, conn.id.rawValue, name, ids.baseAddress, ids.count, ack.negative ? 1 : 0, ack.position)
+                    onAck(ptrs.userdata, ptrs.handle, conn.id.rawValue, conn.cData, name, ids.baseAddress, ids.count, ack.negative ? 1 : 0, ack.position)
                 }
             }
         }
@@ -335,12 +338,12 @@ public func petrel_server_create(
                 HTTPRequest(head: upgrade.request.head, body: [], peer: upgrade.peer, clientAddress: upgrade.clientAddress),
                 connectionID: upgrade.connectionID.rawValue,
                 offeredSubprotocols: upgrade.request.subprotocols)
-            _ = exchange.lend { onUpgrade(userdata, handle, $0) }
+            _ = exchange.lend { onUpgrade(ptrs.userdata, ptrs.handle, $0) }
             if let refusal = exchange.refusal {
-                return .reject(status: refusal.status, body: String(decoding: refusal.body, as: UTF8.self))
+                return .refuse(status: refusal.status, contentType: refusal.contentType, body: refusal.body)
             }
             let accepted = exchange.acceptance
-            return .accept(subprotocol: accepted?.subprotocol, userData: UInt(accepted?.userData ?? 0))
+            return .accept(subprotocol: accepted?.subprotocol, userData: UInt(bitPattern: accepted?.data))
         }
     }
     serverOut.pointee = OpaquePointer(Unmanaged.passRetained(box).toOpaque())

@@ -59,19 +59,19 @@ final class CStompExchange {
     }
 }
 
-typealias CStompCallback = @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UInt64, UnsafePointer<petrel_stomp_frame>?) -> Void
+typealias CStompCallback = @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UInt64, UnsafeMutableRawPointer?, UnsafePointer<petrel_stomp_frame>?) -> Void
 
 /// Sets the runtime's STOMP hooks from on_stomp (a C function pointer and its userdata).
-func installStompHooks(_ handlers: Handlers, onStomp: CStompCallback, userdata: UnsafeMutableRawPointer?, handle: OpaquePointer) {
+func installStompHooks(_ handlers: Handlers, onStomp: CStompCallback, ptrs: CPointers) {
     handlers.onStompConnect = { conn, request in
         let e = CStompExchange(command: "CONNECT", frame: request.frame)
-        if case .refuse(let m) = e.lend({ onStomp(userdata, handle, conn.id.rawValue, $0) }) { return .refuse(m) }
+        if case .refuse(let m) = e.lend({ onStomp(ptrs.userdata, ptrs.handle, conn.id.rawValue, conn.cData, $0) }) { return .refuse(m) }
         return .accept
     }
     handlers.onStompSubscribe = { conn, s in
         let e = CStompExchange(
             command: "SUBSCRIBE", frame: StompFrame(.subscribe, s.headers), destination: s.destination, subscription: s.id, ack: s.ackMode.rawValue)
-        switch e.lend({ onStomp(userdata, handle, conn.id.rawValue, $0) }) {
+        switch e.lend({ onStomp(ptrs.userdata, ptrs.handle, conn.id.rawValue, conn.cData, $0) }) {
         case .refuse(let m): return .refuse(m)
         case .allow(let topic): return .allow(topic: topic ?? "")
         case nil: return Connection.defaultStompRoute(s.destination)
@@ -79,7 +79,7 @@ func installStompHooks(_ handlers: Handlers, onStomp: CStompCallback, userdata: 
     }
     handlers.onStompSend = { conn, frame, destination in
         let e = CStompExchange(command: "SEND", frame: frame, destination: destination)
-        switch e.lend({ onStomp(userdata, handle, conn.id.rawValue, $0) }) {
+        switch e.lend({ onStomp(ptrs.userdata, ptrs.handle, conn.id.rawValue, conn.cData, $0) }) {
         case .refuse(let m): return .refuse(m)
         case .allow(let topic?): return .publish(topic: topic)
         case .allow(nil): return .handled

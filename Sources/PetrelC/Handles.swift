@@ -52,6 +52,20 @@ final class CServer: @unchecked Sendable {
     }
 }
 
+/// A C caller's pointers, handed back to its callbacks on the loop threads: the header has the
+/// caller promise they may be used there, which Swift's checking cannot see.
+struct CPointers: @unchecked Sendable {
+    let userdata: UnsafeMutableRawPointer?
+    let handle: OpaquePointer
+}
+
+/// The server's per-loop callback slots (`CServer.inCallback`), captured by on_message without
+/// the server box itself (which owns the handlers: capturing it would be a cycle). Each slot is
+/// touched only by its loop's thread.
+struct CSlots: @unchecked Sendable {
+    let base: UnsafeMutablePointer<CServer.InCallback>
+}
+
 /// Copies a caller's config struct that carries its size: fields the caller did not know about
 /// keep their defaults, and a size of 0 means the caller never called the _init function.
 func readSized<T>(_ p: UnsafePointer<T>, size: Int, into value: inout T) -> Bool {
@@ -99,8 +113,12 @@ extension Substring {
 /// Copies `s` into a caller buffer with the wslay/rustls conventions: *len_out always gets the
 /// length; PETREL_E_BUFFER_TOO_SMALL if it does not fit; NUL-terminated when there is room.
 func copyOut(_ s: String, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> petrel_status {
+    copyOut(Array(s.utf8), buf, cap, lenOut)
+}
+
+/// `copyOut` for bytes (which may hold NULs: *len_out counts them all).
+func copyOut(_ bytes: [UInt8], _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> petrel_status {
     guard let lenOut else { return PETREL_E_NULL }
-    let bytes = Array(s.utf8)
     if bytes.count > cap || (bytes.count > 0 && buf == nil) {
         lenOut.pointee = bytes.count
         return PETREL_E_BUFFER_TOO_SMALL
@@ -113,4 +131,14 @@ func copyOut(_ s: String, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ len
     }
     lenOut.pointee = bytes.count
     return PETREL_OK
+}
+
+extension Connection {
+    /// The C caller's pointer for this connection (conn_data), kept in the runtime's `userData`:
+    /// a release store and an acquire load, so that what a thread wrote before setting it is
+    /// seen by the loop thread that hands it to a callback.
+    var cData: UnsafeMutableRawPointer? {
+        @inline(__always) get { UnsafeMutableRawPointer(bitPattern: self.userData) }
+        @inline(__always) set { self.userData = UInt(bitPattern: newValue) }
+    }
 }

@@ -13,11 +13,22 @@ public struct RuntimeError: Error, Hashable, Sendable, CustomStringConvertible {
     public let message: String
     /// The errno behind a system-call failure, else 0.
     public let errno: Int32
+    /// A handshake the server refused with an HTTP status other than 101: that status, else 0.
+    public let httpStatus: Int
+    /// With `httpStatus`: the response's body as far as it came (at most 16 KiB), else empty.
+    public let responseBody: [UInt8]
 
-    public init(_ kind: Kind, _ message: String, errno: Int32 = 0) {
+    public init(_ kind: Kind, _ message: String, errno: Int32 = 0, httpStatus: Int = 0, responseBody: [UInt8] = []) {
         self.kind = kind
         self.message = message
         self.errno = errno
+        self.httpStatus = httpStatus
+        self.responseBody = responseBody
+    }
+
+    /// A client handshake the server refused, or whose response broke RFC 6455.
+    public static func handshake(_ e: ClientHandshakeError) -> RuntimeError {
+        RuntimeError(.handshake, e.message, httpStatus: e.httpStatus == 101 ? 0 : e.httpStatus, responseBody: e.body)
     }
 
     static func system(_ kind: Kind, _ what: String, _ code: Int32 = Glibc.errno) -> RuntimeError {

@@ -64,8 +64,8 @@ static void stop_redis(pid_t pid) {
     waitpid(pid, NULL, 0);
 }
 
-static void on_open(void *userdata, petrel_server *server, uint64_t conn) {
-    (void)userdata;
+static void on_open(void *userdata, petrel_server *server, uint64_t conn, void **conn_data) {
+    (void)userdata, (void)conn_data;
     petrel_conn_subscribe(server, conn, "t");
 }
 

@@ -20,8 +20,8 @@ enum { CHUNK = 16 * 1024, LIMIT = 256 * 1024, MAX_SENDS = 4096 };
 static atomic_uint_fast64_t paused_conn;
 static atomic_int server_received, server_out_of_order, token_seen;
 
-static void flow_on_open(void *userdata, petrel_server *server, uint64_t conn) {
-    (void)userdata;
+static void flow_on_open(void *userdata, petrel_server *server, uint64_t conn, void **conn_data) {
+    (void)userdata, (void)conn_data;
     char token[32];
     size_t len = 0;
     if (petrel_conn_header(server, conn, "X-Token", token, sizeof token, &len) == PETREL_OK && strcmp(token, "abc def") == 0) {
@@ -35,8 +35,9 @@ static void flow_on_open(void *userdata, petrel_server *server, uint64_t conn) {
     }
 }
 
-static void flow_on_message(void *userdata, petrel_server *server, uint64_t conn, int32_t kind, const uint8_t *data, size_t len) {
-    (void)userdata, (void)kind;
+static void flow_on_message(void *userdata, petrel_server *server, uint64_t conn, void *conn_data, int32_t kind,
+                            const uint8_t *data, size_t len) {
+    (void)userdata, (void)conn_data, (void)kind;
     if (len == 4 && memcmp(data, "feed", 4) == 0) {
         /* Sends until the client's pause pushes back on this connection's buffer. */
         uint8_t *chunk = calloc(1, CHUNK);

@@ -21,8 +21,8 @@
 /* Server state, written by the loop threads. */
 static atomic_int opens, closes, last_close_code, wrong_thread_seen, path_ok;
 
-static void on_open(void *userdata, petrel_server *server, uint64_t conn) {
-    (void)userdata;
+static void on_open(void *userdata, petrel_server *server, uint64_t conn, void **conn_data) {
+    (void)userdata, (void)conn_data;
     char path[64];
     size_t len = 0;
     if (petrel_conn_path(server, conn, path, sizeof path, &len) == PETREL_OK && strcmp(path, "/sub") == 0) {
@@ -37,8 +37,9 @@ static void on_open(void *userdata, petrel_server *server, uint64_t conn) {
     atomic_fetch_add(&opens, 1);
 }
 
-static void on_message(void *userdata, petrel_server *server, uint64_t conn, int32_t kind, const uint8_t *data, size_t len) {
-    (void)userdata;
+static void on_message(void *userdata, petrel_server *server, uint64_t conn, void *conn_data, int32_t kind, const uint8_t *data,
+                       size_t len) {
+    (void)userdata, (void)conn_data;
     if (kind == PETREL_TEXT && len == 5 && memcmp(data, "close", 5) == 0) {
         petrel_conn_close(server, conn, 4001, "bye");
         return;
@@ -50,8 +51,9 @@ static void on_message(void *userdata, petrel_server *server, uint64_t conn, int
     petrel_conn_send(server, conn, kind, data, len);
 }
 
-static void on_close(void *userdata, petrel_server *server, uint64_t conn, uint16_t code, const char *reason, size_t reason_len) {
-    (void)userdata, (void)server, (void)conn, (void)reason, (void)reason_len;
+static void on_close(void *userdata, petrel_server *server, uint64_t conn, void *conn_data, uint16_t code, const char *reason,
+                     size_t reason_len) {
+    (void)userdata, (void)server, (void)conn, (void)conn_data, (void)reason, (void)reason_len;
     atomic_store(&last_close_code, code);
     atomic_fetch_add(&closes, 1);
 }
@@ -519,9 +521,10 @@ static void http_on_http(void *userdata, petrel_server *server, const petrel_htt
     if (petrel_http_respond(req, 500, "text/plain", "x", 1) == PETREL_E_STATE) atomic_fetch_add(&http_state_checks, 1);
 }
 
-static atomic_int upgrade_user_data_ok;
+static atomic_int upgrade_conn_data_ok;
+static int private_marker; /* its address is the pointer /private's connections carry */
 
-/* The accept hook: /private needs "Authorization: Bearer ok"; then subprotocol "b" and user data 42. */
+/* The accept hook: /private needs "Authorization: Bearer ok"; then subprotocol "b" and &private_marker. */
 static void http_on_upgrade(void *userdata, petrel_server *server, const petrel_http_request *req) {
     (void)userdata, (void)server;
     if (strcmp(req->path, "/private") != 0) return; /* accept */
@@ -529,22 +532,22 @@ static void http_on_upgrade(void *userdata, petrel_server *server, const petrel_
     size_t len = 0;
     if (petrel_http_header(req, "authorization", auth, sizeof auth, &len) != PETREL_OK || strcmp(auth, "Bearer ok") != 0) {
         CHECK_STATUS(petrel_http_respond(req, 401, "text/plain", "no\n", 3), PETREL_OK);
-        CHECK_STATUS(petrel_upgrade_accept(req, NULL, 0), PETREL_E_STATE);
+        CHECK_STATUS(petrel_upgrade_accept(req, NULL, NULL), PETREL_E_STATE);
         return;
     }
-    CHECK_STATUS(petrel_upgrade_accept(req, "zzz", 1), PETREL_E_INVALID_ARGUMENT); /* not offered */
-    CHECK_STATUS(petrel_upgrade_accept(req, "b", 42), PETREL_OK);
+    CHECK_STATUS(petrel_upgrade_accept(req, "zzz", &private_marker), PETREL_E_INVALID_ARGUMENT); /* not offered */
+    CHECK_STATUS(petrel_upgrade_accept(req, "b", &private_marker), PETREL_OK);
     CHECK(req->conn != 0);
 }
 
-static void http_on_open(void *userdata, petrel_server *server, uint64_t conn) {
+static void http_on_open(void *userdata, petrel_server *server, uint64_t conn, void **conn_data) {
     (void)userdata;
     char path[32];
     size_t len = 0;
-    uint64_t data = 0;
+    void *data = NULL;
     if (petrel_conn_path(server, conn, path, sizeof path, &len) == PETREL_OK && strcmp(path, "/private") == 0 &&
-        petrel_conn_user_data(server, conn, &data) == PETREL_OK && data == 42) {
-        atomic_fetch_add(&upgrade_user_data_ok, 1);
+        *conn_data == &private_marker && petrel_conn_data(server, conn, &data) == PETREL_OK && data == &private_marker) {
+        atomic_fetch_add(&upgrade_conn_data_ok, 1);
     }
     if (petrel_conn_path(server, conn, path, sizeof path, &len) != PETREL_OK || strcmp(path, "/events") != 0) return;
     atomic_fetch_add(&stream_opens, 1);
@@ -807,8 +810,8 @@ static void test_http_and_streams(void) {
     snprintf(request, sizeof request, "%sAuthorization: Bearer ok\r\n\r\n", upgrade);
     raw_exchange(fd, request, buf, sizeof buf, "\r\n\r\n");
     CHECK(strncmp(buf, "HTTP/1.1 101", 12) == 0 && strstr(buf, "Sec-WebSocket-Protocol: b\r\n") != NULL);
-    for (int i = 0; i < 100 && atomic_load(&upgrade_user_data_ok) == 0; i++) sleep_ms(10);
-    CHECK(atomic_load(&upgrade_user_data_ok) == 1);
+    for (int i = 0; i < 100 && atomic_load(&upgrade_conn_data_ok) == 0; i++) sleep_ms(10);
+    CHECK(atomic_load(&upgrade_conn_data_ok) == 1);
     close(fd);
     CHECK(atomic_load(&http_calls) == 5);
     CHECK_STATUS(petrel_server_destroy(server), PETREL_OK);

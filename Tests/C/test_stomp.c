@@ -15,16 +15,22 @@
 
 static atomic_int stomp_connections, acks, last_ack_count, header_seen;
 static atomic_uint_fast64_t last_position;
+static int stomp_marker; /* its address is every STOMP connection's conn_data: on_stomp and on_stomp_ack get it */
 
-static void on_open(void *userdata, petrel_server *server, uint64_t conn) {
+static void on_open(void *userdata, petrel_server *server, uint64_t conn, void **conn_data) {
     (void)userdata;
     int32_t is = -1;
     CHECK_STATUS(petrel_conn_is_stomp(server, conn, &is), PETREL_OK);
-    if (is == 1) atomic_fetch_add(&stomp_connections, 1);
+    CHECK(*conn_data == NULL); /* nothing attached by an on_upgrade */
+    if (is == 1) {
+        *conn_data = &stomp_marker;
+        atomic_fetch_add(&stomp_connections, 1);
+    }
 }
 
-static void on_stomp(void *userdata, petrel_server *server, uint64_t conn, const petrel_stomp_frame *frame) {
+static void on_stomp(void *userdata, petrel_server *server, uint64_t conn, void *conn_data, const petrel_stomp_frame *frame) {
     (void)userdata, (void)server, (void)conn;
+    CHECK(conn_data == &stomp_marker);
     if (strcmp(frame->command, "CONNECT") == 0) {
         if (strcmp(frame->login, "mallory") == 0) {
             CHECK_STATUS(petrel_stomp_refuse(frame, "bad\nline"), PETREL_E_INVALID_ARGUMENT);
@@ -54,9 +60,10 @@ static void on_stomp(void *userdata, petrel_server *server, uint64_t conn, const
     }
 }
 
-static void on_stomp_ack(void *userdata, petrel_server *server, uint64_t conn, const char *subscription, const uint64_t *ids,
-                         size_t count, int32_t negative, uint64_t position) {
+static void on_stomp_ack(void *userdata, petrel_server *server, uint64_t conn, void *conn_data, const char *subscription,
+                         const uint64_t *ids, size_t count, int32_t negative, uint64_t position) {
     (void)userdata, (void)server, (void)conn, (void)ids;
+    CHECK(conn_data == &stomp_marker);
     CHECK(strcmp(subscription, "sub-0") == 0 && negative == 0);
     atomic_store(&last_ack_count, (int)count);
     atomic_store(&last_position, position);

@@ -3,9 +3,12 @@ that imports with nothing else set, and `pip wheel ./bindings/python` a platform
 (py3-none-linux_x86_64) that carries the library.
 
 Where the library comes from: PETREL_LIBRARY, if set when building (a libpetrel.so built
-before); else `make lib` in the Petrel repository around this folder (needs the Swift
-toolchain). The library has the Swift runtime and hiredis linked in: at run time it needs
-only what a Debian system has (libc, libm, libstdc++, libgcc_s, libz, libssl and libcrypto 3).
+before, or a symlink to one, as `make install` lays them out: libpetrel.so -> libpetrel.so.0 ->
+libpetrel.so.X.Y.Z; the file itself is copied, as libpetrel.so); else `make lib` in the Petrel
+repository around this folder (needs the Swift toolchain). The library has the Swift runtime
+and hiredis linked in: at run time it needs only what a Debian system has (libc, libm,
+libstdc++, libgcc_s, libz, libssl and libcrypto 3). The repository's LICENSE (MIT) goes into
+the package next to the library, as petrel/LICENSE.
 """
 from __future__ import annotations
 
@@ -42,13 +45,18 @@ def library() -> Path:
 
 
 class BuildWithLibrary(build_py):
-    """build_py, plus the library next to the modules."""
+    """build_py, plus the library (and the licence) next to the modules."""
 
     def run(self) -> None:
         super().run()
         target = Path(self.build_lib) / "petrel" / "libpetrel.so"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(library(), target)
+        # The file the symlinks lead to, under the name the package loads (a symlink copied
+        # into a wheel would be a dangling one).
+        shutil.copyfile(library().resolve(strict=True), target, follow_symlinks=True)
+        licence = REPOSITORY / "LICENSE"
+        if licence.is_file():
+            shutil.copyfile(licence, target.parent / "LICENSE")
 
 
 class PlatformWheel(bdist_wheel):

@@ -8,8 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static void on_message(void *userdata, petrel_server *s, uint64_t conn, int32_t kind, const uint8_t *data, size_t len) {
-    (void)userdata;
+static void on_message(void *userdata, petrel_server *s, uint64_t conn, void *conn_data, int32_t kind, const uint8_t *data,
+                       size_t len) {
+    (void)userdata, (void)conn_data;
     petrel_status status = petrel_conn_send(s, conn, kind, data, len); /* runs on a loop thread */
     if (status != PETREL_OK) fprintf(stderr, "send: %s\n", petrel_strerror(status));
 }

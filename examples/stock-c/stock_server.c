@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +30,14 @@ typedef struct {
 enum { WEBSOCKET, SSE, STOMP, TRANSPORTS };
 static const char *const transport_names[TRANSPORTS] = {"websocket", "sse", "stomp"};
 
-typedef struct {
-    uint64_t conn, acked;
-    int transport;   /* WEBSOCKET, SSE or STOMP */
-    char client[40]; /* the page's client id (SSE acks name it) */
+/* A connection's state: malloc'd in on_open, which stores it as the connection's conn_data;
+ * every later callback of the connection gets it back (no lookup, no lock), and on_close frees
+ * it. Its acknowledgements need no lock: acked only moves forward, by compare-and-swap. */
+typedef struct client {
+    _Atomic uint64_t acked; /* the last event id the client showed (its {"ack":N}, STOMP ACKs, POST /ack) */
+    int transport;          /* WEBSOCKET, SSE or STOMP; set before it is linked, then only read */
+    char client[40];        /* the page's client id (SSE acks name it) */
+    struct client *prev, *next; /* in `clients` (under lock) */
 } client;
 
 static petrel_server *server;
@@ -40,10 +45,13 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* orders ticks' arriva
 static stock stocks[MAX_STOCKS];     /* the market as observed on the topic (under lock) */
 static stock feed_stocks[MAX_STOCKS];       /* the feed's own prices (the main thread's) */
 static int stock_count;
-static uint64_t last_id, published;
+static _Atomic uint64_t last_id; /* written under lock; acknowledgements read it without */
+static uint64_t published;
 static int64_t times_ms[RING];
+/* Every client's state, linked on open and unlinked on close, under lock: only what asks about
+ * all clients walks it (/health's counts and lag, the slowest client per transport, and POST
+ * /ack, which names its SSE stream by the page's client id). Messages never touch it. */
 static client *clients;
-static size_t client_count, client_cap;
 static volatile sig_atomic_t stopping;
 static struct timespec started;
 
@@ -144,12 +152,6 @@ static void on_tick(void *ud, petrel_server *srv, const char *topic, uint64_t ev
     pthread_mutex_unlock(&lock);
 }
 
-static client *find_client(uint64_t conn) {
-    for (size_t i = 0; i < client_count; i++)
-        if (clients[i].conn == conn) return &clients[i];
-    return NULL;
-}
-
 /* The snapshot: every price and the id of the last tick in them (malloc'd; NULL if out of
  * memory). The caller holds the lock. */
 static char *snapshot(size_t *len) {
@@ -168,21 +170,21 @@ static char *snapshot(size_t *len) {
     return snap;
 }
 
-/* Counts a client (under the lock); 0 when out of memory. */
-static client *add_client(uint64_t conn, uint64_t acked, int transport) {
-    if (client_count == client_cap) {
-        size_t cap = client_cap ? client_cap * 2 : 64;
-        client *grown = realloc(clients, cap * sizeof *clients);
-        if (!grown) return NULL;
-        clients = grown, client_cap = cap;
-    }
-    client *c = &clients[client_count++];
-    memset(c, 0, sizeof *c);
-    c->conn = conn, c->acked = acked, c->transport = transport;
+/* A new client's state (NULL when out of memory: the connection then goes on uncounted). */
+static client *new_client(uint64_t acked, int transport) {
+    client *c = calloc(1, sizeof *c);
+    if (c) atomic_init(&c->acked, acked), c->transport = transport;
     return c;
 }
 
-static void on_open(void *ud, petrel_server *srv, uint64_t conn) {
+/* Links a client into `clients`; the caller holds the lock. */
+static void link_client(client *c) {
+    c->prev = NULL, c->next = clients;
+    if (clients) clients->prev = c;
+    clients = c;
+}
+
+static void on_open(void *ud, petrel_server *srv, uint64_t conn, void **conn_data) {
     (void)ud;
     char path[64];
     size_t len = 0;
@@ -190,8 +192,10 @@ static void on_open(void *ud, petrel_server *srv, uint64_t conn) {
     if (petrel_conn_is_stomp(srv, conn, &is_stomp) == PETREL_OK && is_stomp) {
         /* A STOMP client: its SUBSCRIBE subscribes it (on_stomp); its ACKs say how far it is. */
         pthread_mutex_lock(&lock);
-        add_client(conn, last_id, STOMP);
+        client *c = new_client(last_id, STOMP);
+        if (c) link_client(c);
         pthread_mutex_unlock(&lock);
+        *conn_data = c;
         return;
     }
     if (petrel_conn_path(srv, conn, path, sizeof path, &len) != PETREL_OK) return;
@@ -219,20 +223,26 @@ static void on_open(void *ud, petrel_server *srv, uint64_t conn) {
             return;
         }
     }
-    client *c = add_client(conn, from, sse ? SSE : WEBSOCKET);
+    client *c = new_client(from, sse ? SSE : WEBSOCKET);
     if (c && sse) petrel_conn_query_param(srv, conn, "client", c->client, sizeof c->client, &len);
+    if (c) link_client(c);
     pthread_mutex_unlock(&lock);
+    *conn_data = c;
 }
 
-/* Records an acknowledgement; the caller holds the lock. */
+/* Records an acknowledgement (from the client's loop thread, or POST /ack's): acked moves up to
+ * id if id is past it and not past the last tick this server has seen. */
 static void acknowledge(client *c, uint64_t id) {
-    if (c && id > c->acked && id <= last_id) c->acked = id;
+    if (!c || id > atomic_load_explicit(&last_id, memory_order_relaxed)) return;
+    uint64_t seen = atomic_load_explicit(&c->acked, memory_order_relaxed);
+    while (id > seen && !atomic_compare_exchange_weak_explicit(&c->acked, &seen, id, memory_order_relaxed, memory_order_relaxed)) {
+    }
 }
 
 /* STOMP: SUBSCRIBE to /topic/stock reads the ticks' topic; other destinations are refused. CONNECT
  * is accepted and SEND refused (no answer). */
-static void on_stomp(void *ud, petrel_server *srv, uint64_t conn, const petrel_stomp_frame *frame) {
-    (void)ud, (void)srv, (void)conn;
+static void on_stomp(void *ud, petrel_server *srv, uint64_t conn, void *conn_data, const petrel_stomp_frame *frame) {
+    (void)ud, (void)srv, (void)conn, (void)conn_data;
     if (strcmp(frame->command, "SUBSCRIBE") != 0) return;
     if (strcmp(frame->destination, "/topic/stock") == 0)
         petrel_stomp_allow(frame, TOPIC);
@@ -240,20 +250,25 @@ static void on_stomp(void *ud, petrel_server *srv, uint64_t conn, const petrel_s
         petrel_stomp_refuse(frame, "unknown destination: this server has /topic/stock");
 }
 
-static void on_stomp_ack(void *ud, petrel_server *srv, uint64_t conn, const char *subscription, const uint64_t *ids,
-                         size_t count, int32_t negative, uint64_t position) {
-    (void)ud, (void)srv, (void)subscription, (void)ids, (void)count, (void)negative;
-    pthread_mutex_lock(&lock);
-    acknowledge(find_client(conn), position);
-    pthread_mutex_unlock(&lock);
+static void on_stomp_ack(void *ud, petrel_server *srv, uint64_t conn, void *conn_data, const char *subscription,
+                         const uint64_t *ids, size_t count, int32_t negative, uint64_t position) {
+    (void)ud, (void)srv, (void)conn, (void)subscription, (void)ids, (void)count, (void)negative;
+    acknowledge(conn_data, position);
 }
 
-static void on_close(void *ud, petrel_server *srv, uint64_t conn, uint16_t code, const char *reason, size_t reason_len) {
-    (void)ud, (void)srv, (void)code, (void)reason, (void)reason_len;
+/* The connection's last callback: its state leaves `clients` (so neither /health nor POST /ack
+ * can reach it any more) and is freed. */
+static void on_close(void *ud, petrel_server *srv, uint64_t conn, void *conn_data, uint16_t code, const char *reason,
+                     size_t reason_len) {
+    (void)ud, (void)srv, (void)conn, (void)code, (void)reason, (void)reason_len;
+    client *c = conn_data;
+    if (!c) return; /* refused in on_open, or out of memory */
     pthread_mutex_lock(&lock);
-    client *c = find_client(conn);
-    if (c) *c = clients[--client_count];
+    if (c->prev) c->prev->next = c->next;
+    else clients = c->next;
+    if (c->next) c->next->prev = c->prev;
     pthread_mutex_unlock(&lock);
+    free(c);
 }
 
 /* {"ack":N} with optional whitespace. */
@@ -270,13 +285,12 @@ static int parse_ack(const char *data, size_t len, uint64_t *id) {
     return 1;
 }
 
-static void on_message(void *ud, petrel_server *srv, uint64_t conn, int32_t kind, const uint8_t *data, size_t len) {
-    (void)ud, (void)srv;
+static void on_message(void *ud, petrel_server *srv, uint64_t conn, void *conn_data, int32_t kind, const uint8_t *data,
+                       size_t len) {
+    (void)ud, (void)srv, (void)conn;
     uint64_t id;
     if (kind != PETREL_TEXT || !parse_ack((const char *)data, len, &id)) return;
-    pthread_mutex_lock(&lock);
-    acknowledge(find_client(conn), id);
-    pthread_mutex_unlock(&lock);
+    acknowledge(conn_data, id);
 }
 
 static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req) {
@@ -300,9 +314,10 @@ static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req
         pthread_mutex_lock(&lock);
         size_t counts[TRANSPORTS] = {0, 0, 0};
         uint64_t slowest[TRANSPORTS] = {last_id, last_id, last_id};
-        for (size_t i = 0; i < client_count; i++) {
-            counts[clients[i].transport]++;
-            if (clients[i].acked < slowest[clients[i].transport]) slowest[clients[i].transport] = clients[i].acked;
+        for (client *c = clients; c; c = c->next) {
+            uint64_t acked = atomic_load_explicit(&c->acked, memory_order_relaxed);
+            counts[c->transport]++;
+            if (acked < slowest[c->transport]) slowest[c->transport] = acked;
         }
         long long ms[TRANSPORTS];
         int64_t t = now_ms();
@@ -337,8 +352,8 @@ static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req
         int known = 0;
         if (petrel_http_query_param(req, "client", who, sizeof who, &len) == PETREL_OK) {
             pthread_mutex_lock(&lock);
-            for (size_t i = 0; i < client_count; i++)
-                if (clients[i].transport == SSE && strcmp(clients[i].client, who) == 0) acknowledge(&clients[i], id), known = 1;
+            for (client *c = clients; c; c = c->next)
+                if (c->transport == SSE && strcmp(c->client, who) == 0) acknowledge(c, id), known = 1;
             pthread_mutex_unlock(&lock);
         }
         petrel_http_respond(req, known ? 204 : 404, "text/plain", "", 0);
@@ -486,8 +501,7 @@ int main(int argc, char **argv) {
         while (!stopping && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) != 0) {
         }
     }
-    petrel_server_destroy(server); /* stops with a 1 s grace */
-    free(clients);
+    petrel_server_destroy(server); /* stops with a 1 s grace; every on_close has run: `clients` is empty */
     printf("stopped\n");
     return 0;
 }

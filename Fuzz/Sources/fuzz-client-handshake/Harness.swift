@@ -1,7 +1,7 @@
 // The client's side, through the core's ClientHandshake (the state machine the runtime and the C
 // session drive): the server's response to our handshake, in any split. Oracle: every
-// outcome is a documented ClientHandshakeError or an acceptance whose extension parameters
-// are ones we offered and can run.
+// outcome is a documented ClientHandshakeError (a refusal's body bounded) or an acceptance
+// whose extension parameters are ones we offered and can run.
 import FuzzSupport
 import PetrelCore
 
@@ -37,6 +37,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             return true
         case .fail(let e):
             require(!e.message.isEmpty && e.code.rawValue <= -260 && e.code.rawValue >= -269, "undocumented error \(e)")
+            // A refusal's body is kept only for a status other than 101, and bounded.
+            require(e.body.count <= ClientHandshake.maxRefusalBody, "a refusal body over the limit")
+            require(e.body.isEmpty || (e.httpStatus != 0 && e.httpStatus != 101), "a body on a failure that is not a refusal")
             return false
         case .open(let agreement, let consumed):
             require(consumed > 0 && consumed <= piece.count, "bad consumed count")

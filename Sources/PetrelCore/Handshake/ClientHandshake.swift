@@ -14,9 +14,17 @@ public struct ClientHandshake: Sendable {
     public let maxHeaderCount: Int
     public let session: SessionConfiguration
     private var reader: HTTPHeadReader
+    /// A response other than 101 whose body is still coming: the refusal, the body so far and
+    /// how many bytes it waits for.
+    private var refused: (error: ClientHandshakeError, body: [UInt8], expected: Int)?
 
-    /// What `feed` decided.
-    public enum Step: Sendable {
+    /// At most this many bytes of a refusal's body are kept (`ClientHandshakeError.body`).
+    public static let maxRefusalBody = 16 * 1024
+
+    /// What `feed` decided. Every payload is boxed: an unboxed multi-payload layout kept its
+    /// tag in bytes that a `.fail` left unwritten, which valgrind (rightly strict about
+    /// branching on them) reported in every client whose handshake failed.
+    public indirect enum Step: Sendable {
         /// Every byte was taken; the response head is not complete yet.
         case needMore
         /// The server agreed; the input's bytes from `consumed` on are the first WebSocket bytes.
@@ -76,15 +84,31 @@ public struct ClientHandshake: Sendable {
 
     /// Takes bytes of the server's response. Call it until it returns something other than
     /// `.needMore`, and not after.
+    ///
+    /// A status other than 101 is a refusal (`unexpectedStatus`) that carries the response's
+    /// body: one with a Content-Length is read to that length (at most `maxRefusalBody` bytes)
+    /// before `.fail` comes; without one (or chunked) the body is what came with the head. If the
+    /// transport ends or times out first, `refusalSoFar` has what came.
     public mutating func feed(_ input: UnsafeRawBufferPointer) -> Step {
+        if var r = self.refused {
+            r.body += input.prefix(r.expected - r.body.count)
+            self.refused = r
+            return r.body.count >= r.expected ? .fail(r.error.with(body: r.body)) : .needMore
+        }
         switch self.reader.feed(input) {
         case .needMore:
             return .needMore
         case .tooLarge:
             return .fail(.responseTooLarge(limit: self.reader.limit))
         case .complete(let consumed):
+            let head: HTTPResponseHead
+            switch HTTPResponseHead.parse(self.reader.bytes, maxFieldCount: self.maxHeaderCount) {
+            case .failure(let e): return .fail(e)
+            case .success(let h): head = h
+            }
+            if head.status != 101 { return self.refuse(head, rest: UnsafeRawBufferPointer(rebasing: input[consumed...])) }
             let accepted: Accepted
-            switch HTTPResponseHead.parse(self.reader.bytes, maxFieldCount: self.maxHeaderCount).flatMap(self.validate) {
+            switch self.validate(head) {
             case .failure(let e): return .fail(e)
             case .success(let a): accepted = a
             }
@@ -100,6 +124,26 @@ public struct ClientHandshake: Sendable {
                 role: .client, subprotocol: accepted.subprotocol, compression: compression, session: self.session, response: [])
             return .open(agreement, consumed: consumed)
         }
+    }
+
+    /// The refusal so far, when a response other than 101 came and its body has not: for a
+    /// transport that ended or timed out while waiting for it. Nil otherwise.
+    public var refusalSoFar: ClientHandshakeError? {
+        self.refused.map { $0.error.with(body: $0.body) }
+    }
+
+    private mutating func refuse(_ head: HTTPResponseHead, rest: UnsafeRawBufferPointer) -> Step {
+        let error = ClientHandshakeError.unexpectedStatus(head.status, reason: head.reason)
+        let limit = Self.maxRefusalBody
+        if head.headers.first("Transfer-Encoding") != nil { return .fail(error) }
+        guard let declared = head.headers.first("Content-Length").flatMap({ Int($0) }), declared >= 0 else {
+            return .fail(error.with(body: Array(rest.prefix(limit))))
+        }
+        let expected = min(declared, limit)
+        let body = Array(rest.prefix(expected))
+        if body.count >= expected { return .fail(error.with(body: body)) }
+        self.refused = (error, body, expected)
+        return .needMore
     }
 
     /// What the server agreed to.

@@ -121,12 +121,21 @@ public struct ClientHandshakeError: Error, Hashable, Sendable, CustomStringConve
     /// The HTTP status for `unexpectedStatus`, else 101 or 0.
     public let httpStatus: Int
     public let message: String
+    /// For `unexpectedStatus`: the response's body as far as it came (at most
+    /// `ClientHandshake.maxRefusalBody` bytes; see `ClientHandshake.feed`), else empty.
+    public let body: [UInt8]
 
     @usableFromInline
-    init(_ kind: Kind, status: Int = 0, _ message: String) {
+    init(_ kind: Kind, status: Int = 0, _ message: String, body: [UInt8] = []) {
         self.kind = kind
         self.httpStatus = status
         self.message = message
+        self.body = body
+    }
+
+    /// The same refusal with its body.
+    func with(body: [UInt8]) -> ClientHandshakeError {
+        ClientHandshakeError(self.kind, status: self.httpStatus, self.message, body: body)
     }
 
     public static func malformedResponse(_ detail: String) -> ClientHandshakeError {

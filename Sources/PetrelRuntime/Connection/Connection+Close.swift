@@ -118,7 +118,8 @@ extension Connection {
             self.handlers.onClose?(self, self.closeCode, self.closeReason)
         } else if self.role == .client {
             // Whatever ended a connecting client (refused, reset, timeout, bad handshake) is reported.
-            self.handlers.onConnectFailed?(self, self.connectError ?? RuntimeError(.connect, message))
+            self.handlers.onConnectFailed?(
+                self, self.connectError ?? self.clientHandshake?.refusalSoFar.map(RuntimeError.handshake) ?? RuntimeError(.connect, message))
         }
         self.handlers = Handlers.none
         self.session = Session(role: self.role)

@@ -129,7 +129,7 @@ extension Connection {
         case .needMore:
             return
         case .fail(let e):
-            self.failConnect(RuntimeError(.handshake, e.message))
+            self.failConnect(.handshake(e))
         case .open(let agreement, let consumed):
             self.session = agreement.makeSession(zlibPool: self.loop.zlibPool)
             self.subprotocol = agreement.subprotocol
@@ -140,7 +140,8 @@ extension Connection {
 
     func failConnect(_ error: RuntimeError) {
         guard self.phase != .closed else { return }
-        self.connectError = error
+        // A refusal whose body was still coming when the transport ended or timed out.
+        self.connectError = self.clientHandshake?.refusalSoFar.map(RuntimeError.handshake) ?? error
         self.closeTransport(reason: .abnormalClosure, message: error.message)
     }
 }

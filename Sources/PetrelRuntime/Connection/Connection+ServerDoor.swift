@@ -81,6 +81,11 @@ extension Connection {
             switch hook(UpgradeRequest(request: request, peer: self.peerAddress, connectionID: self.id, clientAddress: self.clientAddress)) {
             case .reject(let status, let body):
                 return self.respondAndClose(HTTPResponse.error(status: status, body: body))
+            case .refuse(let status, let contentType, let body):
+                return self.respondAndClose(HTTPResponse.make(
+                    status: status,
+                    headers: [HTTPField(name: "Content-Type", value: contentType), HTTPField(name: "Connection", value: "close")],
+                    body: body))
             case .accept(let subprotocol, let userData, let headers):
                 if let s = subprotocol, !request.subprotocols.contains(s) {
                     return self.respondAndClose(HTTPResponse.error(status: 500, body: "accept hook chose a subprotocol the client did not offer"))

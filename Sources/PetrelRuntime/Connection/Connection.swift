@@ -138,11 +138,12 @@ public final class Connection: @unchecked Sendable {
     }
     /// Written before `onOpen`; read by any thread (a stored property, like `peerAddress`).
     var requestBytes: [UInt8]?
-    /// Whatever the application attached: set by the accept hook, or later on the connection's
-    /// loop thread (in a callback); other threads may read a value set by the accept hook.
+    /// Whatever the application attached (the C API keeps its per-connection pointer here): set
+    /// by the accept hook or from any thread. A store releases and a load acquires, so what a
+    /// thread wrote before storing a pointer is seen by the thread that loads it.
     public var userData: UInt {
-        get { self.userDataValue.load(ordering: .relaxed) }
-        set { self.userDataValue.store(newValue, ordering: .relaxed) }
+        @inline(__always) get { self.userDataValue.load(ordering: .acquiring) }
+        @inline(__always) set { self.userDataValue.store(newValue, ordering: .releasing) }
     }
     let userDataValue = Atomic<UInt>(0)
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).

@@ -23,8 +23,10 @@ public enum UpgradeDecision: Sendable {
     /// Upgrade, optionally choosing the subprotocol (else the configured preference decides) and
     /// attaching user data to the connection.
     case accept(subprotocol: String? = nil, userData: UInt = 0, headers: [HTTPField] = [])
-    /// Refuse with an HTTP status and a text body.
+    /// Refuse with an HTTP status and a text body (sent as text/plain, with a line feed added).
     case reject(status: Int, body: String)
+    /// A refusal with its body sent byte for byte, as `contentType`.
+    case refuse(status: Int, contentType: String, body: [UInt8])
 }
 
 /// Callbacks. Each runs on the connection's loop thread, never concurrently for one connection.
@@ -34,81 +36,81 @@ public enum UpgradeDecision: Sendable {
 /// others for every event.
 public final class Handlers: @unchecked Sendable {
     struct Callbacks {
-        var onOpen: ((Connection) -> Void)? = nil
-        var onMessage: ((Connection, MessageKind, UnsafeRawBufferPointer) -> Void)? = nil
-        var onClose: ((Connection, CloseCode, String) -> Void)? = nil
-        var onDrain: ((Connection) -> Void)? = nil
-        var onPong: ((Connection, UnsafeRawBufferPointer) -> Void)? = nil
-        var onUpgrade: ((UpgradeRequest) -> UpgradeDecision)? = nil
-        var onHTTPRequest: ((HTTPRequest, Connection) -> HTTPAnswer?)? = nil
-        var onConnectFailed: ((Connection, RuntimeError) -> Void)? = nil
-        var onStompConnect: ((Connection, StompConnectRequest) -> StompConnectAnswer)? = nil
-        var onStompSubscribe: ((Connection, StompSubscription) -> StompSubscribeAnswer)? = nil
-        var onStompSend: ((Connection, StompFrame, String) -> StompSendAnswer)? = nil
-        var onStompAck: ((Connection, StompAcknowledgement) -> Void)? = nil
+        var onOpen: (@Sendable (Connection) -> Void)? = nil
+        var onMessage: (@Sendable (Connection, MessageKind, UnsafeRawBufferPointer) -> Void)? = nil
+        var onClose: (@Sendable (Connection, CloseCode, String) -> Void)? = nil
+        var onDrain: (@Sendable (Connection) -> Void)? = nil
+        var onPong: (@Sendable (Connection, UnsafeRawBufferPointer) -> Void)? = nil
+        var onUpgrade: (@Sendable (UpgradeRequest) -> UpgradeDecision)? = nil
+        var onHTTPRequest: (@Sendable (HTTPRequest, Connection) -> HTTPAnswer?)? = nil
+        var onConnectFailed: (@Sendable (Connection, RuntimeError) -> Void)? = nil
+        var onStompConnect: (@Sendable (Connection, StompConnectRequest) -> StompConnectAnswer)? = nil
+        var onStompSubscribe: (@Sendable (Connection, StompSubscription) -> StompSubscribeAnswer)? = nil
+        var onStompSend: (@Sendable (Connection, StompFrame, String) -> StompSendAnswer)? = nil
+        var onStompAck: (@Sendable (Connection, StompAcknowledgement) -> Void)? = nil
     }
     let callbacks: UnsafeMutablePointer<Callbacks>
 
-    public var onOpen: ((Connection) -> Void)? {
+    public var onOpen: (@Sendable (Connection) -> Void)? {
         get { self.callbacks.pointee.onOpen }
         set { self.callbacks.pointee.onOpen = newValue }
     }
-    public var onMessage: ((Connection, MessageKind, UnsafeRawBufferPointer) -> Void)? {
+    public var onMessage: (@Sendable (Connection, MessageKind, UnsafeRawBufferPointer) -> Void)? {
         get { self.callbacks.pointee.onMessage }
         set { self.callbacks.pointee.onMessage = newValue }
     }
     /// The connection is gone: the code from the peer's close frame, or the code we failed it
     /// with, or 1006 when the transport ended without a closing handshake; and the reason.
-    public var onClose: ((Connection, CloseCode, String) -> Void)? {
+    public var onClose: (@Sendable (Connection, CloseCode, String) -> Void)? {
         get { self.callbacks.pointee.onClose }
         set { self.callbacks.pointee.onClose = newValue }
     }
     /// The outgoing buffer, which was over its limit, has been written out.
-    public var onDrain: ((Connection) -> Void)? {
+    public var onDrain: (@Sendable (Connection) -> Void)? {
         get { self.callbacks.pointee.onDrain }
         set { self.callbacks.pointee.onDrain = newValue }
     }
-    public var onPong: ((Connection, UnsafeRawBufferPointer) -> Void)? {
+    public var onPong: (@Sendable (Connection, UnsafeRawBufferPointer) -> Void)? {
         get { self.callbacks.pointee.onPong }
         set { self.callbacks.pointee.onPong = newValue }
     }
     /// Server: decides, before the upgrade, whether a request may connect.
-    public var onUpgrade: ((UpgradeRequest) -> UpgradeDecision)? {
+    public var onUpgrade: (@Sendable (UpgradeRequest) -> UpgradeDecision)? {
         get { self.callbacks.pointee.onUpgrade }
         set { self.callbacks.pointee.onUpgrade = newValue }
     }
     /// Server: answers requests that are not WebSocket upgrades. Returning nil lets the server
     /// go on: an event-stream path, then static files, then 426 (404 with a static root).
-    public var onHTTPRequest: ((HTTPRequest, Connection) -> HTTPAnswer?)? {
+    public var onHTTPRequest: (@Sendable (HTTPRequest, Connection) -> HTTPAnswer?)? {
         get { self.callbacks.pointee.onHTTPRequest }
         set { self.callbacks.pointee.onHTTPRequest = newValue }
     }
     /// Client: the connection or its handshake failed.
-    public var onConnectFailed: ((Connection, RuntimeError) -> Void)? {
+    public var onConnectFailed: (@Sendable (Connection, RuntimeError) -> Void)? {
         get { self.callbacks.pointee.onConnectFailed }
         set { self.callbacks.pointee.onConnectFailed = newValue }
     }
 
     /// STOMP: a CONNECT (or STOMP) frame, with its login, passcode and host. Without a hook,
     /// every CONNECT is accepted.
-    public var onStompConnect: ((Connection, StompConnectRequest) -> StompConnectAnswer)? {
+    public var onStompConnect: (@Sendable (Connection, StompConnectRequest) -> StompConnectAnswer)? {
         get { self.callbacks.pointee.onStompConnect }
         set { self.callbacks.pointee.onStompConnect = newValue }
     }
     /// STOMP: a SUBSCRIBE: allow it onto a topic, or refuse it. Without a hook, `/topic/NAME`
     /// is topic NAME and other destinations are refused.
-    public var onStompSubscribe: ((Connection, StompSubscription) -> StompSubscribeAnswer)? {
+    public var onStompSubscribe: (@Sendable (Connection, StompSubscription) -> StompSubscribeAnswer)? {
         get { self.callbacks.pointee.onStompSubscribe }
         set { self.callbacks.pointee.onStompSubscribe = newValue }
     }
     /// STOMP: a SEND (the frame and its destination): publish its body to a topic, take it
     /// yourself, or refuse it. Without a hook, every SEND is refused.
-    public var onStompSend: ((Connection, StompFrame, String) -> StompSendAnswer)? {
+    public var onStompSend: (@Sendable (Connection, StompFrame, String) -> StompSendAnswer)? {
         get { self.callbacks.pointee.onStompSend }
         set { self.callbacks.pointee.onStompSend = newValue }
     }
     /// STOMP: an ACK or NACK settled these messages of a subscription.
-    public var onStompAck: ((Connection, StompAcknowledgement) -> Void)? {
+    public var onStompAck: (@Sendable (Connection, StompAcknowledgement) -> Void)? {
         get { self.callbacks.pointee.onStompAck }
         set { self.callbacks.pointee.onStompAck = newValue }
     }

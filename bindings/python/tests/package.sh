@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The package as a new user gets it, with no PETREL_LIBRARY set:
-# - `pip wheel ./bindings/python` gives a py3-none-linux_x86_64 wheel that carries libpetrel.so;
+# - `pip wheel ./bindings/python` gives a py3-none-linux_x86_64 wheel that carries libpetrel.so
+#   and the LICENSE, with License-Expression: MIT in its metadata;
 # - `pip install ./bindings/python` into a fresh venv gives a package that imports, loads its
 #   own copy of the library, and serves: an asyncio echo server answers a `websockets` client.
 # Usage: package.sh [PYTHON]   (the interpreter the venv is made with; default python3)
@@ -17,7 +18,15 @@ py="$tmp/venv/bin/python"
 "$py" -m pip wheel -q --disable-pip-version-check --no-deps "$root/bindings/python" -w "$tmp/wheels"
 wheel=$(cd "$tmp/wheels" && ls)
 [[ $wheel == petrel_ws-*-py3-none-linux_x86_64.whl ]] || fail "the wheel is $wheel, not petrel_ws-*-py3-none-linux_x86_64.whl"
-"$py" -m zipfile -l "$tmp/wheels/$wheel" | grep -q '^petrel/libpetrel.so ' || fail "$wheel has no petrel/libpetrel.so"
+# Listed first, then searched: `grep -q` in a pipe may stop reading early (EPIPE under pipefail).
+listing=$("$py" -m zipfile -l "$tmp/wheels/$wheel")
+grep -q '^petrel/libpetrel.so ' <<<"$listing" || fail "$wheel has no petrel/libpetrel.so"
+grep -q '^petrel/LICENSE ' <<<"$listing" || fail "$wheel has no petrel/LICENSE"
+"$py" -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+metadata = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+sys.exit("License-Expression: MIT" not in z.read(metadata).decode().splitlines())' "$tmp/wheels/$wheel" \
+    || fail "$wheel's metadata has no License-Expression: MIT"
 
 "$py" -m pip install -q --disable-pip-version-check "$root/bindings/python"
 websockets=$(grep -i '^websockets==' "$root/tools/requirements.txt")
@@ -52,4 +61,4 @@ async def main() -> None:
 asyncio.run(main())
 print(f"package: {Path(petrel.__file__).parent} imports with its own libpetrel.so; an asyncio echo server answered websockets")
 PY
-echo "package: $wheel carries petrel/libpetrel.so"
+echo "package: $wheel carries petrel/libpetrel.so and petrel/LICENSE (MIT)"

@@ -44,3 +44,28 @@ def test_nothing_found_says_every_place_tried():
     assert "PETREL_LIBRARY=/nonexistent/libpetrel.so (no such file)" in r.stderr
     assert "(the package's copy)" in r.stderr and "system's library path" in r.stderr
     assert "pip install ./bindings/python" in r.stderr
+
+
+def install_layout(folder: Path, with_dev_link: bool = True) -> Path:
+    """`make install`'s layout in `folder`: libpetrel.so.X.Y.Z, and libpetrel.so.0 (the
+    soname) and libpetrel.so as symlinks to it."""
+    real = folder / "libpetrel.so.0.2.0"
+    real.symlink_to(library().resolve())
+    (folder / "libpetrel.so.0").symlink_to(real.name)
+    if with_dev_link:
+        (folder / "libpetrel.so").symlink_to("libpetrel.so.0")
+    return folder / "libpetrel.so"
+
+
+def test_petrel_library_may_be_a_symlink(tmp_path):
+    link = install_layout(tmp_path)
+    r = run({"PETREL_LIBRARY": str(link)})
+    assert r.returncode == 0 and r.stdout.strip() == str(link), r.stderr
+
+
+@pytest.mark.skipif(ctypes.util.find_library("petrel") is not None, reason="a libpetrel.so is installed system-wide")
+def test_the_soname_is_found_without_the_development_link(tmp_path):
+    install_layout(tmp_path, with_dev_link=False)
+    r = run({"LD_LIBRARY_PATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "libpetrel.so.0"

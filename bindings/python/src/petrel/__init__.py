@@ -7,14 +7,14 @@
 from ._lib import lib as _lib_handle
 from .client import ClientConnection, connect
 from .exceptions import (Backpressure, ConnectFailed, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK,
-                         EngineUnavailable, InvalidArgument, InvalidHandshake, InvalidState, PetrelError, ProtocolError,
-                         Timeout)
+                         EngineUnavailable, InvalidArgument, InvalidHandshake, InvalidState, InvalidStatus, PetrelError,
+                         ProtocolError, Timeout)
 from .server import AccessLogEntry, Accept, Connection, HTTPRequest, Server, StompFrame, StompRefuse
 
 __version__ = _lib_handle.petrel_version().decode()
 
 __all__ = [
     "Server", "Connection", "HTTPRequest", "Accept", "AccessLogEntry", "StompFrame", "StompRefuse", "connect", "ClientConnection", "PetrelError", "Backpressure", "Timeout",
-    "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError", "ProtocolError", "InvalidHandshake", "InvalidArgument", "InvalidState", "ConnectFailed",
+    "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError", "ProtocolError", "InvalidHandshake", "InvalidStatus", "InvalidArgument", "InvalidState", "ConnectFailed",
     "EngineUnavailable",
 ]

@@ -1,8 +1,12 @@
 """Finds and loads libpetrel.so, and declares every C signature in one table.
 
 Search order: the PETREL_LIBRARY environment variable; the copy inside this package (pip puts
-it there: setup.py); then the system's library path (`ctypes.util.find_library`, e.g. after
-`make install`). A failure says every place that was tried.
+it there: setup.py); then the system's library path (`ctypes.util.find_library`, then
+libpetrel.so and its soname libpetrel.so.0, e.g. after `make install`, which installs
+libpetrel.so.X.Y.Z with those two as symlinks). A failure says every place that was tried. The
+library must have the ABI these bindings declare: petrel.h 0.2 or a later 0.x (the ABI of
+libpetrel.so.0 is kept from 0.2 on). An older one would hand the callbacks shifted arguments,
+so it is refused, with its version.
 """
 from __future__ import annotations
 
@@ -14,13 +18,17 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int32, c_
 from pathlib import Path
 
 LIBRARY_NAME = "libpetrel.so"
+SONAME = "libpetrel.so.0"
+# The (major, minor) of petrel.h these declarations follow: a library of that major and at
+# least that minor has them (0.2 added conn_data to the connection callbacks; 0.1 is refused).
+ABI = (0, 2)
 
 
 def _load() -> ctypes.CDLL:
     tried: list[str] = []
     env = os.environ.get("PETREL_LIBRARY")
     if env:
-        if Path(env).is_file():
+        if Path(env).is_file():  # a file, or a symlink to one (libpetrel.so -> libpetrel.so.0.2.0)
             return ctypes.CDLL(env)
         tried.append(f"PETREL_LIBRARY={env} (no such file)")
     bundled = Path(__file__).resolve().parent / LIBRARY_NAME
@@ -28,7 +36,7 @@ def _load() -> ctypes.CDLL:
         return ctypes.CDLL(str(bundled))
     tried.append(f"{bundled} (the package's copy)")
     found = ctypes.util.find_library("petrel")
-    for name in ([found] if found else []) + [LIBRARY_NAME]:
+    for name in dict.fromkeys(([found] if found else []) + [LIBRARY_NAME, SONAME]):
         try:
             return ctypes.CDLL(name)
         except OSError as e:
@@ -40,7 +48,22 @@ def _load() -> ctypes.CDLL:
     )
 
 
-lib = _load()
+def _checked(library: ctypes.CDLL) -> ctypes.CDLL:
+    """The library, if its ABI is ABI's or a later minor of its major; else OSError with its version."""
+    need = (f"these bindings need libpetrel {ABI[0]}.{ABI[1]} or a later {ABI[0]}.x "
+            "(rebuild it with `make lib`, or set PETREL_LIBRARY to one)")
+    try:
+        number = library.petrel_version_number
+    except AttributeError:
+        raise OSError(f"petrel: {library._name} is not a libpetrel (no petrel_version_number); {need}") from None
+    number.restype, number.argtypes = c_uint32, []
+    found = divmod(int(number()) // 100, 100)
+    if found[0] != ABI[0] or found < ABI:
+        raise OSError(f"petrel: {library._name} is libpetrel {found[0]}.{found[1]}; {need}")
+    return library
+
+
+lib = _checked(_load())
 
 # ---- structs of petrel.h (field order and types as in the header) ----
 
@@ -89,14 +112,20 @@ class StompFrame(Structure):
     ]
 
 
-OnOpen = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
-OnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_int32, POINTER(c_char), c_size_t)
-OnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_uint16, POINTER(c_char), c_size_t)
-OnDrain = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64)
+# Every callback of a connection gets its `void *conn_data` right after the id (always NULL
+# here: the Python server keeps its per-connection data in a dict of its own). The server
+# installs only on_stomp and on_stomp_ack of these: open, message, close and drain come in
+# batches (queue_events). A wrong argument list shifts every argument after it without any
+# error: keep these exactly as in petrel.h.
+OnOpen = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, POINTER(c_void_p))
+OnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_void_p, c_int32, POINTER(c_char), c_size_t)
+OnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_void_p, c_uint16, POINTER(c_char), c_size_t)
+OnDrain = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_void_p)
 OnHTTP = CFUNCTYPE(None, c_void_p, c_void_p, POINTER(HTTPRequest))
 TopicObserver = CFUNCTYPE(None, c_void_p, c_void_p, c_char_p, c_uint64, c_int32, POINTER(c_char), c_size_t, c_char_p)
-OnStomp = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, POINTER(StompFrame))
-OnStompAck = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_char_p, POINTER(c_uint64), c_size_t, c_int32, c_uint64)
+OnStomp = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_void_p, POINTER(StompFrame))
+OnStompAck = CFUNCTYPE(None, c_void_p, c_void_p, c_uint64, c_void_p, c_char_p, POINTER(c_uint64), c_size_t, c_int32,
+                       c_uint64)
 OnAccessLog = CFUNCTYPE(None, c_void_p, c_void_p, POINTER(AccessLogEntry))
 STAMP_ID = 0x100  # PETREL_STAMP_ID
 
@@ -164,8 +193,10 @@ _SIGNATURES = [
     ("petrel_conn_last_event_id", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
     ("petrel_conn_subscribe_after", status, [c_void_p, c_uint64, c_char_p, c_uint64]),
     ("petrel_conn_pause_reading", status, [c_void_p, c_uint64, c_int32]),
-    ("petrel_upgrade_accept", status, [POINTER(HTTPRequest), c_char_p, c_uint64]),
-    ("petrel_conn_user_data", status, [c_void_p, c_uint64, POINTER(c_uint64)]),
+    ("petrel_upgrade_accept", status, [POINTER(HTTPRequest), c_char_p, c_void_p]),
+    ("petrel_conn_ping", status, [c_void_p, c_uint64, c_void_p, c_size_t]),
+    ("petrel_conn_rtt", status, [c_void_p, c_uint64, POINTER(c_uint32)]),
+    ("petrel_conn_subprotocol", status, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_http_respond", status, [POINTER(HTTPRequest), c_uint16, c_char_p, c_void_p, c_size_t]),
     ("petrel_http_header", status, [POINTER(HTTPRequest), c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_stomp_allow", status, [POINTER(StompFrame), c_char_p]),
@@ -181,6 +212,10 @@ _SIGNATURES = [
     ("petrel_client_close", status, [c_void_p, c_uint16, c_char_p]),
     ("petrel_client_close_status", status, [c_void_p, POINTER(c_uint16), c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_client_pause_reading", status, [c_void_p, c_int32]),
+    ("petrel_client_ping", status, [c_void_p, c_void_p, c_size_t]),
+    ("petrel_client_rtt", status, [c_void_p, POINTER(c_uint32)]),
+    ("petrel_client_subprotocol", status, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_last_refusal", status, [POINTER(c_uint16), c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_client_destroy", None, [c_void_p]),
 ]
 

@@ -7,8 +7,8 @@ from typing import Iterable, Iterator, Mapping, Optional, Tuple, Union
 from . import _lib
 from . import _status as S
 from ._lib import lib
-from .exceptions import ConnectionClosed, check, error_for
-from .server import Data, _payload
+from .exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, check, error_for
+from .server import Data, _payload, _ping_payload
 
 Message = Union[str, bytes]
 # Extra request headers: a mapping, or (name, value) pairs (a name may repeat).
@@ -29,12 +29,55 @@ def _header_lines(headers: Headers) -> bytes:
     return "\r\n".join(lines).encode("utf-8")
 
 
+def _last_refusal() -> Optional[Tuple[int, bytes]]:
+    """(HTTP status, body) when the last petrel_client_connect on this thread was refused with a
+    status other than 101, else None. Thread-local in the library: read on the connecting thread,
+    before it connects again."""
+    status = ctypes.c_uint16()
+    size = ctypes.c_size_t()
+    buf = ctypes.create_string_buffer(1024)
+    rc = lib.petrel_last_refusal(ctypes.byref(status), buf, len(buf), ctypes.byref(size))
+    if rc == S.E_BUFFER_TOO_SMALL:
+        buf = ctypes.create_string_buffer(size.value + 1)
+        rc = lib.petrel_last_refusal(ctypes.byref(status), buf, len(buf), ctypes.byref(size))
+    if rc != 0:  # E_AGAIN: not refused with a status
+        return None
+    return status.value, buf.raw[: size.value]
+
+
+def _client_subprotocol(handle: ctypes.c_void_p) -> Optional[str]:
+    """The subprotocol the server chose, or None."""
+    size = ctypes.c_size_t()
+    buf = ctypes.create_string_buffer(128)
+    rc = lib.petrel_client_subprotocol(handle, buf, len(buf), ctypes.byref(size))
+    if rc == S.E_BUFFER_TOO_SMALL:
+        buf = ctypes.create_string_buffer(size.value + 1)
+        rc = lib.petrel_client_subprotocol(handle, buf, len(buf), ctypes.byref(size))
+    if rc == S.E_AGAIN:
+        return None
+    check(rc)
+    return buf.raw[: size.value].decode("utf-8", "replace")
+
+
+def _client_rtt(handle: ctypes.c_void_p) -> Optional[float]:
+    """Seconds between the client's last ping and its pong, or None before the first pong."""
+    ms = ctypes.c_uint32()
+    rc = lib.petrel_client_rtt(handle, ctypes.byref(ms))
+    if rc == S.E_AGAIN:
+        return None
+    check(rc)
+    return ms.value / 1000
+
+
 class ClientConnection:
-    """A connected client. Iterating yields messages until the connection closes."""
+    """A connected client. Iterating yields messages until the connection closes.
+
+    `subprotocol`: the one the server chose (from the subprotocols offered), or None."""
 
     def __init__(self, handle: ctypes.c_void_p) -> None:
         self._handle = handle
         self._buf = ctypes.create_string_buffer(64 * 1024)
+        self.subprotocol: Optional[str] = _client_subprotocol(handle)
 
     def send(self, data: Data) -> None:
         """Queues a message: str as text, bytes as binary."""
@@ -57,6 +100,19 @@ class ClientConnection:
             check(rc)
             raw = self._buf.raw[: size.value]
             return raw.decode("utf-8") if kind.value == _lib.TEXT else raw
+
+    def ping(self, data: Data = b"") -> None:
+        """Sends a ping with up to 125 bytes of payload (str as UTF-8); its pong sets
+        round_trip_time. Raises InvalidArgument (a ValueError) over 125 bytes, ConnectionClosed
+        once closed."""
+        raw = _ping_payload(data)
+        check(lib.petrel_client_ping(self._handle, raw, len(raw)))
+
+    @property
+    def round_trip_time(self) -> Optional[float]:
+        """Seconds between the last ping() and its pong, to the millisecond; None until a pong
+        has come."""
+        return _client_rtt(self._handle)
 
     def __iter__(self) -> Iterator[Message]:
         while True:
@@ -146,6 +202,11 @@ class _ClientConfig:
                                        ctypes.byref(handle))
         if rc < 0:
             error = error_for(rc)
+            # Refused with an HTTP status: read now, on the thread that connected (the library
+            # keeps it per thread), before anything else connects from it.
+            refusal = _last_refusal() if isinstance(error, InvalidHandshake) else None
+            if refusal is not None:
+                error = InvalidStatus(rc, refusal[0], refusal[1])
             detail = lib.petrel_last_error().decode("utf-8", "replace")
             if detail:
                 error.args = (f"{error.args[0]}: {detail}",)
@@ -169,7 +230,10 @@ def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 
     socks5:// URL with optional user:pass@), or proxy_from_environment (wss_proxy, ws_proxy,
     HTTPS_PROXY, HTTP_PROXY and NO_PROXY); additional_headers (a mapping or (name, value)
     pairs: Authorization, Cookie...; the handshake's own headers are refused); max_backpressure
-    (1 MiB: over it, send raises Backpressure)."""
+    (1 MiB: over it, send raises Backpressure).
+
+    A server that answers the handshake with another status than 101 raises InvalidStatus, with
+    its `status_code` and `body`."""
     return ClientConnection(_ClientConfig(
         url, compression=compression, max_message_size=max_message_size, subprotocols=subprotocols, origin=origin,
         open_timeout=open_timeout, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name, tls_cert_file=tls_cert_file,

@@ -6,6 +6,8 @@
     ├── ConnectionClosed             E_CLOSED, E_SENDING_CLOSED: .code and .reason once known
     ├── ProtocolError                -2xx: the peer broke RFC 6455 / RFC 7692
     │   └── InvalidHandshake         E_HS_*, E_HANDSHAKE: the opening handshake failed
+    │       └── InvalidStatus        E_HANDSHAKE: the server answered another status than 101:
+    │                                .status_code (401, 403, 503...) and .body (bytes)
     ├── InvalidArgument (also ValueError)   E_NULL, E_INVALID_ARGUMENT, E_BUFFER_TOO_SMALL, ...
     ├── InvalidState                 the rest of -3xx: unknown connection, stopped, wrong thread
     └── ConnectFailed (also OSError) -6xx: resolve, bind, connect, URL
@@ -57,6 +59,17 @@ class ProtocolError(PetrelError):
 
 class InvalidHandshake(ProtocolError):
     """The opening handshake failed."""
+
+
+class InvalidStatus(InvalidHandshake):
+    """The server refused the opening handshake with an HTTP status other than 101:
+    `status_code` is that status (401, 403, 404, 503...), `body` the response's body (bytes, at
+    most 16 KiB; b"" when it sent none). `status` is the C status, as for every PetrelError."""
+
+    def __init__(self, status: int, status_code: int, body: bytes, message: Optional[str] = None) -> None:
+        super().__init__(status, message)
+        self.status_code = status_code
+        self.body = body
 
 
 class InvalidArgument(PetrelError, ValueError):

@@ -42,6 +42,15 @@ def _payload(data: Data) -> tuple[int, bytes]:
     raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
 
 
+def _ping_payload(data: Data) -> bytes:
+    """A ping's payload: str as UTF-8, bytes-like as is (the library checks the 125 bytes)."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"a ping's payload is str or bytes, not {type(data).__name__}")
+
+
 def _event_batches(handle: ctypes.c_void_p) -> Iterator[Tuple[memoryview, int]]:
     """The dispatcher's batches of queued events (petrel_server_next_events): the buffer and
     how many bytes of it are records, until the server has stopped. The view is valid until
@@ -75,6 +84,8 @@ class Connection:
         self.id = conn_id
         self._cid = ctypes.c_uint64(conn_id)
         self._target: Optional[str] = None  # "/path?query", from the open event
+        self._subprotocol: Optional[str] = None
+        self._subprotocol_read = False
 
     def send(self, data: Data) -> None:
         """Queues a message: str as text, bytes as binary. Raises Backpressure or ConnectionClosed."""
@@ -120,6 +131,33 @@ class Connection:
         n = ctypes.c_uint64()
         check(lib.petrel_conn_buffered_amount(self.server._handle, self.id, ctypes.byref(n)))
         return n.value
+
+    def ping(self, data: Data = b"") -> None:
+        """Sends a ping with up to 125 bytes of payload (str as UTF-8). Its pong sets
+        round_trip_time, like those of ping_interval's pings. Raises InvalidArgument (a
+        ValueError) over 125 bytes or on an event stream, which has no pings."""
+        raw = _ping_payload(data)
+        check(lib.petrel_conn_ping(self.server._handle, self.id, raw, len(raw)))
+
+    @property
+    def round_trip_time(self) -> Optional[float]:
+        """Seconds between the server's last ping to this client (ping(), or ping_interval's)
+        and its pong, to the millisecond; None until a pong has come."""
+        ms = ctypes.c_uint32()
+        rc = lib.petrel_conn_rtt(self.server._handle, self.id, ctypes.byref(ms))
+        if rc == S.E_AGAIN:
+            return None
+        check(rc)
+        return ms.value / 1000
+
+    @property
+    def subprotocol(self) -> Optional[str]:
+        """The subprotocol the handshake chose (Sec-WebSocket-Protocol), or None (none, or an
+        event stream)."""
+        if not self._subprotocol_read:  # fixed by the handshake: kept once read
+            self._subprotocol = self._text(lib.petrel_conn_subprotocol)
+            self._subprotocol_read = True
+        return self._subprotocol
 
     def _text(self, getter: Callable[..., int], *args: bytes) -> Optional[str]:
         size = ctypes.c_size_t()
@@ -595,7 +633,7 @@ class Server:
         self._on_stomp_ack = f
         return f
 
-    def _c_stomp(self, _ud, _srv, conn_id, raw):  # type: ignore[no-untyped-def]
+    def _c_stomp(self, _ud, _srv, conn_id, _conn_data, raw):  # type: ignore[no-untyped-def]
         """on_stomp (a loop thread): CONNECT -> on_stomp_connect (None/True accept, a str or
         StompRefuse refuses); SUBSCRIBE -> on_stomp_subscribe (a topic name allows, None takes
         /topic/NAME, StompRefuse refuses); SEND -> on_stomp_send (a topic name publishes, True
@@ -644,7 +682,8 @@ class Server:
         except Exception:
             log.exception("petrel: exception in the access_log function")
 
-    def _c_stomp_ack(self, _ud, _srv, conn_id, subscription, ids, count, negative, position):  # type: ignore[no-untyped-def]
+    def _c_stomp_ack(self, _ud, _srv, conn_id, _conn_data, subscription, ids, count, negative,  # type: ignore[no-untyped-def]
+                     position):
         if not self._on_stomp_ack:
             return
         _loop_thread.active = True
@@ -675,7 +714,8 @@ class Server:
                 answer = (403, "text/plain", "forbidden\n")
             if isinstance(answer, Accept):
                 sub = answer.subprotocol.encode() if answer.subprotocol else None
-                check(lib.petrel_upgrade_accept(raw, sub, 0))
+                # No conn_data: user_data stays in Python, in a dict by connection id.
+                check(lib.petrel_upgrade_accept(raw, sub, None))
                 if answer.user_data is not None:
                     with self._lock:
                         self._user_data[raw.contents.conn] = answer.user_data

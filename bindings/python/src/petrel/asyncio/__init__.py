@@ -17,9 +17,9 @@ from typing import Any, Awaitable, Callable, Deque, Dict, Generator, Iterable, O
 from .. import _lib
 from .. import _status as S
 from .._lib import lib
-from ..client import Headers, Message, _ClientConfig
+from ..client import Headers, Message, _client_rtt, _client_subprotocol, _ClientConfig
 from ..exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, check
-from ..server import Data, Server as _SyncServer, _payload
+from ..server import Data, Server as _SyncServer, _payload, _ping_payload
 from ._flow import ReadFlow
 from ._serve import _Messages
 
@@ -55,6 +55,8 @@ class WebSocket(_Messages):
         self._closed: Optional[_Closed] = None  # as recv() has seen it: after every message
         self._ended: Optional[_Closed] = None  # as the library told it
         self._ended_event = asyncio.Event()
+        self.subprotocol: Optional[str] = None  # the one the server chose: set once connected
+        self._rtt: Optional[float] = None  # the last round-trip time read, kept past the release
         # Kept for the life of the connection: ctypes does not keep callbacks alive.
         self._callbacks = _lib.ClientCallbacks()
         lib.petrel_client_callbacks_init(ctypes.byref(self._callbacks))
@@ -144,6 +146,29 @@ class WebSocket(_Messages):
             else:
                 check(rc)
 
+    async def ping(self, data: Data = b"") -> None:
+        """Sends a ping with up to 125 bytes of payload (str as UTF-8) and returns at once (it
+        does not wait for the pong, which sets round_trip_time). Raises InvalidArgument (a
+        ValueError) over 125 bytes; ConnectionClosedOK or ConnectionClosedError once ended."""
+        raw = _ping_payload(data)
+        if self._ended is not None:
+            raise self._closed_error(self._ended)
+        rc = lib.petrel_client_ping(self._handle, raw, len(raw))
+        if rc == S.E_CLOSED:
+            await self._ended_event.wait()
+            raise self._closed_error(self._ended)
+        check(rc)
+
+    @property
+    def round_trip_time(self) -> Optional[float]:
+        """Seconds between the last ping() and its pong, to the millisecond; None until a pong
+        has come. Still readable once the connection has ended."""
+        if self._handle and not self._released:
+            rtt = _client_rtt(self._handle)
+            if rtt is not None:
+                self._rtt = rtt
+        return self._rtt
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Closes and waits for the closing handshake to finish."""
         if self._ended is None:
@@ -204,6 +229,7 @@ class connect:
         made = loop.run_in_executor(None, self._config.connect, ws._callbacks)
         try:
             ws._handle = await asyncio.shield(made)
+            ws.subprotocol = _client_subprotocol(ws._handle)
             if ws._ended is not None:  # it ended before the handle was handed over
                 ws._destroy()
         except asyncio.CancelledError:

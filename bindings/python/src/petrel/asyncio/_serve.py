@@ -134,6 +134,17 @@ class ServerConnection(_Messages):
     def last_event_id(self) -> Optional[int]:
         return self._conn.last_event_id
 
+    @property
+    def subprotocol(self) -> Optional[str]:
+        """The subprotocol the handshake chose, or None."""
+        return self._conn.subprotocol
+
+    @property
+    def round_trip_time(self) -> Optional[float]:
+        """Seconds between the server's last ping to this client (ping(), or ping_interval's)
+        and its pong; None until a pong has come. Raises InvalidState once the connection is gone."""
+        return self._conn.round_trip_time
+
     # -- messages
 
     async def recv(self) -> Message:
@@ -177,6 +188,21 @@ class ServerConnection(_Messages):
                     raise
                 await self._closed_event.wait()
                 raise self._closed() from None
+
+    async def ping(self, data: Data = b"") -> None:
+        """Sends a ping with up to 125 bytes of payload (str as UTF-8) and returns at once (it
+        does not wait for the pong, which sets round_trip_time). Raises InvalidArgument (a
+        ValueError) over 125 bytes or on an event stream; ConnectionClosedOK or
+        ConnectionClosedError once the connection has ended."""
+        if self.close_code is not None:
+            raise self._closed()
+        try:
+            self._conn.ping(data)
+        except PetrelError as e:
+            if not _gone(e):
+                raise
+            await self._closed_event.wait()
+            raise self._closed() from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Starts the closing handshake and waits for the connection to end."""
