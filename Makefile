@@ -1,11 +1,15 @@
 # Petrel. `make test` runs every test (what CI runs); see README.md.
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^\#define PETREL_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)/\2/p' include/petrel.h | paste -sd.)
+# The ABI's number: the soname is libpetrel.so.$(ABI_MAJOR), and it changes only when a function is
+# removed or changes its signature (include/libpetrel.map, docs/c-api.md "Versions and the ABI").
+ABI_MAJOR := 0
+SONAME := libpetrel.so.$(ABI_MAJOR)
 # libpetrel.so is built with the Swift runtime linked in statically, in a build folder of its own.
 LIB_BUILD := .build-static
 LIB := $(LIB_BUILD)/release/libpetrel.so
 
-.PHONY: test demo cluster lib install microbench tlsbench bench bench-work
+.PHONY: test demo cluster lib install docs microbench tlsbench bench bench-work
 test:
 	bash tools/test.sh
 
@@ -25,16 +29,29 @@ cluster:
 	swift build -c release --package-path examples/stock-swift --product stock-server
 	python3 examples/cluster/cluster.py $(ARGS)
 
-# The version script exports petrel_* only; the Swift runtime is linked in and kept private.
+# The version script exports petrel_* only, each at version PETREL_0; the Swift runtime is linked
+# in and kept private. The soname link next to the build lets programs linked against this build
+# folder (Benchmarks/servers) find it by its soname at run time.
 lib:
 	swift build -c release --product petrel --scratch-path $(LIB_BUILD) -Xswiftc -static-stdlib \
-		-Xlinker --version-script=$(CURDIR)/include/libpetrel.map -Xlinker --strip-debug
+		-Xlinker --version-script=$(CURDIR)/include/libpetrel.map -Xlinker -soname=$(SONAME) -Xlinker --strip-debug
+	ln -sf libpetrel.so $(LIB_BUILD)/release/$(SONAME)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 include/petrel.h $(DESTDIR)$(PREFIX)/include/petrel.h
-	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libpetrel.so
+	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libpetrel.so.$(VERSION)
+	ln -sf libpetrel.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libpetrel.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' include/petrel.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/petrel.pc
+
+# The API references, generated from the sources into .build/docs: c-api-reference.md from the
+# header's doc comments (it fails on a function without one), and the Swift module Petrel with
+# DocC in swift/ (the swift-docc-plugin is a dependency only under PETREL_DOCS=1: Package.swift).
+docs:
+	python3 tools/c-api-reference.py include/petrel.h .build/docs/c-api-reference.md
+	PETREL_DOCS=1 swift package --scratch-path .build-docs --allow-writing-to-directory .build/docs \
+		generate-documentation --target Petrel --output-path .build/docs/swift --transform-for-static-hosting
 
 microbench:
 	cd Benchmarks && swift run -c release petrel-microbench

@@ -64,3 +64,10 @@ let package = Package(
         ),
     ]
 )
+
+/// `make docs` builds the Swift API's reference with DocC through the swift-docc-plugin, which is a
+/// dependency only when PETREL_DOCS=1 (in a build folder of its own): every other build resolves
+/// and builds exactly what it did without it.
+if ProcessInfo.processInfo.environment["PETREL_DOCS"] == "1" {
+    package.dependencies.append(.package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"))
+}
