@@ -44,8 +44,19 @@ fi
 echo "ok"
 
 step "swift test (unit, runtime, interop with websockets)"
-swift build --build-tests
+# Swift 6 language mode with complete concurrency checking: the library builds with no warning
+# (a new clone builds every file, so every warning shows here).
+build_log=$(mktemp)
+swift build --build-tests 2>&1 | tee "$build_log"
+if grep -E "^/[^:]*/Sources/[^:]*:[0-9]+:[0-9]+: warning:" "$build_log" | sort -u; then
+    echo "error: the library builds with warnings (above)" >&2
+    exit 1
+fi
+rm -f "$build_log"
 swift test --skip-build
+
+step "the async API from a package of its own (examples/swift-async: cancel the server's task, see it stop)"
+swift test --package-path examples/swift-async
 
 step "swift test under AddressSanitizer and LeakSanitizer (tools/lsan.supp: the test runners' own allocations)"
 swift build --build-tests --sanitize=address --scratch-path .build-asan -Xcc -DPETREL_LIBC_SYSCALLS
@@ -81,6 +92,13 @@ valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_stomp.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-stomp-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-stomp-tests
+# A malloc'd pointer per connection, freed in on_close: nothing leaks (111 made, 111 freed).
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_conn_data.c $(pkg-config --libs petrel) -lpthread \
+    -Wl,-rpath,"$prefix/lib" -o .build/c-conn-data-tests
+valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-conn-data-tests
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_ping_subprotocol_refusal.c $(pkg-config --libs petrel) -lpthread \
+    -Wl,-rpath,"$prefix/lib" -o .build/c-ping-subprotocol-refusal-tests
+valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-ping-subprotocol-refusal-tests
 bash Tests/C/example.sh "$prefix"
 
 step "Python bindings: pip install ./bindings/python, then pytest (with websockets)"

@@ -36,7 +36,15 @@ public final class WebSocketServer: Sendable {
     public typealias StompSendAnswer = PetrelRuntime.StompSendAnswer
 
     let server: Server
+    /// The async handler's plumbing (`init(configuration:inboundLimits:handler:)`), or nil.
+    let serving: AsyncServing?
 
+    init(server: Server, serving: AsyncServing?) {
+        self.server = server
+        self.serving = serving
+    }
+
+    /// The closure API, the fast path: the closures run on the connection's loop thread.
     /// - Parameters:
     ///   - onMessage: called for every message; reply with `connection.send`.
     public init(
@@ -53,6 +61,7 @@ public final class WebSocketServer: Sendable {
         }
         if let onClose { handlers.onClose = { onClose(WebSocketConnection(connection: $0), $1, $2) } }
         self.server = Server(configuration: configuration, handlers: handlers)
+        self.serving = nil
     }
 
     /// The runtime's handlers, for hooks beyond the three above (accept hook, HTTP routes,
@@ -94,7 +103,12 @@ public final class WebSocketServer: Sendable {
     /// Open sockets: WebSocket, event streams and requests in progress.
     public var connectionCount: Int { self.server.connectionCount }
 
-    public func start() throws(PetrelError) { try self.server.start() }
+    /// Starts the server on its loop threads and returns. A server with an async handler runs
+    /// with `run()` instead (its handlers are child tasks of that call).
+    public func start() throws(PetrelError) {
+        if self.serving != nil { throw PetrelError(.configuration, "a server with an async handler is started by run()") }
+        try self.server.start()
+    }
 
     /// Whether the server is running (started and not yet stopped).
     public var isRunning: Bool { self.server.isRunning }
@@ -108,11 +122,30 @@ public final class WebSocketServer: Sendable {
         Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
     }
 
-    /// Starts the server and suspends until it is stopped (by `stop` or a signal, see
-    /// `stopOnSignals`).
-    public func run() async throws(PetrelError) {
+    /// Starts the server and suspends until it has stopped: by `stop`, by a signal (see
+    /// `stopOnSignals`), or by cancelling the task that runs it, which stops it as `stop` does
+    /// (close 1001 to every peer, up to `gracePeriod` for them to answer, then the rest closed)
+    /// and returns. With an async handler, each connection's handler is a child task of this
+    /// call: it returns once every handler has (those still running when the server has
+    /// stopped are cancelled; their connections are closed by then).
+    public func run(gracePeriod: Duration = .seconds(5)) async throws(PetrelError) {
+        let stopped = StopSignal()
+        let serving = self.serving
+        self.server.onStopped = {
+            serving?.finish()
+            stopped.fire()
+        }
         try self.server.start()
-        while self.server.isRunning { try? await Task.sleep(for: .milliseconds(50)) }
+        let grace = Self.milliseconds(gracePeriod)
+        let server = self.server
+        await withTaskCancellationHandler {
+            if let serving { await serving.serve() }
+            await stopped.wait()
+        } onCancel: {
+            server.beginStop(grace: grace)
+        }
+        // The loops have ended; this joins their threads.
+        server.stop(grace: grace)
     }
 
     public func stop(grace: Duration = .seconds(5)) {

@@ -108,7 +108,7 @@ struct FastPathTests {
     func utf8Words() {
         for n in 0...40 {
             let ascii = [UInt8](repeating: 0x41, count: n)
-            #expect(UTF8Validator.isValid(UnsafeRawBufferPointer(start: ascii, count: n)) || n == 0)
+            #expect(ascii.withUnsafeBytes { UTF8Validator.isValid($0) } || n == 0)
             for at in 0..<n {
                 for bad: [UInt8] in [[0xFF], [0xC3, 0xA9], [0xED, 0xA0]] where at + bad.count <= n {
                     var bytes = ascii

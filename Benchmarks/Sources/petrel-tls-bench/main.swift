@@ -55,7 +55,7 @@ func handshakes(url: String) throws -> Double {
     let stop = Atomic<Bool>(false)
     let failures = Atomic<Int>(0)
     let config = clientConfiguration()
-    func one() {
+    @Sendable func one() {
         let h = Handlers()
         h.onOpen = { c in c.close() }
         h.onClose = { _, _, _ in

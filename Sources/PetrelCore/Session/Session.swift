@@ -73,7 +73,7 @@ public struct Session: ~Copyable {
     @usableFromInline var phase: Phase = .header
     var spill: (UInt64, UInt64) = (0, 0)
     @usableFromInline var spillCount = 0
-    @usableFromInline internal(set) var readClosed = false
+    @usableFromInline var readClosed = false
     /// The last event lent out the message (or control) buffer: empty it on the next call.
     @usableFromInline var releaseMessage = false
     @usableFromInline var releaseControl = false
@@ -102,7 +102,7 @@ public struct Session: ~Copyable {
     var scratch = ByteBuffer()
 
     // Send side.
-    @usableFromInline internal(set) var out = ByteBuffer()
+    @usableFromInline var out = ByteBuffer()
     @usableFromInline var sendingFragmented = false
 
     /// Buffers above this size are released once their message is delivered, so an idle session is small.

@@ -6,7 +6,8 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
 
     public init(rawValue: UInt64) { self.rawValue = rawValue }
 
-    var loopIndex: Int { Int(self.rawValue & 0xFF) }
+    /// The loop that owns the connection (0-255): its callbacks all run on that loop's thread.
+    public var loopIndex: Int { Int(self.rawValue & 0xFF) }
 
     private static let counter = Atomic<UInt64>(1)
 

@@ -91,9 +91,10 @@ extension Connection {
             case .ipv6(let b, let port)?:
                 var a = in6_addr()
                 withUnsafeMutableBytes(of: &a) { $0.copyBytes(from: b) }
-                var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                _ = inet_ntop(AF_INET6, &a, &text, socklen_t(text.count))
-                e.forwardedFor = Connection.describe(host: String(cString: text), port: port)
+                var text = [UInt8](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+                _ = text.withUnsafeMutableBufferPointer { inet_ntop(AF_INET6, &a, $0.baseAddress, socklen_t($0.count)) }
+                let host = String(decoding: text.prefix(while: { $0 != 0 }), as: UTF8.self)
+                e.forwardedFor = Connection.describe(host: host, port: port)
             case nil:
                 break
             }

@@ -1,3 +1,7 @@
+#if !os(Linux)
+#error("Petrel runs on Linux only: its runtime is built on epoll, eventfd and timerfd")
+#endif
+
 import CLinux
 import Glibc
 import PetrelCore
@@ -478,6 +482,14 @@ final class EventLoop: @unchecked Sendable {
 
 /// Starts a joinable pthread running `body`, named `name` (at most 15 bytes: what `top -H`,
 /// gdb and /proc/PID/task/*/comm show).
+///
+/// `runDetached` is the public form: a thread nobody joins, for blocking work (name
+/// resolution, file loading, a stop that waits) that must not hold a Swift concurrency thread.
+public func runDetached(name: String, _ body: @escaping @Sendable () -> Void) throws(RuntimeError) {
+    let thread = try spawnThread(name: name, body)
+    pthread_detach(thread)
+}
+
 func spawnThread(name: String, _ body: @escaping () -> Void) throws(RuntimeError) -> pthread_t {
     final class Box {
         let body: () -> Void

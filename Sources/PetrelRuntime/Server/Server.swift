@@ -219,6 +219,22 @@ public final class Server: @unchecked Sendable {
         self.waitForLoops()
     }
 
+    /// `stop`, begun from any thread without waiting for it (a task's cancellation handler, say):
+    /// the stop runs on a thread of its own, and `onStopped` says when the loops are done.
+    public func beginStop(grace: Milliseconds = 5_000) {
+        do throws(RuntimeError) {
+            try runDetached(name: "petrel-stop") { [self] in self.stop(grace: grace) }
+        } catch {
+            // No thread to wait on: start the shutdown here; the loops still finish it.
+            let first = self.lifecycle.withLock { (state: inout Lifecycle) -> Bool in
+                guard state == .running else { return false }
+                state = .stopping
+                return true
+            }
+            if first { for loop in self.loops { loop.enqueue(.stop(graceMilliseconds: grace)) } }
+        }
+    }
+
     private func waitForLoops() {
         while self.stoppedLoops.load(ordering: .acquiring) < self.loops.count {
             var ts = timespec(tv_sec: 0, tv_nsec: 1_000_000)
