@@ -45,7 +45,7 @@ let package = Package(
         ),
         .target(name: "Petrel", dependencies: ["PetrelRuntime"], swiftSettings: coreSettings),
         .systemLibrary(name: "CPetrelABI", path: "include"),
-        .target(name: "PetrelC", dependencies: ["PetrelRuntime", "CPetrelABI"], swiftSettings: coreSettings),
+        .target(name: "PetrelC", dependencies: ["PetrelRuntime", "CPetrelABI", "CLinux"], swiftSettings: coreSettings),
         .testTarget(name: "PetrelTests", dependencies: ["Petrel"], swiftSettings: coreSettings),
         .executableTarget(name: "petrel-echo", dependencies: ["PetrelRuntime"]),
         .executableTarget(name: "petrel-autobahn-client", dependencies: ["PetrelRuntime"]),

@@ -23,6 +23,11 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
+/* Relaxed atomic loads and stores of one word in plain memory: for fields one thread writes
+   and others may read only to learn that they are not theirs (PetrelC's callback slots). */
+static inline uint64_t petrel_load_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void petrel_store_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
 static inline int petrel_socket(int family) {
     return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 }

@@ -19,20 +19,21 @@ public func petrel_conn_send(_ server: OpaquePointer?, _ conn: UInt64, _ kind: I
     guard len >= 0, kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
     guard let server else { return PETREL_E_NULL }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
-    return Unmanaged<CServer>.fromOpaque(UnsafeRawPointer(server))._withUnsafeGuaranteedRef { s in
-        if len > s.maxMessageSize { return PETREL_E_TOO_BIG }
-        // Inside that connection's own on_message (a reply, an echo): no lookup, and text that
-        // is the received message itself is already known to be UTF-8.
-        if let slot = s.connectionInCallback(conn), let c = slot.connection {
-            if k == .text && !(slot.payload.baseAddress == payload.baseAddress && slot.payload.count == len) && !UTF8Validator.isValid(payload) {
-                return PETREL_E_INVALID_ARGUMENT
-            }
-            return c._withUnsafeGuaranteedRef { c in
-                if k == .binary && c.isEventStream { return PETREL_E_INVALID_ARGUMENT }
-                // On the connection's own loop thread (connectionInCallback checked it).
-                return Status.of(c.sendOnLoop(k, payload, accepted: false))
-            }
+    let box = Unmanaged<CServer>.fromOpaque(UnsafeRawPointer(server))
+    let (slots, maxMessageSize) = box._withUnsafeGuaranteedRef { ($0.inCallback, $0.maxMessageSize) }
+    if len > maxMessageSize { return PETREL_E_TOO_BIG }
+    // Inside that connection's own on_message (a reply, an echo): no lookup, and text that is
+    // the received message itself is already known to be UTF-8. An event stream has no
+    // on_message, so this is a WebSocket.
+    let slot = slots + Int(conn & 0xFF)
+    if CServer.isCurrent(slot, conn), let c = slot.pointee.connection {
+        if k == .text && !(slot.pointee.payload.baseAddress == payload.baseAddress && slot.pointee.payload.count == len)
+            && !UTF8Validator.isValid(payload) {
+            return PETREL_E_INVALID_ARGUMENT
         }
+        return c._withUnsafeGuaranteedRef { Status.of($0.sendOnLoop(k, payload, accepted: false)) }
+    }
+    return box._withUnsafeGuaranteedRef { s in
         guard let c = s.server.connection(ConnectionID(rawValue: conn)) else { return PETREL_E_UNKNOWN_CONNECTION }
         if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
         if k == .binary && c.isEventStream { return PETREL_E_INVALID_ARGUMENT }

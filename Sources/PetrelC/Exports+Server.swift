@@ -1,3 +1,4 @@
+import CLinux
 import CPetrelABI
 import Glibc
 import PetrelCore
@@ -301,9 +302,12 @@ public func petrel_server_create(
         handlers.onMessage = { conn, kind, payload in
             let id = conn.id.rawValue
             let slot = slots.base + Int(id & 0xFF)
-            slot.pointee = CServer.InCallback(id: id, connection: .passUnretained(conn), payload: payload)
+            slot.pointee.connection = .passUnretained(conn)
+            slot.pointee.payload = payload
+            petrel_store_relaxed(&slot.pointee.thread, UInt64(UInt(pthread_self())))
+            petrel_store_relaxed(&slot.pointee.id, id)
             onMessage(ptrs.userdata, ptrs.handle, id, conn.cData, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
-            slot.pointee.id = 0
+            petrel_store_relaxed(&slot.pointee.id, 0)
         }
     }
     if queue == nil, let onClose = cb.on_close {

@@ -1,3 +1,4 @@
+import CLinux
 import CPetrelABI
 import Glibc
 import PetrelCore
@@ -12,9 +13,13 @@ final class CServer: @unchecked Sendable {
 
     /// Per loop (the low byte of a connection id names its loop): the connection whose
     /// on_message is running on that loop's thread, and the message. A send from inside the
-    /// callback to that connection (an echo, a reply) then needs no lookup, no lock, and no
-    /// second UTF-8 check of text it received. Read and written only by that loop's thread.
+    /// callback to that connection (an echo, a reply) then needs no lookup, no lock, no
+    /// question about threads beyond one comparison, and no second UTF-8 check of text it
+    /// received. Written only by that loop's thread. Another thread may read `thread` and `id`
+    /// (relaxed atomics: `isCurrent`) and learns the slot is not its own; it never reads the rest.
     struct InCallback {
+        /// The loop thread's pthread_t, as the trampoline last set it (0 before).
+        var thread: UInt64 = 0
         var id: UInt64 = 0
         var connection: Unmanaged<Connection>?
         var payload = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -35,13 +40,12 @@ final class CServer: @unchecked Sendable {
         self.inCallback.deallocate()
     }
 
-    /// The connection `id` if its on_message is running on the calling thread. Other threads
-    /// never read the slot (it is their loop's, not theirs).
+    /// Whether connection `id`'s on_message is running on the calling thread (then the rest of
+    /// `slot` is this thread's to read).
     @inline(__always)
-    func connectionInCallback(_ id: UInt64) -> InCallback? {
-        guard self.server.isLoopThread(of: ConnectionID(rawValue: id)) else { return nil }
-        let slot = self.inCallback[Int(id & 0xFF)]
-        return slot.id == id ? slot : nil
+    static func isCurrent(_ slot: UnsafeMutablePointer<InCallback>, _ id: UInt64) -> Bool {
+        petrel_load_relaxed(&slot.pointee.thread) == UInt64(UInt(pthread_self()))
+            && petrel_load_relaxed(&slot.pointee.id) == id
     }
 
     var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }

@@ -141,11 +141,11 @@ public final class Connection: @unchecked Sendable {
     /// Whatever the application attached (the C API keeps its per-connection pointer here): set
     /// by the accept hook or from any thread. A store releases and a load acquires, so what a
     /// thread wrote before storing a pointer is seen by the thread that loads it.
-    public var userData: UInt {
-        @inline(__always) get { self.userDataValue.load(ordering: .acquiring) }
-        @inline(__always) set { self.userDataValue.store(newValue, ordering: .releasing) }
+    @inlinable public var userData: UInt {
+        get { self.userDataValue.load(ordering: .acquiring) }
+        set { self.userDataValue.store(newValue, ordering: .releasing) }
     }
-    let userDataValue = Atomic<UInt>(0)
+    @usableFromInline let userDataValue = Atomic<UInt>(0)
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
     /// Loop thread only; `isEventStream` is the same for any thread.
     var eventStream: Bool {
