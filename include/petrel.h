@@ -652,9 +652,9 @@ petrel_status petrel_server_observe(petrel_server *server, const char *topic, pe
  * Queues a message. kind: PETREL_TEXT (data must be valid UTF-8) or PETREL_BINARY.
  * From another thread than the connection's loop, PETREL_OK means "handed to the loop": if the
  * connection closes first, the message is dropped with it.
- * Returns: PETREL_OK; PETREL_E_NULL (data NULL with len > 0); PETREL_E_INVALID_ARGUMENT;
- *          PETREL_E_UNKNOWN_CONNECTION; PETREL_E_CLOSED; PETREL_E_BACKPRESSURE (not queued);
- *          PETREL_E_TOO_BIG (over max_message_size).
+ * Returns: PETREL_OK; PETREL_E_NULL (server NULL, or data NULL with len > 0);
+ *          PETREL_E_INVALID_ARGUMENT; PETREL_E_UNKNOWN_CONNECTION; PETREL_E_CLOSED;
+ *          PETREL_E_BACKPRESSURE (not queued); PETREL_E_TOO_BIG (over max_message_size).
  * Ownership: data is copied before return. Thread: any.
  */
 petrel_status petrel_conn_send(petrel_server *server, uint64_t conn, int32_t kind, const void *data, size_t len);
@@ -695,17 +695,23 @@ petrel_status petrel_conn_unsubscribe(petrel_server *server, uint64_t conn, cons
 
 /**
  * Replaces the connection's pointer (the conn_data its callbacks receive). A callback that has
- * already begun keeps the value it was given.
+ * already begun keeps the value it was given. Once on_close has been handed the pointer, no
+ * replacement lands: PETREL_E_UNKNOWN_CONNECTION says so (then free `conn_data` yourself: no
+ * callback will). A call made while on_open runs is overwritten by what on_open leaves in
+ * *conn_data.
  * Returns: PETREL_OK; PETREL_E_NULL (server NULL); PETREL_E_UNKNOWN_CONNECTION (no open
- *          connection has this id, also inside and after its on_close).
+ *          connection has this id, or its on_close has begun).
  * Ownership: the pointer stays the caller's. Thread: any (the store is a release, the
  * callbacks' load an acquire).
  */
 petrel_status petrel_conn_set_data(petrel_server *server, uint64_t conn, void *conn_data);
 
 /**
- * *conn_data_out = the connection's pointer (NULL if none was set).
- * Returns: PETREL_OK; PETREL_E_NULL (server or conn_data_out NULL); PETREL_E_UNKNOWN_CONNECTION.
+ * *conn_data_out = the connection's pointer (NULL if none was set). From a thread other than the
+ * connection's loop thread, what it points to may be freed by on_close at any moment: use it
+ * only under a lock or reference count your on_close also takes.
+ * Returns: PETREL_OK; PETREL_E_NULL (server or conn_data_out NULL); PETREL_E_UNKNOWN_CONNECTION
+ *          (no open connection has this id, or its on_close has begun).
  * Thread: any.
  */
 petrel_status petrel_conn_data(petrel_server *server, uint64_t conn, void **conn_data_out);
@@ -731,9 +737,9 @@ petrel_status petrel_conn_rtt(petrel_server *server, uint64_t conn, uint32_t *rt
 /**
  * Copies the subprotocol the handshake chose (Sec-WebSocket-Protocol) into buf, with the
  * conventions of petrel_conn_path.
- * Returns: PETREL_OK; PETREL_E_NULL (server or len_out NULL); PETREL_E_UNKNOWN_CONNECTION;
- *          PETREL_E_AGAIN (none was chosen, or an event stream); PETREL_E_BUFFER_TOO_SMALL
- *          (*len_out = the size needed). Thread: any.
+ * Returns: PETREL_OK; PETREL_E_NULL (server or len_out NULL); PETREL_E_INVALID_ARGUMENT (cap over
+ *          SIZE_MAX / 2); PETREL_E_UNKNOWN_CONNECTION; PETREL_E_AGAIN (none was chosen, or an
+ *          event stream); PETREL_E_BUFFER_TOO_SMALL (*len_out = the size needed). Thread: any.
  */
 petrel_status petrel_conn_subprotocol(petrel_server *server, uint64_t conn, char *buf, size_t cap, size_t *len_out);
 
@@ -744,7 +750,8 @@ petrel_status petrel_conn_buffered_amount(petrel_server *server, uint64_t conn, 
  * Copies a property of the connection's upgrade request, or its peer address, into buf (not
  * NUL-terminated unless room allows: *len_out is the length without the NUL).
  * petrel_conn_header takes a header name (case-insensitive) and returns the first such field.
- * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_UNKNOWN_CONNECTION; PETREL_E_AGAIN (no such
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT (cap over SIZE_MAX / 2, or a
+ *          name that is not UTF-8); PETREL_E_UNKNOWN_CONNECTION; PETREL_E_AGAIN (no such
  *          header, or no query); PETREL_E_BUFFER_TOO_SMALL (*len_out = the size needed).
  * Thread: any.
  */
@@ -935,22 +942,24 @@ petrel_status petrel_client_rtt(petrel_client *client, uint32_t *rtt_ms_out);
 
 /**
  * Copies the subprotocol the server chose into buf, with the conventions of petrel_conn_path.
- * Returns: PETREL_OK; PETREL_E_NULL (client or len_out NULL); PETREL_E_AGAIN (the server chose
- *          none); PETREL_E_BUFFER_TOO_SMALL (*len_out = the size needed). Thread: any.
+ * Returns: PETREL_OK; PETREL_E_NULL (client or len_out NULL); PETREL_E_INVALID_ARGUMENT (cap
+ *          over SIZE_MAX / 2); PETREL_E_AGAIN (the server chose none); PETREL_E_BUFFER_TOO_SMALL
+ *          (*len_out = the size needed). Thread: any.
  */
 petrel_status petrel_client_subprotocol(petrel_client *client, char *buf, size_t cap, size_t *len_out);
 
 /**
  * After petrel_client_connect returned PETREL_E_HANDSHAKE on this thread because the server
  * answered with an HTTP status other than 101 (401, 403, 404, 503...): *status_out = that status,
- * and the response body (at most 16 KiB: a Content-Length body the server sent within the
- * handshake timeout, else the bytes that came with the head) is copied into buf with the
- * conventions of petrel_conn_path (body may be NULL with cap 0 to ask only for the status and
- * the length).
- * Returns: PETREL_OK (*status_out and *len_out written; the body too unless it does not fit);
+ * and the response body is copied into buf with the conventions of petrel_conn_path (body may
+ * be NULL with cap 0 to ask only for the status and the length). The body is at most 16 KiB: a
+ * Content-Length body as far as it came within the handshake timeout; without Content-Length,
+ * the bytes that came with the head; a chunked body is not decoded (empty).
+ * Returns: PETREL_OK (*status_out, *len_out and the body written);
  *          PETREL_E_BUFFER_TOO_SMALL (*status_out and *len_out written, nothing copied);
- *          PETREL_E_NULL (status_out or len_out NULL); PETREL_E_AGAIN (the last connect on this
- *          thread was not refused with a status: it succeeded, or failed otherwise).
+ *          PETREL_E_NULL (status_out or len_out NULL); PETREL_E_INVALID_ARGUMENT (cap over
+ *          SIZE_MAX / 2); PETREL_E_AGAIN (the last connect on this thread was not refused with
+ *          a status: it succeeded, or failed otherwise).
  * Thread: any (each thread has its own; petrel_client_connect resets it).
  */
 petrel_status petrel_last_refusal(uint16_t *status_out, char *body, size_t cap, size_t *len_out);

@@ -162,14 +162,25 @@ private final class PendingConnection: Sendable {
 }
 
 /// Resumes the connect continuation exactly once, whichever of open, failure or cancellation
-/// comes first.
+/// comes first. It keeps the outcome only until the continuation takes it: the handlers hold
+/// the waiter for the connection's life, and a kept `Opened` would keep the client's inbound
+/// sequence alive after the client is dropped (which must close the connection).
 private final class OpenWaiter: Sendable {
-    private let state = Lock<(CheckedContinuation<Opened, any Error>?, Result<Opened, any Error>?)>((nil, nil))
+    private struct State {
+        var continuation: CheckedContinuation<Opened, any Error>?
+        /// An outcome that came before `arm`.
+        var early: Result<Opened, any Error>?
+        var done = false
+    }
+    private let state = Lock(State())
 
     func arm(_ k: CheckedContinuation<Opened, any Error>) {
         let early = self.state.withLock { s -> Result<Opened, any Error>? in
-            if let r = s.1 { return r }
-            s.0 = k
+            if let r = s.early {
+                s.early = nil
+                return r
+            }
+            s.continuation = k
             return nil
         }
         if let early { k.resume(with: early) }
@@ -179,9 +190,13 @@ private final class OpenWaiter: Sendable {
     @discardableResult
     func finish(_ result: Result<Opened, any Error>) -> Bool {
         let (first, k) = self.state.withLock { s -> (Bool, CheckedContinuation<Opened, any Error>?) in
-            guard s.1 == nil else { return (false, nil) }
-            s.1 = result
-            return (true, s.0.take())
+            guard !s.done else { return (false, nil) }
+            s.done = true
+            guard let k = s.continuation.take() else {
+                s.early = result
+                return (true, nil)
+            }
+            return (true, k)
         }
         k?.resume(with: result)
         return first

@@ -5,17 +5,19 @@ import PetrelRuntime
 ///
 ///     for try await message in inbound { ... }
 ///
-/// It ends (returns nil) after a closing handshake and throws `WebSocketError.closed` after an
-/// abnormal end (the transport dropped, a timeout, a protocol error).
+/// It ends (returns nil) when the connection closes with a close code (whoever sent it, for
+/// whatever reason: `closeCode` on the client says which) and throws `WebSocketError.closed`
+/// when it ended without one (1006: the transport dropped). An event stream's only ends.
 ///
-/// Bounded: when the messages waiting for the consumer reach `InboundLimits.highWater`
-/// (messages or bytes), the connection stops reading from its socket, so that TCP slows the
-/// peer down; it reads again once the consumer has brought them down to `lowWater`. Messages
-/// already read when the pause begins still arrive, so the buffer can pass the limit by what
-/// one read of the socket holds (at most 64 KiB of frames).
+/// Bounded: when the messages waiting for the consumer reach `InboundLimits.highWaterMessages`
+/// or `highWaterBytes`, the connection stops reading from its socket, so that TCP slows the
+/// peer down; it reads again once the consumer has brought both down to half. The pause takes
+/// effect before the next message is parsed (the rest of that read waits, unparsed).
 ///
 /// When the sequence is dropped or its consuming task is cancelled before it ended, the
-/// connection is closed (1001).
+/// connection is closed (1001). A consumer that stops iterating but keeps the sequence keeps
+/// the connection paused: the peer's pings and close frame go unread until the idle or pong
+/// timers end it. Drain it or drop it.
 public struct WebSocketInbound: AsyncSequence, Sendable {
     public typealias Element = WebSocketMessage
     public typealias Failure = any Error

@@ -71,7 +71,8 @@ final class AsyncServing: Sendable {
         handlers.onDrain = { [self] c in self.registry[c.id]?.drain.drained() }
         handlers.onClose = { [self] c, code, reason in
             guard let entry = self.registry.remove(c.id) else { return }
-            entry.flow.closed(code, reason)
+            // An event stream's end is its browser going away, never an error of the handler's.
+            entry.flow.closed(c.isEventStream ? .normalClosure : code, reason)
             entry.drain.closed()
         }
     }
@@ -81,8 +82,9 @@ final class AsyncServing: Sendable {
 
     /// Runs the handler for every opened connection until the server stops, then cancels
     /// handlers that are still running (their connections are closed by then) and waits for them.
+    /// A discarding group: a finished handler's task is freed at once, not kept until the end.
     func serve() async {
-        await withTaskGroup(of: Void.self) { group in
+        await withDiscardingTaskGroup { group in
             for await o in self.opened {
                 group.addTask { await self.handle(o) }
             }

@@ -131,19 +131,24 @@ public final class WebSocketServer: Sendable {
     public func run(gracePeriod: Duration = .seconds(5)) async throws(PetrelError) {
         let stopped = StopSignal()
         let serving = self.serving
-        self.server.onStopped = {
+        // Set by start once it has claimed the server: a second run() throws and leaves it be.
+        try self.server.start(onStopped: {
             serving?.finish()
             stopped.fire()
-        }
-        try self.server.start()
+        })
         let grace = Self.milliseconds(gracePeriod)
         let server = self.server
+        // The handlers run in a task of their own, which a cancellation of this one does not
+        // reach: a cancel stops the server, whose close (1001) ends each handler's inbound, and
+        // the handlers get the grace period to finish, as with stop(). Awaited below, so run()
+        // still returns only after every handler has.
+        let handlers = serving.map { s in Task { await s.serve() } }
         await withTaskCancellationHandler {
-            if let serving { await serving.serve() }
             await stopped.wait()
         } onCancel: {
             server.beginStop(grace: grace)
         }
+        await handlers?.value
         // The loops have ended; this joins their threads.
         server.stop(grace: grace)
     }

@@ -129,7 +129,9 @@ public func petrel_conn_data(_ server: OpaquePointer?, _ conn: UInt64, _ out: Un
     switch lookup(server, conn) {
     case .failure(let e): return e.status
     case .success(let c):
-        out.pointee = c.cData
+        let value = c.userData
+        if value == closedData { return PETREL_E_UNKNOWN_CONNECTION }
+        out.pointee = UnsafeMutableRawPointer(bitPattern: value)
         return PETREL_OK
     }
 }
@@ -139,8 +141,8 @@ public func petrel_conn_set_data(_ server: OpaquePointer?, _ conn: UInt64, _ dat
     switch lookup(server, conn) {
     case .failure(let e): return e.status
     case .success(let c):
-        c.cData = data
-        return PETREL_OK
+        // Not after on_close has taken the pointer: it would reach no callback.
+        return c.replaceUserData(UInt(bitPattern: data), unless: closedData) ? PETREL_OK : PETREL_E_UNKNOWN_CONNECTION
     }
 }
 

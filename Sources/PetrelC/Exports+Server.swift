@@ -313,7 +313,8 @@ public func petrel_server_create(
     if queue == nil, let onClose = cb.on_close {
         handlers.onClose = { conn, code, reason in
             var r = reason
-            r.withUTF8 { onClose(ptrs.userdata, ptrs.handle, conn.id.rawValue, conn.cData, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
+            let data = conn.takeDataForClose()
+            r.withUTF8 { onClose(ptrs.userdata, ptrs.handle, conn.id.rawValue, data, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
         }
     }
     if queue == nil, let onDrain = cb.on_drain {

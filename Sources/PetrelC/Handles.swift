@@ -140,9 +140,20 @@ func copyOut(_ bytes: [UInt8], _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, 
 extension Connection {
     /// The C caller's pointer for this connection (conn_data), kept in the runtime's `userData`:
     /// a release store and an acquire load, so that what a thread wrote before setting it is
-    /// seen by the loop thread that hands it to a callback.
+    /// seen by the loop thread that hands it to a callback. Once on_close has it, `userData`
+    /// holds `closedData` and the pointer is nobody's business here any more.
     var cData: UnsafeMutableRawPointer? {
         @inline(__always) get { UnsafeMutableRawPointer(bitPattern: self.userData) }
         @inline(__always) set { self.userData = UInt(bitPattern: newValue) }
     }
+
+    /// Marks the pointer as handed to on_close (no petrel_conn_set_data lands after this) and
+    /// returns it.
+    func takeDataForClose() -> UnsafeMutableRawPointer? {
+        UnsafeMutableRawPointer(bitPattern: self.exchangeUserData(closedData))
+    }
 }
+
+/// What `userData` holds once on_close has the connection's pointer: not an address user space
+/// can have.
+let closedData = UInt.max

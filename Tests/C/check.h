@@ -1,5 +1,6 @@
 /* What the C tests share: CHECK and CHECK_STATUS (counting into passed and failed, saying
- * what failed and where) and sleep_ms. Included once by each test program. */
+ * what failed and where), sleep_ms, start_test_server and connect_plain. Included once by
+ * each test program. */
 #ifndef PETREL_TEST_CHECK_H
 #define PETREL_TEST_CHECK_H
 
@@ -32,6 +33,28 @@ static int passed, failed;
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* Creates and starts a server, checking each step; *port_out gets the port it bound. */
+static inline petrel_server *start_test_server(const petrel_server_config *config, const petrel_server_callbacks *callbacks,
+                                               uint16_t *port_out) {
+    petrel_server *server = NULL;
+    CHECK_STATUS(petrel_server_create(config, callbacks, &server), PETREL_OK);
+    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
+    CHECK_STATUS(petrel_server_port(server, port_out), PETREL_OK);
+    return server;
+}
+
+/* A blocking client (no callbacks, no compression) on ws://127.0.0.1:port + path; checked. */
+static inline petrel_client *connect_plain(uint16_t port, const char *path) {
+    char url[128];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%u%s", (unsigned)port, path);
+    petrel_client_config config;
+    petrel_client_config_init(&config);
+    config.compression = 0;
+    petrel_client *client = NULL;
+    CHECK_STATUS(petrel_client_connect(url, &config, NULL, &client), PETREL_OK);
+    return client;
 }
 
 #endif

@@ -219,17 +219,6 @@ static int close_code_of(uint64_t conn, int ms) {
     }
 }
 
-static petrel_client *connect_to(uint16_t port, const char *path) {
-    char url[96];
-    snprintf(url, sizeof url, "ws://127.0.0.1:%u%s", port, path);
-    petrel_client_config config;
-    petrel_client_config_init(&config);
-    config.compression = 0;
-    petrel_client *client = NULL;
-    CHECK_STATUS(petrel_client_connect(url, &config, NULL, &client), PETREL_OK);
-    return client;
-}
-
 /* Sends text and waits for the text answer (NUL-terminated into reply); 1 if one came. */
 static int ask(petrel_client *client, const char *text, char *reply, size_t cap) {
     int32_t kind = 0;
@@ -333,7 +322,7 @@ static int relay_start(relay *r, uint16_t target) {
 
 /* Attached by the accept hook; messages counted into it; the client closes (1000). */
 static void test_attached_client_closes(uint16_t port) {
-    petrel_client *client = connect_to(port, "/attached");
+    petrel_client *client = connect_plain(port, "/attached");
     if (!client) return;
     char reply[32];
     CHECK(ask(client, "count", reply, sizeof reply) && strcmp(reply, "1") == 0);
@@ -360,7 +349,7 @@ static void test_vetoed(uint16_t port) {
 
 /* Made in on_open, two connections at once: each callback gets its own connection's pointer. */
 static void test_two_own_and_server_closes(petrel_server *server, uint16_t port) {
-    petrel_client *a = connect_to(port, "/own"), *b = connect_to(port, "/own");
+    petrel_client *a = connect_plain(port, "/own"), *b = connect_plain(port, "/own");
     if (!a || !b) {
         petrel_client_destroy(a), petrel_client_destroy(b);
         return;
@@ -390,7 +379,7 @@ static void test_two_own_and_server_closes(petrel_server *server, uint16_t port)
 
 /* The connection carries nothing: conn_data is NULL everywhere, petrel_conn_data says NULL. */
 static void test_none(petrel_server *server, uint16_t port) {
-    petrel_client *client = connect_to(port, "/none");
+    petrel_client *client = connect_plain(port, "/none");
     if (!client) return;
     char reply[32];
     CHECK(ask(client, "count", reply, sizeof reply) && strcmp(reply, "none") == 0);
@@ -414,7 +403,7 @@ static void test_cut(uint16_t port) {
         CHECK(!"relay");
         return;
     }
-    petrel_client *client = connect_to(r.port, "/own");
+    petrel_client *client = connect_plain(r.port, "/own");
     if (client) {
         char reply[32];
         CHECK(ask(client, "count", reply, sizeof reply) && strcmp(reply, "1") == 0);
@@ -481,7 +470,7 @@ static void *replace_many(void *arg) {
 }
 
 static void test_replace(petrel_server *server, uint16_t port) {
-    petrel_client *client = connect_to(port, "/own");
+    petrel_client *client = connect_plain(port, "/own");
     if (!client) return;
     uint64_t id = id_of(client);
     char reply[32];
@@ -539,11 +528,8 @@ int main(void) {
     callbacks.on_message = on_message;
     callbacks.on_drain = on_drain;
     callbacks.on_close = on_close;
-    petrel_server *server = NULL;
     uint16_t port = 0;
-    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
-    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
-    CHECK_STATUS(petrel_server_port(server, &port), PETREL_OK);
+    petrel_server *server = start_test_server(&config, &callbacks, &port);
 
     test_arguments(server);
     test_attached_client_closes(port);
@@ -555,7 +541,7 @@ int main(void) {
     test_replace(server, port);
 
     /* Two connections still open when the server stops: its on_close frees theirs too. */
-    petrel_client *attached = connect_to(port, "/attached"), *own = connect_to(port, "/own");
+    petrel_client *attached = connect_plain(port, "/attached"), *own = connect_plain(port, "/own");
     char reply[32];
     if (attached) CHECK(ask(attached, "count", reply, sizeof reply) && strcmp(reply, "1") == 0);
     if (own) CHECK(ask(own, "count", reply, sizeof reply) && strcmp(reply, "1") == 0);

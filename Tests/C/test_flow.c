@@ -173,11 +173,8 @@ int main(void) {
     petrel_server_callbacks_init(&callbacks);
     callbacks.on_open = flow_on_open;
     callbacks.on_message = flow_on_message;
-    petrel_server *server = NULL;
     uint16_t port = 0;
-    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
-    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
-    CHECK_STATUS(petrel_server_port(server, &port), PETREL_OK);
+    petrel_server *server = start_test_server(&config, &callbacks, &port);
     test_server_pause(server, port);
     atomic_store(&client_received, 0);
     test_client_pause(port);

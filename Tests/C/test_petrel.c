@@ -628,10 +628,8 @@ static void test_access_log(void) {
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT); /* one or the other */
     /* To the callback. */
     config.access_log_file = NULL;
-    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
-    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
     uint16_t port = 0;
-    petrel_server_port(server, &port);
+    server = start_test_server(&config, &callbacks, &port);
     char buf[2048];
     int fd = raw_connect(port);
     raw_exchange(fd, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf, NULL);
@@ -683,10 +681,8 @@ static void test_real_client(void) {
     petrel_server_callbacks_init(&callbacks);
     callbacks.on_http = who_on_http;
     petrel_server *server = NULL;
-    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
-    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
     uint16_t port = 0;
-    petrel_server_port(server, &port);
+    server = start_test_server(&config, &callbacks, &port);
     char buf[1024];
     /* The balancer names 10.1.2.3 (trusted), whose X-Forwarded-For names the client. */
     int fd = raw_connect(port);
@@ -746,10 +742,8 @@ static void test_http_and_streams(void) {
     config.sse_padding = 65537;
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
     config.sse_padding = 16;
-    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
-    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
     uint16_t port = 0;
-    petrel_server_port(server, &port);
+    server = start_test_server(&config, &callbacks, &port);
     char buf[4096];
 
     int fd = raw_connect(port);
@@ -850,10 +844,8 @@ static void test_tls(void) {
     config.tls_sni_certificates = "other.test,only-two-fields";
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
     config.tls_sni_certificates = sni;
-    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
-    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
     uint16_t port = 0;
-    petrel_server_port(server, &port);
+    server = start_test_server(&config, &callbacks, &port);
     char url[128];
     snprintf(url, sizeof url, "wss://localhost:%u/", port);
 

@@ -286,11 +286,8 @@ int main(void) {
     petrel_server_callbacks_init(&callbacks);
     callbacks.on_upgrade = on_upgrade;
     callbacks.on_open = on_open;
-    petrel_server *server = NULL;
     uint16_t port = 0;
-    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
-    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
-    CHECK_STATUS(petrel_server_port(server, &port), PETREL_OK);
+    petrel_server *server = start_test_server(&config, &callbacks, &port);
 
     test_subprotocol(server, port);
     test_ping(server, port);

@@ -70,16 +70,7 @@ static void on_stomp_ack(void *userdata, petrel_server *server, uint64_t conn, v
     atomic_fetch_add(&acks, 1);
 }
 
-static petrel_client *open_stomp(uint16_t port) {
-    char url[64];
-    snprintf(url, sizeof url, "ws://127.0.0.1:%u/stomp", port);
-    petrel_client_config config;
-    petrel_client_config_init(&config);
-    config.compression = 0;
-    petrel_client *client = NULL;
-    CHECK_STATUS(petrel_client_connect(url, &config, NULL, &client), PETREL_OK);
-    return client;
-}
+static petrel_client *open_stomp(uint16_t port) { return connect_plain(port, "/stomp"); }
 
 static void send_frame(petrel_client *client, const char *frame, size_t len) {
     CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, frame, len), PETREL_OK);
@@ -168,9 +159,7 @@ int main(void) {
     config.stomp_paths = "nopath";
     CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_E_INVALID_ARGUMENT);
     config.stomp_paths = "/stomp";
-    CHECK_STATUS(petrel_server_create(&config, &callbacks, &server), PETREL_OK);
-    CHECK_STATUS(petrel_server_start(server), PETREL_OK);
-    CHECK_STATUS(petrel_server_port(server, &port), PETREL_OK);
+    server = start_test_server(&config, &callbacks, &port);
     test_refused_login(port);
     test_session(server, port);
     CHECK_STATUS(petrel_stomp_allow(NULL, "x"), PETREL_E_NULL);

@@ -97,6 +97,49 @@ struct AsyncHandlerTests {
         #expect(ws.closeCode == .goingAway)
     }
 
+    @Test("dropping a client closes its connection; a server runs once (a second run() throws, the first still stops)")
+    func dropAndRunTwice() async throws {
+        let ended = AsyncStream<String>.makeStream()
+        let server = WebSocketServer(configuration: Self.configuration()) { inbound, _, _ in
+            do {
+                for try await _ in inbound {}
+                ended.continuation.yield("ended")
+            } catch {
+                ended.continuation.yield("threw")
+            }
+        }
+        let task = try await Self.running(server)
+        await #expect(throws: PetrelError.self) { try await server.run() }
+        do {
+            let ws = try await WebSocketClient.connect(to: "ws://127.0.0.1:\(server.port)/")
+            try await ws.outbound.send(.text("hi"))
+        }
+        // The client is gone: its inbound's end closed the connection (1001), which ends the
+        // handler's inbound without an error.
+        let outcome = try await Self.first(ended.stream, within: .seconds(3))
+        #expect(outcome == "ended")
+        task.cancel()
+        try await task.value
+        #expect(!server.isRunning)
+    }
+
+    /// The first element of `stream`, or nil after `limit`.
+    static func first<T: Sendable>(_ stream: AsyncStream<T>, within limit: Duration) async throws -> T? {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                var it = stream.makeAsyncIterator()
+                return await it.next()
+            }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            let r = try await group.next() ?? nil
+            group.cancelAll()
+            return r
+        }
+    }
+
     @Test("a handler that throws closes its connection with 1011; the server goes on")
     func handlerThrows() async throws {
         struct Boom: Error {}
@@ -191,13 +234,21 @@ struct AsyncHandlerTests {
         var config = Self.configuration()
         config.eventStreamPaths = ["/events"]
         config.topicPolicies["news"] = WebSocketServer.TopicPolicy(replayCapacity: 16)
+        let streamEnded = AsyncStream<Bool>.makeStream()
         let server = WebSocketServer(configuration: config) { inbound, outbound, context in
             if context.isEventStream {
                 try await outbound.send("hello", eventID: 7)
                 context.subscribe(to: "news")
-            } else {
-                context.subscribe(to: "news", after: context.lastEventID ?? 0)
+                // A browser going away ends an event stream's inbound without an error.
+                var ended = false
+                do {
+                    for try await _ in inbound {}
+                    ended = true
+                } catch {}
+                streamEnded.continuation.yield(ended)
+                return
             }
+            context.subscribe(to: "news", after: context.lastEventID ?? 0)
             for try await _ in inbound {}
         }
         let task = try await Self.running(server)
@@ -212,7 +263,6 @@ struct AsyncHandlerTests {
 
         // The event stream: a raw HTTP GET.
         let fd = try #require(Self.connected(port: server.port))
-        defer { close(fd) }
         let request = Array("GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".utf8)
         _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         var text = ""
@@ -223,6 +273,8 @@ struct AsyncHandlerTests {
             text += String(decoding: buffer[..<n], as: UTF8.self)
         }
         #expect(text.contains("id: 7") && text.contains("data: hello"))
+        close(fd)
+        #expect(try await Self.first(streamEnded.stream, within: .seconds(3)) == true)
     }
 
     @Test("cancelling a connect that waits for a handshake answer throws CancellationError at once")

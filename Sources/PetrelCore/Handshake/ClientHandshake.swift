@@ -87,8 +87,9 @@ public struct ClientHandshake: Sendable {
     ///
     /// A status other than 101 is a refusal (`unexpectedStatus`) that carries the response's
     /// body: one with a Content-Length is read to that length (at most `maxRefusalBody` bytes)
-    /// before `.fail` comes; without one (or chunked) the body is what came with the head. If the
-    /// transport ends or times out first, `refusalSoFar` has what came.
+    /// before `.fail` comes; without one, the body is what came with the head; a chunked body is
+    /// not decoded (the refusal has none). If the transport ends or times out first,
+    /// `refusalSoFar` has what came.
     public mutating func feed(_ input: UnsafeRawBufferPointer) -> Step {
         if var r = self.refused {
             r.body += input.prefix(r.expected - r.body.count)

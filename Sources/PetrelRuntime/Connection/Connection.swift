@@ -146,6 +146,24 @@ public final class Connection: @unchecked Sendable {
         set { self.userDataValue.store(newValue, ordering: .releasing) }
     }
     @usableFromInline let userDataValue = Atomic<UInt>(0)
+
+    /// Stores `new` in `userData` and returns what was there (acquiring and releasing).
+    public func exchangeUserData(_ new: UInt) -> UInt {
+        self.userDataValue.exchange(new, ordering: .acquiringAndReleasing)
+    }
+
+    /// Stores `new` in `userData` unless it holds `closed` (a value the closing code put there):
+    /// then returns false and stores nothing.
+    public func replaceUserData(_ new: UInt, unless closed: UInt) -> Bool {
+        var current = self.userDataValue.load(ordering: .acquiring)
+        while current != closed {
+            let (exchanged, original) = self.userDataValue.compareExchange(
+                expected: current, desired: new, successOrdering: .acquiringAndReleasing, failureOrdering: .acquiring)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
     /// True for a Server-Sent Events stream (an event-stream path, or `HTTPAnswer.eventStream`).
     /// Loop thread only; `isEventStream` is the same for any thread.
     var eventStream: Bool {

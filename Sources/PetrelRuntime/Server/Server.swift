@@ -84,6 +84,15 @@ public final class Server: @unchecked Sendable {
         for loop in self.loops { try self.spawn(loop) }
     }
 
+    /// `start`, with `onStopped` set once this call has claimed the server (a server starts
+    /// once) and before any loop thread can read it: a second caller gets the error and leaves
+    /// the first caller's `onStopped` in place.
+    public func start(onStopped: @escaping @Sendable () -> Void) throws(RuntimeError) {
+        try self.prepare()
+        self.onStopped = onStopped
+        for loop in self.loops { try self.spawn(loop) }
+    }
+
     /// Binds and runs the server on the calling thread (plus background threads for the other
     /// loops) until `stop` is called from another thread or a callback.
     public func run() throws(RuntimeError) {
