@@ -291,6 +291,28 @@ struct AsyncHandlerTests {
         #expect(clock.now - began < .milliseconds(500))
     }
 
+    @Test("a refusal whose body stops short (the server closes) still reports the status and what came")
+    func refusalCutShort() async throws {
+        let (fd, port) = try #require(Self.listener())
+        defer { close(fd) }
+        let server = Task.detached {
+            let c = accept(fd, nil, nil)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            _ = read(c, &buffer, buffer.count)
+            let answer = Array("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\nbusy".utf8)
+            _ = answer.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+            close(c)
+        }
+        do {
+            _ = try await WebSocketClient.connect(to: "ws://127.0.0.1:\(port)/")
+            Issue.record("the connect succeeded")
+        } catch let e as PetrelError {
+            #expect(e.httpStatus == 503)
+            #expect(e.responseBody == Array("busy".utf8))
+        }
+        await server.value
+    }
+
     @Test("a refused handshake's status and body reach the Swift caller")
     func refusal() async throws {
         let server = WebSocketServer(configuration: Self.configuration()) { _, _, _ in }

@@ -117,9 +117,11 @@ extension Connection {
         if wasOpen {
             self.handlers.onClose?(self, self.closeCode, self.closeReason)
         } else if self.role == .client {
-            // Whatever ended a connecting client (refused, reset, timeout, bad handshake) is reported.
-            self.handlers.onConnectFailed?(
-                self, self.connectError ?? self.clientHandshake?.refusalSoFar.map(RuntimeError.handshake) ?? RuntimeError(.connect, message))
+            // Whatever ended a connecting client (refused, reset, timeout, bad handshake) is
+            // reported; a refusal whose body was still coming when the transport ended or timed
+            // out is reported as the refusal it is.
+            let refusal = self.clientHandshake?.refusalSoFar.map(RuntimeError.handshake)
+            self.handlers.onConnectFailed?(self, refusal ?? self.connectError ?? RuntimeError(.connect, message))
         }
         self.handlers = Handlers.none
         self.session = Session(role: self.role)

@@ -140,8 +140,7 @@ extension Connection {
 
     func failConnect(_ error: RuntimeError) {
         guard self.phase != .closed else { return }
-        // A refusal whose body was still coming when the transport ended or timed out.
-        self.connectError = self.clientHandshake?.refusalSoFar.map(RuntimeError.handshake) ?? error
+        self.connectError = error
         self.closeTransport(reason: .abnormalClosure, message: error.message)
     }
 }
