@@ -716,6 +716,26 @@ petrel_status petrel_conn_set_data(petrel_server *server, uint64_t conn, void *c
  */
 petrel_status petrel_conn_data(petrel_server *server, uint64_t conn, void **conn_data_out);
 
+/** What petrel_server_each_conn calls for each open connection. */
+typedef void (*petrel_conn_visitor)(void *userdata, petrel_server *server, uint64_t conn, void *conn_data);
+
+/**
+ * Calls fn(userdata, server, conn, conn_data) on the calling thread for each connection open
+ * now: a WebSocket, STOMP connection or event stream whose on_open has returned and whose
+ * on_close has not begun; never a plain HTTP exchange. No order; a connection that opens or
+ * closes meanwhile may or may not be visited. For a health page or an administrative sweep, not
+ * for each message: it copies each loop's table of connections.
+ * conn_data stays valid for the call: while fn runs, an on_close that would receive a visited
+ * pointer waits (on another thread) or, if fn itself closes the connection on this thread,
+ * runs inside fn's call (then use conn_data no more). So keep fn short; it may call the
+ * petrel_conn_* functions and petrel_http_respond, and petrel_server_each_conn again.
+ * With queue_events = 1 there is no on_close to wait for: what your consumer frees when it takes
+ * a close record may still be visited (the hazard of petrel_conn_data).
+ * Returns: PETREL_OK; PETREL_E_NULL (server or fn NULL).
+ * Thread: any, a callback's included.
+ */
+petrel_status petrel_server_each_conn(petrel_server *server, petrel_conn_visitor fn, void *userdata);
+
 /**
  * Sends a ping with up to 125 bytes of payload (data may be NULL when len is 0). Its pong, like
  * that of ping_interval_ms's pings, gives the round-trip time and counts for pong_timeout_ms.

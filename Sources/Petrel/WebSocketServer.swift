@@ -103,6 +103,13 @@ public final class WebSocketServer: Sendable {
     /// Open sockets: WebSocket, event streams and requests in progress.
     public var connectionCount: Int { self.server.connectionCount }
 
+    /// The WebSocket, STOMP and event-stream connections open now (their `onOpen` has returned),
+    /// in no particular order: a snapshot for a health page or a sweep, not for each message
+    /// (it copies each loop's table). Safe from any thread.
+    public var openConnections: [WebSocketConnection] {
+        self.server.openConnectionsNow().map { WebSocketConnection(connection: $0) }
+    }
+
     /// Starts the server on its loop threads and returns. A server with an async handler runs
     /// with `run()` instead (its handlers are child tasks of that call).
     public func start() throws(PetrelError) {

@@ -136,6 +136,21 @@ public func petrel_conn_data(_ server: OpaquePointer?, _ conn: UInt64, _ out: Un
     }
 }
 
+@_cdecl("petrel_server_each_conn")
+public func petrel_server_each_conn(_ server: OpaquePointer?, _ fn: petrel_conn_visitor?, _ userdata: UnsafeMutableRawPointer?) -> Int32 {
+    guard let box = CServer.from(server), let fn else { return PETREL_E_NULL }
+    for c in box.server.openConnectionsNow() {
+        // Under the lock on_close's trampoline takes the pointer with: a pointer seen here is not
+        // freed until fn returns.
+        box.visiting.withLock {
+            let value = c.userData
+            guard value != closedData, c.isOpen else { return }
+            fn(userdata, server, c.id.rawValue, UnsafeMutableRawPointer(bitPattern: value))
+        }
+    }
+    return PETREL_OK
+}
+
 @_cdecl("petrel_conn_set_data")
 public func petrel_conn_set_data(_ server: OpaquePointer?, _ conn: UInt64, _ data: UnsafeMutableRawPointer?) -> Int32 {
     switch lookup(server, conn) {

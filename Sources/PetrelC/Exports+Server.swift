@@ -268,7 +268,8 @@ public func petrel_server_create(
     let handlers = Handlers()
     let server = Server(configuration: runtimeConfig, handlers: handlers)
     let queue = c.queue_events != 0 ? EventQueue(limit: max(64 * 1024, queueBytes)) : nil
-    let box = CServer(server: server, callbacks: cb, queue: queue)
+    let visiting = VisitLock()
+    let box = CServer(server: server, callbacks: cb, queue: queue, visiting: visiting)
     let handle = box.handle
     later.handle = handle
     let ptrs = CPointers(userdata: cb.userdata, handle: handle)
@@ -313,7 +314,7 @@ public func petrel_server_create(
     if queue == nil, let onClose = cb.on_close {
         handlers.onClose = { conn, code, reason in
             var r = reason
-            let data = conn.takeDataForClose()
+            let data = visiting.withLock { conn.takeDataForClose() }
             r.withUTF8 { onClose(ptrs.userdata, ptrs.handle, conn.id.rawValue, data, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
         }
     }

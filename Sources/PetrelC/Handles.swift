@@ -26,11 +26,15 @@ final class CServer: @unchecked Sendable {
     }
     let inCallback = UnsafeMutablePointer<InCallback>.allocate(capacity: 256)
     let maxMessageSize: Int
+    /// Held while petrel_server_each_conn hands out a connection's pointer and while on_close's
+    /// trampoline takes it: on_close never frees what a visitor is using.
+    let visiting: VisitLock
 
-    init(server: Server, callbacks: petrel_server_callbacks, queue: EventQueue?) {
+    init(server: Server, callbacks: petrel_server_callbacks, queue: EventQueue?, visiting: VisitLock) {
         self.server = server
         self.callbacks = callbacks
         self.queue = queue
+        self.visiting = visiting
         self.maxMessageSize = server.configuration.options.session.maxMessageSize
         self.inCallback.initialize(repeating: InCallback(), count: 256)
     }
@@ -157,3 +161,28 @@ extension Connection {
 /// What `userData` holds once on_close has the connection's pointer: not an address user space
 /// can have.
 let closedData = UInt.max
+
+/// A recursive pthread mutex: a visitor may close a connection of its own loop thread, whose
+/// on_close then runs inside the visit, or visit again.
+final class VisitLock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    init() {
+        var attributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attributes)
+        pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_RECURSIVE))
+        pthread_mutex_init(self.mutex, &attributes)
+        pthread_mutexattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_mutex_destroy(self.mutex)
+        self.mutex.deallocate()
+    }
+
+    func withLock<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        return body()
+    }
+}

@@ -66,4 +66,24 @@ struct PetrelAPITests {
         #expect(c.droppedMessages == 0 && c.coalescedMessages == 0)
         ws.close()
     }
+
+    @Test("openConnections: the connections open now, from any thread; a closed one leaves")
+    func openConnections() async throws {
+        var config = WebSocketServer.Configuration(host: "127.0.0.1", port: 0)
+        config.threads = 2
+        config.options.pingInterval = 0
+        let server = WebSocketServer(configuration: config, onOpen: { _ in }, onMessage: { _, _ in })
+        try server.start()
+        defer { server.stop(grace: .milliseconds(100)) }
+        #expect(server.openConnections.isEmpty)
+        var clients: [WebSocketClient] = []
+        for _ in 0..<3 { clients.append(try await WebSocketClient.connect(to: "ws://127.0.0.1:\(server.port)/")) }
+        let open = server.openConnections
+        #expect(open.count == 3)
+        #expect(Set(open.map(\.id)).count == 3)
+        clients[0].close()
+        for _ in 0..<300 where server.openConnections.count != 2 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(server.openConnections.count == 2)
+        for c in clients.dropFirst() { c.close() }
+    }
 }

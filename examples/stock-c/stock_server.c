@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <petrel.h>
 
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
@@ -32,12 +33,13 @@ static const char *const transport_names[TRANSPORTS] = {"websocket", "sse", "sto
 
 /* A connection's state: malloc'd in on_open, which stores it as the connection's conn_data;
  * every later callback of the connection gets it back (no lookup, no lock), and on_close frees
- * it. Its acknowledgements need no lock: acked only moves forward, by compare-and-swap. */
+ * it. There is no list of clients: what asks about all of them (/health, POST /ack) visits the
+ * open connections with petrel_server_each_conn. Acknowledgements need no lock: acked only
+ * moves forward, by compare-and-swap. */
 typedef struct client {
     _Atomic uint64_t acked; /* the last event id the client showed (its {"ack":N}, STOMP ACKs, POST /ack) */
-    int transport;          /* WEBSOCKET, SSE or STOMP; set before it is linked, then only read */
+    int transport;          /* WEBSOCKET, SSE or STOMP; set in on_open, then only read */
     char client[40];        /* the page's client id (SSE acks name it) */
-    struct client *prev, *next; /* in `clients` (under lock) */
 } client;
 
 static petrel_server *server;
@@ -48,10 +50,6 @@ static int stock_count;
 static _Atomic uint64_t last_id; /* written under lock; acknowledgements read it without */
 static uint64_t published;
 static int64_t times_ms[RING];
-/* Every client's state, linked on open and unlinked on close, under lock: only what asks about
- * all clients walks it (/health's counts and lag, the slowest client per transport, and POST
- * /ack, which names its SSE stream by the page's client id). Messages never touch it. */
-static client *clients;
 static volatile sig_atomic_t stopping;
 static struct timespec started;
 
@@ -177,13 +175,6 @@ static client *new_client(uint64_t acked, int transport) {
     return c;
 }
 
-/* Links a client into `clients`; the caller holds the lock. */
-static void link_client(client *c) {
-    c->prev = NULL, c->next = clients;
-    if (clients) clients->prev = c;
-    clients = c;
-}
-
 static void on_open(void *ud, petrel_server *srv, uint64_t conn, void **conn_data) {
     (void)ud;
     char path[64];
@@ -191,11 +182,7 @@ static void on_open(void *ud, petrel_server *srv, uint64_t conn, void **conn_dat
     int32_t is_stomp = 0;
     if (petrel_conn_is_stomp(srv, conn, &is_stomp) == PETREL_OK && is_stomp) {
         /* A STOMP client: its SUBSCRIBE subscribes it (on_stomp); its ACKs say how far it is. */
-        pthread_mutex_lock(&lock);
-        client *c = new_client(last_id, STOMP);
-        if (c) link_client(c);
-        pthread_mutex_unlock(&lock);
-        *conn_data = c;
+        *conn_data = new_client(atomic_load(&last_id), STOMP);
         return;
     }
     if (petrel_conn_path(srv, conn, path, sizeof path, &len) != PETREL_OK) return;
@@ -223,10 +210,9 @@ static void on_open(void *ud, petrel_server *srv, uint64_t conn, void **conn_dat
             return;
         }
     }
+    pthread_mutex_unlock(&lock);
     client *c = new_client(from, sse ? SSE : WEBSOCKET);
     if (c && sse) petrel_conn_query_param(srv, conn, "client", c->client, sizeof c->client, &len);
-    if (c) link_client(c);
-    pthread_mutex_unlock(&lock);
     *conn_data = c;
 }
 
@@ -256,19 +242,12 @@ static void on_stomp_ack(void *ud, petrel_server *srv, uint64_t conn, void *conn
     acknowledge(conn_data, position);
 }
 
-/* The connection's last callback: its state leaves `clients` (so neither /health nor POST /ack
- * can reach it any more) and is freed. */
+/* The connection's last callback: its state is freed (a /health or POST /ack visiting it holds
+ * this call back until it is done). */
 static void on_close(void *ud, petrel_server *srv, uint64_t conn, void *conn_data, uint16_t code, const char *reason,
                      size_t reason_len) {
     (void)ud, (void)srv, (void)conn, (void)code, (void)reason, (void)reason_len;
-    client *c = conn_data;
-    if (!c) return; /* refused in on_open, or out of memory */
-    pthread_mutex_lock(&lock);
-    if (c->prev) c->prev->next = c->next;
-    else clients = c->next;
-    if (c->next) c->next->prev = c->prev;
-    pthread_mutex_unlock(&lock);
-    free(c);
+    free(conn_data); /* NULL if refused in on_open, or out of memory */
 }
 
 /* {"ack":N} with optional whitespace. */
@@ -293,6 +272,36 @@ static void on_message(void *ud, petrel_server *srv, uint64_t conn, void *conn_d
     acknowledge(conn_data, id);
 }
 
+/* /health's census: clients per transport and the slowest one's acknowledgement. */
+typedef struct census {
+    size_t counts[TRANSPORTS];
+    uint64_t slowest[TRANSPORTS];
+} census;
+
+static void count_client(void *ud, petrel_server *srv, uint64_t conn, void *conn_data) {
+    (void)srv, (void)conn;
+    census *tally = ud;
+    const client *c = conn_data;
+    if (!c) return;
+    uint64_t acked = atomic_load_explicit(&c->acked, memory_order_relaxed);
+    tally->counts[c->transport]++;
+    if (acked < tally->slowest[c->transport]) tally->slowest[c->transport] = acked;
+}
+
+/* POST /ack?client=ID: the event id goes to that page's event streams. */
+typedef struct ack_for {
+    const char *who;
+    uint64_t id;
+    int known;
+} ack_for;
+
+static void ack_client(void *ud, petrel_server *srv, uint64_t conn, void *conn_data) {
+    (void)srv, (void)conn;
+    ack_for *ack = ud;
+    client *c = conn_data;
+    if (c && c->transport == SSE && strcmp(c->client, ack->who) == 0) acknowledge(c, ack->id), ack->known = 1;
+}
+
 static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req) {
     (void)ud;
     if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/snapshot") == 0) {
@@ -311,14 +320,11 @@ static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req
         clock_gettime(CLOCK_MONOTONIC, &now);
         double uptime = (double)(now.tv_sec - started.tv_sec) + (double)(now.tv_nsec - started.tv_nsec) / 1e9;
         char body[768];
+        census tally = {{0, 0, 0}, {UINT64_MAX, UINT64_MAX, UINT64_MAX}};
+        petrel_server_each_conn(srv, count_client, &tally);
+        const size_t *counts = tally.counts;
+        uint64_t *slowest = tally.slowest;
         pthread_mutex_lock(&lock);
-        size_t counts[TRANSPORTS] = {0, 0, 0};
-        uint64_t slowest[TRANSPORTS] = {last_id, last_id, last_id};
-        for (client *c = clients; c; c = c->next) {
-            uint64_t acked = atomic_load_explicit(&c->acked, memory_order_relaxed);
-            counts[c->transport]++;
-            if (acked < slowest[c->transport]) slowest[c->transport] = acked;
-        }
         long long ms[TRANSPORTS];
         int64_t t = now_ms();
         for (int k = 0; k < TRANSPORTS; k++) {
@@ -348,15 +354,15 @@ static void on_http(void *ud, petrel_server *srv, const petrel_http_request *req
         memcpy(id_text, req->body, req->body_len);
         id_text[req->body_len] = 0;
         char *end;
+        errno = 0;
         unsigned long long id = strtoull(id_text, &end, 10);
-        int known = 0;
-        if (petrel_http_query_param(req, "client", who, sizeof who, &len) == PETREL_OK) {
-            pthread_mutex_lock(&lock);
-            for (client *c = clients; c; c = c->next)
-                if (c->transport == SSE && strcmp(c->client, who) == 0) acknowledge(c, id), known = 1;
-            pthread_mutex_unlock(&lock);
+        if (end == id_text || *end != 0 || errno != 0 || id_text[0] == '-') {
+            petrel_http_respond(req, 400, "text/plain", "the body is an event id\n", 24);
+            return;
         }
-        petrel_http_respond(req, known ? 204 : 404, "text/plain", "", 0);
+        ack_for ack = {who, id, 0};
+        if (petrel_http_query_param(req, "client", who, sizeof who, &len) == PETREL_OK) petrel_server_each_conn(srv, ack_client, &ack);
+        petrel_http_respond(req, ack.known ? 204 : 404, "text/plain", "", 0);
     }
     /* Anything else: /events, then the page's files. */
 }
@@ -501,7 +507,7 @@ int main(int argc, char **argv) {
         while (!stopping && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) != 0) {
         }
     }
-    petrel_server_destroy(server); /* stops with a 1 s grace; every on_close has run: `clients` is empty */
+    petrel_server_destroy(server); /* stops with a 1 s grace; every on_close has run and freed its client */
     printf("stopped\n");
     return 0;
 }

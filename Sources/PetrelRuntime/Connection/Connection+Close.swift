@@ -89,7 +89,7 @@ extension Connection {
         guard self.phase != .closed else { return }
         let wasOpen = self.openNotified
         self.phase = .closed
-        self.closedFlag.store(true, ordering: .relaxed)
+        self.closedFlag.store(true, ordering: .releasing)
         if self.fd >= 0 {
             self.loop.unregister(fd: self.fd)
             Syscall.close(self.fd)

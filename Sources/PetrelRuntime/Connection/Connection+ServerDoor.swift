@@ -225,6 +225,7 @@ extension Connection {
         }
         self.loop.markDirty(self)
         self.handlers.onOpen?(self)
+        self.noteOpened()
     }
 
     /// Answers with a complete HTTP response (an error, a route's answer, a static file) and

@@ -171,13 +171,25 @@ public final class Connection: @unchecked Sendable {
         @inline(__always) _modify { yield &self.state.pointee.eventStream }
     }
     /// True for a Server-Sent Events stream. Safe from any thread.
-    public var isEventStream: Bool { self.transportFlag.load(ordering: .acquiring) == Connection.eventStreamTransport }
+    public var isEventStream: Bool { self.transportFlag.load(ordering: .acquiring) & ~Connection.openedBit == Connection.eventStreamTransport }
     /// True for a connection that speaks STOMP (decided at the upgrade, before `onOpen`): its
     /// messages go to the STOMP session, and topics reach it as MESSAGE frames of its
     /// subscriptions. Safe from any thread.
-    public var isStomp: Bool { self.transportFlag.load(ordering: .acquiring) == Connection.stompTransport }
+    public var isStomp: Bool { self.transportFlag.load(ordering: .acquiring) & ~Connection.openedBit == Connection.stompTransport }
+    /// True from the return of `onOpen` until the connection closes (a WebSocket, STOMP or an
+    /// event stream; never a plain HTTP exchange). Safe from any thread.
+    public var isOpen: Bool {
+        self.transportFlag.load(ordering: .acquiring) & Connection.openedBit != 0 && !self.closedFlag.load(ordering: .acquiring)
+    }
     static let eventStreamTransport: UInt8 = 1
     static let stompTransport: UInt8 = 2
+    /// Set in `transportFlag` once `onOpen` has returned.
+    static let openedBit: UInt8 = 0x80
+
+    /// Marks the connection open for other threads (`isOpen`), once `onOpen` has returned.
+    func noteOpened() {
+        self.transportFlag.bitwiseOr(Connection.openedBit, ordering: .releasing)
+    }
     /// Topics this connection is subscribed to.
     var subscriptions: [Subscription] {
         @inline(__always) _read { yield self.state.pointee.subscriptions }
@@ -304,7 +316,8 @@ public final class Connection: @unchecked Sendable {
     let inFlight = Atomic<Int>(0)
     let closedFlag = Atomic<Bool>(false)
     let compressing = Atomic<Bool>(false)
-    /// What the connection carries besides plain WebSocket messages: 0, or an event stream, or STOMP.
+    /// What the connection carries besides plain WebSocket messages (0, or an event stream, or
+    /// STOMP), and `openedBit`.
     let transportFlag = Atomic<UInt8>(0)
     let rtt = Atomic<Int>(-1)
     let dropped = Atomic<Int>(0)
@@ -372,6 +385,7 @@ public final class Connection: @unchecked Sendable {
         self.armTimer()
         self.loop.markDirty(self)
         self.handlers.onOpen?(self)
+        self.noteOpened()
         if self.phase == .open && leftover.count > 0 { self.parseFrames(leftover) }
     }
 }

@@ -323,6 +323,19 @@ public final class Server: @unchecked Sendable {
         return self.loops[id.loopIndex].lookup(id)
     }
 
+    /// The connections open at this moment (WebSocket, STOMP and event streams whose `onOpen`
+    /// has returned, and not closed): a snapshot of each loop's registry. One may close as soon
+    /// as it is returned; a send to it then returns `.closed`. Safe from any thread.
+    public func openConnectionsNow() -> [Connection] {
+        var open: [Connection] = []
+        for loop in self.loops {
+            loop.registry.withLock { registry in
+                for c in registry.values where c.isOpen { open.append(c) }
+            }
+        }
+        return open
+    }
+
     /// Sends to a connection by id. Safe from any thread.
     @discardableResult
     public func send(to id: ConnectionID, _ kind: MessageKind, _ payload: UnsafeRawBufferPointer) -> SendStatus {
