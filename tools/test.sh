@@ -98,6 +98,10 @@ valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_conn_data.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-conn-data-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-conn-data-tests
+# Visiting the open connections while clients come and go: no pointer freed under a visitor.
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_each_conn.c $(pkg-config --libs petrel) -lpthread \
+    -Wl,-rpath,"$prefix/lib" -o .build/c-each-conn-tests
+valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-each-conn-tests
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_ping_subprotocol_refusal.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-ping-subprotocol-refusal-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-ping-subprotocol-refusal-tests
@@ -115,6 +119,9 @@ bash bindings/python/tests/package.sh python3
 
 step "the client through real proxies: tinyproxy (CONNECT, Basic auth, https:// via socat), dante (SOCKS5)"
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Proxy -q -p no:cacheprovider
+
+step "hostile networks: Tests/Faults/faultproxy.py between real peers (chunked, slow, stalled, reset, black-holed)"
+PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Faults -q -p no:cacheprovider
 
 step "stock demo: three servers, the page in headless Chromium (direct, and behind nginx: WebSocket, stripped upgrade, buffering, TLS; behind tinyproxy refusing CONNECT; restarts, CORS), 1,000 WebSocket + 100 SSE clients"
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c
