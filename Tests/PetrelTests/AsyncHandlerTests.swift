@@ -40,23 +40,22 @@ struct AsyncHandlerTests {
         return fd
     }
 
-    /// Runs `body` on a thread of its own and returns when it is done; the awaiting task holds
-    /// no thread meanwhile.
-    static func onOwnThread(_ body: @escaping @Sendable () -> Void) async {
+    /// Runs `body` on a thread of its own, started before this returns (a task could wait for a
+    /// cooperative-pool thread; under a busy run that wait outlasted the client's handshake
+    /// timeout). Join it with `pthread_join` once the test is done with it.
+    static func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
         final class Job {
             let run: () -> Void
             init(_ run: @escaping () -> Void) { self.run = run }
         }
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            let job = Unmanaged.passRetained(Job { body(); done.resume() }).toOpaque()
-            var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { p in
-                Unmanaged<Job>.fromOpaque(p!).takeRetainedValue().run()
-                return nil
-            }, job)
-            precondition(rc == 0, "pthread_create: \(rc)")
-            pthread_detach(thread)
-        }
+        let job = Unmanaged.passRetained(Job(body)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { p in
+            Unmanaged<Job>.fromOpaque(p!).takeRetainedValue().run()
+            return nil
+        }, job)
+        precondition(rc == 0, "pthread_create: \(rc)")
+        return thread
     }
 
     /// A socket listening on 127.0.0.1 that nobody accepts on, and its port.
@@ -314,10 +313,9 @@ struct AsyncHandlerTests {
     func refusalCutShort() async throws {
         let (fd, port) = try #require(Self.listener())
         defer { close(fd) }
-        // Its own thread, not a task: a blocking accept in a task holds one of the cooperative
-        // pool's threads (as many as cores), and a busy test run can then leave the answer
-        // unsent past the client's handshake timeout.
-        let server = Task { await Self.onOwnThread {
+        // A thread of its own, started now: a task that accepts could wait for a pool thread
+        // past the client's handshake timeout (seen under AddressSanitizer in CI).
+        let server = Self.startThread {
             let c = accept(fd, nil, nil)
             // The whole request first, and the close as a FIN with nothing unread: a close with
             // unread bytes would be a reset, which may discard what the client has not read yet.
@@ -333,7 +331,7 @@ struct AsyncHandlerTests {
             shutdown(c, Int32(SHUT_WR))
             while read(c, &buffer, buffer.count) > 0 {}
             close(c)
-        } }
+        }
         do {
             _ = try await WebSocketClient.connect(to: "ws://127.0.0.1:\(port)/")
             Issue.record("the connect succeeded")
@@ -341,7 +339,7 @@ struct AsyncHandlerTests {
             #expect(e.httpStatus == 503, "\(e)")
             #expect(e.responseBody == Array("busy".utf8), "\(e)")
         }
-        await server.value
+        pthread_join(server, nil)  // it ends once the client has closed its socket
     }
 
     @Test("a refused handshake's status and body reach the Swift caller")
