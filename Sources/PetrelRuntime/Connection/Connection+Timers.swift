@@ -100,7 +100,13 @@ extension Connection {
             guard interval > 0 else { return }
             if self.awaitingPong {
                 if now - self.pingSentAt >= UInt64(self.options.pongTimeout) {
-                    self.closeOnLoop(code: .internalError, reason: "no pong within \(self.options.pongTimeout) ms")
+                    // The peer is gone or a black hole swallows what we send: waiting for its
+                    // close frame as well would only delay what the application learns. The
+                    // close frame goes out if the socket takes it, then the transport ends.
+                    let reason = "no pong within \(self.options.pongTimeout) ms"
+                    self.closeOnLoop(code: .internalError, reason: reason)
+                    self.flush()
+                    self.closeTransport(reason: .internalError, message: reason)
                 }
             } else if !self.pingQueued && now - max(self.lastReceive, self.lastPing) >= UInt64(interval) {
                 _ = self.pingOnLoop(UnsafeRawBufferPointer(start: nil, count: 0))
