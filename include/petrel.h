@@ -72,6 +72,7 @@ typedef int32_t petrel_status;
 #define PETREL_E_BACKPRESSURE (-102)         /* not queued: the connection's send buffer is over its limit; wait for on_drain */
 #define PETREL_E_TIMEOUT (-103)              /* a blocking call's timeout expired */
 #define PETREL_E_REPLAY_GONE (-104)          /* the replay ring no longer holds the messages after that id */
+#define PETREL_E_RECONNECTING (-105)         /* not sent: the client is between connections (reconnect = 1) */
 /* -2xx: protocol (the peer broke RFC 6455 / RFC 7692); the connection was failed with a close code */
 #define PETREL_E_RESERVED_OPCODE (-201)      /* close 1002 */
 #define PETREL_E_RESERVED_BITS (-202)        /* close 1002 */
@@ -858,6 +859,17 @@ typedef struct petrel_client_config {
                                      Origin, Sec-WebSocket-*, Content-Length, Transfer-Encoding) */
     uint64_t max_backpressure;    /* default 1 MiB: over it, petrel_client_send returns
                                      PETREL_E_BACKPRESSURE until on_drain */
+    uint32_t ping_interval_ms;    /* default 0 (none): a ping after this much silence from the server */
+    uint32_t pong_timeout_ms;     /* default 10000: with ping_interval_ms, the pong must come within
+                                     it, else the connection is failed at once (close 1011) */
+    int32_t reconnect;            /* default 0. 1: connect again after a loss (RECONNECTING below) */
+    uint32_t reconnect_initial_delay_ms; /* default 250: the wait before the first attempt */
+    uint32_t reconnect_max_delay_ms;     /* default 30000: the wait doubles per attempt up to this */
+    uint32_t reconnect_jitter_percent;   /* default 50: up to this share of each wait is taken off at random */
+    uint32_t reconnect_max_attempts;     /* default 0: never give up; N: end after N failed attempts in a row */
+    int32_t queue_while_reconnecting;    /* default 0: petrel_client_send returns PETREL_E_RECONNECTING
+                                            between connections. 1: it queues the message (up to
+                                            max_backpressure bytes in all), sent first on the next open */
 } petrel_client_config;
 
 /** Fills *config with the defaults above and sets its size. Thread: any. */
@@ -873,9 +885,31 @@ void petrel_client_config_init(petrel_client_config *config);
  */
 const char *petrel_last_error(void);
 
+/*
+ * RECONNECTING. With config.reconnect = 1, a client whose connection is lost connects again by
+ * itself, on the same petrel_client handle, and resumes: once the application has named the
+ * last event id it received (petrel_client_set_last_event_id), each attempt asks for what came
+ * after it, with a Last-Event-ID header and last_event_id=N in the URL's query (Petrel servers
+ * and petrel.js read either). A loss is: the transport ended (1006), no pong within
+ * pong_timeout_ms (1011), or the server closed with 1001, 1011, 1012, 1013 or 1014. An attempt
+ * is made after a wait of initial_delay · 2^(n-1) (at most max_delay, less the jitter); one
+ * that fails for the network's reasons (refused, reset, timeout, 408, 429, 5xx) is tried again;
+ * another refusal (401, 403, 404, ...), a certificate or proxy refusal, max_attempts failures
+ * in a row, or any other close code ends the client: state CLOSED, then on_close, once.
+ * petrel_client_connect's own attempt is not retried: it returns its error. Messages received
+ * go on to on_message (or petrel_client_receive) across connections; receive returns
+ * PETREL_E_CLOSED only at the end. docs/c-api.md, "Reconnecting".
+ */
+#define PETREL_CLIENT_CONNECTING 1   /* an attempt starts: attempt = 1, 2, ... */
+#define PETREL_CLIENT_OPEN 2         /* open (again); attempt = the attempts it took (0: the first connect) */
+#define PETREL_CLIENT_RECONNECTING 3 /* the connection was lost or an attempt failed (reason says
+                                        why); attempt `attempt` follows after delay_ms */
+#define PETREL_CLIENT_CLOSED 4       /* the end: reason says why; on_close follows */
+
 /**
- * Client callbacks: with them, messages are delivered to on_message on the client loop thread
- * (borrowed until it returns) and petrel_client_receive is not used. Each may be NULL.
+ * Client callbacks: with on_message, messages are delivered to it on the client loop thread
+ * (borrowed until it returns) and petrel_client_receive is not used; with on_message NULL they
+ * wait for petrel_client_receive. Each may be NULL.
  */
 typedef struct petrel_client_callbacks {
     size_t size;                  /* set by petrel_client_callbacks_init */
@@ -884,6 +918,10 @@ typedef struct petrel_client_callbacks {
     void (*on_close)(void *userdata, petrel_client *client, uint16_t code, const char *reason, size_t reason_len);
     /* After a petrel_client_send returned PETREL_E_BACKPRESSURE: everything queued is written. */
     void (*on_drain)(void *userdata, petrel_client *client);
+    /* A state change (PETREL_CLIENT_*), on the client loop thread or the reconnect thread, one at
+       a time; reason borrowed until it returns. With reconnect = 0: OPEN, then CLOSED. */
+    void (*on_state)(void *userdata, petrel_client *client, int32_t state, uint32_t attempt, uint32_t delay_ms,
+                     const char *reason, size_t reason_len);
 } petrel_client_callbacks;
 
 /** Zeroes *callbacks and sets its size. Thread: any. */
@@ -892,7 +930,7 @@ void petrel_client_callbacks_init(petrel_client_callbacks *callbacks);
 /**
  * Connects to a ws:// URL (host names are resolved here; IPv6 literals in brackets) and completes
  * the opening handshake, blocking until the connection is open or has failed.
- * callbacks: NULL to receive with petrel_client_receive instead.
+ * callbacks: NULL (or on_message NULL) to receive with petrel_client_receive instead.
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_CONFIG_SIZE; PETREL_E_INVALID_ARGUMENT; PETREL_E_URL;
  *          PETREL_E_RESOLVE; PETREL_E_CONNECT; PETREL_E_CONNECT_TIMEOUT; PETREL_E_HANDSHAKE;
  *          PETREL_E_WRONG_THREAD (called from a client callback, which would wait for itself);
@@ -905,16 +943,46 @@ petrel_status petrel_client_connect(const char *url, const petrel_client_config 
 
 /**
  * Queues a message (copied). kind: PETREL_TEXT (valid UTF-8) or PETREL_BINARY.
- * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_CLOSED; PETREL_E_BACKPRESSURE.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_CLOSED; PETREL_E_BACKPRESSURE;
+ *          PETREL_E_RECONNECTING (reconnect = 1 and queue_while_reconnecting = 0: between
+ *          connections, nothing sent). A message queued while reconnecting is dropped if the
+ *          client ends before it reconnects; one sent just before a loss may be lost with the
+ *          connection (acknowledge in the application what must arrive).
  * Thread: any.
  */
 petrel_status petrel_client_send(petrel_client *client, int32_t kind, const void *data, size_t len);
 
 /**
+ * Names the last event id the application has received (and handled): the next reconnect
+ * resumes after it. Call it from on_message once the message is handled, with the id the
+ * message carries (Petrel's servers stamp it where the published text has {{id}}). Once an id
+ * is named, messages of a lost connection still waiting for petrel_client_receive are dropped
+ * when the next attempt starts: they come again after the id. With petrel_client_receive, name
+ * the id as soon as the message is taken; a message taken but not yet named when the attempt
+ * starts comes again, so skip an id at or below the last one handled (as petrel.js does).
+ * With on_message there is no such window: a connection's messages are all handled before its
+ * loss is. Returns: PETREL_OK; PETREL_E_NULL. Thread: any.
+ */
+petrel_status petrel_client_set_last_event_id(petrel_client *client, uint64_t id);
+
+/**
+ * *id_out = the last event id named with petrel_client_set_last_event_id.
+ * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_AGAIN (none named yet). Thread: any.
+ */
+petrel_status petrel_client_last_event_id(petrel_client *client, uint64_t *id_out);
+
+/**
+ * *state_out = the client's state (PETREL_CLIENT_*, as on_state last reported it) and
+ * *attempt_out its attempt number: for receive-mode clients, which have no on_state.
+ * Returns: PETREL_OK; PETREL_E_NULL. Thread: any.
+ */
+petrel_status petrel_client_state(petrel_client *client, int32_t *state_out, uint32_t *attempt_out);
+
+/**
  * Waits up to timeout_ms (negative: forever) for the next message and copies it into buf.
  * Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_TIMEOUT; PETREL_E_CLOSED (no more messages: the
  *          connection ended, see petrel_client_close_status); PETREL_E_BUFFER_TOO_SMALL (*len_out
- *          is the size needed; the message stays queued); PETREL_E_STATE (callbacks are in use).
+ *          is the size needed; the message stays queued); PETREL_E_STATE (on_message is set).
  * Thread: one at a time per client.
  */
 petrel_status petrel_client_receive(petrel_client *client, int32_t timeout_ms, int32_t *kind_out, void *buf, size_t cap,
@@ -922,8 +990,9 @@ petrel_status petrel_client_receive(petrel_client *client, int32_t timeout_ms, i
 
 /**
  * Starts the closing handshake (code 1000-1003, 1007-1014, 3000-4999; reason UTF-8, at most 123
- * bytes, or NULL). Returns: PETREL_OK; PETREL_E_NULL; PETREL_E_INVALID_ARGUMENT; PETREL_E_CLOSED.
- * Thread: any.
+ * bytes, or NULL), and ends reconnecting: between connections, the client ends at once (CLOSED,
+ * on_close with this code and reason). Returns: PETREL_OK; PETREL_E_NULL;
+ * PETREL_E_INVALID_ARGUMENT; PETREL_E_CLOSED. Thread: any.
  */
 petrel_status petrel_client_close(petrel_client *client, uint16_t code, const char *reason);
 

@@ -62,7 +62,8 @@ final class Monitor: @unchecked Sendable {
     }
 }
 
-/// What a `petrel_client *` points to.
+/// What a `petrel_client *` points to: the connection of the moment and, with reconnecting on,
+/// what the next attempt needs (`ReconnectPolicy` decides; `Reconnector` waits and connects).
 final class CClient: @unchecked Sendable {
     let monitor = Monitor()
     var connection: Connection?
@@ -76,14 +77,256 @@ final class CClient: @unchecked Sendable {
     /// Held while a user callback runs, and by destroy: no callback runs after destroy returns.
     let callbackLock = Monitor()
     let usesCallbacks: Bool
+    let url: String
+    let configuration: ClientConfiguration
+    let callbacks: petrel_client_callbacks
+    /// Nil: the client does not reconnect.
+    let policy: ReconnectPolicy?
+    let queueWhileReconnecting: Bool
 
-    init(usesCallbacks: Bool) { self.usesCallbacks = usesCallbacks }
+    // Under `monitor`:
+    /// Between connections: lost, waiting or attempting.
+    var reconnecting = false
+    /// Attempts since the last open.
+    var attempt = 0
+    /// petrel_client_close or _destroy was called: no more attempts.
+    var userClosed = false
+    /// `finish` has begun: nothing more is delivered.
+    var finishing = false
+    var lastEventID: UInt64?
+    /// What on_state last reported (PETREL_CLIENT_*) and its attempt.
+    var state: (Int32, UInt32) = (PETREL_CLIENT_CONNECTING, 0)
+    /// Messages sent between connections (queue_while_reconnecting), and their bytes.
+    var pending: [(MessageKind, [UInt8])] = []
+    var pendingBytes = 0
+
+    init(url: String, configuration: ClientConfiguration, callbacks: petrel_client_callbacks, usesCallbacks: Bool,
+         policy: ReconnectPolicy?, queueWhileReconnecting: Bool) {
+        self.url = url
+        self.configuration = configuration
+        self.callbacks = callbacks
+        self.usesCallbacks = usesCallbacks
+        self.policy = policy
+        self.queueWhileReconnecting = queueWhileReconnecting
+    }
 
     var handle: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
 
     static func from(_ p: OpaquePointer?) -> CClient? {
         guard let p else { return nil }
         return Unmanaged<CClient>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+    }
+
+    /// Runs a user callback unless the client was destroyed; none runs after destroy returns.
+    func callback(_ body: (UnsafeMutableRawPointer?, OpaquePointer) -> Void) {
+        self.callbackLock.locked {
+            if self.monitor.locked({ self.destroyed }) { return }
+            body(self.callbacks.userdata, self.handle)
+        }
+    }
+
+    /// Records a state and reports it to on_state.
+    func report(_ state: Int32, attempt: Int, delay: Int = 0, reason: String = "") {
+        self.monitor.locked { self.state = (state, UInt32(clamping: attempt)) }
+        guard let onState = self.callbacks.on_state else { return }
+        self.callback { userdata, handle in
+            var r = reason
+            r.withUTF8 {
+                onState(userdata, handle, state, UInt32(clamping: attempt), UInt32(clamping: delay),
+                        UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count)
+            }
+        }
+    }
+
+    /// Starts one attempt (the first, on petrel_client_connect's thread; later ones on the
+    /// reconnect thread), resuming after the last event id the application named.
+    func startAttempt() throws(RuntimeError) -> Connection {
+        var url = self.url
+        var configuration = self.configuration
+        // Resuming: what the lost connection left unread in the inbox comes again after the id
+        // the application named, so it goes (else it would come twice).
+        let resumeFrom = self.monitor.locked { () -> UInt64? in
+            if self.lastEventID != nil && self.inboxHead < self.inbox.count {
+                self.inbox.removeAll()
+                self.inboxHead = 0
+            }
+            return self.lastEventID
+        }
+        if let id = resumeFrom {
+            url = ReconnectPolicy.resumeTarget(url, lastEventID: id)
+            configuration.headers.removeAll { $0.name.lowercased() == "last-event-id" }
+            configuration.headers.append(HTTPField(name: "Last-Event-ID", value: String(id)))
+        }
+        let connection = try ClientConnector.connect(to: url, configuration: configuration, handlers: self.makeHandlers())
+        self.monitor.signal { if self.connection == nil || self.connection!.isClosed { self.connection = connection } }
+        return connection
+    }
+
+    /// A reconnect attempt, when its wait is over (on the reconnect thread).
+    func reconnectNow() {
+        let n: Int? = self.monitor.locked {
+            guard self.reconnecting, !self.userClosed, !self.destroyed, self.closed == nil else { return nil }
+            return self.attempt
+        }
+        guard let n else { return }
+        self.report(PETREL_CLIENT_CONNECTING, attempt: n)
+        do throws(RuntimeError) {
+            _ = try self.startAttempt()
+        } catch {
+            self.attemptFailed(error)
+        }
+    }
+
+    /// The connection was lost or an attempt failed: waits and tries again, or ends with `code`
+    /// and `reason` (the close's, or the failure's). `why` is what on_state reports.
+    func lost(code: UInt16, reason: String, why: String, retry: Bool) {
+        guard let policy = self.policy else { return self.finish(code: code, reason: reason, why: why) }
+        var gaveUp = false
+        let n: Int? = self.monitor.locked {
+            guard retry, !self.userClosed, !self.destroyed, self.closed == nil, !self.finishing else { return nil }
+            self.reconnecting = true
+            self.attempt += 1
+            gaveUp = !policy.allows(attempt: self.attempt)
+            return gaveUp ? nil : self.attempt
+        }
+        guard let n else {
+            let failed = self.monitor.locked { self.attempt } - 1
+            return self.finish(code: code, reason: reason, why: gaveUp && failed > 0 ? "gave up after \(failed) attempts: \(why)" : why)
+        }
+        let delay = policy.delay(attempt: n, random: Double.random(in: 0..<1))
+        self.report(PETREL_CLIENT_RECONNECTING, attempt: n, delay: delay, reason: why)
+        Reconnector.shared.schedule(self, after: delay)
+    }
+
+    func attemptFailed(_ error: RuntimeError) {
+        self.lost(code: CloseCode.abnormalClosure.rawValue, reason: error.message, why: error.message, retry: ReconnectPolicy.retries(error))
+    }
+
+    /// The end, once: CLOSED, on_close, and petrel_client_receive's PETREL_E_CLOSED.
+    func finish(code: UInt16, reason: String, why: String) {
+        let first = self.monitor.locked { () -> Bool in
+            guard self.closed == nil, !self.finishing else { return false }
+            self.finishing = true
+            self.reconnecting = false
+            self.pending = []
+            self.pendingBytes = 0
+            return true
+        }
+        guard first else { return }
+        self.report(PETREL_CLIENT_CLOSED, attempt: 0, reason: why)
+        if let onClose = self.callbacks.on_close {
+            self.callback { userdata, handle in
+                var r = reason
+                r.withUTF8 { onClose(userdata, handle, code, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
+            }
+        }
+        // Signalled after on_close returned: a destroy waiting for the close cannot overtake it.
+        self.monitor.signal { self.closed = (code, reason) }
+    }
+
+    /// One attempt's handlers: each opens into this client.
+    func makeHandlers() -> Handlers {
+        let handlers = Handlers()
+        handlers.onOpen = { [self] conn in
+            var first = false, abandon = false, n = 0
+            var queued: [(MessageKind, [UInt8])] = []
+            self.monitor.signal {
+                first = !self.opened
+                n = self.attempt
+                self.connection = conn
+                self.opened = true
+                self.reconnecting = false
+                self.attempt = 0
+                queued = self.pending
+                self.pending = []
+                self.pendingBytes = 0
+                abandon = self.userClosed || self.destroyed || self.finishing
+            }
+            if abandon && !first { return conn.close(code: .normalClosure, reason: "") }
+            for (kind, bytes) in queued { _ = bytes.withUnsafeBytes { conn.send(kind, $0) } }
+            self.report(PETREL_CLIENT_OPEN, attempt: n)
+        }
+        handlers.onConnectFailed = { [self] _, error in
+            if self.monitor.locked({ self.opened }) {
+                self.attemptFailed(error)
+            } else {
+                self.monitor.signal { self.failure = error }
+            }
+        }
+        let onMessage = self.callbacks.on_message
+        handlers.onMessage = { [self] _, kind, payload in
+            if self.usesCallbacks {
+                self.callbackLock.locked {
+                    if self.monitor.locked({ self.destroyed || self.finishing }) { return }
+                    onMessage?(self.callbacks.userdata, self.handle, Int32(kind.rawValue),
+                               payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
+                }
+            } else {
+                let copy = [UInt8](payload)
+                self.monitor.signal { if !self.finishing { self.inbox.append((Int32(kind.rawValue), copy)) } }
+            }
+        }
+        if let onDrain = self.callbacks.on_drain {
+            handlers.onDrain = { [self] _ in self.callback { userdata, handle in onDrain(userdata, handle) } }
+        }
+        handlers.onClose = { [self] _, code, reason in
+            self.lost(code: code.rawValue, reason: reason, why: reason.isEmpty ? "closed with \(code.rawValue)" : "closed with \(code.rawValue): \(reason)",
+                      retry: ReconnectPolicy.reconnects(after: code))
+        }
+        return handlers
+    }
+}
+
+/// The thread that makes the C clients' reconnect attempts: it waits out each attempt's delay,
+/// then starts the attempt (resolving the name here, not on the client loop). One for the
+/// process, started on first use.
+final class Reconnector: @unchecked Sendable {
+    static let shared = Reconnector()
+    private let monitor = Monitor()
+    private var waiting: [(due: UInt64, client: CClient)] = []
+    private var generation = 0
+    private var started = false
+
+    func schedule(_ client: CClient, after ms: Int) {
+        let due = Reconnector.now() + UInt64(max(ms, 0))
+        let start = self.monitor.locked { () -> Bool in
+            self.waiting.append((due, client))
+            self.generation += 1
+            defer { self.started = true }
+            return !self.started
+        }
+        self.monitor.signal {}
+        guard start else { return }
+        do throws(RuntimeError) {
+            try runDetached(name: "petrel-reconnect") { self.run() }
+        } catch {
+            self.monitor.locked { self.started = false }
+            client.attemptFailed(error)
+        }
+    }
+
+    private func run() {
+        while true {
+            let (next, seen) = self.monitor.locked { (self.waiting.map(\.due).min(), self.generation) }
+            let now = Reconnector.now()
+            let timeout = next.map { Int32(clamping: $0 > now ? $0 - now : 0) } ?? -1
+            let due = self.monitor.wait(timeoutMs: timeout) { () -> [CClient]? in
+                let now = Reconnector.now()
+                let ready = self.waiting.filter { $0.due <= now }.map(\.client)
+                if !ready.isEmpty {
+                    self.waiting.removeAll { $0.due <= now }
+                    return ready
+                }
+                return self.generation != seen ? [] : nil
+            } ?? []
+            for client in due { client.reconnectNow() }
+        }
+    }
+
+    static func now() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return UInt64(t.tv_sec) * 1000 + UInt64(t.tv_nsec) / 1_000_000
     }
 }
 
@@ -98,6 +341,15 @@ public func petrel_client_config_init(_ config: UnsafeMutablePointer<petrel_clie
     c.max_message_size = UInt64(d.options.session.maxMessageSize)
     c.compression = 1
     c.max_backpressure = UInt64(d.options.maxBackpressure)
+    c.ping_interval_ms = UInt32(d.options.pingInterval)
+    c.pong_timeout_ms = UInt32(d.options.pongTimeout)
+    let p = ReconnectPolicy()
+    c.reconnect = 0
+    c.reconnect_initial_delay_ms = UInt32(p.initialDelay)
+    c.reconnect_max_delay_ms = UInt32(p.maxDelay)
+    c.reconnect_jitter_percent = UInt32(p.jitter * 100)
+    c.reconnect_max_attempts = UInt32(p.maxAttempts)
+    c.queue_while_reconnecting = 0
     config.pointee = c
 }
 
@@ -166,53 +418,29 @@ public func petrel_client_connect(
     }
     guard let maxBackpressure = Int(exactly: c.max_backpressure), maxBackpressure > 0 else { return PETREL_E_INVALID_ARGUMENT }
     configuration.options.maxBackpressure = maxBackpressure
-    let client = CClient(usesCallbacks: callbacks != nil)
-    let handle = client.handle
-    let ptrs = CPointers(userdata: cb.userdata, handle: handle)
-    let onMessage = cb.on_message
-    let onClose = cb.on_close
-    let onDrain = cb.on_drain
-    let handlers = Handlers()
-    // The connection is known from here: a callback may use the client (say, to pause it)
-    // before ClientConnector.connect has returned to this thread.
-    handlers.onOpen = { conn in client.monitor.signal {
-        client.connection = conn
-        client.opened = true
-    } }
-    handlers.onConnectFailed = { _, error in client.monitor.signal { client.failure = error } }
-    handlers.onMessage = { _, kind, payload in
-        if client.usesCallbacks {
-            client.callbackLock.locked {
-                if client.monitor.locked({ client.destroyed }) { return }
-                onMessage?(ptrs.userdata, ptrs.handle, Int32(kind.rawValue), payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count)
-            }
-        } else {
-            let copy = [UInt8](payload)
-            client.monitor.signal { client.inbox.append((Int32(kind.rawValue), copy)) }
+    guard c.pong_timeout_ms > 0 || c.ping_interval_ms == 0 else { return PETREL_E_INVALID_ARGUMENT }
+    configuration.options.pingInterval = Int(c.ping_interval_ms)
+    configuration.options.pongTimeout = Int(c.pong_timeout_ms)
+    var policy: ReconnectPolicy? = nil
+    switch c.reconnect {
+    case 0: break
+    case 1:
+        let p = ReconnectPolicy(
+            initialDelay: Int(c.reconnect_initial_delay_ms), maxDelay: Int(c.reconnect_max_delay_ms),
+            jitter: Double(c.reconnect_jitter_percent) / 100, maxAttempts: Int(c.reconnect_max_attempts))
+        if let problem = p.problem {
+            LastError.set(problem)
+            return PETREL_E_INVALID_ARGUMENT
         }
+        policy = p
+    default: return PETREL_E_INVALID_ARGUMENT
     }
-    if let onDrain {
-        handlers.onDrain = { _ in
-            client.callbackLock.locked {
-                if client.monitor.locked({ client.destroyed }) { return }
-                onDrain(ptrs.userdata, ptrs.handle)
-            }
-        }
-    }
-    handlers.onClose = { _, code, reason in
-        if client.usesCallbacks, let onClose {
-            client.callbackLock.locked {
-                if client.monitor.locked({ client.destroyed }) { return }
-                var r = reason
-                r.withUTF8 { onClose(ptrs.userdata, ptrs.handle, code.rawValue, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) }
-            }
-        }
-        // Signalled after on_close returned: a destroy waiting for the close cannot overtake it.
-        client.monitor.signal { client.closed = (code.rawValue, reason) }
-    }
+    guard c.queue_while_reconnecting == 0 || c.queue_while_reconnecting == 1 else { return PETREL_E_INVALID_ARGUMENT }
+    let client = CClient(
+        url: target, configuration: configuration, callbacks: cb, usesCallbacks: cb.on_message != nil, policy: policy,
+        queueWhileReconnecting: c.queue_while_reconnecting == 1)
     do throws(RuntimeError) {
-        let connection = try ClientConnector.connect(to: target, configuration: configuration, handlers: handlers)
-        client.monitor.signal { client.connection = connection }
+        _ = try client.startAttempt()
     } catch {
         LastError.set(error.message)
         return Status.of(error)
@@ -237,11 +465,54 @@ public func petrel_client_connect(
 
 @_cdecl("petrel_client_send")
 public func petrel_client_send(_ client: OpaquePointer?, _ kind: Int32, _ data: UnsafeRawPointer?, _ len: Int) -> Int32 {
-    guard let c = CClient.from(client), let conn = c.connection, data != nil || len == 0 else { return PETREL_E_NULL }
+    guard let c = CClient.from(client), data != nil || len == 0 else { return PETREL_E_NULL }
     guard len >= 0, kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
     if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
-    return Status.of(conn.send(k, payload))
+    // Between connections: queued or refused, under the lock the next open takes them with.
+    let between = { () -> Int32? in
+        guard c.reconnecting, !c.finishing, !c.userClosed else { return nil }
+        guard c.queueWhileReconnecting else { return PETREL_E_RECONNECTING }
+        if c.pendingBytes + len > c.configuration.options.maxBackpressure { return PETREL_E_BACKPRESSURE }
+        c.pending.append((k, Array(payload)))
+        c.pendingBytes += len
+        return PETREL_OK
+    }
+    guard let conn = c.monitor.locked({ c.reconnecting ? nil : c.connection }) else {
+        return c.monitor.locked(between) ?? PETREL_E_CLOSED
+    }
+    let status = Status.of(conn.send(k, payload))
+    // Lost a moment ago (its close not handled yet): what reconnecting would say.
+    if status == PETREL_E_CLOSED, c.policy != nil, let s = c.monitor.locked({ () -> Int32? in
+        c.finishing || c.userClosed ? nil : (c.queueWhileReconnecting ? nil : PETREL_E_RECONNECTING)
+    }) {
+        return s
+    }
+    return status
+}
+
+@_cdecl("petrel_client_set_last_event_id")
+public func petrel_client_set_last_event_id(_ client: OpaquePointer?, _ id: UInt64) -> Int32 {
+    guard let c = CClient.from(client) else { return PETREL_E_NULL }
+    c.monitor.locked { c.lastEventID = id }
+    return PETREL_OK
+}
+
+@_cdecl("petrel_client_last_event_id")
+public func petrel_client_last_event_id(_ client: OpaquePointer?, _ out: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    guard let c = CClient.from(client), let out else { return PETREL_E_NULL }
+    guard let id = c.monitor.locked({ c.lastEventID }) else { return PETREL_E_AGAIN }
+    out.pointee = id
+    return PETREL_OK
+}
+
+@_cdecl("petrel_client_state")
+public func petrel_client_state(_ client: OpaquePointer?, _ stateOut: UnsafeMutablePointer<Int32>?, _ attemptOut: UnsafeMutablePointer<UInt32>?) -> Int32 {
+    guard let c = CClient.from(client), let stateOut, let attemptOut else { return PETREL_E_NULL }
+    let (state, attempt) = c.monitor.locked { c.state }
+    stateOut.pointee = state
+    attemptOut.pointee = attempt
+    return PETREL_OK
 }
 
 @_cdecl("petrel_client_receive")
@@ -272,13 +543,24 @@ public func petrel_client_receive(
 
 @_cdecl("petrel_client_close")
 public func petrel_client_close(_ client: OpaquePointer?, _ code: UInt16, _ reason: UnsafePointer<CChar>?) -> Int32 {
-    guard let c = CClient.from(client), let conn = c.connection else { return PETREL_E_NULL }
+    guard let c = CClient.from(client), let conn = c.monitor.locked({ c.connection }) else { return PETREL_E_NULL }
     var text = ""
     if let reason {
         guard let r = string(reason) else { return PETREL_E_INVALID_ARGUMENT }
         text = r
     }
     guard CloseCode(code).isValidOnWire, text.utf8.count <= 123 else { return PETREL_E_INVALID_ARGUMENT }
+    let (ended, between) = c.monitor.locked { () -> (Bool, Bool) in
+        let ended = c.userClosed || c.finishing || c.closed != nil
+        c.userClosed = true
+        return (ended, c.reconnecting)
+    }
+    if ended { return PETREL_E_CLOSED }
+    if between {
+        // No connection to close: the client ends here (an attempt in flight is closed when it opens).
+        c.finish(code: code, reason: text, why: text.isEmpty ? "closed by the application" : text)
+        return PETREL_OK
+    }
     if conn.isClosed { return PETREL_E_CLOSED }
     conn.close(code: CloseCode(code), reason: text)
     return PETREL_OK
@@ -386,7 +668,8 @@ public func petrel_client_close_status(
 @_cdecl("petrel_client_destroy")
 public func petrel_client_destroy(_ client: OpaquePointer?) {
     guard let client, let c = CClient.from(client) else { return }
-    if let conn = c.connection, !conn.isClosed {
+    c.monitor.locked { c.userClosed = true }
+    if let conn = c.monitor.locked({ c.connection }), !conn.isClosed {
         conn.close(code: .goingAway, reason: "client destroyed")
         _ = c.monitor.wait(timeoutMs: 2_000) { c.closed != nil ? true : nil }
     }

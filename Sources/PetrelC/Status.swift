@@ -25,6 +25,7 @@ enum Status {
             PETREL_E_BACKPRESSURE: "not queued: the connection's send buffer is over its limit (wait for on_drain)",
             PETREL_E_TIMEOUT: "the operation timed out",
             PETREL_E_REPLAY_GONE: "the replay ring no longer holds every message after that event id (send a snapshot)",
+            PETREL_E_RECONNECTING: "not sent: the client is between connections and reconnecting (or queue_while_reconnecting)",
             PETREL_E_NULL: "a required pointer argument was NULL",
             PETREL_E_INVALID_ARGUMENT: "an argument is out of range or not valid UTF-8",
             PETREL_E_UNKNOWN_CONNECTION: "no open connection has this id",

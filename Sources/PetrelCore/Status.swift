@@ -12,6 +12,7 @@ public enum StatusCode: Int32, CaseIterable, Sendable {
     case backpressure = -102
     case timeout = -103
     case replayGone = -104
+    case reconnecting = -105
 
     case reservedOpcode = -201
     case reservedBits = -202

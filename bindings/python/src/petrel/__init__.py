@@ -5,16 +5,16 @@
     server.serve_forever()
 """
 from ._lib import lib as _lib_handle
-from .client import ClientConnection, connect
+from .client import ClientConnection, Reconnect, connect
 from .exceptions import (Backpressure, ConnectFailed, ConnectionClosed, ConnectionClosedError, ConnectionClosedOK,
                          EngineUnavailable, InvalidArgument, InvalidHandshake, InvalidState, InvalidStatus, PetrelError,
-                         ProtocolError, Timeout)
+                         ProtocolError, Reconnecting, Timeout)
 from .server import AccessLogEntry, Accept, Connection, HTTPRequest, Server, StompFrame, StompRefuse
 
 __version__ = _lib_handle.petrel_version().decode()
 
 __all__ = [
-    "Server", "Connection", "HTTPRequest", "Accept", "AccessLogEntry", "StompFrame", "StompRefuse", "connect", "ClientConnection", "PetrelError", "Backpressure", "Timeout",
+    "Server", "Connection", "HTTPRequest", "Accept", "AccessLogEntry", "StompFrame", "StompRefuse", "connect", "ClientConnection", "Reconnect", "Reconnecting", "PetrelError", "Backpressure", "Timeout",
     "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError", "ProtocolError", "InvalidHandshake", "InvalidStatus", "InvalidArgument", "InvalidState", "ConnectFailed",
     "EngineUnavailable",
 ]

@@ -144,18 +144,21 @@ class ClientConfig(Structure):
         ("max_message_size", c_uint64), ("compression", c_int32), ("subprotocols", c_char_p), ("origin", c_char_p),
         ("tls_ca_file", c_char_p), ("tls_server_name", c_char_p), ("tls_cert_file", c_char_p), ("tls_key_file", c_char_p),
         ("tls_insecure_skip_verify", c_int32), ("proxy", c_char_p), ("proxy_from_environment", c_int32),
-        ("headers", c_char_p), ("max_backpressure", c_uint64),
+        ("headers", c_char_p), ("max_backpressure", c_uint64), ("ping_interval_ms", c_uint32), ("pong_timeout_ms", c_uint32),
+        ("reconnect", c_int32), ("reconnect_initial_delay_ms", c_uint32), ("reconnect_max_delay_ms", c_uint32),
+        ("reconnect_jitter_percent", c_uint32), ("reconnect_max_attempts", c_uint32), ("queue_while_reconnecting", c_int32),
     ]
 
 
 ClientOnMessage = CFUNCTYPE(None, c_void_p, c_void_p, c_int32, POINTER(c_char), c_size_t)
 ClientOnClose = CFUNCTYPE(None, c_void_p, c_void_p, c_uint16, POINTER(c_char), c_size_t)
 ClientOnDrain = CFUNCTYPE(None, c_void_p, c_void_p)
+ClientOnState = CFUNCTYPE(None, c_void_p, c_void_p, c_int32, c_uint32, c_uint32, POINTER(c_char), c_size_t)
 
 
 class ClientCallbacks(Structure):
     _fields_ = [("size", c_size_t), ("userdata", c_void_p), ("on_message", ClientOnMessage), ("on_close", ClientOnClose),
-                ("on_drain", ClientOnDrain)]
+                ("on_drain", ClientOnDrain), ("on_state", ClientOnState)]
 
 
 # ---- every function: (name, restype, argtypes) ----
@@ -215,6 +218,9 @@ _SIGNATURES = [
     ("petrel_client_ping", status, [c_void_p, c_void_p, c_size_t]),
     ("petrel_client_rtt", status, [c_void_p, POINTER(c_uint32)]),
     ("petrel_client_subprotocol", status, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    ("petrel_client_set_last_event_id", status, [c_void_p, c_uint64]),
+    ("petrel_client_last_event_id", status, [c_void_p, POINTER(c_uint64)]),
+    ("petrel_client_state", status, [c_void_p, POINTER(c_int32), POINTER(c_uint32)]),
     ("petrel_last_refusal", status, [POINTER(c_uint16), c_char_p, c_size_t, POINTER(c_size_t)]),
     ("petrel_client_destroy", None, [c_void_p]),
 ]

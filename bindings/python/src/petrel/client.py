@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Iterable, Iterator, Mapping, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 from . import _lib
 from . import _status as S
@@ -13,6 +14,30 @@ from .server import Data, _payload, _ping_payload
 Message = Union[str, bytes]
 # Extra request headers: a mapping, or (name, value) pairs (a name may repeat).
 Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+
+# The client's states, as on_state and ClientConnection.state name them (PETREL_CLIENT_*).
+STATES = {1: "connecting", 2: "open", 3: "reconnecting", 4: "closed"}
+# on_state(state, attempt, delay in seconds, reason): called on a library thread.
+StateCallback = Callable[[str, int, float, str], None]
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """A reconnecting client's policy (docs/python.md, Reconnecting).
+
+    After a loss (the transport ended, no pong within ping_timeout, or a close with 1001, 1011,
+    1012, 1013 or 1014), attempt n waits initial_delay * 2**(n-1) seconds, at most max_delay,
+    less up to `jitter` of it at random. Failures of the network's kind (refused, reset,
+    timeout, 408, 429, 5xx) are tried again; another refusal (401, 403, ...), max_attempts
+    failures in a row (0: never give up) or another close code end the client. queue_sends:
+    what send() does between connections: False raises Reconnecting, True queues (up to
+    max_backpressure bytes), sent first on the next open."""
+
+    initial_delay: float = 0.25
+    max_delay: float = 30.0
+    jitter: float = 0.5
+    max_attempts: int = 0
+    queue_sends: bool = False
 
 
 def _header_lines(headers: Headers) -> bytes:
@@ -74,13 +99,42 @@ class ClientConnection:
 
     `subprotocol`: the one the server chose (from the subprotocols offered), or None."""
 
-    def __init__(self, handle: ctypes.c_void_p) -> None:
+    def __init__(self, handle: ctypes.c_void_p, keep: Any = None) -> None:
         self._handle = handle
+        self._keep = keep  # the callbacks the library calls (on_state): alive as long as the client
         self._buf = ctypes.create_string_buffer(64 * 1024)
         self.subprotocol: Optional[str] = _client_subprotocol(handle)
 
+    @property
+    def state(self) -> Tuple[str, int]:
+        """(state, attempt): ("open", 0) once connected; with reconnect, ("reconnecting", n)
+        while waiting for attempt n, ("connecting", n) during it; ("closed", 0) at the end."""
+        state = ctypes.c_int32()
+        attempt = ctypes.c_uint32()
+        check(lib.petrel_client_state(self._handle, ctypes.byref(state), ctypes.byref(attempt)))
+        return STATES.get(state.value, str(state.value)), attempt.value
+
+    @property
+    def last_event_id(self) -> Optional[int]:
+        """The last event id the application named: the next reconnect resumes after it (a
+        Last-Event-ID header and last_event_id=N in the URL). None until set."""
+        out = ctypes.c_uint64()
+        rc = lib.petrel_client_last_event_id(self._handle, ctypes.byref(out))
+        if rc == S.E_AGAIN:
+            return None
+        check(rc)
+        return out.value
+
+    @last_event_id.setter
+    def last_event_id(self, value: int) -> None:
+        if not isinstance(value, int) or not 0 <= value < 1 << 64:
+            raise ValueError("last_event_id is an int from 0 to 2**64 - 1")
+        check(lib.petrel_client_set_last_event_id(self._handle, value))
+
     def send(self, data: Data) -> None:
-        """Queues a message: str as text, bytes as binary."""
+        """Queues a message: str as text, bytes as binary. Raises Backpressure over
+        max_backpressure, ConnectionClosed once closed, and with reconnect, Reconnecting between
+        connections (unless Reconnect(queue_sends=True))."""
         kind, raw = _payload(data)
         check(lib.petrel_client_send(self._handle, kind, raw, len(raw)))
 
@@ -166,7 +220,8 @@ class _ClientConfig:
                  tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
                  tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
                  proxy_from_environment: bool = False, additional_headers: Optional[Headers] = None,
-                 max_backpressure: int = 1024 * 1024) -> None:
+                 max_backpressure: int = 1024 * 1024, ping_interval: Optional[float] = None, ping_timeout: float = 10.0,
+                 reconnect: Union[None, bool, Reconnect] = None) -> None:
         if not isinstance(url, str):
             raise TypeError("url must be a str")
         if not isinstance(max_message_size, int) or max_message_size <= 0:
@@ -193,6 +248,23 @@ class _ClientConfig:
         keep.append(_header_lines(additional_headers) if additional_headers else None)
         cfg.headers = keep[7]
         self._keep = keep
+        if ping_interval is not None:
+            if not 0 < ping_interval <= 3600 or not 0 < ping_timeout <= 3600:
+                raise ValueError("ping_interval and ping_timeout are seconds in (0, 3600]")
+            cfg.ping_interval_ms = max(1, int(ping_interval * 1000))
+            cfg.pong_timeout_ms = max(1, int(ping_timeout * 1000))
+        policy = Reconnect() if reconnect is True else (reconnect or None)
+        if policy is not None:
+            if not isinstance(policy, Reconnect):
+                raise TypeError("reconnect is True, False, None or a petrel.Reconnect")
+            if not 0 <= policy.initial_delay <= policy.max_delay <= 3600 or not 0 <= policy.jitter <= 1 or policy.max_attempts < 0:
+                raise ValueError("Reconnect: 0 <= initial_delay <= max_delay <= 3600 s, jitter in [0, 1], max_attempts >= 0")
+            cfg.reconnect = 1
+            cfg.reconnect_initial_delay_ms = int(policy.initial_delay * 1000)
+            cfg.reconnect_max_delay_ms = int(policy.max_delay * 1000)
+            cfg.reconnect_jitter_percent = int(round(policy.jitter * 100))
+            cfg.reconnect_max_attempts = policy.max_attempts
+            cfg.queue_while_reconnecting = 1 if policy.queue_sends else 0
 
     def connect(self, callbacks: Optional[object] = None) -> ctypes.c_void_p:
         """petrel_client_connect (blocking); raises with the library's reason on failure."""
@@ -214,13 +286,26 @@ class _ClientConfig:
         return handle
 
 
+def _state_callbacks(on_state: StateCallback) -> "_lib.ClientCallbacks":
+    """Callbacks with on_state only: messages still come through recv()."""
+    callbacks = _lib.ClientCallbacks()
+    lib.petrel_client_callbacks_init(ctypes.byref(callbacks))
+
+    def state(_ud, _client, value, attempt, delay_ms, reason, length):  # type: ignore[no-untyped-def]
+        on_state(STATES.get(value, str(value)), attempt, delay_ms / 1000,
+                 ctypes.string_at(reason, length).decode("utf-8", "replace") if length else "")
+    callbacks.on_state = _lib.ClientOnState(state)
+    return callbacks
+
+
 def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 1024 * 1024,
             subprotocols: Optional[Iterable[str]] = None, origin: Optional[str] = None,
             open_timeout: float = 10.0, tls_ca_file: Optional[str] = None, tls_server_name: Optional[str] = None,
             tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
             tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
             proxy_from_environment: bool = False, additional_headers: Optional[Headers] = None,
-            max_backpressure: int = 1024 * 1024) -> ClientConnection:
+            max_backpressure: int = 1024 * 1024, ping_interval: Optional[float] = None, ping_timeout: float = 10.0,
+            reconnect: Union[None, bool, Reconnect] = None, on_state: Optional[StateCallback] = None) -> ClientConnection:
     """Connects to a ws:// or wss:// URL and completes the handshake (blocking).
 
     Options: compression (True), max_message_size (16 MiB), subprotocols, origin, open_timeout
@@ -230,13 +315,23 @@ def connect(url: str, *, compression: bool = True, max_message_size: int = 16 * 
     socks5:// URL with optional user:pass@), or proxy_from_environment (wss_proxy, ws_proxy,
     HTTPS_PROXY, HTTP_PROXY and NO_PROXY); additional_headers (a mapping or (name, value)
     pairs: Authorization, Cookie...; the handshake's own headers are refused); max_backpressure
-    (1 MiB: over it, send raises Backpressure).
+    (1 MiB: over it, send raises Backpressure); ping_interval (None: no pings; seconds of
+    silence before a ping) and ping_timeout (10 s: no pong by then fails the connection, 1011).
+
+    reconnect (True, or a Reconnect policy): after a loss the client connects again by itself
+    and resumes after `last_event_id`; recv() and iteration go on across connections and end
+    only when the client ends. on_state(state, attempt, delay, reason) reports each change
+    ("connecting", "open", "reconnecting", "closed") on a library thread. The first connect is
+    not retried: its failure raises here.
 
     A server that answers the handshake with another status than 101 raises InvalidStatus, with
     its `status_code` and `body`."""
-    return ClientConnection(_ClientConfig(
+    callbacks = _state_callbacks(on_state) if on_state is not None else None
+    handle = _ClientConfig(
         url, compression=compression, max_message_size=max_message_size, subprotocols=subprotocols, origin=origin,
         open_timeout=open_timeout, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name, tls_cert_file=tls_cert_file,
         tls_key_file=tls_key_file, tls_insecure_skip_verify=tls_insecure_skip_verify, proxy=proxy,
         proxy_from_environment=proxy_from_environment, additional_headers=additional_headers,
-        max_backpressure=max_backpressure).connect())
+        max_backpressure=max_backpressure, ping_interval=ping_interval, ping_timeout=ping_timeout,
+        reconnect=reconnect).connect(callbacks)
+    return ClientConnection(handle, callbacks)

@@ -3,6 +3,7 @@
     PetrelError                      every error; .status is the C status, str() its message
     ├── Backpressure                 E_BACKPRESSURE: not queued, the send buffer is full (wait for drain)
     ├── Timeout (also TimeoutError)  E_TIMEOUT
+    ├── Reconnecting                 E_RECONNECTING: not sent, the client is between connections
     ├── ConnectionClosed             E_CLOSED, E_SENDING_CLOSED: .code and .reason once known
     ├── ProtocolError                -2xx: the peer broke RFC 6455 / RFC 7692
     │   └── InvalidHandshake         E_HS_*, E_HANDSHAKE: the opening handshake failed
@@ -34,6 +35,11 @@ class Backpressure(PetrelError):
 
 class Timeout(PetrelError, TimeoutError):
     """A blocking call's timeout expired."""
+
+
+class Reconnecting(PetrelError):
+    """Not sent: the client is between connections and reconnecting (Reconnect(queue_sends=True)
+    queues instead)."""
 
 
 class ConnectionClosed(PetrelError):
@@ -107,6 +113,8 @@ def error_for(status: int) -> PetrelError:
         return Backpressure(status)
     if status == S.E_TIMEOUT:
         return Timeout(status)
+    if status == S.E_RECONNECTING:
+        return Reconnecting(status)
     if status in _CLOSED:
         return ConnectionClosed(status)
     if status in _HANDSHAKE:

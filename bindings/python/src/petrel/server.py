@@ -378,7 +378,7 @@ class Server:
         origins: Optional[Iterable[str]] = None, subprotocols: Optional[Iterable[str]] = None,
         slow_consumer: str = "close", max_queued: int = 1024, replay: int = 0,
         engine: Optional[str] = None, stream_capacity: int = 10_000, engine_timeout: float = 2.0,
-        ping_interval: float = 0.0, idle_timeout: float = 0.0, heartbeat_messages: bool = False,
+        ping_interval: float = 0.0, ping_timeout: float = 10.0, idle_timeout: float = 0.0, heartbeat_messages: bool = False,
         on_open: Optional[Callable[[Connection], None]] = None,
         on_message: Optional[Callable[[Connection, Union[str, bytes]], None]] = None,
         on_close: Optional[Callable[[Connection, int, str], None]] = None,
@@ -457,6 +457,9 @@ class Server:
         cfg.topic_slow_consumer = _POLICIES[slow_consumer]
         cfg.topic_max_queued, cfg.topic_replay = max_queued, replay
         cfg.ping_interval_ms, cfg.idle_timeout_ms = int(ping_interval * 1000), int(idle_timeout * 1000)
+        if not 0 < ping_timeout <= 3600:
+            raise ValueError("ping_timeout must be a number of seconds in (0, 3600]")
+        cfg.pong_timeout_ms = max(1, int(ping_timeout * 1000))
         cfg.static_root, cfg.event_stream_paths = self._keep[3], self._keep[4]
         cfg.max_request_body = max_request_body
         cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file = self._keep[5], self._keep[6], self._keep[7]
