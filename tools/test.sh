@@ -11,9 +11,10 @@ step "system packages"
 # chromium and its driver are for the stock page's browser tests; socat, tinyproxy and
 # dante-server for TLS and proxy tests; redis-server and nginx for the cluster (nginx also for
 # the stock page behind proxies, Tests/Browser/test_page_proxies.py); rabbitmq-server
-# (Web-STOMP) as the reference broker for the STOMP client tests; libisal-dev for
+# (Web-STOMP) as the reference broker for the STOMP client tests; iptables for the partition
+# between network namespaces (Tests/Faults/test_netns.py); libisal-dev for
 # the second compression engine (built in when present; PETREL_REQUIRE_ISAL makes its absence fail).
-bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libisal-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server nginx rabbitmq-server
+bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libisal-dev valgrind binutils g++ chromium chromium-driver socat tinyproxy dante-server libhiredis-dev redis-server nginx rabbitmq-server iptables
 
 step "python venv (.venv, pinned in tools/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -105,6 +106,10 @@ valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -
 cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_ping_subprotocol_refusal.c $(pkg-config --libs petrel) -lpthread \
     -Wl,-rpath,"$prefix/lib" -o .build/c-ping-subprotocol-refusal-tests
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-ping-subprotocol-refusal-tests
+# The reconnecting client: a server restarting it twice, the states, the last event id it presents.
+cc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags petrel) Tests/C/test_reconnect.c $(pkg-config --libs petrel) -lpthread \
+    -Wl,-rpath,"$prefix/lib" -o .build/c-reconnect-tests
+valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 -q .build/c-reconnect-tests
 bash Tests/C/example.sh "$prefix"
 
 step "Python bindings: pip install ./bindings/python, then pytest (with websockets)"
@@ -120,14 +125,15 @@ bash bindings/python/tests/package.sh python3
 step "the client through real proxies: tinyproxy (CONNECT, Basic auth, https:// via socat), dante (SOCKS5)"
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Proxy -q -p no:cacheprovider
 
-step "hostile networks: Tests/Faults/faultproxy.py between real peers (chunked, slow, stalled, reset, black-holed)"
+step "hostile networks: Tests/Faults/faultproxy.py between real peers (chunked, slow, stalled, reset, black-holed), and clients that reconnect and resume through it"
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Faults -q -p no:cacheprovider
 
-step "stock demo: three servers, the page in headless Chromium (direct, and behind nginx: WebSocket, stripped upgrade, buffering, TLS; behind tinyproxy refusing CONNECT; restarts, CORS), 1,000 WebSocket + 100 SSE clients"
+step "stock demo: three servers, the page in headless Chromium (direct, and behind nginx: WebSocket, stripped upgrade, buffering, TLS; behind tinyproxy refusing CONNECT; restarts, CORS), 1,000 WebSocket + 100 SSE clients, and 1,000 clients beside 5,000 slowloris connections"
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -C examples/stock-c
 swift build -c release --package-path examples/stock-swift
 PETREL_LIBRARY="$prefix/lib/libpetrel.so" .venv/bin/python -m pytest Tests/Browser -q -p no:cacheprovider
 .venv/bin/python Tests/Load/stock_load.py
+.venv/bin/python Tests/Load/slowloris.py
 
 step "STOMP: stomp.py (a real client) against the stock server at /stomp, and the same tests against RabbitMQ's Web-STOMP"
 .venv/bin/python -m pytest Tests/Stomp -q -p no:cacheprovider -rx
@@ -176,6 +182,26 @@ REPORT_DIR="$root/.build/conformance/server-tls" KOSOKU_ARGS="-i 1.* -i 2.* -i 3
     bash Tests/Conformance/run.sh server "$tunnel_port"
 kill "$echo_pid" "$socat_pid"
 trap - EXIT
+
+step "Autobahn cases 1.* to 7.* through the fault proxy, every write cut at random (1 to 64 bytes)"
+.build/release/petrel-echo --port 0 >"$log" 2>&1 &
+echo_pid=$!
+trap 'kill $echo_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q listening "$log" && break; sleep 0.1; done
+port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$log")
+[ -n "$port" ] || { cat "$log"; echo "petrel-echo did not start" >&2; exit 1; }
+proxy_log=$(mktemp)
+.venv/bin/python Tests/Faults/faultproxy.py "$port" --chunking random >"$proxy_log" 2>&1 &
+proxy_pid=$!
+trap 'kill $echo_pid $proxy_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q -- "->" "$proxy_log" && break; sleep 0.1; done
+proxy_port=$(sed -n 's/^127.0.0.1:\([0-9][0-9]*\) ->.*/\1/p' "$proxy_log")
+[ -n "$proxy_port" ] || { cat "$proxy_log"; echo "the fault proxy did not start" >&2; exit 1; }
+REPORT_DIR="$root/.build/conformance/server-chunked" KOSOKU_ARGS="-i 1.* -i 2.* -i 3.* -i 4.* -i 5.* -i 6.* -i 7.*" \
+    bash Tests/Conformance/run.sh server "$proxy_port"
+kill "$echo_pid" "$proxy_pid"
+trap - EXIT
+rm -f "$proxy_log"
 
 step "Autobahn conformance via kosoku: the Petrel client (fuzzingserver)"
 bash Tests/Conformance/run.sh client .build/release/petrel-autobahn-client

@@ -6,7 +6,8 @@ them, so that what a fault holds back never stops the other direction. The fault
 any moment and applied to bytes not yet forwarded:
 
 - ``latency``: seconds added to every byte's trip (each chunk leaves ``latency`` after it came);
-- ``bandwidth``: bytes per second per direction and connection (None: no cap);
+- ``bandwidth``: bytes per second per direction and connection (None: no cap); with a cap the
+  proxy's socket to the target has a fixed 64 KiB receive buffer;
 - ``chunking``: ``None`` (as read), ``"one"`` (one byte per send, TCP_NODELAY on) or ``"random"``
   (sends of 1 to 64 bytes);
 - ``stall(seconds)``: nothing is forwarded either way for that long, then all of it is;
@@ -65,7 +66,13 @@ class _Link:
             self._drain(self.client)
             return
         try:
-            self.server = socket.create_connection(("127.0.0.1", self.proxy.target_port), timeout=5)
+            self.server = socket.socket()
+            if self.proxy.bandwidth is not None:
+                # A fixed receive buffer (no autotuning, which could let the kernel take megabytes
+                # on the proxy's behalf): the target feels the cap as a slow reader would make it.
+                self.server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            self.server.settimeout(5)
+            self.server.connect(("127.0.0.1", self.proxy.target_port))
             self.server.settimeout(None)
         except OSError:
             self.kill()
