@@ -45,8 +45,8 @@ extension WebSocketClient {
     /// when the body is done with the one before: if it ended in a way `policy` reconnects after
     /// (the transport was lost, no pong, 1001, 1011, 1012, 1013, 1014), the next connection
     /// comes after the policy's delay, with failures of the network's kind tried again;
-    /// otherwise (a close the server meant, or a connection the body left open, which is closed
-    /// with 1000) the sequence ends. A refusal that will not change by itself (401, 403...), or
+    /// otherwise (a close the server meant, a close by the application with any code, or a
+    /// connection the body left open, which is closed with 1000) the sequence ends. A refusal that will not change by itself (401, 403...), or
     /// `policy.maxAttempts` failures in a row, is thrown. Cancelling the task ends the wait.
     /// `onState` hears each step. Sends go to the connection of the turn: once it has ended,
     /// they throw `.closed`, and the next turn's connection takes them.
@@ -98,16 +98,23 @@ extension WebSocketClient {
                     before.close()
                     return self.end("the connection was left open: closed with 1000")
                 }
+                if before.outbound.drain.wasClosedByApplication {
+                    return self.end("closed by the application with \(code.rawValue)")
+                }
                 let reason = before.closeReason.map { $0.isEmpty ? "closed with \(code.rawValue)" : "closed with \(code.rawValue): \($0)" }
                     ?? "closed with \(code.rawValue)"
                 guard ReconnectPolicy.reconnects(after: code) else { return self.end(reason) }
                 var why = reason
                 var attempt = 1
+                var last: PetrelError? = nil
                 while true {
                     guard s.policy.allows(attempt: attempt) else {
                         self.finished = true
-                        s.onState?(.closed(reason: "gave up after \(attempt - 1) attempts: \(why)"))
-                        throw PetrelError(.connect, "gave up after \(attempt - 1) attempts: \(why)")
+                        let message = "gave up after \(attempt - 1) attempts: \(why)"
+                        s.onState?(.closed(reason: message))
+                        // The last attempt's error (its kind, a refusal's status and body), told why.
+                        throw PetrelError(last?.kind ?? .connect, message, errno: last?.errno ?? 0,
+                                          httpStatus: last?.httpStatus ?? 0, responseBody: last?.responseBody ?? [])
                     }
                     let delay = s.policy.delay(attempt: attempt, random: Double.random(in: 0..<1))
                     s.onState?(.reconnecting(attempt: attempt, delay: delay, reason: why))
@@ -126,6 +133,7 @@ extension WebSocketClient {
                         return client
                     } catch let error as PetrelError where ReconnectPolicy.retries(error) {
                         why = error.message
+                        last = error
                         attempt += 1
                     } catch {
                         self.finished = true

@@ -111,7 +111,7 @@ public final class WebSocketClient: Sendable {
 
     /// Starts the closing handshake; the `inbound` sequence ends when it completes.
     public func close(code: WebSocketCloseCode = .normalClosure, reason: String = "") {
-        self.connection.close(code: code, reason: reason)
+        self.outbound.close(code: code, reason: reason)
     }
 
     /// The subprotocol the server chose, if any.

@@ -51,6 +51,7 @@ public struct WebSocketOutbound: Sendable {
 
     /// Starts the closing handshake.
     public func close(code: WebSocketCloseCode = .normalClosure, reason: String = "") {
+        self.drain.closedByApplication()
         self.connection.close(code: code, reason: reason)
     }
 }
@@ -62,12 +63,19 @@ final class DrainSignal: Sendable {
     private struct State {
         var generation: UInt64 = 0
         var closed = false
+        var closedByApplication = false
         var nextWaiter = 0
         var waiters: [(id: Int, continuation: CheckedContinuation<Void, any Error>)] = []
     }
     private let state = Lock(State())
 
     var generation: UInt64 { self.state.withLock { $0.generation } }
+
+    /// Whether the application closed the connection (`close` on the client or its outbound):
+    /// a reconnecting sequence then ends, whatever the code.
+    var wasClosedByApplication: Bool { self.state.withLock { $0.closedByApplication } }
+
+    func closedByApplication() { self.state.withLock { $0.closedByApplication = true } }
 
     /// The buffer drained (the loop's onDrain).
     func drained() {

@@ -94,6 +94,8 @@ final class CClient: @unchecked Sendable {
     /// `finish` has begun: nothing more is delivered.
     var finishing = false
     var lastEventID: UInt64?
+    /// Receive mode: messages taken by petrel_client_receive since the application last named an id.
+    var takenSinceNamed = 0
     /// What on_state last reported (PETREL_CLIENT_*) and its attempt.
     var state: (Int32, UInt32) = (PETREL_CLIENT_CONNECTING, 0)
     /// Messages sent between connections (queue_while_reconnecting), and their bytes.
@@ -125,14 +127,19 @@ final class CClient: @unchecked Sendable {
         }
     }
 
-    /// Records a state and reports it to on_state.
+    /// Records a state and reports it to on_state, in order (under the callback lock); nothing
+    /// but CLOSED once the end has begun.
     func report(_ state: Int32, attempt: Int, delay: Int = 0, reason: String = "") {
-        self.monitor.locked { self.state = (state, UInt32(clamping: attempt)) }
-        guard let onState = self.callbacks.on_state else { return }
-        self.callback { userdata, handle in
+        self.callbackLock.locked {
+            let deliver = self.monitor.locked { () -> Bool in
+                if self.finishing && state != PETREL_CLIENT_CLOSED { return false }
+                self.state = (state, UInt32(clamping: attempt))
+                return !self.destroyed
+            }
+            guard deliver, let onState = self.callbacks.on_state else { return }
             var r = reason
             r.withUTF8 {
-                onState(userdata, handle, state, UInt32(clamping: attempt), UInt32(clamping: delay),
+                onState(self.callbacks.userdata, self.handle, state, UInt32(clamping: attempt), UInt32(clamping: delay),
                         UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count)
             }
         }
@@ -144,14 +151,19 @@ final class CClient: @unchecked Sendable {
         var url = self.url
         var configuration = self.configuration
         // Resuming: what the lost connection left unread in the inbox comes again after the id
-        // the application named, so it goes (else it would come twice).
-        let resumeFrom = self.monitor.locked { () -> UInt64? in
-            if self.lastEventID != nil && self.inboxHead < self.inbox.count {
+        // the application named, so it goes (else it would come twice). A message the
+        // application has taken but not yet named the id of would come again too: wait a moment
+        // for the name (it is given right after the take, by contract).
+        let named = Reconnector.now() + 200
+        let resumeFrom = self.monitor.wait(timeoutMs: 200) { () -> UInt64?? in
+            guard self.lastEventID != nil else { return .some(nil) }
+            if self.takenSinceNamed > 0 && Reconnector.now() < named { return nil }
+            if self.inboxHead < self.inbox.count {
                 self.inbox.removeAll()
                 self.inboxHead = 0
             }
-            return self.lastEventID
-        }
+            return .some(self.lastEventID)
+        } ?? self.monitor.locked { self.lastEventID }
         if let id = resumeFrom {
             url = ReconnectPolicy.resumeTarget(url, lastEventID: id)
             configuration.headers.removeAll { $0.name.lowercased() == "last-event-id" }
@@ -213,6 +225,7 @@ final class CClient: @unchecked Sendable {
             return true
         }
         guard first else { return }
+        Reconnector.shared.cancel(self)
         self.report(PETREL_CLIENT_CLOSED, attempt: 0, reason: why)
         if let onClose = self.callbacks.on_close {
             self.callback { userdata, handle in
@@ -278,19 +291,30 @@ final class CClient: @unchecked Sendable {
 }
 
 /// The thread that makes the C clients' reconnect attempts: it waits out each attempt's delay,
-/// then starts the attempt (resolving the name here, not on the client loop). One for the
+/// then starts the attempt (resolving the name here, not on the client loop). It also ends a
+/// client closed between connections, so that CLOSED and on_close never run inside the
+/// petrel_client_close that asked for them (which may be called from a callback). One for the
 /// process, started on first use.
 final class Reconnector: @unchecked Sendable {
+    enum Job {
+        case attempt
+        case finish(code: UInt16, reason: String, why: String)
+
+        var isAttempt: Bool {
+            if case .attempt = self { return true }
+            return false
+        }
+    }
     static let shared = Reconnector()
     private let monitor = Monitor()
-    private var waiting: [(due: UInt64, client: CClient)] = []
+    private var waiting: [(due: UInt64, client: CClient, job: Job)] = []
     private var generation = 0
     private var started = false
 
-    func schedule(_ client: CClient, after ms: Int) {
+    func schedule(_ client: CClient, after ms: Int, _ job: Job = .attempt) {
         let due = Reconnector.now() + UInt64(max(ms, 0))
         let start = self.monitor.locked { () -> Bool in
-            self.waiting.append((due, client))
+            self.waiting.append((due, client, job))
             self.generation += 1
             defer { self.started = true }
             return !self.started
@@ -301,8 +325,13 @@ final class Reconnector: @unchecked Sendable {
             try runDetached(name: "petrel-reconnect") { self.run() }
         } catch {
             self.monitor.locked { self.started = false }
-            client.attemptFailed(error)
+            client.finish(code: CloseCode.abnormalClosure.rawValue, reason: error.message, why: error.message)
         }
+    }
+
+    /// Forgets a client's waiting attempts (it ended).
+    func cancel(_ client: CClient) {
+        self.monitor.locked { self.waiting.removeAll { $0.client === client && $0.job.isAttempt } }
     }
 
     private func run() {
@@ -310,16 +339,21 @@ final class Reconnector: @unchecked Sendable {
             let (next, seen) = self.monitor.locked { (self.waiting.map(\.due).min(), self.generation) }
             let now = Reconnector.now()
             let timeout = next.map { Int32(clamping: $0 > now ? $0 - now : 0) } ?? -1
-            let due = self.monitor.wait(timeoutMs: timeout) { () -> [CClient]? in
+            let due = self.monitor.wait(timeoutMs: timeout) { () -> [(CClient, Job)]? in
                 let now = Reconnector.now()
-                let ready = self.waiting.filter { $0.due <= now }.map(\.client)
+                let ready = self.waiting.filter { $0.due <= now }.map { ($0.client, $0.job) }
                 if !ready.isEmpty {
                     self.waiting.removeAll { $0.due <= now }
                     return ready
                 }
                 return self.generation != seen ? [] : nil
             } ?? []
-            for client in due { client.reconnectNow() }
+            for (client, job) in due {
+                switch job {
+                case .attempt: client.reconnectNow()
+                case .finish(let code, let reason, let why): client.finish(code: code, reason: reason, why: why)
+                }
+            }
         }
     }
 
@@ -469,32 +503,34 @@ public func petrel_client_send(_ client: OpaquePointer?, _ kind: Int32, _ data: 
     guard len >= 0, kind == 1 || kind == 2, let k = MessageKind(rawValue: UInt8(kind)) else { return PETREL_E_INVALID_ARGUMENT }
     let payload = UnsafeRawBufferPointer(start: data, count: len)
     if k == .text && !UTF8Validator.isValid(payload) { return PETREL_E_INVALID_ARGUMENT }
-    // Between connections: queued or refused, under the lock the next open takes them with.
+    // Between connections (or lost a moment ago, its close not handled yet): queued or refused,
+    // under the lock the next open takes the queue with.
     let between = { () -> Int32? in
-        guard c.reconnecting, !c.finishing, !c.userClosed else { return nil }
+        guard c.policy != nil, !c.finishing, !c.userClosed, c.closed == nil else { return nil }
         guard c.queueWhileReconnecting else { return PETREL_E_RECONNECTING }
         if c.pendingBytes + len > c.configuration.options.maxBackpressure { return PETREL_E_BACKPRESSURE }
         c.pending.append((k, Array(payload)))
         c.pendingBytes += len
         return PETREL_OK
     }
-    guard let conn = c.monitor.locked({ c.reconnecting ? nil : c.connection }) else {
-        return c.monitor.locked(between) ?? PETREL_E_CLOSED
+    let (conn, early) = c.monitor.locked { () -> (Connection?, Int32?) in
+        if c.reconnecting { return (nil, between() ?? PETREL_E_CLOSED) }
+        return (c.connection, nil)
     }
+    if let early { return early }
+    guard let conn else { return PETREL_E_CLOSED }
     let status = Status.of(conn.send(k, payload))
-    // Lost a moment ago (its close not handled yet): what reconnecting would say.
-    if status == PETREL_E_CLOSED, c.policy != nil, let s = c.monitor.locked({ () -> Int32? in
-        c.finishing || c.userClosed ? nil : (c.queueWhileReconnecting ? nil : PETREL_E_RECONNECTING)
-    }) {
-        return s
-    }
-    return status
+    guard status == PETREL_E_CLOSED else { return status }
+    return c.monitor.locked { c.connection === conn || c.reconnecting ? between() : nil } ?? PETREL_E_CLOSED
 }
 
 @_cdecl("petrel_client_set_last_event_id")
 public func petrel_client_set_last_event_id(_ client: OpaquePointer?, _ id: UInt64) -> Int32 {
     guard let c = CClient.from(client) else { return PETREL_E_NULL }
-    c.monitor.locked { c.lastEventID = id }
+    c.monitor.signal {
+        c.lastEventID = id
+        c.takenSinceNamed = 0
+    }
     return PETREL_OK
 }
 
@@ -531,6 +567,7 @@ public func petrel_client_receive(
             if let buf, !bytes.isEmpty { bytes.withUnsafeBytes { buf.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) } }
             kindOut.pointee = kind
             c.inboxHead += 1
+            c.takenSinceNamed += 1
             if c.inboxHead == c.inbox.count {
                 c.inbox.removeAll()
                 c.inboxHead = 0
@@ -543,25 +580,27 @@ public func petrel_client_receive(
 
 @_cdecl("petrel_client_close")
 public func petrel_client_close(_ client: OpaquePointer?, _ code: UInt16, _ reason: UnsafePointer<CChar>?) -> Int32 {
-    guard let c = CClient.from(client), let conn = c.monitor.locked({ c.connection }) else { return PETREL_E_NULL }
+    guard let c = CClient.from(client) else { return PETREL_E_NULL }
     var text = ""
     if let reason {
         guard let r = string(reason) else { return PETREL_E_INVALID_ARGUMENT }
         text = r
     }
     guard CloseCode(code).isValidOnWire, text.utf8.count <= 123 else { return PETREL_E_INVALID_ARGUMENT }
-    let (ended, between) = c.monitor.locked { () -> (Bool, Bool) in
+    let (ended, between, conn) = c.monitor.locked { () -> (Bool, Bool, Connection?) in
         let ended = c.userClosed || c.finishing || c.closed != nil
         c.userClosed = true
-        return (ended, c.reconnecting)
+        return (ended, c.reconnecting, c.connection)
     }
     if ended { return PETREL_E_CLOSED }
     if between {
-        // No connection to close: the client ends here (an attempt in flight is closed when it opens).
-        c.finish(code: code, reason: text, why: text.isEmpty ? "closed by the application" : text)
+        // No connection to close: the client ends, on the reconnect thread (this call may come
+        // from a callback, and CLOSED and on_close are callbacks). An attempt in flight is
+        // closed when it opens.
+        Reconnector.shared.schedule(c, after: 0, .finish(code: code, reason: text, why: text.isEmpty ? "closed by the application" : text))
         return PETREL_OK
     }
-    if conn.isClosed { return PETREL_E_CLOSED }
+    guard let conn, !conn.isClosed else { return PETREL_E_CLOSED }
     conn.close(code: CloseCode(code), reason: text)
     return PETREL_OK
 }
@@ -668,8 +707,16 @@ public func petrel_client_close_status(
 @_cdecl("petrel_client_destroy")
 public func petrel_client_destroy(_ client: OpaquePointer?) {
     guard let client, let c = CClient.from(client) else { return }
-    c.monitor.locked { c.userClosed = true }
-    if let conn = c.monitor.locked({ c.connection }), !conn.isClosed {
+    let (conn, between) = c.monitor.locked { () -> (Connection?, Bool) in
+        let between = c.reconnecting && !c.userClosed && !c.finishing && c.closed == nil
+        c.userClosed = true
+        return (c.connection, between)
+    }
+    if between {
+        // As for a close between connections: the end is reported, on the reconnect thread.
+        Reconnector.shared.schedule(c, after: 0, .finish(code: CloseCode.goingAway.rawValue, reason: "client destroyed", why: "client destroyed"))
+        _ = c.monitor.wait(timeoutMs: 2_000) { c.closed != nil ? true : nil }
+    } else if let conn, !conn.isClosed {
         conn.close(code: .goingAway, reason: "client destroyed")
         _ = c.monitor.wait(timeoutMs: 2_000) { c.closed != nil ? true : nil }
     }

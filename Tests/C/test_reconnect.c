@@ -2,7 +2,9 @@
  * two connections (close 1012) sees the client come back on the same handle, presenting the
  * last event id the application named (Last-Event-ID and last_event_id=), with on_state
  * reporting each step and on_close coming once, at the end; a close the server means (1008)
- * ends it with no attempt. Built with -Wall -Wextra -Werror, run under valgrind. Prints
+ * ends it with no attempt; petrel_client_close called from on_state between connections ends it
+ * (no deadlock: the end is reported from the reconnect thread); a destroy between connections
+ * reports the end before it returns. Built with -Wall -Wextra -Werror, run under valgrind. Prints
  * "N passed, N failed". */
 #define _POSIX_C_SOURCE 200809L
 #include <petrel.h>
@@ -35,7 +37,7 @@ static void on_open(void *userdata, petrel_server *server, uint64_t conn, void *
     petrel_conn_send(server, conn, PETREL_TEXT, text, strlen(text));
     petrel_conn_path(server, conn, path, sizeof path, &len);
     if (strcmp(path, "/policy") == 0) petrel_conn_close(server, conn, 1008, "not you");
-    else if (n <= 2) petrel_conn_close(server, conn, 1012, "restarting");
+    else if (strcmp(path, "/restart") == 0 || n <= 2) petrel_conn_close(server, conn, 1012, "restarting");
 }
 
 struct record {
@@ -84,6 +86,20 @@ static void on_close(void *userdata, petrel_client *client, uint16_t code, const
     r->closes++;
     r->close_code = code;
     pthread_mutex_unlock(&r->lock);
+}
+
+/* Closes the client from its own on_state, the first time it is between connections. */
+static void close_on_reconnecting(void *userdata, petrel_client *client, int32_t state, uint32_t attempt, uint32_t delay_ms,
+                                  const char *reason, size_t reason_len) {
+    on_state(userdata, client, state, attempt, delay_ms, reason, reason_len);
+    if (state == PETREL_CLIENT_RECONNECTING) CHECK_STATUS(petrel_client_close(client, 4000, "enough"), PETREL_OK);
+}
+
+static int closes_of(struct record *r) {
+    pthread_mutex_lock(&r->lock);
+    int n = r->closes;
+    pthread_mutex_unlock(&r->lock);
+    return n;
 }
 
 static petrel_client *connect_reconnecting(uint16_t port, const char *path, struct record *r) {
@@ -187,6 +203,54 @@ static void test_policy_close_ends_it(uint16_t port) {
     pthread_mutex_destroy(&r.lock);
 }
 
+static void test_close_from_on_state(uint16_t port) {
+    struct record r;
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&r.lock, NULL);
+    char url[96];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%u/restart", port);
+    petrel_client_config config;
+    petrel_client_config_init(&config);
+    config.reconnect = 1;
+    config.reconnect_initial_delay_ms = 20;
+    petrel_client_callbacks callbacks;
+    petrel_client_callbacks_init(&callbacks);
+    callbacks.userdata = &r;
+    callbacks.on_message = on_message;
+    callbacks.on_state = close_on_reconnecting;
+    callbacks.on_close = on_close;
+    petrel_client *client = NULL;
+    CHECK_STATUS(petrel_client_connect(url, &config, &callbacks, &client), PETREL_OK);
+    for (int i = 0; i < 1000 && closes_of(&r) == 0; i++) sleep_ms(5);
+    sleep_ms(100); /* an attempt, were one made, would show */
+    pthread_mutex_lock(&r.lock);
+    CHECK(r.closes == 1 && r.close_code == 4000);
+    CHECK(r.state_count == 3 && r.states[0] == PETREL_CLIENT_OPEN && r.states[1] == PETREL_CLIENT_RECONNECTING &&
+          r.states[2] == PETREL_CLIENT_CLOSED);
+    pthread_mutex_unlock(&r.lock);
+    petrel_client_destroy(client);
+
+    /* Destroyed while waiting for an attempt (a long delay): CLOSED and on_close before it returns. */
+    memset(&r, 0, sizeof r);
+    config.reconnect_initial_delay_ms = 60000;
+    config.reconnect_max_delay_ms = 60000;
+    callbacks.on_state = on_state;
+    CHECK_STATUS(petrel_client_connect(url, &config, &callbacks, &client), PETREL_OK);
+    int32_t state = 0;
+    uint32_t attempt = 0;
+    for (int i = 0; i < 1000; i++) {
+        petrel_client_state(client, &state, &attempt);
+        if (state == PETREL_CLIENT_RECONNECTING) break;
+        sleep_ms(5);
+    }
+    CHECK(state == PETREL_CLIENT_RECONNECTING && attempt == 1);
+    CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "x", 1), PETREL_E_RECONNECTING);
+    petrel_client_destroy(client);
+    CHECK(r.closes == 1 && r.close_code == 1001);
+    CHECK(r.state_count == 3 && r.states[2] == PETREL_CLIENT_CLOSED);
+    pthread_mutex_destroy(&r.lock);
+}
+
 static void test_bad_policy(uint16_t port) {
     char url[64];
     snprintf(url, sizeof url, "ws://127.0.0.1:%u/", port);
@@ -215,6 +279,7 @@ int main(void) {
     petrel_server *server = start_test_server(&config, &callbacks, &port);
     test_restarts(port);
     test_policy_close_ends_it(port);
+    test_close_from_on_state(port);
     test_bad_policy(port);
     petrel_server_destroy(server);
     printf("%d passed, %d failed\n", passed, failed);

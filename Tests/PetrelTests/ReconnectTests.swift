@@ -61,7 +61,7 @@ struct ReconnectTests {
                 for try await message in ws.inbound {
                     if case .text(let t) = message { greetings.append(t) }
                     resume.lastEventID = 7
-                    if turns == 3 { ws.close() }
+                    if turns == 3 { ws.close(code: .goingAway) }  // the application's own close ends it, whatever the code
                 }
             } catch {
                 Issue.record("inbound threw \(error)")
@@ -71,7 +71,7 @@ struct ReconnectTests {
         #expect(greetings == ["after none", "after 7 q=7", "after 7 q=7"])
         let seen = await states.all()
         #expect(seen.count == 8)
-        #expect(seen.first == .open(attempt: 0) && seen.last == .closed(reason: "closed with 1000"))
+        #expect(seen.first == .open(attempt: 0) && seen.last == .closed(reason: "closed by the application with 1001"))
         #expect(seen.filter { if case .reconnecting(attempt: 1, _, let why) = $0 { return why.contains("1012") } else { return false } }.count == 2)
         #expect(seen.filter { $0 == .open(attempt: 1) }.count == 2)
     }

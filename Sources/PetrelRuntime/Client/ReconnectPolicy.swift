@@ -23,7 +23,8 @@ public struct ReconnectPolicy: Sendable, Hashable {
 
     /// Why the policy cannot be used, or nil.
     public var problem: String? {
-        if self.initialDelay < 0 || self.initialDelay > 3_600_000 { return "reconnect initial delay must be 0 to 3,600,000 ms" }
+        // 0 would stay 0 however often it doubled: a client refused at once would spin.
+        if self.initialDelay < 1 || self.initialDelay > 3_600_000 { return "reconnect initial delay must be 1 to 3,600,000 ms" }
         if self.maxDelay < self.initialDelay || self.maxDelay > 3_600_000 {
             return "reconnect maximum delay must be at least the initial delay and at most 3,600,000 ms"
         }
@@ -34,7 +35,7 @@ public struct ReconnectPolicy: Sendable, Hashable {
 
     /// The wait before attempt `attempt` (1, 2, ...), with `random` in 0..<1 choosing the jitter.
     public func delay(attempt: Int, random: Double) -> Milliseconds {
-        var d = max(self.initialDelay, 0)
+        var d = max(self.initialDelay, 1)
         var n = 1
         while n < attempt && d < self.maxDelay {
             d = d > self.maxDelay / 2 ? self.maxDelay : d * 2

@@ -1,7 +1,10 @@
 """A blocking WebSocket client over Petrel's C client. recv() releases the GIL while it waits."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
@@ -14,6 +17,10 @@ from .server import Data, _payload, _ping_payload
 Message = Union[str, bytes]
 # Extra request headers: a mapping, or (name, value) pairs (a name may repeat).
 Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+
+log = logging.getLogger("petrel")
+# Set on a library thread while it runs an on_state callback.
+_in_callback = threading.local()
 
 # The client's states, as on_state and ClientConnection.state name them (PETREL_CLIENT_*).
 STATES = {1: "connecting", 2: "open", 3: "reconnecting", 4: "closed"}
@@ -97,13 +104,39 @@ def _client_rtt(handle: ctypes.c_void_p) -> Optional[float]:
 class ClientConnection:
     """A connected client. Iterating yields messages until the connection closes.
 
-    `subprotocol`: the one the server chose (from the subprotocols offered), or None."""
+    `subprotocol`: the one the server chose (from the subprotocols offered), or None.
+
+    Safe to share between threads: a call in progress on one thread (a blocking recv) keeps the
+    library's client alive while another thread destroys it; destroy then closes the connection
+    (1001), which ends that recv, and the last call out releases the client."""
 
     def __init__(self, handle: ctypes.c_void_p, keep: Any = None) -> None:
         self._handle = handle
         self._keep = keep  # the callbacks the library calls (on_state): alive as long as the client
         self._buf = ctypes.create_string_buffer(64 * 1024)
+        self._users = 0  # calls into the library in progress
+        self._destroying = False
+        self._lock = threading.Lock()
         self.subprotocol: Optional[str] = _client_subprotocol(handle)
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[ctypes.c_void_p]:
+        """The handle, kept valid until the block ends; ConnectionClosed once destroyed."""
+        with self._lock:
+            if not self._handle or self._destroying:
+                raise ConnectionClosed(S.E_CLOSED, None, "the client was destroyed")
+            self._users += 1
+            handle = self._handle
+        try:
+            yield handle
+        finally:
+            with self._lock:
+                self._users -= 1
+                last = self._destroying and self._users == 0 and bool(self._handle)
+                if last:
+                    self._handle = ctypes.c_void_p()
+            if last:
+                lib.petrel_client_destroy(handle)
 
     @property
     def state(self) -> Tuple[str, int]:
@@ -111,7 +144,8 @@ class ClientConnection:
         while waiting for attempt n, ("connecting", n) during it; ("closed", 0) at the end."""
         state = ctypes.c_int32()
         attempt = ctypes.c_uint32()
-        check(lib.petrel_client_state(self._handle, ctypes.byref(state), ctypes.byref(attempt)))
+        with self._using() as handle:
+            check(lib.petrel_client_state(handle, ctypes.byref(state), ctypes.byref(attempt)))
         return STATES.get(state.value, str(state.value)), attempt.value
 
     @property
@@ -119,7 +153,8 @@ class ClientConnection:
         """The last event id the application named: the next reconnect resumes after it (a
         Last-Event-ID header and last_event_id=N in the URL). None until set."""
         out = ctypes.c_uint64()
-        rc = lib.petrel_client_last_event_id(self._handle, ctypes.byref(out))
+        with self._using() as handle:
+            rc = lib.petrel_client_last_event_id(handle, ctypes.byref(out))
         if rc == S.E_AGAIN:
             return None
         check(rc)
@@ -129,44 +164,49 @@ class ClientConnection:
     def last_event_id(self, value: int) -> None:
         if not isinstance(value, int) or not 0 <= value < 1 << 64:
             raise ValueError("last_event_id is an int from 0 to 2**64 - 1")
-        check(lib.petrel_client_set_last_event_id(self._handle, value))
+        with self._using() as handle:
+            check(lib.petrel_client_set_last_event_id(handle, value))
 
     def send(self, data: Data) -> None:
         """Queues a message: str as text, bytes as binary. Raises Backpressure over
         max_backpressure, ConnectionClosed once closed, and with reconnect, Reconnecting between
         connections (unless Reconnect(queue_sends=True))."""
         kind, raw = _payload(data)
-        check(lib.petrel_client_send(self._handle, kind, raw, len(raw)))
+        with self._using() as handle:
+            check(lib.petrel_client_send(handle, kind, raw, len(raw)))
 
     def recv(self, timeout: Optional[float] = None) -> Message:
         """The next message (str or bytes). Raises Timeout, or ConnectionClosed with code and reason."""
         kind = ctypes.c_int32()
         size = ctypes.c_size_t()
         ms = -1 if timeout is None else max(0, int(timeout * 1000))
-        while True:
-            rc = lib.petrel_client_receive(self._handle, ms, ctypes.byref(kind), self._buf, len(self._buf), ctypes.byref(size))
-            if rc == S.E_BUFFER_TOO_SMALL:  # buffer too small: grow to what is needed and take it again
-                self._buf = ctypes.create_string_buffer(size.value)
-                continue
-            if rc == S.E_CLOSED:
-                code, reason = self.close_status()
-                raise ConnectionClosed(S.E_CLOSED, code, reason)
-            check(rc)
-            raw = self._buf.raw[: size.value]
-            return raw.decode("utf-8") if kind.value == _lib.TEXT else raw
+        with self._using() as handle:
+            while True:
+                rc = lib.petrel_client_receive(handle, ms, ctypes.byref(kind), self._buf, len(self._buf), ctypes.byref(size))
+                if rc == S.E_BUFFER_TOO_SMALL:  # buffer too small: grow to what is needed and take it again
+                    self._buf = ctypes.create_string_buffer(size.value)
+                    continue
+                if rc == S.E_CLOSED:
+                    code, reason = self._close_status(handle)
+                    raise ConnectionClosed(S.E_CLOSED, code, reason)
+                check(rc)
+                raw = self._buf.raw[: size.value]
+                return raw.decode("utf-8") if kind.value == _lib.TEXT else raw
 
     def ping(self, data: Data = b"") -> None:
         """Sends a ping with up to 125 bytes of payload (str as UTF-8); its pong sets
         round_trip_time. Raises InvalidArgument (a ValueError) over 125 bytes, ConnectionClosed
         once closed."""
         raw = _ping_payload(data)
-        check(lib.petrel_client_ping(self._handle, raw, len(raw)))
+        with self._using() as handle:
+            check(lib.petrel_client_ping(handle, raw, len(raw)))
 
     @property
     def round_trip_time(self) -> Optional[float]:
         """Seconds between the last ping() and its pong, to the millisecond; None until a pong
         has come."""
-        return _client_rtt(self._handle)
+        with self._using() as handle:
+            return _client_rtt(handle)
 
     def __iter__(self) -> Iterator[Message]:
         while True:
@@ -177,25 +217,45 @@ class ClientConnection:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Starts the closing handshake (no-op if already closed)."""
-        rc = lib.petrel_client_close(self._handle, code, reason.encode())
+        try:
+            with self._using() as handle:
+                rc = lib.petrel_client_close(handle, code, reason.encode())
+        except ConnectionClosed:
+            return
         if rc != S.E_CLOSED:
             check(rc)
 
     def close_status(self) -> tuple[Optional[int], str]:
         """(code, reason) once closed, else (None, "")."""
+        with self._using() as handle:
+            return self._close_status(handle)
+
+    @staticmethod
+    def _close_status(handle: ctypes.c_void_p) -> tuple[Optional[int], str]:
         code = ctypes.c_uint16()
         size = ctypes.c_size_t()
         buf = ctypes.create_string_buffer(128)
-        rc = lib.petrel_client_close_status(self._handle, ctypes.byref(code), buf, len(buf), ctypes.byref(size))
+        rc = lib.petrel_client_close_status(handle, ctypes.byref(code), buf, len(buf), ctypes.byref(size))
         if rc == S.E_AGAIN:
             return None, ""
         check(rc)
         return code.value, buf.raw[: size.value].decode("utf-8", "replace")
 
     def destroy(self) -> None:
-        if self._handle:
-            lib.petrel_client_destroy(self._handle)
-            self._handle = ctypes.c_void_p()
+        """Closes the connection (1001) and releases the client; a call in progress on another
+        thread ends (recv raises ConnectionClosed) and the client is released after it."""
+        with self._lock:
+            handle = self._handle
+            if not handle or self._destroying:
+                return
+            self._destroying = True
+            now = self._users == 0
+            if now:
+                self._handle = ctypes.c_void_p()
+        if now:
+            lib.petrel_client_destroy(handle)
+        else:
+            lib.petrel_client_close(handle, 1001, b"client destroyed")
 
     def __enter__(self) -> "ClientConnection":
         return self
@@ -205,6 +265,11 @@ class ClientConnection:
 
     def __del__(self) -> None:
         try:
+            if getattr(_in_callback, "active", False):
+                # Collected inside a library callback (on_state): destroying there would wait for
+                # that very callback. A thread of its own does it.
+                threading.Thread(target=self.destroy, daemon=True).start()
+                return
             self.destroy()
         except Exception:
             pass
@@ -257,8 +322,8 @@ class _ClientConfig:
         if policy is not None:
             if not isinstance(policy, Reconnect):
                 raise TypeError("reconnect is True, False, None or a petrel.Reconnect")
-            if not 0 <= policy.initial_delay <= policy.max_delay <= 3600 or not 0 <= policy.jitter <= 1 or policy.max_attempts < 0:
-                raise ValueError("Reconnect: 0 <= initial_delay <= max_delay <= 3600 s, jitter in [0, 1], max_attempts >= 0")
+            if not 0.001 <= policy.initial_delay <= policy.max_delay <= 3600 or not 0 <= policy.jitter <= 1 or policy.max_attempts < 0:
+                raise ValueError("Reconnect: 0.001 <= initial_delay <= max_delay <= 3600 s, jitter in [0, 1], max_attempts >= 0")
             cfg.reconnect = 1
             cfg.reconnect_initial_delay_ms = int(policy.initial_delay * 1000)
             cfg.reconnect_max_delay_ms = int(policy.max_delay * 1000)
@@ -292,8 +357,14 @@ def _state_callbacks(on_state: StateCallback) -> "_lib.ClientCallbacks":
     lib.petrel_client_callbacks_init(ctypes.byref(callbacks))
 
     def state(_ud, _client, value, attempt, delay_ms, reason, length):  # type: ignore[no-untyped-def]
-        on_state(STATES.get(value, str(value)), attempt, delay_ms / 1000,
-                 ctypes.string_at(reason, length).decode("utf-8", "replace") if length else "")
+        _in_callback.active = True
+        try:
+            on_state(STATES.get(value, str(value)), attempt, delay_ms / 1000,
+                     ctypes.string_at(reason, length).decode("utf-8", "replace") if length else "")
+        except Exception:
+            log.exception("petrel: exception in on_state")
+        finally:
+            _in_callback.active = False
     callbacks.on_state = _lib.ClientOnState(state)
     return callbacks
 
