@@ -10,6 +10,7 @@ reason where the kernel or the container does not allow network namespaces. Run 
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,8 @@ NS_SERVER, NS_CLIENT = f"{TAG}s", f"{TAG}c"
 SERVER_IP, CLIENT_IP, PORT = "10.77.0.1", "10.77.0.2", 8765
 
 SERVER = f"""
-import sys, time, petrel
-say = lambda *a: print(*a, flush=True)
+import os, sys, time, petrel
+say = lambda *a: os.write(1, (" ".join(map(str, a)) + "\\n").encode())  # one write a line: two threads say things
 s = petrel.Server("{SERVER_IP}", {PORT}, threads=1, ping_interval={INTERVAL}, ping_timeout={TIMEOUT},
                   on_open=lambda c: say("opened", time.monotonic()),
                   on_message=lambda c, m: c.send(m),
@@ -38,8 +39,8 @@ s.close()
 """
 
 CLIENT = f"""
-import sys, time, petrel
-say = lambda *a: print(*a, flush=True)
+import os, sys, time, petrel
+say = lambda *a: os.write(1, (" ".join(map(str, a)) + "\\n").encode())  # one write a line: two threads say things
 c = petrel.connect("ws://{SERVER_IP}:{PORT}/", ping_interval={INTERVAL}, ping_timeout={TIMEOUT}, open_timeout=1.0,
                    reconnect=petrel.Reconnect(initial_delay=0.1, max_delay=0.4),
                    on_state=lambda state, attempt, delay, reason: say("state", time.monotonic(), state, reason))
@@ -95,21 +96,34 @@ def network() -> Iterator[None]:
             subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
 
 
-def spawn(ns: str, script: str) -> subprocess.Popen[str]:
+def spawn(ns: str, script: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", script], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stdout=subprocess.PIPE, bufsize=0, env=os.environ.copy())
 
 
-def expect(stream: IO[str], word: str, seconds: float, lines: list[str]) -> list[str]:
-    """The next line that starts with `word` (split), reading for at most `seconds`."""
+_pending: dict[int, bytes] = {}
+
+
+def expect(stream: IO[bytes], word: str, seconds: float, lines: list[str]) -> list[str]:
+    """The next line that starts with `word` (split), reading for at most `seconds`: from the
+    pipe's descriptor, whole lines kept here, so that nothing waits in a buffer select cannot see."""
+    fd = stream.fileno()
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
+    while True:
+        while b"\n" in _pending.get(fd, b""):
+            raw, _, rest = _pending[fd].partition(b"\n")
+            _pending[fd] = rest
+            line = raw.decode().strip()
+            lines.append(line)
+            if line.split() and line.split()[0] == word:
+                return line.split()
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
             break
-        lines.append(line.strip())
-        if line.split()[0] == word:
-            return line.split()
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        _pending[fd] = _pending.get(fd, b"") + chunk
     raise AssertionError(f"no {word!r} within {seconds} s: {lines}")
 
 
@@ -146,8 +160,7 @@ def test_a_kernel_partition_is_found_by_both_ends_and_healed(network: None) -> N
             state = expect(client.stdout, "state", max(0.1, deadline - time.monotonic()), seen)
             if state[2] == "open":
                 break
-        client.stdin.write("echo\n")
-        client.stdin.flush()
+        client.stdin.write(b"echo\n")
         assert expect(client.stdout, "echo", 10, seen) == ["echo", "back"]
     finally:
         for p in (client, server):
