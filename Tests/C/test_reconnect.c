@@ -95,11 +95,15 @@ static void close_on_reconnecting(void *userdata, petrel_client *client, int32_t
     if (state == PETREL_CLIENT_RECONNECTING) CHECK_STATUS(petrel_client_close(client, 4000, "enough"), PETREL_OK);
 }
 
-static int closes_of(struct record *r) {
-    pthread_mutex_lock(&r->lock);
-    int n = r->closes;
-    pthread_mutex_unlock(&r->lock);
-    return n;
+/* Waits up to 5 s for on_close. */
+static void wait_closed(struct record *r) {
+    for (int i = 0; i < 1000; i++) {
+        pthread_mutex_lock(&r->lock);
+        int closes = r->closes;
+        pthread_mutex_unlock(&r->lock);
+        if (closes) return;
+        sleep_ms(5);
+    }
 }
 
 static petrel_client *connect_reconnecting(uint16_t port, const char *path, struct record *r) {
@@ -149,13 +153,7 @@ static void test_restarts(uint16_t port) {
     CHECK(id == 7);
     CHECK_STATUS(petrel_client_send(client, PETREL_TEXT, "hi", 2), PETREL_OK);
     CHECK_STATUS(petrel_client_close(client, 1000, "done"), PETREL_OK);
-    for (int i = 0; i < 1000; i++) {
-        pthread_mutex_lock(&r.lock);
-        int closes = r.closes;
-        pthread_mutex_unlock(&r.lock);
-        if (closes) break;
-        sleep_ms(5);
-    }
+    wait_closed(&r);
     pthread_mutex_lock(&r.lock);
     CHECK(r.message_count == 3);
     CHECK(strcmp(r.messages[0], "after none") == 0);
@@ -185,13 +183,7 @@ static void test_policy_close_ends_it(uint16_t port) {
     memset(&r, 0, sizeof r);
     pthread_mutex_init(&r.lock, NULL);
     petrel_client *client = connect_reconnecting(port, "/policy", &r);
-    for (int i = 0; i < 1000; i++) {
-        pthread_mutex_lock(&r.lock);
-        int closes = r.closes;
-        pthread_mutex_unlock(&r.lock);
-        if (closes) break;
-        sleep_ms(5);
-    }
+    wait_closed(&r);
     sleep_ms(100); /* an attempt, were one made, would show in the states */
     pthread_mutex_lock(&r.lock);
     CHECK(r.closes == 1 && r.close_code == 1008);
@@ -221,7 +213,7 @@ static void test_close_from_on_state(uint16_t port) {
     callbacks.on_close = on_close;
     petrel_client *client = NULL;
     CHECK_STATUS(petrel_client_connect(url, &config, &callbacks, &client), PETREL_OK);
-    for (int i = 0; i < 1000 && closes_of(&r) == 0; i++) sleep_ms(5);
+    wait_closed(&r);
     sleep_ms(100); /* an attempt, were one made, would show */
     pthread_mutex_lock(&r.lock);
     CHECK(r.closes == 1 && r.close_code == 4000);

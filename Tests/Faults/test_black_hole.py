@@ -22,6 +22,25 @@ INTERVAL, TIMEOUT = 0.4, 0.4
 BOUND = INTERVAL + TIMEOUT + 1.0
 
 
+def black_hole_under(client: petrel.ClientConnection, proxy: FaultProxy) -> tuple[float, float, int | None, str]:
+    """Partitions the proxy under an open client and waits for the client to find out: the
+    partition's time, when the client's connection ended, and its code and reason."""
+    time.sleep(0.2)
+    proxy.partition()
+    start = time.monotonic()
+    try:
+        client.recv(timeout=10)
+    except petrel.ConnectionClosed:
+        pass
+    return (start, time.monotonic(), *client.close_status())
+
+
+def wait_for(key: str, table: dict[str, object]) -> None:
+    deadline = time.monotonic() + 10
+    while key not in table and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_both_ends_detect_a_black_hole() -> None:
     closed: dict[str, tuple[float, int, str]] = {}
     opened = threading.Event()
@@ -33,17 +52,9 @@ def test_both_ends_detect_a_black_hole() -> None:
         with FaultProxy(server.port) as proxy:
             client = petrel.connect(f"ws://127.0.0.1:{proxy.port}/", ping_interval=INTERVAL, ping_timeout=TIMEOUT)
             assert opened.wait(5)
-            time.sleep(0.2)
-            proxy.partition()
-            start = time.monotonic()
-            try:
-                client.recv(timeout=10)
-            except petrel.ConnectionClosed:
-                pass
-            closed["client"] = (time.monotonic(), *client.close_status())  # type: ignore[assignment]
-            deadline = time.monotonic() + 10
-            while "server" not in closed and time.monotonic() < deadline:
-                time.sleep(0.01)
+            start, at, code, reason = black_hole_under(client, proxy)
+            closed["client"] = (at, code, reason)  # type: ignore[assignment]
+            wait_for("server", closed)  # type: ignore[arg-type]
             assert server.connection_count == 0
             for side in ("client", "server"):
                 at, code, reason = closed[side]
@@ -113,19 +124,10 @@ def test_petrel_client_and_websockets_server_both_detect_it() -> None:
     try:
         with FaultProxy(box["port"]) as proxy:  # type: ignore[arg-type]
             client = petrel.connect(f"ws://127.0.0.1:{proxy.port}/", ping_interval=INTERVAL, ping_timeout=TIMEOUT)
-            time.sleep(0.2)
-            proxy.partition()
-            start = time.monotonic()
-            try:
-                client.recv(timeout=10)
-            except petrel.ConnectionClosed:
-                pass
-            code, reason = client.close_status()
+            start, at, code, reason = black_hole_under(client, proxy)
             assert code == 1011 and "no pong" in reason
-            assert time.monotonic() - start <= BOUND
-            deadline = time.monotonic() + 10
-            while "server" not in ended and time.monotonic() < deadline:
-                time.sleep(0.01)
+            assert at - start <= BOUND
+            wait_for("server", ended)  # type: ignore[arg-type]
             at, server_code = ended["server"]
             # websockets reports the code it received: none came, so 1006 (it sent 1011).
             assert server_code in (1006, 1011) and at - start <= BOUND, (server_code, at - start)
@@ -151,9 +153,7 @@ def test_websockets_client_and_petrel_server_both_detect_it() -> None:
                     ws.recv(timeout=10)
                 assert time.monotonic() - start <= BOUND
                 assert ws.close_code in (1006, 1011)
-            deadline = time.monotonic() + 10
-            while "server" not in closed and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_for("server", closed)  # type: ignore[arg-type]
             at, code, reason = closed["server"]
             assert code == 1011 and "no pong" in reason and at - start <= BOUND, (code, reason, at - start)
     finally:
