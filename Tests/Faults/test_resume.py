@@ -9,6 +9,7 @@ after the id the client presents (`Last-Event-ID` / `last_event_id=`). Run by to
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Iterator
 import pytest
 
 import petrel
+import petrel.asyncio
 from faultproxy import FaultProxy
 
 TOPIC = "ticks"
@@ -97,6 +99,34 @@ def test_resume_through_reset_and_stall(feed: Feed) -> None:
     assert feed.opens[0] is None and all(isinstance(a, int) and a > 0 for a in feed.opens[1:]), feed.opens
     lost = [s for s in states if s[0] == "reconnecting"]
     assert any("no pong" in s[3] for s in lost), lost
+
+
+def test_asyncio_resume_through_reset_and_stall(feed: Feed) -> None:
+    """The asyncio client: its messages come through callbacks, so the id it names is exact."""
+    states: list[tuple[str, int, float, str]] = []
+
+    async def main(proxy: FaultProxy) -> list[int]:
+        ids: list[int] = []
+        ws = await petrel.asyncio.connect(
+            f"ws://127.0.0.1:{proxy.port}/feed", compression=False, ping_interval=0.3, ping_timeout=0.4,
+            reconnect=petrel.Reconnect(initial_delay=0.05, max_delay=0.5), on_state=lambda *s: states.append(s))
+        feed.go.set()
+        while len(ids) < N:
+            event_id = json.loads(await asyncio.wait_for(ws.recv(), 20))["id"]
+            ids.append(event_id)
+            ws.last_event_id = event_id
+            if len(ids) == 3_000:
+                proxy.reset_after(2_011)
+            elif len(ids) == 7_000:
+                proxy.stall(1.5)
+        await ws.close()
+        return ids
+
+    with FaultProxy(feed.server.port) as proxy:
+        ids = asyncio.run(asyncio.wait_for(main(proxy), 60))
+    assert ids == list(range(1, N + 1)), "a gap or a duplicate"
+    assert [s[0] for s in states].count("reconnecting") >= 2, states
+    assert states[-1][0] == "closed", states
 
 
 def test_sends_between_connections(feed: Feed) -> None:

@@ -12,12 +12,12 @@ import asyncio
 import collections
 import ctypes
 import logging
-from typing import Any, Awaitable, Callable, Deque, Dict, Generator, Iterable, Optional
+from typing import Any, Awaitable, Callable, Deque, Dict, Generator, Iterable, Optional, Tuple, Union
 
 from .. import _lib
 from .. import _status as S
 from .._lib import lib
-from ..client import Headers, Message, _client_rtt, _client_subprotocol, _ClientConfig
+from ..client import STATES, Headers, Message, Reconnect, StateCallback, _client_rtt, _client_subprotocol, _ClientConfig
 from ..exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, check
 from ..server import Data, Server as _SyncServer, _payload, _ping_payload
 from ._flow import ReadFlow
@@ -38,8 +38,11 @@ class WebSocket(_Messages):
     for the server, and once more than `max_queue` messages wait for `recv`, reading stops (TCP
     then slows the server down) until they are down to a quarter of `max_queue`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_queue: Optional[int] = 16) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_queue: Optional[int] = 16,
+                 on_state: Optional[StateCallback] = None) -> None:
         self._loop = loop
+        self._on_state = on_state
+        self._state: Tuple[str, int] = ("connecting", 0)
         self._messages: Deque[Message] = collections.deque()
         self._waiter: Optional[asyncio.Future[None]] = None
         self._writable = asyncio.Event()
@@ -57,12 +60,14 @@ class WebSocket(_Messages):
         self._ended_event = asyncio.Event()
         self.subprotocol: Optional[str] = None  # the one the server chose: set once connected
         self._rtt: Optional[float] = None  # the last round-trip time read, kept past the release
+        self._last_event_id: Optional[int] = None
         # Kept for the life of the connection: ctypes does not keep callbacks alive.
         self._callbacks = _lib.ClientCallbacks()
         lib.petrel_client_callbacks_init(ctypes.byref(self._callbacks))
         self._callbacks.on_message = _lib.ClientOnMessage(self._c_message)
         self._callbacks.on_close = _lib.ClientOnClose(self._c_close)
         self._callbacks.on_drain = _lib.ClientOnDrain(self._c_drain)
+        self._callbacks.on_state = _lib.ClientOnState(self._c_state)
 
     # -- on the client loop thread
 
@@ -80,6 +85,18 @@ class WebSocket(_Messages):
 
     def _c_drain(self, _ud, _client):  # type: ignore[no-untyped-def]
         self._loop.call_soon_threadsafe(self._writable.set)
+
+    def _c_state(self, _ud, _client, value, attempt, delay_ms, reason, length):  # type: ignore[no-untyped-def]
+        text = ctypes.string_at(reason, length).decode("utf-8", "replace") if length else ""
+        self._loop.call_soon_threadsafe(self._state_changed, STATES.get(value, str(value)), attempt, delay_ms / 1000, text)
+
+    def _state_changed(self, state: str, attempt: int, delay: float, reason: str) -> None:
+        self._state = (state, attempt)
+        if self._on_state is not None:
+            try:
+                self._on_state(state, attempt, delay, reason)
+            except Exception:
+                log.exception("petrel: exception in on_state")
 
     # -- on the event loop
 
@@ -180,6 +197,25 @@ class WebSocket(_Messages):
         self._closed = self._ended
 
     @property
+    def state(self) -> Tuple[str, int]:
+        """(state, attempt) as on_state last reported it: ("open", 0) once connected; with
+        reconnect, ("reconnecting", n), ("connecting", n), ("open", n); ("closed", 0) at the end."""
+        return self._state
+
+    @property
+    def last_event_id(self) -> Optional[int]:
+        """The last event id named: the next reconnect resumes after it (None until set)."""
+        return self._last_event_id
+
+    @last_event_id.setter
+    def last_event_id(self, value: int) -> None:
+        if not isinstance(value, int) or not 0 <= value < 1 << 64:
+            raise ValueError("last_event_id is an int from 0 to 2**64 - 1")
+        self._last_event_id = value
+        if self._handle and not self._released:
+            check(lib.petrel_client_set_last_event_id(self._handle, value))
+
+    @property
     def close_code(self) -> Optional[int]:
         return self._ended.code if self._ended else None
 
@@ -199,9 +235,13 @@ class connect:
 
     The options are petrel.connect's: compression, max_message_size, subprotocols, origin,
     open_timeout, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file,
-    tls_insecure_skip_verify, proxy, proxy_from_environment, additional_headers and
-    max_backpressure (over it, send waits); and max_queue (16 messages; None: unbounded): once
-    more than that wait for recv, reading pauses. The handshake (DNS, TCP, proxy, TLS, certificate
+    tls_insecure_skip_verify, proxy, proxy_from_environment, additional_headers,
+    max_backpressure (over it, send waits), ping_interval, ping_timeout and reconnect; and
+    max_queue (16 messages; None: unbounded): once more than that wait for recv, reading
+    pauses. With reconnect, the same WebSocket goes on across connections (recv ends only when
+    the client ends), resuming after `ws.last_event_id`; on_state(state, attempt, delay, reason)
+    runs on the event loop. Its messages come through callbacks: each connection's are all
+    delivered before its loss is handled, so nothing comes twice after an id named in order. The handshake (DNS, TCP, proxy, TLS, certificate
     files) runs in the default executor. Cancelled while it runs, it leaves nothing open: the
     connection it makes is released as soon as it is made."""
 
@@ -211,7 +251,9 @@ class connect:
                  tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
                  tls_insecure_skip_verify: bool = False, proxy: Optional[str] = None,
                  proxy_from_environment: bool = False, additional_headers: Optional[Headers] = None,
-                 max_backpressure: int = 1024 * 1024, max_queue: Optional[int] = 16) -> None:
+                 max_backpressure: int = 1024 * 1024, max_queue: Optional[int] = 16,
+                 ping_interval: Optional[float] = None, ping_timeout: float = 10.0,
+                 reconnect: Union[None, bool, Reconnect] = None, on_state: Optional[StateCallback] = None) -> None:
         if max_queue is not None and (not isinstance(max_queue, int) or max_queue <= 0):
             raise ValueError("max_queue must be a positive int or None")
         self._config = _ClientConfig(
@@ -219,17 +261,20 @@ class connect:
             origin=origin, open_timeout=open_timeout, tls_ca_file=tls_ca_file, tls_server_name=tls_server_name,
             tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, tls_insecure_skip_verify=tls_insecure_skip_verify,
             proxy=proxy, proxy_from_environment=proxy_from_environment, additional_headers=additional_headers,
-            max_backpressure=max_backpressure)
+            max_backpressure=max_backpressure, ping_interval=ping_interval, ping_timeout=ping_timeout, reconnect=reconnect)
         self._max_queue = max_queue
+        self._on_state = on_state
         self._ws: Optional[WebSocket] = None
 
     async def _open(self) -> WebSocket:
         loop = asyncio.get_running_loop()
-        ws = WebSocket(loop, self._max_queue)
+        ws = WebSocket(loop, self._max_queue, self._on_state)
         made = loop.run_in_executor(None, self._config.connect, ws._callbacks)
         try:
             ws._handle = await asyncio.shield(made)
             ws.subprotocol = _client_subprotocol(ws._handle)
+            if ws._last_event_id is not None:  # named from on_state before the handle came
+                lib.petrel_client_set_last_event_id(ws._handle, ws._last_event_id)
             if ws._ended is not None:  # it ended before the handle was handed over
                 ws._destroy()
         except asyncio.CancelledError:
