@@ -9,7 +9,7 @@ SONAME := libpetrel.so.$(ABI_MAJOR)
 LIB_BUILD := .build-static
 LIB := $(LIB_BUILD)/release/libpetrel.so
 
-.PHONY: test demo cluster lib install docs microbench tlsbench bench bench-work
+.PHONY: test demo cluster lib install docs microbench tlsbench bench bench-work soak
 test:
 	bash tools/test.sh
 
@@ -70,3 +70,14 @@ bench-work:
 tlsbench:
 	bash Tests/TLS/make-certs.sh .build/test-certs
 	cd Benchmarks && swift build -c release --product petrel-tls-bench && taskset -c 0,1 .build/release/petrel-tls-bench --certs ../.build/test-certs
+
+# The long soak (not in `make test`): the Swift stock server for MINUTES (30) under 20
+# reconnecting clients through the fault proxy, churn and a fault every 30 s; samples RSS,
+# descriptors and threads every 10 s into .build/soak (soak.csv, soak.png, summary.json).
+MINUTES ?= 30
+soak:
+	@bash tools/apt.sh pkg-config zlib1g-dev libssl-dev libhiredis-dev python3-matplotlib
+	$(MAKE) install PREFIX=$(CURDIR)/.build/c-prefix >/dev/null
+	swift build -c release --package-path examples/stock-swift --product stock-server
+	PETREL_LIBRARY=$(CURDIR)/.build/c-prefix/lib/libpetrel.so PYTHONPATH=$(CURDIR)/bindings/python/src \
+		/usr/bin/python3 Benchmarks/soak.py --minutes $(MINUTES)
